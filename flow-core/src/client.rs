@@ -1,0 +1,160 @@
+//! The [`Client`]: sends events and reads runs back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::store::{Connect, SendReceipt, Store};
+use crate::{Clock, Error, IntoEvent, Limits, NewEvent, RunId, RunStatus, RunView, SystemClock};
+
+/// Sends events and reads runs. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo(client: flow_core::Client<impl flow_core::Store>) -> Result<(), flow_core::Error> {
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct UserCreated { id: i64 }
+/// # impl flow_core::Event for UserCreated { const NAME: &'static str = "app/user.created"; }
+/// let receipt = client.send(UserCreated { id: 7 }).await?;
+/// for (_, run) in &receipt.runs {
+///     let view = client.wait(*run, std::time::Duration::from_secs(30)).await?;
+///     println!("{} {}", view.function_id, view.status);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client<S> {
+    store: S,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+}
+
+impl<S: Store> Client<S> {
+    /// A client of `store`.
+    pub fn new(store: S) -> Self {
+        Client {
+            store,
+            clock: Arc::new(SystemClock),
+            limits: Limits::DEFAULT,
+        }
+    }
+
+    /// Uses `clock` for event timestamps and the dedupe window.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Enforces these limits at send.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The limits enforced at send.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sends one event; every function it triggers gets a run.
+    pub async fn send(&self, event: impl IntoEvent) -> Result<SendReceipt, Error> {
+        self.send_batch([event]).await
+    }
+
+    /// Sends several events in one transaction.
+    pub async fn send_batch<E: IntoEvent>(
+        &self,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<SendReceipt, Error> {
+        let events = prepare(events, &self.limits)?;
+        self.store.send(events, self.clock.now()).await
+    }
+
+    /// A run with its steps, if it exists.
+    pub async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
+        self.store.run(id).await
+    }
+
+    /// Waits until a run has finished (completed, failed or cancelled), for at most `timeout`.
+    pub async fn wait(&self, id: RunId, timeout: Duration) -> Result<RunView, Error> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let view = self.store.run(id).await?.ok_or(Error::RunNotFound(id))?;
+            if view.status.is_finished() {
+                return Ok(view);
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    run: id,
+                    waited: timeout,
+                    status: view.status,
+                });
+            }
+            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for a run and returns its output, or [`Error::RunFailed`].
+    pub async fn result<T: DeserializeOwned>(
+        &self,
+        id: RunId,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let view = self.wait(id, timeout).await?;
+        match view.status {
+            RunStatus::Completed => serde_json::from_value(view.output.unwrap_or_default())
+                .map_err(|e| {
+                    Error::Serde(format!("the output of run {id} does not deserialize: {e}"))
+                }),
+            status => Err(Error::RunFailed {
+                run: id,
+                status,
+                message: view.error.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+impl<S: Connect> Client<S> {
+    /// A client of the store at `url`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Ok(Client::new(S::connect(url).await?))
+    }
+
+    /// A client of the database named by `DATABASE_URL`.
+    pub async fn from_env() -> Result<Self, Error> {
+        Client::connect(&crate::worker::database_url_from_env()?).await
+    }
+}
+
+/// Converts events and enforces the send limits, so nothing oversized reaches a
+/// store. Backends' transaction-taking sends call this too.
+pub fn prepare<E: IntoEvent>(
+    events: impl IntoIterator<Item = E>,
+    limits: &Limits,
+) -> Result<Vec<NewEvent>, Error> {
+    let events = events
+        .into_iter()
+        .map(IntoEvent::into_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    limits.check_send_count(events.len())?;
+    for event in &events {
+        limits.check_event(event.name(), crate::ctx::json_len(event.data()))?;
+        if let Some(id) = event.producer_id()
+            && (id.is_empty() || id.len() > 256)
+        {
+            return Err(Error::InvalidEvent(format!(
+                "event `{}` has a producer id of {} bytes; ids must be 1 to 256 bytes",
+                event.name(),
+                id.len()
+            )));
+        }
+    }
+    Ok(events)
+}

@@ -1,0 +1,279 @@
+//! The three error types: [`StepError`] (a step failed), [`FlowError`] (a handler
+//! failed) and [`Error`] (the engine itself: configuration, database, limits, leases).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The engine's own errors: configuration, database, limits, lost leases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is missing or wrong; the message says which and what to set.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database refused or could not be reached. The message never holds a password.
+    #[error("database: {0}")]
+    Database(String),
+    /// A configured limit was exceeded.
+    #[error(
+        "{what} is {actual} bytes, over the limit of {limit} bytes (configure it with Limits::{setting})"
+    )]
+    Limit {
+        /// What was too large (for example "event `app/x` data").
+        what: String,
+        /// The configured limit.
+        limit: usize,
+        /// The size that was refused.
+        actual: usize,
+        /// The `Limits` field that sets it.
+        setting: &'static str,
+    },
+    /// A count limit was exceeded (events per send, steps per run).
+    #[error("{what}: {actual} is over the limit of {limit} (configure it with Limits::{setting})")]
+    TooMany {
+        /// What was counted.
+        what: String,
+        /// The configured limit.
+        limit: usize,
+        /// The count that was refused.
+        actual: usize,
+        /// The `Limits` field that sets it.
+        setting: &'static str,
+    },
+    /// An event is malformed (name, id or data).
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    /// Two `#[function]`s share one id.
+    #[error("{0}")]
+    DuplicateFunction(String),
+    /// A write for a run carried a stale lease token: another worker owns the run now.
+    #[error("lease lost for run {0}: another worker owns it now")]
+    LeaseLost(crate::RunId),
+    /// No run has this id.
+    #[error("no run with id {0}")]
+    RunNotFound(crate::RunId),
+    /// Waiting for a run's result took longer than asked.
+    #[error("run {run} did not finish within {waited:?} (it is {status})")]
+    Timeout {
+        /// The run waited for.
+        run: crate::RunId,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Its status when the wait gave up.
+        status: crate::RunStatus,
+    },
+    /// A run's output or an event did not (de)serialize.
+    #[error("serialization: {0}")]
+    Serde(String),
+    /// A run ended without the result the caller asked for.
+    #[error("run {run} {status}: {message}")]
+    RunFailed {
+        /// The run.
+        run: crate::RunId,
+        /// Its final status.
+        status: crate::RunStatus,
+        /// Its error message.
+        message: String,
+    },
+}
+
+/// Whether a failed step is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepErrorKind {
+    /// Tried again with backoff while retries remain (the default).
+    Retriable,
+    /// Never tried again: the error goes straight to the function body.
+    Fatal,
+}
+
+/// A step's failure. Retriable unless made with [`StepError::fatal`].
+///
+/// Any `std::error::Error + Send + Sync + 'static` converts into a retriable
+/// `StepError`, so `?` works inside a step body:
+///
+/// ```
+/// use flow_core::StepError;
+/// fn parse(s: &str) -> Result<i64, StepError> {
+///     let n: i64 = s.parse()?; // ParseIntError becomes a retriable StepError
+///     if n < 0 { return Err(StepError::fatal("negative ids are never valid")); }
+///     Ok(n)
+/// }
+/// # assert!(parse("x").is_err());
+/// ```
+///
+/// `StepError` deliberately does not implement `std::error::Error` (like
+/// `anyhow::Error`), so that the blanket conversion above can exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepError {
+    message: String,
+    kind: StepErrorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    retry_after: Option<Duration>,
+}
+
+impl StepError {
+    /// A failure worth another attempt.
+    pub fn retriable(error: impl fmt::Display) -> Self {
+        StepError {
+            message: error.to_string(),
+            kind: StepErrorKind::Retriable,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that no retry can fix: it reaches the function body at once.
+    pub fn fatal(error: impl fmt::Display) -> Self {
+        StepError {
+            message: error.to_string(),
+            kind: StepErrorKind::Fatal,
+            retry_after: None,
+        }
+    }
+
+    /// A retriable failure whose next attempt starts after `delay` (instead of the backoff).
+    pub fn retry_after(error: impl fmt::Display, delay: Duration) -> Self {
+        StepError {
+            message: error.to_string(),
+            kind: StepErrorKind::Retriable,
+            retry_after: Some(delay),
+        }
+    }
+
+    /// The failure's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the failure may be retried.
+    pub fn kind(&self) -> StepErrorKind {
+        self.kind
+    }
+
+    /// Whether this failure stops retries.
+    pub fn is_fatal(&self) -> bool {
+        self.kind == StepErrorKind::Fatal
+    }
+
+    /// The delay asked for by [`StepError::retry_after`].
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
+    fn from(error: E) -> Self {
+        StepError::retriable(error_chain(&error))
+    }
+}
+
+/// What a `#[function]` handler returns on failure: the run fails with this message.
+///
+/// Converts from [`StepError`] and from any `std::error::Error`, so `?` works on both.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FlowError {
+    message: String,
+}
+
+impl FlowError {
+    /// A failure with this message.
+    pub fn new(message: impl fmt::Display) -> Self {
+        FlowError {
+            message: message.to_string(),
+        }
+    }
+
+    /// The failure's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for FlowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<StepError> for FlowError {
+    fn from(error: StepError) -> Self {
+        FlowError {
+            message: error.message,
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for FlowError {
+    fn from(error: E) -> Self {
+        FlowError {
+            message: error_chain(&error),
+        }
+    }
+}
+
+/// `outer: inner: innermost`, so the stored message keeps the causes.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn conversions_keep_the_cause_chain() {
+        let e: StepError = Outer(std::io::Error::other("disk gone")).into();
+        assert_eq!(e.message(), "outer: disk gone");
+        assert!(!e.is_fatal());
+        let f: FlowError = e.into();
+        assert_eq!(f.message(), "outer: disk gone");
+    }
+
+    #[test]
+    fn step_errors_round_trip_through_json() {
+        let e = StepError::retry_after("rate limited", Duration::from_millis(1500));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["retry_after"], 1500);
+        assert_eq!(serde_json::from_value::<StepError>(json).unwrap(), e);
+        let fatal = StepError::fatal("bad input");
+        let back: StepError =
+            serde_json::from_value(serde_json::to_value(&fatal).unwrap()).unwrap();
+        assert!(back.is_fatal());
+    }
+}

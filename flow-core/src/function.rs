@@ -1,0 +1,151 @@
+//! Functions: what `#[function]` declares, and the registry a worker serves.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+use crate::{Backoff, Ctx, Error, Event};
+
+/// How a handler's run ended, as the driver stores it.
+#[derive(Debug)]
+pub enum HandlerOutcome {
+    /// The handler returned `Ok`; its output as JSON.
+    Completed(Value),
+    /// The handler returned `Err`, or its event did not deserialize.
+    Failed(String),
+}
+
+/// The type-erased entry point the macro generates for a handler.
+pub type HandlerFn = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
+
+/// Everything the engine knows about one `#[function]`.
+#[derive(Debug)]
+pub struct FunctionDef {
+    /// The function's id (its fn name unless `id = "..."` was given). Runs store it.
+    pub id: &'static str,
+    /// The event name that triggers it.
+    pub trigger: &'static str,
+    /// Retries its steps get unless they say otherwise.
+    pub retries: u32,
+    /// Backoff its steps use unless they say otherwise.
+    pub backoff: Backoff,
+    /// Runs the handler.
+    pub handler: HandlerFn,
+    /// `file:line` of the definition, for error messages.
+    pub location: &'static str,
+}
+
+/// Implemented by `#[function]` on a type of the same name as the handler fn, so
+/// the function can be named in type position: `builder.register::<my_fn>()`.
+pub trait Function {
+    /// The event that triggers it.
+    type Event: Event;
+    /// What the handler returns on success.
+    type Output;
+    /// Its definition.
+    const DEF: &'static FunctionDef;
+}
+
+/// What `#[function]` submits to `inventory`, so that every function in the binary
+/// registers itself.
+pub struct Registration(pub &'static FunctionDef);
+
+inventory::collect!(Registration);
+
+/// Every function linked into this binary.
+pub fn registered() -> Vec<&'static FunctionDef> {
+    inventory::iter::<Registration>
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+/// The functions one worker serves, by id.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    by_id: BTreeMap<&'static str, &'static FunctionDef>,
+}
+
+impl Registry {
+    /// A registry of `defs`; two definitions with one id are an error naming both.
+    pub fn new(defs: impl IntoIterator<Item = &'static FunctionDef>) -> Result<Self, Error> {
+        let mut by_id: BTreeMap<&'static str, &'static FunctionDef> = BTreeMap::new();
+        for def in defs {
+            if let Some(previous) = by_id.get(def.id) {
+                if std::ptr::eq(*previous, def) {
+                    continue;
+                }
+                return Err(Error::DuplicateFunction(format!(
+                    "two functions have the id `{}`: one defined at {}, one at {}; \
+                     give one of them another id with #[function(id = \"...\")]",
+                    def.id, previous.location, def.location
+                )));
+            }
+            by_id.insert(def.id, def);
+        }
+        Ok(Registry { by_id })
+    }
+
+    /// The function with this id.
+    pub fn get(&self, id: &str) -> Option<&'static FunctionDef> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Every function, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &'static FunctionDef> + '_ {
+        self.by_id.values().copied()
+    }
+
+    /// The ids, for the claim query.
+    pub fn ids(&self) -> Vec<String> {
+        self.by_id.keys().map(|id| id.to_string()).collect()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: Ctx, _: Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>> {
+        Box::pin(async { HandlerOutcome::Failed("unused".into()) })
+    }
+
+    static A: FunctionDef = FunctionDef {
+        id: "same",
+        trigger: "t/a",
+        retries: 4,
+        backoff: Backoff::DEFAULT,
+        handler: never,
+        location: "src/a.rs:3",
+    };
+    static B: FunctionDef = FunctionDef {
+        id: "same",
+        trigger: "t/b",
+        retries: 4,
+        backoff: Backoff::DEFAULT,
+        handler: never,
+        location: "src/b.rs:9",
+    };
+
+    #[test]
+    fn duplicate_ids_name_both_definitions() {
+        let err = Registry::new([&A, &B]).unwrap_err().to_string();
+        assert!(
+            err.contains("src/a.rs:3") && err.contains("src/b.rs:9"),
+            "{err}"
+        );
+        assert!(err.contains("#[function(id"), "{err}");
+        // The same definition listed twice (explicitly and through inventory) is fine.
+        assert_eq!(
+            Registry::new([&A, &A]).unwrap().ids(),
+            vec!["same".to_string()]
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! flow-core: the durable-execution engine behind [flow](https://docs.rs/flow).
+//!
+//! Events trigger functions; a function's steps are checkpointed in a [`Store`],
+//! retried alone when they fail, and replayed from their checkpoints when a run
+//! resumes on another worker. Users depend on the `flow` facade crate; this crate
+//! holds the engine and the [`Store`] trait that backends implement.
+
+// Lets the macros' `::flow::__private::…` paths resolve inside this crate's own tests.
+extern crate self as flow;
+
+mod client;
+mod clock;
+mod ctx;
+mod driver;
+mod error;
+mod event;
+mod function;
+mod limits;
+mod retry;
+mod run;
+mod step;
+pub mod store;
+mod worker;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use client::{Client, prepare};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ctx::Ctx;
+pub use error::{Error, FlowError, StepError, StepErrorKind};
+pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
+pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
+pub use limits::Limits;
+pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
+pub use run::{AttemptView, EventId, RunId, RunStatus, RunView, StepKind, StepView};
+pub use step::StepCall;
+pub use store::{Connect, SendReceipt, Store};
+pub use worker::{Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env};
+
+pub use flow_macros::{Event, function, step};

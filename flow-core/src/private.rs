@@ -1,0 +1,117 @@
+//! What the macros' generated code calls. Not a public API: names may change in
+//! any release.
+
+pub use crate::function::{FunctionDef, HandlerFn, HandlerOutcome, Registration};
+pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
+pub use crate::step::StepCall;
+pub use crate::{Ctx, Event, FlowError, StepError};
+pub use inventory;
+pub use serde_json::Value;
+pub use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Starts a step call: its key and position are taken now, at call time.
+pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall {
+    StepCall::new(ctx, id, options)
+}
+
+/// Reads a run's event data into the handler's event type, naming the type and
+/// the serde path of what does not fit.
+pub fn decode_event<E: Event>(data: Value) -> Result<E, String> {
+    serde_path_to_error::deserialize::<_, E>(data).map_err(|e| {
+        let path = e.path().to_string();
+        format!(
+            "the data of event `{}` does not deserialize into `{}`: at `{}`: {}",
+            E::NAME,
+            std::any::type_name::<E>(),
+            path,
+            e.into_inner()
+        )
+    })
+}
+
+/// Turns a handler's result into what the driver stores.
+pub fn handler_outcome<T: Serialize, E: Into<FlowError>>(result: Result<T, E>) -> HandlerOutcome {
+    match result {
+        Ok(output) => match serde_json::to_value(output) {
+            Ok(value) => HandlerOutcome::Completed(value),
+            Err(e) => {
+                HandlerOutcome::Failed(format!("the handler's output does not serialize: {e}"))
+            }
+        },
+        Err(error) => HandlerOutcome::Failed(error.into().message().to_owned()),
+    }
+}
+
+/// Outputs of steps and handlers: stored as JSON and read back.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a step or function output: it must be Serialize + Deserialize",
+    label = "not serializable",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or return a type that has them"
+)]
+pub trait Output: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Output for T {}
+
+/// Spanned at the user's return type by the macros.
+pub fn assert_output<T: Output>() {}
+
+/// Spanned at the user's event parameter by `#[function]`.
+pub fn assert_event<E: Event>() {}
+
+/// Spanned at the user's fn name: handler and step futures must be `Send`.
+pub fn assert_send<F: std::future::Future + Send>(_: &F) {}
+
+/// Compile-time string equality, for the trigger-versus-event-name assertion.
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Total length of `parts`, for [`concat`].
+pub const fn concat_len(parts: &[&str]) -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        total += parts[i].len();
+        i += 1;
+    }
+    total
+}
+
+/// Concatenates `parts` at compile time (a const panic takes one string).
+pub const fn concat<const N: usize>(parts: &[&str]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let bytes = parts[i].as_bytes();
+        let mut j = 0;
+        while j < bytes.len() {
+            out[at] = bytes[j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The concatenation as a `&str` (valid UTF-8, since every part was).
+pub const fn as_str(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(_) => panic!("flow: the parts of a compile-time message were not UTF-8"),
+    }
+}

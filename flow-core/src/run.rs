@@ -1,0 +1,202 @@
+//! What a run is, as stored and as read back: ids, statuses, views.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A run's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub Uuid);
+
+/// An event's id, as stored (the producer's own id, if it gave one, is kept beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(pub Uuid);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for a worker; also while backing off before a retry.
+    Queued,
+    /// Leased by a worker.
+    Running,
+    /// Parked by `ctx.sleep` until its wake time.
+    Sleeping,
+    /// Parked until an event arrives.
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Stopped before finishing.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has ended for good.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "sleeping" => RunStatus::Sleeping,
+            "waiting" => RunStatus::Waiting,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            other => {
+                return Err(crate::Error::Database(format!(
+                    "unknown run status `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+/// What kind of checkpoint a step row holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A `#[step]` or `ctx.run` body.
+    Run,
+    /// A `ctx.sleep` / `ctx.sleep_until`.
+    Sleep,
+    /// A journaled `ctx.now()`.
+    Now,
+}
+
+impl StepKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Sleep => "sleep",
+            StepKind::Now => "now",
+        }
+    }
+}
+
+impl FromStr for StepKind {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "run" => StepKind::Run,
+            "sleep" => StepKind::Sleep,
+            "now" => StepKind::Now,
+            other => {
+                return Err(crate::Error::Database(format!(
+                    "unknown step kind `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+/// A run as read back by [`Client::run`](crate::Client::run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunView {
+    /// The run's id.
+    pub id: RunId,
+    /// The id of the function it runs.
+    pub function_id: String,
+    /// The triggering event.
+    pub event_id: EventId,
+    /// Where it is.
+    pub status: RunStatus,
+    /// The handler's output, once completed.
+    pub output: Option<Value>,
+    /// The error message, once failed.
+    pub error: Option<String>,
+    /// When the event created it.
+    pub created_at: DateTime<Utc>,
+    /// When a worker first claimed it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed or failed.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its checkpoints, in call order.
+    pub steps: Vec<StepView>,
+    /// Every failed attempt of its steps, oldest first (also those still being retried).
+    pub failures: Vec<AttemptView>,
+}
+
+/// One checkpointed step of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepView {
+    /// `id`, or `id:n` for the n-th repeat.
+    pub key: String,
+    /// Its call-order position in the run.
+    pub position: u32,
+    /// Step body, sleep or journaled clock read.
+    pub kind: StepKind,
+    /// The output it returned (absent for a failed step).
+    pub output: Option<Value>,
+    /// The final error, when its retries ran out or it failed fatally.
+    pub error: Option<String>,
+    /// How many attempts it took, this one included.
+    pub attempts: u32,
+    /// When its successful (or final) attempt started.
+    pub started_at: DateTime<Utc>,
+    /// When that attempt finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A failed attempt of a step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The step's key.
+    pub step: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: String,
+    /// When the next attempt was due.
+    pub retry_at: DateTime<Utc>,
+}

@@ -1,0 +1,347 @@
+//! One step call: resolved against the record when it is made (so `join!` and
+//! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
+
+use std::future::{Future, pending};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::ctx::{Resolution, RunCore, Stop};
+use crate::store::{FailedAttempt, Park, StepRecord};
+use crate::{Ctx, Error, StepError, StepKind, StepOptions};
+
+tokio::task_local! {
+    /// The key of the step whose body is being polled, to refuse nested steps.
+    static CURRENT_STEP: String;
+}
+
+pub(crate) fn current_step() -> Option<String> {
+    CURRENT_STEP.try_with(|key| key.clone()).ok()
+}
+
+/// A step call, made by `#[step]` fns and [`Ctx::run`]. Its key and position are
+/// fixed when it is created.
+pub struct StepCall {
+    core: Arc<RunCore>,
+    key: String,
+    position: u32,
+    kind: StepKind,
+    options: StepOptions,
+    resolution: Resolution,
+}
+
+impl StepCall {
+    /// Resolves a call of step `id`, now.
+    pub fn new(ctx: &Ctx, id: &str, options: StepOptions) -> Self {
+        Self::new_kind(ctx, id, StepKind::Run, options)
+    }
+
+    pub(crate) fn new_kind(ctx: &Ctx, id: &str, kind: StepKind, options: StepOptions) -> Self {
+        let core = ctx.core.clone();
+        if let Err(problem) = check_step_id(id) {
+            core.stop(Stop::Fail(problem));
+            return StepCall {
+                core,
+                key: id.to_owned(),
+                position: 0,
+                kind,
+                options,
+                resolution: Resolution::Halt,
+            };
+        }
+        let (key, position, resolution) = core.resolve(id, kind);
+        StepCall {
+            core,
+            key,
+            position,
+            kind,
+            options,
+            resolution,
+        }
+    }
+
+    /// Runs the body (unless the record has the result) and checkpoints it.
+    pub async fn run<T, E, Fut>(self, body: Fut) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<StepError> + Send,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        self.run_lazy(|| body).await
+    }
+
+    /// Like [`StepCall::run`], with the body made only if it runs.
+    pub(crate) async fn run_lazy<T, E, F, Fut>(self, body: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<StepError> + Send,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send,
+    {
+        let failed_before = match &self.resolution {
+            Resolution::Halt => return pending().await,
+            Resolution::Replay(record) => return self.replayed(record),
+            Resolution::Execute { failed_before } => *failed_before,
+        };
+        let Some(must_mark) = self.core.begin_body() else {
+            return pending().await;
+        };
+        let body_guard = BodyGuard(&self.core);
+        let attempt = failed_before + 1;
+        let span = tracing::info_span!("flow.step", step = %self.key, attempt);
+        if must_mark {
+            // Rare path: only for runs whose workers were lost before.
+            let _ = self.core.io.mark_step(&self.key).await;
+        }
+        let started_at = self.core.clock.now();
+        let key = self.key.clone();
+        let outcome = AssertUnwindSafe(CURRENT_STEP.scope(key, async move { body().await }))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await;
+        let finished_at = self.core.clock.now();
+        let result = match outcome {
+            Ok(Ok(value)) => self.encode(value),
+            Ok(Err(error)) => Err(error.into()),
+            Err(panic) => Err(StepError::retriable(format!(
+                "step `{}` panicked: {}",
+                self.key,
+                panic_message(&panic)
+            ))),
+        };
+        let _enter = span.enter();
+        match result {
+            Ok((value, output)) => {
+                let record = self.record(started_at, finished_at, attempt, Some(output), None);
+                self.write(&record).await;
+                drop(body_guard);
+                Ok(value)
+            }
+            Err(error) => {
+                let retries = self.options.retries.unwrap_or(self.core.retries);
+                if error.is_fatal() || failed_before >= retries {
+                    tracing::warn!(error = %error, attempts = attempt, "step failed for good");
+                    let json = serde_json::to_value(&error).expect("StepError serializes");
+                    let record = self.record(started_at, finished_at, attempt, None, Some(json));
+                    self.write(&record).await;
+                    drop(body_guard);
+                    return Err(error);
+                }
+                let backoff = self.options.backoff.apply(self.core.backoff);
+                let delay = error
+                    .retry_delay()
+                    .unwrap_or_else(|| backoff.delay(attempt, fastrand::f64()));
+                let retry_at = finished_at
+                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                tracing::warn!(error = %error, retry_at = %retry_at, "step failed; it will be retried");
+                let failure = FailedAttempt {
+                    key: self.key.clone(),
+                    attempt,
+                    error: serde_json::to_value(&error).expect("StepError serializes"),
+                    started_at,
+                    finished_at,
+                    retry_at,
+                };
+                match self.core.io.record_failure(&failure).await {
+                    Ok(()) => self.core.park(Park::Retry(retry_at)),
+                    Err(e) => self.lost_write(e),
+                }
+                drop(body_guard);
+                pending().await
+            }
+        }
+    }
+
+    /// A durable sleep until `until`.
+    pub(crate) async fn sleep(self, until: DateTime<Utc>) -> Result<(), StepError> {
+        let wake_at = match &self.resolution {
+            Resolution::Halt => return pending().await,
+            Resolution::Replay(record) => record.wake_at.unwrap_or(until),
+            Resolution::Execute { .. } => {
+                let Some(_) = self.core.begin_body() else {
+                    return pending().await;
+                };
+                let guard = BodyGuard(&self.core);
+                let now = self.core.clock.now();
+                let mut record = self.record(now, now, 1, None, None);
+                record.wake_at = Some(until);
+                self.write(&record).await;
+                drop(guard);
+                until
+            }
+        };
+        if wake_at <= self.core.clock.now() {
+            return Ok(());
+        }
+        self.core.park(Park::Sleep(wake_at));
+        pending().await
+    }
+
+    /// A journaled clock reading.
+    pub(crate) async fn now(self) -> DateTime<Utc> {
+        match &self.resolution {
+            Resolution::Halt => pending().await,
+            Resolution::Replay(record) => {
+                match record
+                    .output
+                    .as_ref()
+                    .map(|o| serde_json::from_value(o.clone()))
+                {
+                    Some(Ok(time)) => time,
+                    _ => {
+                        self.core.stop(Stop::Fail(format!(
+                            "the record of `{}` holds no time; was it written by another kind of step?",
+                            self.key
+                        )));
+                        pending().await
+                    }
+                }
+            }
+            Resolution::Execute { .. } => {
+                let Some(_) = self.core.begin_body() else {
+                    return pending().await;
+                };
+                let guard = BodyGuard(&self.core);
+                let now = self.core.clock.now();
+                let output = serde_json::to_value(now).expect("timestamps serialize");
+                let record = self.record(now, now, 1, Some(output), None);
+                self.write(&record).await;
+                drop(guard);
+                now
+            }
+        }
+    }
+
+    fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Result<T, StepError> {
+        if let Some(error) = &record.error {
+            return Err(serde_json::from_value(error.clone())
+                .unwrap_or_else(|_| StepError::fatal(error.to_string())));
+        }
+        let output = record.output.clone().unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(output).map_err(|e| {
+            let message = format!(
+                "the recorded output of step `{}` no longer deserializes into `{}`: {e}; \
+                 a changed output type needs a new step id",
+                self.key,
+                std::any::type_name::<T>()
+            );
+            self.core.stop(Stop::Fail(message.clone()));
+            StepError::fatal(message)
+        })
+    }
+
+    /// Serializes an output, checks its size, and reads it back, so that a live run
+    /// sees exactly what a replay will see.
+    fn encode<T: Serialize + DeserializeOwned>(
+        &self,
+        value: T,
+    ) -> Result<(T, serde_json::Value), StepError> {
+        let bytes = serde_json::to_vec(&value).map_err(|e| {
+            StepError::fatal(format!(
+                "the output of step `{}` does not serialize: {e}",
+                self.key
+            ))
+        })?;
+        let limit = self.core.limits.step_output_bytes;
+        if bytes.len() > limit {
+            return Err(StepError::fatal(format!(
+                "the output of step `{}` is {} bytes, over the limit of {limit} bytes \
+                 (configure it with Limits::step_output_bytes)",
+                self.key,
+                bytes.len()
+            )));
+        }
+        self.core.add_state_bytes(bytes.len()).map_err(|problem| {
+            self.core.stop(Stop::Fail(problem.clone()));
+            StepError::fatal(problem)
+        })?;
+        let back: T = serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::fatal(format!(
+                "the output of step `{}` does not read back from JSON: {e}",
+                self.key
+            ))
+        })?;
+        let json = serde_json::from_slice(&bytes).expect("serde_json reads its own output");
+        Ok((back, json))
+    }
+
+    fn record(
+        &self,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        attempts: u32,
+        output: Option<serde_json::Value>,
+        error: Option<serde_json::Value>,
+    ) -> StepRecord {
+        StepRecord {
+            key: self.key.clone(),
+            position: self.position,
+            kind: self.kind,
+            output,
+            error,
+            attempts,
+            started_at,
+            finished_at,
+            wake_at: None,
+        }
+    }
+
+    /// Writes a checkpoint; when the write fails the run stops here.
+    async fn write(&self, record: &StepRecord) {
+        if let Err(e) = self.core.io.checkpoint(record).await {
+            self.lost_write(e);
+            pending::<()>().await;
+        }
+    }
+
+    fn lost_write(&self, error: Error) {
+        match error {
+            Error::LeaseLost(_) => {
+                tracing::info!(step = %self.key, "lease lost; dropping the run");
+                self.core.stop(Stop::LeaseLost)
+            }
+            other => {
+                tracing::error!(step = %self.key, error = %other, "checkpoint failed; handing the run back");
+                self.core.stop(Stop::Release)
+            }
+        }
+    }
+}
+
+/// Keeps the driver from parking while a body runs; released on every exit path,
+/// also when the step's future is dropped.
+struct BodyGuard<'a>(&'a RunCore);
+
+impl Drop for BodyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_body();
+    }
+}
+
+fn check_step_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("a step id cannot be empty".into());
+    }
+    if id.contains(':') {
+        return Err(format!(
+            "step id `{id}` contains `:`, which flow uses to number repeated calls (`id:1`); \
+             use another character"
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,545 @@
+//! The worker: claims due runs in batches, drives each on its own task, renews its
+//! leases, recovers runs of dead workers, and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::ctx::{RunCore, Stop};
+use crate::driver::{Exit, LeasedIo, drive};
+use crate::function::{Function, FunctionDef, Registry, registered};
+use crate::store::{ClaimRequest, Connect, FunctionInfo, Store};
+use crate::{Clock, Error, Limits, RunId, SystemClock};
+
+/// Worker settings; every default is documented on its builder method.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Runs driven at once.
+    pub concurrency: usize,
+    /// How long a claimed run stays leased without a renewal.
+    pub lease: Duration,
+    /// How often all of this worker's leases are renewed (in one statement).
+    pub renew_every: Duration,
+    /// The longest an idle worker sleeps without checking for work.
+    pub poll_interval: Duration,
+    /// How long in-flight steps may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// After this many lost leases in a row without a new checkpoint a run fails.
+    pub max_lost: u32,
+    /// Size and count limits.
+    pub limits: Limits,
+    /// This worker's id (defaults to `host-pid-random`).
+    pub worker_id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 32,
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(30),
+            max_lost: 10,
+            limits: Limits::DEFAULT,
+            worker_id: None,
+        }
+    }
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder<S> {
+    store: S,
+    config: WorkerConfig,
+    clock: Arc<dyn Clock>,
+    functions: Vec<&'static FunctionDef>,
+}
+
+impl<S: Store> WorkerBuilder<S> {
+    /// Runs driven at once (default 32).
+    pub fn concurrency(mut self, runs: usize) -> Self {
+        self.config.concurrency = runs.max(1);
+        self
+    }
+
+    /// Lease length (default 30 s). A dead worker's runs move on after it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
+    /// Lease renewal period (default 10 s); keep it well under the lease.
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.config.renew_every = every;
+        self
+    }
+
+    /// Fallback poll when no notification arrives (default 5 s).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.config.poll_interval = every;
+        self
+    }
+
+    /// Time in-flight steps get to finish on shutdown (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Lost leases in a row, without a new checkpoint, after which a run fails (default 10).
+    pub fn max_lost(mut self, times: u32) -> Self {
+        self.config.max_lost = times.max(1);
+        self
+    }
+
+    /// Size and count limits (default [`Limits::DEFAULT`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// This worker's id, as leases record it.
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.config.worker_id = Some(id.into());
+        self
+    }
+
+    /// The clock (default the system's); tests pass a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Serves this function. Once any function is registered explicitly, only
+    /// explicitly registered ones are served; otherwise every `#[function]` in the binary.
+    pub fn register<F: Function>(self) -> Self {
+        self.register_def(F::DEF)
+    }
+
+    /// Serves this function definition (see [`WorkerBuilder::register`]).
+    pub fn register_def(mut self, def: &'static FunctionDef) -> Self {
+        self.functions.push(def);
+        self
+    }
+
+    /// The worker; fails when two functions share an id, or none is registered.
+    pub fn build(self) -> Result<Worker<S>, Error> {
+        let defs = if self.functions.is_empty() {
+            registered()
+        } else {
+            self.functions
+        };
+        let registry = Registry::new(defs)?;
+        if registry.is_empty() {
+            return Err(Error::Config(
+                "no functions to serve: define one with #[function(event = \"...\")] or \
+                 register one with WorkerBuilder::register"
+                    .into(),
+            ));
+        }
+        let owner: Arc<str> = match &self.config.worker_id {
+            Some(id) => id.as_str().into(),
+            None => default_worker_id().into(),
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                store: self.store,
+                registry,
+                config: self.config,
+                clock: self.clock,
+                owner,
+                runs: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        })
+    }
+}
+
+/// A worker process's engine: `Worker::from_env().await?.run().await`.
+pub struct Worker<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S> {
+    store: S,
+    registry: Registry,
+    config: WorkerConfig,
+    clock: Arc<dyn Clock>,
+    owner: Arc<str>,
+    /// The runs this worker drives now.
+    runs: Mutex<HashMap<RunId, Arc<RunCore>>>,
+    /// Wakes the claim loop: a notification, a freed slot, a parked run.
+    wake: Notify,
+}
+
+/// What a worker did before it stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Runs it completed or failed.
+    pub finished: u64,
+    /// Runs it parked (sleeping, backing off).
+    pub parked: u64,
+    /// Runs it handed back to other workers at shutdown.
+    pub released: u64,
+}
+
+impl<S: Store> Worker<S> {
+    /// A builder around a store.
+    pub fn builder(store: S) -> WorkerBuilder<S> {
+        WorkerBuilder {
+            store,
+            config: WorkerConfig::default(),
+            clock: Arc::new(SystemClock),
+            functions: Vec::new(),
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Announces the functions this worker serves, so that sends create their runs.
+    /// [`Worker::run`] does it first; call it to know that it is done (an event
+    /// sent before any worker announced a function starts no run of it).
+    pub async fn announce(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let infos: Vec<FunctionInfo> = shared
+            .registry
+            .iter()
+            .map(|d| FunctionInfo {
+                id: d.id.to_owned(),
+                trigger: d.trigger.to_owned(),
+            })
+            .collect();
+        shared
+            .store
+            .register_functions(&infos, shared.clock.now())
+            .await
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<WorkerReport, Error> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully: no new claims,
+    /// in-flight steps get the grace period to finish, the rest is handed back.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, Error> {
+        self.announce().await?;
+        let shared = self.shared;
+        let served = shared
+            .registry
+            .iter()
+            .map(|d| format!("{} <- {}", d.id, d.trigger))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(
+            worker = %shared.owner,
+            database = %shared.store.describe(),
+            concurrency = shared.config.concurrency,
+            functions = %served,
+            "flow worker started"
+        );
+
+        let mut background = JoinSet::new();
+        background.spawn(listen(shared.clone()));
+        background.spawn(renew(shared.clone()));
+
+        let mut report = WorkerReport::default();
+        let mut tasks: JoinSet<Exit> = JoinSet::new();
+        tokio::pin!(shutdown);
+        let result = tokio::select! {
+            r = claim_loop(&shared, &mut tasks, &mut report) => r,
+            _ = &mut shutdown => Ok(()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "worker stopping after an error");
+        }
+
+        // Graceful shutdown: running step bodies finish and are checkpointed; every
+        // run is then handed back at its next step call.
+        let cores: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
+        for core in &cores {
+            core.begin_shutdown();
+        }
+        let grace = tokio::time::sleep(shared.config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => count(&mut report, joined),
+                    None => break,
+                },
+                _ = &mut grace => {
+                    let late: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
+                    tracing::warn!(runs = late.len(), "shutdown grace elapsed; handing back runs mid-step");
+                    for core in late {
+                        core.stop(Stop::Release);
+                    }
+                    while let Some(joined) = tasks.join_next().await {
+                        count(&mut report, joined);
+                    }
+                    break;
+                }
+            }
+        }
+        background.abort_all();
+        tracing::info!(
+            worker = %shared.owner,
+            finished = report.finished,
+            parked = report.parked,
+            released = report.released,
+            "flow worker stopped"
+        );
+        result.map(|()| report)
+    }
+}
+
+impl<S: Connect> Worker<S> {
+    /// A builder for the store at `url`, connected and migrated.
+    pub async fn connect(url: &str) -> Result<WorkerBuilder<S>, Error> {
+        Ok(Worker::builder(S::connect(url).await?))
+    }
+
+    /// A worker for the database named by `DATABASE_URL`, serving every `#[function]`
+    /// in the binary with the default settings.
+    pub async fn from_env() -> Result<Worker<S>, Error> {
+        Worker::connect(&database_url_from_env()?).await?.build()
+    }
+}
+
+/// `DATABASE_URL`, or an error that says what to set.
+pub fn database_url_from_env() -> Result<String, Error> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => Err(Error::Config(
+            "DATABASE_URL is not set: set it to your PostgreSQL database, for example \
+             DATABASE_URL=postgres://user:password@localhost:5432/app"
+                .into(),
+        )),
+    }
+}
+
+async fn claim_loop<S: Store>(
+    shared: &Arc<Shared<S>>,
+    tasks: &mut JoinSet<Exit>,
+    report: &mut WorkerReport,
+) -> Result<(), Error> {
+    let functions = shared.registry.ids();
+    let mut last_recovery: Option<DateTime<Utc>> = None;
+    loop {
+        while let Some(joined) = tasks.try_join_next() {
+            count(report, joined);
+        }
+        // Armed before looking for work, so a wake-up during the lookup is not lost.
+        let woken = shared.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+
+        let now = shared.clock.now();
+        let recovery_due = last_recovery.is_none_or(|at| {
+            now - at >= chrono::Duration::from_std(shared.config.lease / 4).unwrap_or_default()
+        });
+        if recovery_due {
+            last_recovery = Some(now);
+            match shared
+                .store
+                .recover_expired(shared.config.max_lost, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "recovered runs whose worker was lost"),
+                Err(e) => tracing::warn!(error = %e, "could not recover expired leases"),
+            }
+        }
+
+        let free = shared.config.concurrency.saturating_sub(tasks.len());
+        let mut claimed_all = false;
+        if free > 0 {
+            let request = ClaimRequest {
+                owner: &shared.owner,
+                functions: &functions,
+                max: free,
+                lease: shared.config.lease,
+            };
+            match shared.store.claim(request, now).await {
+                Ok(runs) => {
+                    claimed_all = runs.len() == free;
+                    for claimed in runs {
+                        spawn_run(shared, tasks, claimed);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; retrying after the poll interval")
+                }
+            }
+        }
+        if claimed_all {
+            // More may be due: claim again once a slot frees up.
+            woken.await;
+            continue;
+        }
+        let poll_deadline = shared.clock.now()
+            + chrono::Duration::from_std(shared.config.poll_interval)
+                .unwrap_or(chrono::Duration::MAX);
+        let deadline = if free > 0 {
+            match shared.store.next_wakeup(&functions).await {
+                Ok(Some(next)) => next.min(poll_deadline),
+                Ok(None) => poll_deadline,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the next due time");
+                    poll_deadline
+                }
+            }
+        } else {
+            poll_deadline
+        };
+        if deadline <= shared.clock.now() {
+            continue;
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = shared.clock.sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn spawn_run<S: Store>(
+    shared: &Arc<Shared<S>>,
+    tasks: &mut JoinSet<Exit>,
+    claimed: crate::store::ClaimedRun,
+) {
+    let Some(def) = shared.registry.get(&claimed.function_id) else {
+        // The claim query only returns runs of functions we serve.
+        tracing::error!(function = %claimed.function_id, "claimed a run of a function this worker does not serve");
+        return;
+    };
+    let run_id = claimed.lease.run_id;
+    let io = LeasedIo {
+        store: shared.store.clone(),
+        lease: claimed.lease.clone(),
+        lease_for: shared.config.lease,
+        clock: shared.clock.clone(),
+    };
+    let core = Arc::new(RunCore::new(
+        run_id,
+        def,
+        Arc::new(io),
+        shared.clock.clone(),
+        shared.config.limits,
+    ));
+    lock(&shared.runs).insert(run_id, core.clone());
+    let shared = shared.clone();
+    tasks.spawn(async move {
+        let exit = drive(shared.store.clone(), core, def, claimed).await;
+        lock(&shared.runs).remove(&run_id);
+        shared.wake.notify_one();
+        exit
+    });
+}
+
+fn count(report: &mut WorkerReport, joined: Result<Exit, tokio::task::JoinError>) {
+    match joined {
+        Ok(Exit::Finished) => report.finished += 1,
+        Ok(Exit::Parked) => report.parked += 1,
+        Ok(Exit::Released) => report.released += 1,
+        Ok(Exit::Dropped) => {}
+        Err(e) => tracing::error!(error = %e, "a run's task ended abnormally"),
+    }
+}
+
+/// Forwards the store's notifications to the claim loop; reconnects after errors.
+async fn listen<S: Store>(shared: Arc<Shared<S>>) {
+    loop {
+        match shared.store.wakeups().await {
+            Ok(mut stream) => {
+                while stream.next().await.is_some() {
+                    shared.wake.notify_one();
+                }
+                tracing::warn!("notification stream ended; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not listen for notifications; polling meanwhile")
+            }
+        }
+        // Something may have been sent while we were not listening.
+        shared.wake.notify_one();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Renews every lease of this worker in one statement; runs it no longer holds
+/// are dropped.
+async fn renew<S: Store>(shared: Arc<Shared<S>>) {
+    loop {
+        let next = shared.clock.now()
+            + chrono::Duration::from_std(shared.config.renew_every)
+                .unwrap_or(chrono::Duration::MAX);
+        shared.clock.sleep_until(next).await;
+        // Only runs claimed before the renewal are judged by it.
+        let before: Vec<RunId> = lock(&shared.runs).keys().copied().collect();
+        if before.is_empty() {
+            continue;
+        }
+        match shared
+            .store
+            .renew(&shared.owner, shared.config.lease, shared.clock.now())
+            .await
+        {
+            Ok(held) => {
+                let runs = lock(&shared.runs);
+                for id in before.iter().filter(|id| !held.contains(id)) {
+                    if let Some(core) = runs.get(id) {
+                        tracing::warn!(run_id = %id, "lease lost; dropping the run");
+                        core.stop(Stop::LeaseLost);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew leases"),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,362 @@
+//! The grammars of `#[function(...)]` and `#[step(...)]`: `key = value` pairs and a
+//! nested `backoff(...)`. Every mistake is recorded, none stops the parse.
+
+use proc_macro2::{Span, TokenStream};
+use syn::meta::ParseNestedMeta;
+use syn::{Expr, ExprLit, Lit, LitStr};
+
+use crate::errors::Errors;
+
+/// The most retries a function or step may ask for (flow_core::MAX_RETRIES).
+const MAX_RETRIES: u64 = 20;
+
+/// Keys of Inngest's function configuration that flow will support; until each is
+/// built it is refused, so an accepted key always does what it says.
+const NOT_BUILT_YET: &[&str] = &[
+    "concurrency",
+    "throttle",
+    "rate_limit",
+    "debounce",
+    "batch_events",
+    "priority",
+    "idempotency",
+    "cancel_on",
+    "timeouts",
+    "singleton",
+    "cron",
+    "on_failure",
+    "r#if",
+    "if_",
+];
+
+#[derive(Default)]
+pub struct Backoff {
+    pub initial: Option<(u64, Span)>,
+    pub max: Option<(u64, Span)>,
+    pub factor: Option<f64>,
+    pub jitter: Option<f64>,
+}
+
+#[derive(Default)]
+pub struct FunctionArgs {
+    pub event: Option<LitStr>,
+    pub id: Option<LitStr>,
+    pub retries: Option<u32>,
+    pub backoff: Backoff,
+}
+
+#[derive(Default)]
+pub struct StepArgs {
+    pub id: Option<LitStr>,
+    pub retries: Option<u32>,
+    pub backoff: Backoff,
+}
+
+pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> FunctionArgs {
+    let mut args = FunctionArgs::default();
+    let keys = ["event", "id", "retries", "backoff"];
+    let parser = syn::meta::parser(|meta| {
+        let key = path_name(&meta);
+        match key.as_str() {
+            "event" => args.event = string_value(&meta, errors, "event", "\"app/user.created\"")?,
+            "id" => args.id = id_value(&meta, errors)?,
+            "retries" => args.retries = retries_value(&meta, errors)?,
+            "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
+            other if NOT_BUILT_YET.contains(&other) => {
+                errors.at(
+                    &meta.path,
+                    format!(
+                        "`{}` is not built yet in flow; remove it (flow refuses settings it \
+                         would silently ignore)",
+                        other.trim_start_matches("r#")
+                    ),
+                );
+                skip_value(&meta)?;
+            }
+            other => {
+                errors.at(&meta.path, unknown_key("#[function]", other, &keys));
+                skip_value(&meta)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
+        errors.push(e);
+    }
+    args
+}
+
+pub fn parse_step_args(tokens: TokenStream, errors: &mut Errors) -> StepArgs {
+    let mut args = StepArgs::default();
+    let keys = ["id", "retries", "backoff"];
+    let parser = syn::meta::parser(|meta| {
+        let key = path_name(&meta);
+        match key.as_str() {
+            "id" => args.id = id_value(&meta, errors)?,
+            "retries" => args.retries = retries_value(&meta, errors)?,
+            "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
+            other => {
+                errors.at(&meta.path, unknown_key("#[step]", other, &keys));
+                skip_value(&meta)?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
+        errors.push(e);
+    }
+    args
+}
+
+fn path_name(meta: &ParseNestedMeta<'_>) -> String {
+    meta.path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+fn unknown_key(attr: &str, key: &str, expected: &[&str]) -> String {
+    let hint = expected
+        .iter()
+        .filter(|k| edit_distance(k, key) <= 2)
+        .min_by_key(|k| edit_distance(k, key))
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default();
+    format!(
+        "unknown key `{key}` in {attr}{hint} (expected one of: {})",
+        expected.join(", ")
+    )
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(row[j + 1])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        meta.value()?.parse::<Expr>()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let content;
+        syn::parenthesized!(content in meta.input);
+        content.parse::<TokenStream>()?;
+    }
+    Ok(())
+}
+
+/// `key = <expr>`; a missing `=` is recorded and yields `None`.
+fn value_expr(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    key: &str,
+    example: &str,
+) -> syn::Result<Option<Expr>> {
+    if !meta.input.peek(syn::Token![=]) {
+        errors.at(
+            &meta.path,
+            format!("`{key}` needs a value: write `{key} = {example}`"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    Ok(Some(meta.value()?.parse::<Expr>()?))
+}
+
+fn string_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    key: &str,
+    example: &str,
+) -> syn::Result<Option<LitStr>> {
+    Ok(match value_expr(meta, errors, key, example)? {
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        })) => Some(s),
+        Some(other) => {
+            errors.at(
+                &other,
+                format!("`{key}` takes a string literal: write `{key} = {example}`"),
+            );
+            None
+        }
+        None => None,
+    })
+}
+
+fn id_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<LitStr>> {
+    let id = string_value(meta, errors, "id", "\"my-id\"")?;
+    if let Some(id) = &id {
+        let value = id.value();
+        if value.is_empty() {
+            errors.at(id, "`id` cannot be empty");
+        } else if value.contains(':') {
+            errors.at(
+                id,
+                "`id` cannot contain `:`, which flow uses to number repeated step calls (`id:1`)",
+            );
+        } else if value.chars().any(char::is_whitespace) {
+            errors.at(id, "`id` cannot contain whitespace; use `-` or `_`");
+        }
+    }
+    Ok(id)
+}
+
+fn retries_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<u32>> {
+    Ok(match value_expr(meta, errors, "retries", "3")? {
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Int(n), ..
+        })) => match n.base10_parse::<u64>() {
+            Ok(v) if v <= MAX_RETRIES => Some(v as u32),
+            _ => {
+                errors.at(
+                    &n,
+                    format!("`retries` must be between 0 and {MAX_RETRIES}; got {n}"),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            errors.at(
+                &other,
+                format!("`retries` takes an integer from 0 to {MAX_RETRIES}: write `retries = 3`"),
+            );
+            None
+        }
+        None => None,
+    })
+}
+
+fn backoff_value(
+    meta: &ParseNestedMeta<'_>,
+    backoff: &mut Backoff,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            "`backoff` takes a list: write `backoff(initial = \"1s\", max = \"10m\", factor = 2.0, jitter = 0.2)`",
+        );
+        return skip_value(meta);
+    }
+    let keys = ["initial", "max", "factor", "jitter"];
+    meta.parse_nested_meta(|inner| {
+        let key = path_name(&inner);
+        match key.as_str() {
+            "initial" | "max" => {
+                let lit = string_value(&inner, errors, &key, "\"500ms\"")?;
+                if let Some(lit) = lit {
+                    match parse_duration(&lit.value()) {
+                        Ok(ms) => {
+                            let slot = if key == "initial" { &mut backoff.initial } else { &mut backoff.max };
+                            *slot = Some((ms, lit.span()));
+                        }
+                        Err(problem) => errors.at(&lit, format!("`{key}`: {problem}")),
+                    }
+                }
+            }
+            "factor" | "jitter" => {
+                let value = match value_expr(&inner, errors, &key, "2.0")? {
+                    Some(Expr::Lit(ExprLit { lit: Lit::Float(f), .. })) => f.base10_parse::<f64>().ok().map(|v| (v, f.span())),
+                    Some(Expr::Lit(ExprLit { lit: Lit::Int(i), .. })) => i.base10_parse::<f64>().ok().map(|v| (v, i.span())),
+                    Some(other) => {
+                        errors.at(&other, format!("`{key}` takes a number: write `{key} = 2.0`"));
+                        None
+                    }
+                    None => None,
+                };
+                if let Some((v, span)) = value {
+                    if key == "factor" {
+                        if v < 1.0 {
+                            errors.at(span, "`factor` must be at least 1.0 (each wait at least as long as the previous)");
+                        } else {
+                            backoff.factor = Some(v);
+                        }
+                    } else if !(0.0..=1.0).contains(&v) {
+                        errors.at(span, "`jitter` is a share of the wait: between 0.0 and 1.0");
+                    } else {
+                        backoff.jitter = Some(v);
+                    }
+                }
+            }
+            other => {
+                errors.at(&inner.path, unknown_key("backoff(...)", other, &keys));
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if let (Some((initial, _)), Some((max, span))) = (backoff.initial, backoff.max)
+        && max < initial
+    {
+        errors.at(
+            span,
+            "`max` is shorter than `initial`; the longest wait cannot be shorter than the first",
+        );
+    }
+    Ok(())
+}
+
+/// `"250ms"`, `"30s"`, `"10m"`, `"2h"`, `"1d"` → milliseconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let help = "write a whole number and a unit: \"250ms\", \"30s\", \"10m\", \"2h\" or \"1d\"";
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; {help}"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("`{text}` has no known unit; {help}")),
+    };
+    if n == 0 {
+        return Err(format!("`{text}` is zero; a wait must be at least \"1ms\""));
+    }
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("10m"), Ok(600_000));
+        assert_eq!(parse_duration("1d"), Ok(86_400_000));
+        assert!(parse_duration("5").unwrap_err().contains("no known unit"));
+        assert!(parse_duration("s").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert!(
+            unknown_key("#[function]", "retires", &["event", "retries"])
+                .contains("did you mean `retries`")
+        );
+        assert!(!unknown_key("#[function]", "zzz", &["event", "retries"]).contains("did you mean"));
+    }
+}

@@ -1,0 +1,71 @@
+//! `#[derive(Event)]`: reads `#[event(name = "...")]`, checks the name, and
+//! implements `flow::Event` with `const NAME`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{DeriveInput, LitStr};
+
+use crate::errors::Errors;
+
+pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
+    let mut name: Option<LitStr> = None;
+    let mut seen_attr = false;
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
+        seen_attr = true;
+        let result = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`name` takes a string literal: write `name = \"app/user.created\"`")
+                })?;
+                name = Some(lit);
+                Ok(())
+            } else {
+                Err(meta.error("unknown key in #[event]; the only key is `name`: write `#[event(name = \"app/user.created\")]`"))
+            }
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    if !input.generics.params.is_empty() {
+        errors.at(
+            &input.generics,
+            "an Event type cannot be generic: its name is fixed, and so is the shape of its data",
+        );
+    }
+    let Some(name) = name else {
+        if !seen_attr {
+            errors.at(
+                &input.ident,
+                "#[derive(Event)] needs the event's name: add `#[event(name = \"app/user.created\")]`",
+            );
+        }
+        return TokenStream::new();
+    };
+    // The same rule as flow_core::check_name, which checks names given at run time.
+    let value = name.value();
+    if value.is_empty() {
+        errors.at(
+            &name,
+            "an event name cannot be empty; use a name like \"app/user.created\"",
+        );
+    } else if value.chars().any(char::is_whitespace) {
+        errors.at(
+            &name,
+            format!(
+                "event name `{value}` contains whitespace; use a name like \"app/user.created\""
+            ),
+        );
+    } else if value.len() > 256 {
+        errors.at(
+            &name,
+            format!("event name is {} bytes long; the limit is 256", value.len()),
+        );
+    }
+    let ident = &input.ident;
+    quote! {
+        impl ::flow::__private::Event for #ident {
+            const NAME: &'static str = #name;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Expansion of `#[function]` and `#[step]` into calls of flow-core's
+//! `__private` API. Generated names start with `__flow`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, LitStr};
+
+use crate::attr::{Backoff, FunctionArgs, StepArgs};
+use crate::model::{Handler, Step};
+
+pub fn function(
+    item: &ItemFn,
+    args: &FunctionArgs,
+    event_lit: &LitStr,
+    model: &Handler<'_>,
+) -> TokenStream {
+    let Handler {
+        name,
+        event,
+        output,
+    } = model;
+    let vis = &item.vis;
+    let id = args
+        .id
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| name.to_string());
+    let retries = args.retries.unwrap_or(4);
+    let backoff = backoff_value(&args.backoff);
+    let handler = format_ident!("__flow_handler");
+    let type_name = quote!(#event).to_string().replace(' ', "");
+    let doc = format!(
+        "The flow function `{id}`, triggered by `{}`. Register it explicitly with \
+         `WorkerBuilder::register::<{name}>()`.",
+        event_lit.value()
+    );
+
+    // The trigger must equal the event type's declared name: a const assertion at the
+    // user's `event = "..."` literal. A const panic takes one string, so the message is
+    // concatenated at compile time.
+    let name_check = quote_spanned! {event_lit.span()=>
+        const _: () = {
+            const TRIGGER: &str = #event_lit;
+            const NAME: &str = <#event as ::flow::__private::Event>::NAME;
+            const PARTS: [&str; 9] = [
+                "#[function] `", stringify!(#name), "` is triggered by \"", TRIGGER,
+                "\" but its event type `", #type_name, "` is named \"", NAME,
+                "\": make the two names equal",
+            ];
+            const LEN: usize = ::flow::__private::concat_len(&PARTS);
+            const MESSAGE: [u8; LEN] = ::flow::__private::concat::<LEN>(&PARTS);
+            if !::flow::__private::str_eq(TRIGGER, NAME) {
+                ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
+            }
+        };
+    };
+    let event_check = quote_spanned! {event.span()=>
+        let _ = ::flow::__private::assert_event::<#event>;
+    };
+    let output_check = quote_spanned! {output.span()=>
+        let _ = ::flow::__private::assert_output::<#output>;
+    };
+    // Spanned at the fn name: a handler future that is not `Send` is reported there.
+    let boxed = quote_spanned! {name.span()=>
+        ::std::boxed::Box::pin(async move {
+            let event = match ::flow::__private::decode_event::<#event>(data) {
+                ::core::result::Result::Ok(event) => event,
+                ::core::result::Result::Err(problem) => {
+                    return ::flow::__private::HandlerOutcome::Failed(problem);
+                }
+            };
+            ::flow::__private::handler_outcome(#name(&ctx, event).await)
+        })
+    };
+
+    quote! {
+        #item
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #name {}
+
+        impl #name {
+            #[doc(hidden)]
+            fn #handler(
+                ctx: ::flow::__private::Ctx,
+                data: ::flow::__private::Value,
+            ) -> ::core::pin::Pin<::std::boxed::Box<
+                dyn ::core::future::Future<Output = ::flow::__private::HandlerOutcome> + ::core::marker::Send,
+            >> {
+                #event_check
+                #output_check
+                #boxed
+            }
+        }
+
+        impl ::flow::Function for #name {
+            type Event = #event;
+            type Output = #output;
+            const DEF: &'static ::flow::__private::FunctionDef = &::flow::__private::FunctionDef {
+                id: #id,
+                trigger: #event_lit,
+                retries: #retries,
+                backoff: #backoff,
+                handler: #name::#handler,
+                location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+            };
+        }
+
+        ::flow::__private::inventory::submit! {
+            ::flow::__private::Registration(<#name as ::flow::Function>::DEF)
+        }
+
+        #name_check
+    }
+}
+
+pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
+    let Step { ctx, output, error } = model;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let name = &sig.ident;
+    let id = args
+        .id
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| name.to_string());
+    let retries = match args.retries {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let backoff = backoff_override(&args.backoff);
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let inputs = &sig.inputs;
+    // Spanned at the fn name: a step whose future is not `Send` is reported there.
+    let returns = quote_spanned! {name.span()=>
+        impl ::core::future::Future<Output = ::core::result::Result<#output, ::flow::__private::StepError>>
+            + ::core::marker::Send
+    };
+    let output_check = quote_spanned! {output.span()=>
+        let _ = ::flow::__private::assert_output::<#output>;
+    };
+    quote! {
+        #(#attrs)*
+        #vis fn #name #generics (#inputs) -> #returns #where_clause {
+            #output_check
+            // The key is taken now, at call time, so `join!` and spawned steps are
+            // numbered in call order.
+            let __flow_call = ::flow::__private::step_call(
+                #ctx,
+                #id,
+                ::flow::__private::StepOptions { retries: #retries, backoff: #backoff },
+            );
+            async move {
+                __flow_call
+                    .run::<#output, #error, _>(async move #block)
+                    .await
+            }
+        }
+    }
+}
+
+fn millis(value: Option<(u64, proc_macro2::Span)>) -> Option<TokenStream> {
+    value.map(|(ms, _)| quote!(::flow::__private::Duration::from_millis(#ms)))
+}
+
+fn backoff_override(b: &Backoff) -> TokenStream {
+    let opt = |t: Option<TokenStream>| match t {
+        Some(t) => quote!(::core::option::Option::Some(#t)),
+        None => quote!(::core::option::Option::None),
+    };
+    let initial = opt(millis(b.initial));
+    let max = opt(millis(b.max));
+    let factor = opt(b.factor.map(|f| quote!(#f)));
+    let jitter = opt(b.jitter.map(|j| quote!(#j)));
+    quote! {
+        ::flow::__private::BackoffOverride { initial: #initial, max: #max, factor: #factor, jitter: #jitter }
+    }
+}
+
+fn backoff_value(b: &Backoff) -> TokenStream {
+    let over = backoff_override(b);
+    quote! {
+        #over.apply_const(::flow::__private::Backoff::DEFAULT)
+    }
+}

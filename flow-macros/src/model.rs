@@ -1,0 +1,179 @@
+//! The signatures `#[function]` and `#[step]` accept, read from the user's fn with
+//! their spans, and checked: `&Ctx` first, an event type second (handlers), and a
+//! `Result<T, E>` return.
+
+use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
+
+use crate::errors::Errors;
+
+/// A handler: `async fn name(ctx: &Ctx, event: E) -> Result<T, Err>`.
+pub struct Handler<'a> {
+    pub name: &'a Ident,
+    pub event: &'a Type,
+    pub output: &'a Type,
+}
+
+/// A step: `async fn name(ctx: &Ctx, args…) -> Result<T, E>`.
+pub struct Step<'a> {
+    pub ctx: &'a Ident,
+    pub output: &'a Type,
+    pub error: &'a Type,
+}
+
+pub fn handler<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Handler<'a>> {
+    let sig = &item.sig;
+    check_async(item, "#[function]", errors);
+    if !sig.generics.params.is_empty() {
+        errors.at(
+            &sig.generics,
+            "a #[function] handler cannot be generic: name the event type it takes",
+        );
+    }
+    let mut inputs = sig.inputs.iter();
+    let ctx = inputs.next();
+    match ctx {
+        Some(arg) => {
+            ctx_param(arg, "#[function]", errors);
+        }
+        None => errors.at(
+            &sig.ident,
+            "a #[function] handler takes `ctx: &Ctx` and its event: write `async fn handler(ctx: &Ctx, event: MyEvent)`",
+        ),
+    }
+    let event = match inputs.next() {
+        Some(FnArg::Typed(pat)) => Some(&*pat.ty),
+        Some(FnArg::Receiver(r)) => {
+            errors.at(r, "a #[function] handler cannot take `self`");
+            None
+        }
+        None => {
+            if ctx.is_some() {
+                errors.at(
+                    &sig.inputs,
+                    "a #[function] handler takes its event as the second parameter: add `event: MyEvent`",
+                );
+            }
+            None
+        }
+    };
+    for extra in inputs {
+        errors.at(
+            extra,
+            "a #[function] handler takes exactly two parameters, `ctx: &Ctx` and its event; \
+             pass anything else through the event, or make it a global",
+        );
+    }
+    let (output, _) = result_types(&sig.output, &sig.ident, "#[function]", "FlowError", errors)?;
+    Some(Handler {
+        name: &sig.ident,
+        event: event?,
+        output,
+    })
+}
+
+pub fn step<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Step<'a>> {
+    let sig = &item.sig;
+    check_async(item, "#[step]", errors);
+    let ctx = match sig.inputs.first() {
+        Some(arg) => ctx_param(arg, "#[step]", errors),
+        None => {
+            errors.at(
+                &sig.ident,
+                "a #[step] takes `ctx: &Ctx` first: write `async fn my_step(ctx: &Ctx, ...)`",
+            );
+            None
+        }
+    };
+    for arg in sig.inputs.iter().skip(1) {
+        if let FnArg::Receiver(r) = arg {
+            errors.at(
+                r,
+                "a #[step] cannot take `self`; make it a free fn with `ctx: &Ctx` first",
+            );
+        }
+    }
+    let (output, error) = result_types(&sig.output, &sig.ident, "#[step]", "StepError", errors)?;
+    Some(Step {
+        ctx: ctx?,
+        output,
+        error,
+    })
+}
+
+fn check_async(item: &ItemFn, attr: &str, errors: &mut Errors) {
+    if item.sig.asyncness.is_none() {
+        errors.at(
+            item.sig.fn_token,
+            format!(
+                "{attr} must be on an `async fn`: write `async fn {}`",
+                item.sig.ident
+            ),
+        );
+    }
+}
+
+/// The `ctx: &Ctx` parameter; its binding's ident.
+fn ctx_param<'a>(arg: &'a FnArg, attr: &str, errors: &mut Errors) -> Option<&'a Ident> {
+    let help = format!("the first parameter of a {attr} must be `ctx: &Ctx`");
+    let FnArg::Typed(typed) = arg else {
+        errors.at(arg, format!("{help}, not `self`"));
+        return None;
+    };
+    let is_ctx_ref = match &*typed.ty {
+        Type::Reference(r) if r.mutability.is_none() => {
+            matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Ctx"))
+        }
+        _ => false,
+    };
+    if !is_ctx_ref {
+        errors.at(&typed.ty, help);
+        return None;
+    }
+    match &*typed.pat {
+        Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => Some(&p.ident),
+        other => {
+            errors.at(
+                other,
+                format!("{help}: name it with a plain identifier such as `ctx`"),
+            );
+            None
+        }
+    }
+}
+
+/// `T` and `E` of a `-> Result<T, E>` return type.
+fn result_types<'a>(
+    output: &'a ReturnType,
+    name: &Ident,
+    attr: &str,
+    error_type: &str,
+    errors: &mut Errors,
+) -> Option<(&'a Type, &'a Type)> {
+    let help = format!("a {attr} must return `Result<T, {error_type}>` with a serializable `T`");
+    let ty = match output {
+        ReturnType::Type(_, ty) => ty,
+        ReturnType::Default => {
+            errors.at(name, format!("{help}: add `-> Result<(), {error_type}>`"));
+            return None;
+        }
+    };
+    if let Type::Path(p) = &**ty
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+    {
+        let types: Vec<&Type> = args
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        if let [ok, err] = types[..] {
+            return Some((ok, err));
+        }
+    }
+    errors.at(ty, help);
+    None
+}

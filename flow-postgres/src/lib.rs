@@ -1,0 +1,115 @@
+//! The PostgreSQL store for flow: any number of worker processes on any number of
+//! machines share one database. Runs are claimed with `FOR UPDATE SKIP LOCKED`
+//! under leases with a fencing token, each checkpoint is one statement, and
+//! wake-ups come through LISTEN/NOTIFY with a polling fallback in the worker.
+
+mod migrate;
+mod send;
+mod store;
+mod url;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use flow_core::Error;
+
+pub use migrate::migrate;
+pub use send::send_in;
+pub use url::redact;
+
+/// The channel `send` notifies and workers listen on.
+pub(crate) const WAKEUP_CHANNEL: &str = "flow_wakeup";
+
+/// A flow store in a PostgreSQL database. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    described: std::sync::Arc<str>,
+}
+
+/// Connection settings for [`PgStore`].
+#[derive(Clone, Debug)]
+pub struct PgStoreOptions {
+    /// Pool size (default 10). A worker checkpoints from many runs at once; one
+    /// more connection is taken for LISTEN.
+    pub max_connections: u32,
+    /// How long to wait for a connection (default 10 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgStoreOptions {
+    fn default() -> Self {
+        PgStoreOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` and brings flow's schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with(url, PgStoreOptions::default()).await
+    }
+
+    /// [`PgStore::connect`] with settings.
+    pub async fn connect_with(url: &str, options: PgStoreOptions) -> Result<Self, Error> {
+        let described = redact(url);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::Config(format!(
+                "`{described}` is not a PostgreSQL URL: it must start with postgres:// or postgresql://"
+            )));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(|e| {
+                Error::Database(format!(
+                    "could not connect to {described}: {}",
+                    one_line(&e.to_string())
+                ))
+            })?;
+        Self::from_pool_described(pool, described).await
+    }
+
+    /// A store on an existing pool (the application's own), migrated.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
+        let options = pool.connect_options();
+        let described = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        Self::from_pool_described(pool, described).await
+    }
+
+    async fn from_pool_described(pool: PgPool, described: String) -> Result<Self, Error> {
+        let applied = migrate(&pool).await?;
+        if !applied.is_empty() {
+            tracing::info!(database = %described, versions = ?applied, "applied flow migrations");
+        }
+        Ok(PgStore {
+            pool,
+            described: described.into(),
+        })
+    }
+
+    /// The pool, for the application's own queries and transactions.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A database error as flow reports it: one line, no password.
+pub(crate) fn db_error(error: sqlx::Error) -> Error {
+    Error::Database(one_line(&error.to_string()))
+}
+
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,179 @@
+//! Sending events: store them and create their runs in one transaction, on the
+//! store's pool or inside the caller's own transaction.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use flow_core::store::SendReceipt;
+use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, RunId};
+
+use crate::db_error;
+
+/// How long a producer-supplied event id deduplicates.
+const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// Sends events inside the caller's transaction: they (and the runs they start)
+/// commit or roll back with the caller's own writes, and workers are notified on
+/// commit.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// sqlx::query("INSERT INTO users (email) VALUES ('a@example.com')").execute(&mut *tx).await?;
+/// let event = flow_core::NewEvent::raw("app/user.created", serde_json::json!({"email": "a@example.com"}))?;
+/// flow_postgres::send_in(&mut tx, [event], &flow_core::Limits::DEFAULT).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+pub async fn send_in<E: IntoEvent>(
+    tx: &mut Transaction<'_, Postgres>,
+    events: impl IntoIterator<Item = E>,
+    limits: &Limits,
+) -> Result<SendReceipt, Error> {
+    let events = flow_core::prepare(events, limits)?;
+    send_on(tx, events, Utc::now()).await
+}
+
+/// The statements of a send, on one connection. Atomic only inside a transaction
+/// when producer ids need the dedupe statement; without them it is one statement.
+pub(crate) async fn send_on(
+    conn: &mut PgConnection,
+    events: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<SendReceipt, Error> {
+    let mut event_ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
+    let accepted = dedupe(conn, &events, &mut event_ids, now).await?;
+    let duplicates = events.len() - accepted.len();
+
+    let mut ids = Vec::with_capacity(accepted.len());
+    let mut names = Vec::with_capacity(accepted.len());
+    let mut datas = Vec::with_capacity(accepted.len());
+    let mut producer_ids = Vec::with_capacity(accepted.len());
+    let mut timestamps = Vec::with_capacity(accepted.len());
+    for &i in &accepted {
+        let event = &events[i];
+        ids.push(event_ids[i].0);
+        names.push(event.name().to_owned());
+        datas.push(event.data().clone());
+        producer_ids.push(event.producer_id().map(str::to_owned));
+        timestamps.push(event.timestamp().unwrap_or(now));
+    }
+    let mut runs = Vec::new();
+    if !ids.is_empty() {
+        // One statement: the events, a run per matching function, and one NOTIFY
+        // when any run was created (delivered at commit).
+        let rows = sqlx::query(
+            "WITH ev AS (
+                 INSERT INTO flow.events (id, name, data, producer_id, ts, received_at)
+                 SELECT u.id, u.name, u.data, u.producer_id, u.ts, $6
+                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
+                      AS u(id, name, data, producer_id, ts)
+                 RETURNING id, name
+             ), r AS (
+                 INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
+                 SELECT gen_random_uuid(), f.id, ev.id, 'queued', $6, $6
+                 FROM ev JOIN flow.functions f ON f.trigger = ev.name
+                 RETURNING id, event_id
+             ), notified AS (
+                 SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM r LIMIT 1) AS any_run
+             )
+             SELECT r.id, r.event_id, (SELECT count(*) FROM notified) AS notified FROM r",
+        )
+        .bind(&ids)
+        .bind(&names)
+        .bind(&datas)
+        .bind(&producer_ids)
+        .bind(&timestamps)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        runs = rows
+            .iter()
+            .map(|row| (EventId(row.get("event_id")), RunId(row.get("id"))))
+            .collect();
+    }
+    Ok(SendReceipt {
+        event_ids,
+        runs,
+        duplicates,
+    })
+}
+
+/// Claims the producer ids for 24 hours (first write wins, also between
+/// concurrent sends); returns the indexes of the events to store. A duplicate's
+/// entry in `event_ids` becomes the earlier event's id.
+async fn dedupe(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    event_ids: &mut [EventId],
+    now: DateTime<Utc>,
+) -> Result<Vec<usize>, Error> {
+    let mut first_of: HashMap<&str, usize> = HashMap::new();
+    let mut in_batch_duplicate: Vec<(usize, usize)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if let Some(pid) = event.producer_id() {
+            match first_of.get(pid) {
+                Some(&first) => in_batch_duplicate.push((i, first)),
+                None => {
+                    first_of.insert(pid, i);
+                }
+            }
+        }
+    }
+    if first_of.is_empty() {
+        return Ok((0..events.len()).collect());
+    }
+    let pids: Vec<String> = first_of.keys().map(|p| p.to_string()).collect();
+    let eids: Vec<Uuid> = pids
+        .iter()
+        .map(|p| event_ids[first_of[p.as_str()]].0)
+        .collect();
+    let rows = sqlx::query(
+        "INSERT INTO flow.event_ids (producer_id, event_id, expires_at)
+         SELECT u.pid, u.eid, $3 FROM unnest($1::text[], $2::uuid[]) AS u(pid, eid)
+         ON CONFLICT (producer_id) DO UPDATE
+             SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
+             WHERE flow.event_ids.expires_at <= $4
+         RETURNING producer_id",
+    )
+    .bind(&pids)
+    .bind(&eids)
+    .bind(now + DEDUPE_WINDOW)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let fresh: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.get::<String, _>(0)).collect();
+    let seen: Vec<String> = pids
+        .iter()
+        .filter(|p| !fresh.contains(*p))
+        .cloned()
+        .collect();
+    if !seen.is_empty() {
+        let earlier = sqlx::query(
+            "SELECT producer_id, event_id FROM flow.event_ids WHERE producer_id = ANY($1)",
+        )
+        .bind(&seen)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        for row in earlier {
+            let pid: String = row.get(0);
+            event_ids[first_of[pid.as_str()]] = EventId(row.get(1));
+        }
+    }
+    for (dup, first) in in_batch_duplicate {
+        event_ids[dup] = event_ids[first];
+    }
+    Ok((0..events.len())
+        .filter(|&i| match events[i].producer_id() {
+            None => true,
+            Some(pid) => first_of[pid] == i && fresh.contains(pid),
+        })
+        .collect())
+}

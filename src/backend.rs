@@ -1,0 +1,166 @@
+//! The backend chosen at run time from the database URL. Static dispatch through
+//! an enum: a match per call, nothing boxed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flow_core::store::{
+    Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
+    Park, SendReceipt, StepRecord, Store, Wakeups,
+};
+use flow_core::{Error, NewEvent, RunId, RunView};
+
+/// Every backend this build of flow has.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum AnyStore {
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(flow_postgres::PgStore),
+}
+
+#[cfg(feature = "postgres")]
+impl From<flow_postgres::PgStore> for AnyStore {
+    fn from(store: flow_postgres::PgStore) -> Self {
+        AnyStore::Postgres(store)
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres($store) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    fn describe(&self) -> String {
+        delegate!(self, s => s.describe())
+    }
+
+    async fn register_functions(
+        &self,
+        functions: &[FunctionInfo],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        delegate!(self, s => s.register_functions(functions, now).await)
+    }
+
+    async fn send(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, Error> {
+        delegate!(self, s => s.send(events, now).await)
+    }
+
+    async fn claim(
+        &self,
+        request: ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedRun>, Error> {
+        delegate!(self, s => s.claim(request, now).await)
+    }
+
+    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, Error> {
+        delegate!(self, s => s.checkpoints(run).await)
+    }
+
+    async fn checkpoint(
+        &self,
+        lease: &Lease,
+        step: &StepRecord,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        delegate!(self, s => s.checkpoint(lease, step, lease_for, now).await)
+    }
+
+    async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
+        delegate!(self, s => s.record_failure(lease, attempt).await)
+    }
+
+    async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
+        delegate!(self, s => s.mark_step(lease, key).await)
+    }
+
+    async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
+        delegate!(self, s => s.park(lease, park, now).await)
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        delegate!(self, s => s.finish(lease, outcome, now).await)
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunId>, Error> {
+        delegate!(self, s => s.renew(owner, lease_for, now).await)
+    }
+
+    async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
+        delegate!(self, s => s.recover_expired(max_lost, now).await)
+    }
+
+    async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
+        delegate!(self, s => s.next_wakeup(functions).await)
+    }
+
+    async fn wakeups(&self) -> Result<Wakeups, Error> {
+        delegate!(self, s => s.wakeups().await)
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
+        delegate!(self, s => s.run(id).await)
+    }
+}
+
+impl Connect for AnyStore {
+    async fn connect(url: &str) -> Result<Self, Error> {
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(AnyStore::Postgres(
+                flow_postgres::PgStore::connect(url).await?,
+            ));
+        }
+        let scheme = url
+            .split("://")
+            .next()
+            .filter(|_| url.contains("://"))
+            .unwrap_or(url);
+        let scheme = if scheme.len() > 20 { "(none)" } else { scheme };
+        Err(Error::Config(format!(
+            "DATABASE_URL has the scheme `{scheme}`, which this build of flow cannot open; \
+             use postgres://user:password@host:5432/database"
+        )))
+    }
+}
+
+/// Sending events inside the caller's own PostgreSQL transaction, so they commit
+/// or roll back with the caller's writes.
+#[cfg(feature = "postgres")]
+pub trait SendInTransaction {
+    /// Sends `events` in `tx`; workers are notified when it commits.
+    fn send_in<E: flow_core::IntoEvent + Send>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        events: impl IntoIterator<Item = E> + Send,
+    ) -> impl std::future::Future<Output = Result<SendReceipt, Error>> + Send;
+}
+
+#[cfg(feature = "postgres")]
+impl<S: Store> SendInTransaction for flow_core::Client<S> {
+    async fn send_in<E: flow_core::IntoEvent + Send>(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        events: impl IntoIterator<Item = E> + Send,
+    ) -> Result<SendReceipt, Error> {
+        flow_postgres::send_in(tx, events, self.limits()).await
+    }
+}

@@ -1,0 +1,64 @@
+//! # flow: durable execution for Rust
+//!
+//! Annotate async functions with `#[function(event = "...")]` and `#[step]`: they
+//! become event-driven workflows whose steps are checkpointed in PostgreSQL,
+//! retried alone when they fail, able to sleep for days, and resumed on any worker
+//! after a crash.
+//!
+//! ```no_run
+//! use flow::prelude::*;
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! #[event(name = "app/user.created")]
+//! struct UserCreated { id: i64, email: String }
+//!
+//! #[step(retries = 3)]
+//! async fn send_welcome(ctx: &Ctx, email: &str) -> Result<String, StepError> {
+//!     Ok(format!("sent to {email}")) // real I/O goes here
+//! }
+//!
+//! #[function(event = "app/user.created")]
+//! async fn onboard(ctx: &Ctx, event: UserCreated) -> Result<String, FlowError> {
+//!     let receipt = send_welcome(ctx, &event.email).await?;
+//!     ctx.sleep("follow-up", Duration::from_secs(3 * 86_400)).await?;
+//!     Ok(receipt)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), flow::Error> {
+//!     flow::Worker::from_env().await?.run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! See the README and docs/ARCHITECTURE.md for the semantics.
+
+mod backend;
+
+pub use backend::AnyStore;
+#[cfg(feature = "postgres")]
+pub use backend::SendInTransaction;
+pub use flow_core::{
+    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, Error, Event, EventId, FlowError,
+    Function, FunctionDef, IntoEvent, Limits, ManualClock, NewEvent, RunId, RunStatus, RunView,
+    SendReceipt, StepError, StepErrorKind, StepKind, StepOptions, StepView, Store, SystemClock,
+    WorkerBuilder, WorkerConfig, WorkerReport, function, step,
+};
+#[cfg(feature = "postgres")]
+pub use flow_postgres::{PgStore, PgStoreOptions};
+
+/// A worker on the backend `DATABASE_URL` names: `flow::Worker::from_env().await?.run().await`.
+pub type Worker = flow_core::Worker<AnyStore>;
+
+/// A client on the backend `DATABASE_URL` names: sends events and reads runs.
+pub type Client = flow_core::Client<AnyStore>;
+
+/// What a flow program needs in scope.
+pub mod prelude {
+    pub use crate::{Ctx, Event, FlowError, StepError, function, step};
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::Duration;
+}
+
+#[doc(hidden)]
+pub use flow_core::__private;

@@ -1,0 +1,116 @@
+//! Test support: a fresh database per test, a worker in the background, counters.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use flow::{AnyStore, PgStore, PgStoreOptions, WorkerBuilder};
+use sqlx::Connection;
+
+/// The server the tests use: DATABASE_URL (the test script sets it), else localhost.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database of its own for one test; returns its URL.
+pub async fn fresh_database() -> String {
+    let server = server_url();
+    let name = format!("flow_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "tests need PostgreSQL at {}: {e}",
+                flow_postgres_redact(&server)
+            )
+        });
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create the test database");
+    conn.close().await.ok();
+    with_database(&server, &name)
+}
+
+fn flow_postgres_redact(url: &str) -> String {
+    flow_postgres::redact(url)
+}
+
+/// `url` pointing at database `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    format!("{host}/{name}{query}")
+}
+
+/// A store on a fresh database with a small pool (the server allows 100 connections).
+pub async fn store() -> (AnyStore, String) {
+    let url = fresh_database().await;
+    let store = PgStore::connect_with(
+        &url,
+        PgStoreOptions {
+            max_connections: 6,
+            acquire_timeout: Duration::from_secs(30),
+        },
+    )
+    .await
+    .expect("connect to the test database");
+    (AnyStore::from(store), url)
+}
+
+/// A builder with test settings: fallback poll of one hour, so every wake-up must
+/// come from a notification or a due time the worker read.
+pub fn worker(store: &AnyStore) -> WorkerBuilder<AnyStore> {
+    flow::Worker::builder(store.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .concurrency(8)
+}
+
+/// Runs a worker in the background until the returned sender is dropped or fired.
+/// The worker has announced its functions when this returns.
+pub async fn spawn_worker(
+    builder: WorkerBuilder<AnyStore>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<flow::WorkerReport>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = builder.build().expect("build the worker");
+    worker.announce().await.expect("announce the functions");
+    let handle = tokio::spawn(async move {
+        worker
+            .run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("worker ran")
+    });
+    (stop, handle)
+}
+
+/// Polls `check` until it is true, for at most `timeout` (never asserts a time).
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
