@@ -71,3 +71,324 @@ async fn a_run_executes_its_steps_and_stores_each_checkpoint() {
     let report = worker.await.unwrap();
     assert_eq!(report.finished, 1);
 }
+
+// ---------------------------------------------------------------------------
+// Retries: a failing step is retried alone; completed steps never run again.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/import.requested")]
+struct ImportRequested {
+    fail_times: u32,
+}
+
+static IMPORT_DOWNLOADS: AtomicU32 = AtomicU32::new(0);
+static IMPORT_PARSES: AtomicU32 = AtomicU32::new(0);
+static IMPORT_ENTRIES: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn download(_ctx: &Ctx) -> Result<String, StepError> {
+    IMPORT_DOWNLOADS.fetch_add(1, Ordering::SeqCst);
+    Ok("a,b,c".into())
+}
+
+#[step(retries = 3, backoff(initial = "1ms", max = "5ms"))]
+async fn parse(_ctx: &Ctx, csv: &str, fail_times: u32) -> Result<Vec<String>, StepError> {
+    let attempt = IMPORT_PARSES.fetch_add(1, Ordering::SeqCst) + 1;
+    if attempt <= fail_times {
+        return Err(StepError::retriable(format!(
+            "parser busy (attempt {attempt})"
+        )));
+    }
+    Ok(csv.split(',').map(str::to_owned).collect())
+}
+
+#[function(event = "test/import.requested")]
+async fn import(ctx: &Ctx, event: ImportRequested) -> Result<usize, FlowError> {
+    IMPORT_ENTRIES.fetch_add(1, Ordering::SeqCst);
+    let csv = download(ctx).await?;
+    let rows = parse(ctx, &csv, event.fail_times).await?;
+    Ok(rows.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_retried_alone_and_completed_steps_return_from_the_record() {
+    let (store, _) = common::store().await;
+    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<import>()).await;
+    let client = flow::Client::new(store);
+
+    let run = client
+        .send(ImportRequested { fail_times: 2 })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let rows: usize = client.result(run, WAIT).await.unwrap();
+    assert_eq!(rows, 3);
+    assert_eq!(
+        IMPORT_DOWNLOADS.load(Ordering::SeqCst),
+        1,
+        "download ran once"
+    );
+    assert_eq!(
+        IMPORT_PARSES.load(Ordering::SeqCst),
+        3,
+        "parse ran three times"
+    );
+    // Each retry replays the handler from the top; the download comes from the record.
+    assert_eq!(IMPORT_ENTRIES.load(Ordering::SeqCst), 3);
+
+    let view = client.run(run).await.unwrap().unwrap();
+    let parse_step = view.steps.iter().find(|s| s.key == "parse").unwrap();
+    assert_eq!(parse_step.attempts, 3);
+    let failures: Vec<_> = view
+        .failures
+        .iter()
+        .map(|f| (f.step.as_str(), f.attempt))
+        .collect();
+    assert_eq!(failures, [("parse", 1), ("parse", 2)]);
+    assert!(view.failures[0].error.contains("parser busy (attempt 1)"));
+}
+
+// ---------------------------------------------------------------------------
+// Exhausted retries reach the function body, which may compensate; a handler's
+// `Err` fails the run with the error stored.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/payment.requested")]
+struct PaymentRequested {
+    compensate: bool,
+}
+
+static CHARGES: AtomicU32 = AtomicU32::new(0);
+
+#[step(retries = 2)]
+async fn charge(_ctx: &Ctx) -> Result<u32, StepError> {
+    CHARGES.fetch_add(1, Ordering::SeqCst);
+    Err(StepError::retriable("card declined"))
+}
+
+#[step]
+async fn refund_hold(_ctx: &Ctx) -> Result<String, StepError> {
+    Ok("hold released".into())
+}
+
+#[function(
+    event = "test/payment.requested",
+    backoff(initial = "1ms", max = "2ms")
+)]
+async fn pay(ctx: &Ctx, event: PaymentRequested) -> Result<String, FlowError> {
+    match charge(ctx).await {
+        Ok(_) => Ok("charged".into()),
+        Err(e) if event.compensate => {
+            let note = refund_hold(ctx).await?;
+            Ok(format!("{note} after: {e}"))
+        }
+        Err(e) => Err(FlowError::new(format!("payment failed: {e}"))),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_reach_the_body_which_can_compensate_or_fail_the_run() {
+    let (store, _) = common::store().await;
+    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<pay>()).await;
+    let client = flow::Client::new(store);
+
+    let saga = client
+        .send(PaymentRequested { compensate: true })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let out: String = client.result(saga, WAIT).await.unwrap();
+    assert_eq!(out, "hold released after: card declined");
+    assert_eq!(
+        CHARGES.load(Ordering::SeqCst),
+        3,
+        "one attempt and two retries"
+    );
+    let view = client.run(saga).await.unwrap().unwrap();
+    let charge_step = view.steps.iter().find(|s| s.key == "charge").unwrap();
+    assert_eq!(charge_step.error.as_deref(), Some("card declined"));
+    assert_eq!(charge_step.attempts, 3);
+
+    let failing = client
+        .send(PaymentRequested { compensate: false })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(failing, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.error.as_deref(), Some("payment failed: card declined"));
+    let err = client.result::<String>(failing, WAIT).await.unwrap_err();
+    assert!(matches!(err, flow::Error::RunFailed { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// The function's `retries` is its steps' default (4 unless set); fatal errors
+// are not retried; a panic in a step is a retriable failure with its message.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/flaky")]
+struct Flaky {
+    mode: String,
+}
+
+static FLAKY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn flaky_call(_ctx: &Ctx, mode: &str) -> Result<u32, StepError> {
+    FLAKY_ATTEMPTS.fetch_add(1, Ordering::SeqCst);
+    match mode {
+        "fatal" => Err(StepError::fatal("bad request")),
+        "panic" => panic!("index out of bounds"),
+        _ => Err(StepError::retriable("timeout")),
+    }
+}
+
+#[function(event = "test/flaky", backoff(initial = "1ms", max = "2ms"))]
+async fn flaky(ctx: &Ctx, event: Flaky) -> Result<u32, FlowError> {
+    Ok(flaky_call(ctx, &event.mode).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_retries_fatal_errors_and_panics() {
+    let (store, _) = common::store().await;
+    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<flaky>()).await;
+    let client = flow::Client::new(store);
+
+    let run = client
+        .send(Flaky {
+            mode: "retry".into(),
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.steps[0].attempts, 5, "Inngest's default: 4 retries");
+    assert_eq!(FLAKY_ATTEMPTS.swap(0, Ordering::SeqCst), 5);
+
+    let run = client
+        .send(Flaky {
+            mode: "fatal".into(),
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.error.as_deref(), Some("bad request"));
+    assert_eq!(
+        FLAKY_ATTEMPTS.swap(0, Ordering::SeqCst),
+        1,
+        "fatal: no retry"
+    );
+
+    let run = client
+        .send(Flaky {
+            mode: "panic".into(),
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(
+        FLAKY_ATTEMPTS.swap(0, Ordering::SeqCst),
+        5,
+        "a panic is retried"
+    );
+    assert!(
+        view.failures[0]
+            .error
+            .contains("panicked: index out of bounds"),
+        "{:?}",
+        view.failures
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Numbering, join!, the closure form, and the live future.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/batch")]
+struct Batch {
+    items: Vec<i64>,
+}
+
+static BATCH_ENTRIES: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn double(_ctx: &Ctx, n: i64) -> Result<i64, StepError> {
+    Ok(n * 2)
+}
+
+#[step(id = "fetch-a")]
+async fn fetch_a(_ctx: &Ctx) -> Result<String, StepError> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Ok("a".into())
+}
+
+#[step(id = "fetch-b")]
+async fn fetch_b(_ctx: &Ctx) -> Result<String, StepError> {
+    Ok("b".into())
+}
+
+#[function(event = "test/batch")]
+async fn batch(ctx: &Ctx, event: Batch) -> Result<(Vec<i64>, String, i64), FlowError> {
+    BATCH_ENTRIES.fetch_add(1, Ordering::SeqCst);
+    let mut doubled = Vec::new();
+    for n in event.items {
+        doubled.push(double(ctx, n).await?);
+    }
+    let (a, b) = tokio::join!(fetch_a(ctx), fetch_b(ctx));
+    let sum = ctx
+        .run("sum", || async {
+            Ok::<_, StepError>(doubled.iter().sum::<i64>())
+        })
+        .await?;
+    Ok((doubled, format!("{}{}", a?, b?), sum))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_ids_are_numbered_in_call_order_and_join_works_without_replay() {
+    let (store, _) = common::store().await;
+    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<batch>()).await;
+    let client = flow::Client::new(store);
+
+    let run = client
+        .send(Batch {
+            items: vec![1, 2, 3],
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let out: (Vec<i64>, String, i64) = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, (vec![2, 4, 6], "ab".into(), 12));
+    let view = client.run(run).await.unwrap().unwrap();
+    let keys: Vec<_> = view
+        .steps
+        .iter()
+        .map(|s| (s.key.as_str(), s.position))
+        .collect();
+    // fetch-a finishes after fetch-b, but positions follow call order.
+    assert_eq!(
+        keys,
+        [
+            ("double", 0),
+            ("double:1", 1),
+            ("double:2", 2),
+            ("fetch-a", 3),
+            ("fetch-b", 4),
+            ("sum", 5)
+        ]
+    );
+    assert_eq!(
+        BATCH_ENTRIES.load(Ordering::SeqCst),
+        1,
+        "a hot run continues its live future"
+    );
+}

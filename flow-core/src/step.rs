@@ -336,7 +336,8 @@ fn check_step_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// Takes the box itself: a `&Box<dyn Any>` would coerce to a `dyn Any` that is the box.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {
