@@ -1,0 +1,198 @@
+//! Sleeps and backoff against an injected clock: parked runs hold no worker, wake
+//! on time on whichever worker is up, also after every worker was restarted.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use flow::prelude::*;
+use flow::{Clock, ManualClock, RunStatus, StepKind};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn clock() -> ManualClock {
+    ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/trial.started")]
+struct TrialStarted {
+    account: i64,
+}
+
+static REMINDERS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn send_reminder(_ctx: &Ctx, account: i64) -> Result<i64, StepError> {
+    REMINDERS.fetch_add(1, Ordering::SeqCst);
+    Ok(account)
+}
+
+#[function(event = "test/trial.started")]
+async fn trial(ctx: &Ctx, event: TrialStarted) -> Result<i64, FlowError> {
+    ctx.sleep("wait-a-week", Duration::from_secs(7 * 86_400))
+        .await?;
+    Ok(send_reminder(ctx, event.account).await?)
+}
+
+async fn status(client: &flow::Client, run: flow::RunId) -> RunStatus {
+    client.run(run).await.unwrap().unwrap().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restarted() {
+    let (store, _) = common::store().await;
+    let clock = clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let builder = || {
+        common::worker(&store)
+            .register::<trial>()
+            .clock(clock.clone())
+    };
+
+    let (stop, first) = common::spawn_worker(builder()).await;
+    let run = client
+        .send(TrialStarted { account: 42 })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    common::eventually(WAIT, "the run to sleep", || async {
+        status(&client, run).await == RunStatus::Sleeping
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = first.await.unwrap();
+    assert_eq!(report.parked, 1, "the sleeping run left the worker");
+    assert_eq!(report.finished, 0);
+
+    // No worker is up while the week passes.
+    clock.advance(Duration::from_secs(7 * 86_400 - 1));
+    let (_stop, _second) = common::spawn_worker(builder()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        status(&client, run).await,
+        RunStatus::Sleeping,
+        "one second early"
+    );
+    assert_eq!(REMINDERS.load(Ordering::SeqCst), 0);
+
+    clock.advance(Duration::from_secs(1));
+    let account: i64 = client.result(run, WAIT).await.unwrap();
+    assert_eq!(account, 42);
+    assert_eq!(REMINDERS.load(Ordering::SeqCst), 1);
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.steps[0].key, "wait-a-week");
+    assert_eq!(view.steps[0].kind, StepKind::Sleep);
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/nap")]
+struct Nap {}
+
+#[function(event = "test/nap")]
+async fn many_naps(ctx: &Ctx, _event: Nap) -> Result<u32, FlowError> {
+    let mut count = 0;
+    for _ in 0..3 {
+        ctx.sleep("nap", Duration::from_secs(60)).await?;
+        count += 1;
+    }
+    let until = ctx.now().await + chrono::Duration::hours(1);
+    ctx.sleep_until("until-the-hour", until).await?;
+    Ok(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeps_in_a_loop_are_numbered_and_sleep_until_waits_for_its_time() {
+    let (store, _) = common::store().await;
+    let clock = clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let (_stop, _worker) = common::spawn_worker(
+        common::worker(&store)
+            .register::<many_naps>()
+            .clock(clock.clone()),
+    )
+    .await;
+    let run = client.send(Nap {}).await.unwrap().runs[0].1;
+    for step in 1..=4 {
+        common::eventually(WAIT, "the run to sleep", || async {
+            let view = client.run(run).await.unwrap().unwrap();
+            view.status == RunStatus::Sleeping && view.steps.len() >= step
+        })
+        .await;
+        clock.advance(Duration::from_secs(3600));
+    }
+    let count: u32 = client.result(run, WAIT).await.unwrap();
+    assert_eq!(count, 3);
+    let keys: Vec<_> = client
+        .run(run)
+        .await
+        .unwrap()
+        .unwrap()
+        .steps
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["nap", "nap:1", "nap:2", "now", "until-the-hour"]);
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/rate.limited")]
+struct RateLimited {}
+
+static API_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn call_limited_api(_ctx: &Ctx) -> Result<String, StepError> {
+    if API_CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+        return Err(StepError::retry_after(
+            "429 Too Many Requests",
+            Duration::from_secs(3600),
+        ));
+    }
+    Ok("done".into())
+}
+
+#[function(event = "test/rate.limited")]
+async fn limited(ctx: &Ctx, _event: RateLimited) -> Result<String, FlowError> {
+    Ok(call_limited_api(ctx).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_sets_the_next_attempt() {
+    let (store, _) = common::store().await;
+    let clock = clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let (_stop, _worker) = common::spawn_worker(
+        common::worker(&store)
+            .register::<limited>()
+            .clock(clock.clone()),
+    )
+    .await;
+    let run = client.send(RateLimited {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the first attempt to fail", || async {
+        !client.run(run).await.unwrap().unwrap().failures.is_empty()
+    })
+    .await;
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(
+        view.status,
+        RunStatus::Queued,
+        "backing off is queued with a not-before time"
+    );
+    assert_eq!(
+        view.failures[0].retry_at,
+        clock.now() + chrono::Duration::hours(1)
+    );
+    clock.advance(Duration::from_secs(3599));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        API_CALLS.load(Ordering::SeqCst),
+        1,
+        "not retried before its time"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(client.result::<String>(run, WAIT).await.unwrap(), "done");
+    assert_eq!(API_CALLS.load(Ordering::SeqCst), 2);
+}
