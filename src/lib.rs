@@ -47,6 +47,9 @@ pub use flow_core::{
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};
 
+/// The Store trait and its records, for backends and for tests that drive a store directly.
+pub use flow_core::store;
+
 /// A worker on the backend `DATABASE_URL` names: `flow::Worker::from_env().await?.run().await`.
 pub type Worker = flow_core::Worker<AnyStore>;
 

@@ -187,6 +187,8 @@ pub struct WorkerReport {
     pub parked: u64,
     /// Runs it handed back to other workers at shutdown.
     pub released: u64,
+    /// Runs it dropped because another worker took them over (its lease expired).
+    pub lost: u64,
 }
 
 impl<S: Store> Worker<S> {
@@ -299,6 +301,7 @@ impl<S: Store> Worker<S> {
             finished = report.finished,
             parked = report.parked,
             released = report.released,
+            lost = report.lost,
             "flow worker stopped"
         );
         result.map(|()| report)
@@ -337,6 +340,9 @@ async fn claim_loop<S: Store>(
 ) -> Result<(), Error> {
     let functions = shared.registry.ids();
     let mut last_recovery: Option<DateTime<Utc>> = None;
+    // After an idle wait recovery always runs (the wait may have ended at another
+    // worker's lease expiry); while busy, at most every quarter lease.
+    let mut waited = true;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             count(report, joined);
@@ -347,9 +353,11 @@ async fn claim_loop<S: Store>(
         woken.as_mut().enable();
 
         let now = shared.clock.now();
-        let recovery_due = last_recovery.is_none_or(|at| {
-            now - at >= chrono::Duration::from_std(shared.config.lease / 4).unwrap_or_default()
-        });
+        let recovery_due = waited
+            || last_recovery.is_none_or(|at| {
+                now - at >= chrono::Duration::from_std(shared.config.lease / 4).unwrap_or_default()
+            });
+        waited = false;
         if recovery_due {
             last_recovery = Some(now);
             match shared
@@ -404,6 +412,7 @@ async fn claim_loop<S: Store>(
         } else {
             poll_deadline
         };
+        waited = true;
         if deadline <= shared.clock.now() {
             continue;
         }
@@ -438,11 +447,22 @@ fn spawn_run<S: Store>(
         shared.clock.clone(),
         shared.config.limits,
     ));
-    lock(&shared.runs).insert(run_id, core.clone());
+    // This worker may still drive an older execution whose lease expired (a long
+    // pause without renewals): that one lost its lease to this claim.
+    if let Some(stale) = lock(&shared.runs).insert(run_id, core.clone()) {
+        stale.stop(Stop::LeaseLost);
+    }
     let shared = shared.clone();
     tasks.spawn(async move {
-        let exit = drive(shared.store.clone(), core, def, claimed).await;
-        lock(&shared.runs).remove(&run_id);
+        let exit = drive(shared.store.clone(), core.clone(), def, claimed).await;
+        let mut runs = lock(&shared.runs);
+        if runs
+            .get(&run_id)
+            .is_some_and(|current| Arc::ptr_eq(current, &core))
+        {
+            runs.remove(&run_id);
+        }
+        drop(runs);
         shared.wake.notify_one();
         exit
     });
@@ -453,7 +473,7 @@ fn count(report: &mut WorkerReport, joined: Result<Exit, tokio::task::JoinError>
         Ok(Exit::Finished) => report.finished += 1,
         Ok(Exit::Parked) => report.parked += 1,
         Ok(Exit::Released) => report.released += 1,
-        Ok(Exit::Dropped) => {}
+        Ok(Exit::Dropped) => report.lost += 1,
         Err(e) => tracing::error!(error = %e, "a run's task ended abnormally"),
     }
 }

@@ -54,6 +54,11 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 /// A store on a fresh database with a small pool (the server allows 100 connections).
 pub async fn store() -> (AnyStore, String) {
+    // RUST_LOG=flow_core=debug shows the life of each run.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let url = fresh_database().await;
     let store = PgStore::connect_with(
         &url,

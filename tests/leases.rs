@@ -1,0 +1,272 @@
+//! Leases: renewal keeps a long step's run, a stale worker's late write is refused,
+//! graceful shutdown finishes in-flight steps and hands the rest back, and a run
+//! whose workers keep dying gives up naming its step.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use flow::prelude::*;
+use flow::store::{ClaimRequest, Store};
+use flow::{Clock, RunStatus, SystemClock};
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/long")]
+struct Long {}
+
+static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn long_step(_ctx: &Ctx) -> Result<u32, StepError> {
+    LONG_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    Ok(1)
+}
+
+#[function(event = "test/long")]
+async fn long(ctx: &Ctx, _event: Long) -> Result<u32, FlowError> {
+    Ok(long_step(ctx).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_worker_renews_its_lease_through_a_step_longer_than_the_lease() {
+    let (store, _) = common::store().await;
+    let short = |id: &str| {
+        common::worker(&store)
+            .register::<long>()
+            .worker_id(id)
+            .lease(Duration::from_millis(800))
+            .renew_every(Duration::from_millis(150))
+    };
+    let (_s1, _w1) = common::spawn_worker(short("first")).await;
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Long {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the step to start", || async {
+        LONG_RUNS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // A second worker that would take the run over if the lease lapsed.
+    let (_s2, _w2) = common::spawn_worker(short("second")).await;
+    assert_eq!(
+        client.wait(run, WAIT).await.unwrap().status,
+        RunStatus::Completed
+    );
+    assert_eq!(LONG_RUNS.load(Ordering::SeqCst), 1, "the step ran once");
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/fenced")]
+struct Fenced {}
+
+static FENCED_EXECUTIONS: AtomicU32 = AtomicU32::new(0);
+static RELEASE_STALE: Notify = Notify::const_new();
+static RELEASE_NEW: Notify = Notify::const_new();
+
+#[step]
+async fn decide(_ctx: &Ctx) -> Result<String, StepError> {
+    if FENCED_EXECUTIONS.fetch_add(1, Ordering::SeqCst) == 0 {
+        // The first worker stalls here past its lease.
+        RELEASE_STALE.notified().await;
+        return Ok("stale worker".into());
+    }
+    RELEASE_NEW.notified().await;
+    Ok("new owner".into())
+}
+
+#[function(event = "test/fenced")]
+async fn fenced(ctx: &Ctx, _event: Fenced) -> Result<String, FlowError> {
+    Ok(decide(ctx).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands() {
+    let (store, _) = common::store().await;
+    // This worker never renews in time: its lease lapses while its step stalls. With
+    // one slot, it cannot claim the run back itself.
+    let stale = common::worker(&store)
+        .register::<fenced>()
+        .worker_id("stale")
+        .concurrency(1)
+        .lease(Duration::from_millis(500))
+        .renew_every(Duration::from_secs(3600));
+    let (stop_stale, stale) = common::spawn_worker(stale).await;
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Fenced {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the stale worker to start the step", || async {
+        FENCED_EXECUTIONS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let (_stop_new, _new) =
+        common::spawn_worker(common::worker(&store).register::<fenced>().worker_id("new")).await;
+    common::eventually(WAIT, "the new owner to start the step", || async {
+        FENCED_EXECUTIONS.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    // The stale worker's step finishes first; its checkpoint carries the old token.
+    RELEASE_STALE.notify_one();
+    stop_stale.send(()).unwrap();
+    let report = stale.await.unwrap();
+    assert_eq!((report.lost, report.finished), (1, 0), "{report:?}");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert!(
+        view.steps.is_empty(),
+        "the stale write changed nothing: {:?}",
+        view.steps
+    );
+    assert_eq!(view.status, RunStatus::Running);
+
+    RELEASE_NEW.notify_one();
+    let out: String = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, "new owner");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.steps.len(), 1);
+    assert_eq!(view.steps[0].output, Some(serde_json::json!("new owner")));
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/shutdown")]
+struct Shutdown {
+    stuck: bool,
+}
+
+static FIRST_STEP_RUNS: AtomicU32 = AtomicU32::new(0);
+static SECOND_STEP_RUNS: AtomicU32 = AtomicU32::new(0);
+static STEP_STARTED: Notify = Notify::const_new();
+static FINISH_STEP: Notify = Notify::const_new();
+
+#[step]
+async fn first_step(_ctx: &Ctx, stuck: bool) -> Result<u32, StepError> {
+    let n = FIRST_STEP_RUNS.fetch_add(1, Ordering::SeqCst);
+    if n == 0 {
+        STEP_STARTED.notify_one();
+        if stuck {
+            std::future::pending::<()>().await;
+        }
+        FINISH_STEP.notified().await;
+    }
+    Ok(n)
+}
+
+#[step]
+async fn second_step(_ctx: &Ctx) -> Result<u32, StepError> {
+    Ok(SECOND_STEP_RUNS.fetch_add(1, Ordering::SeqCst))
+}
+
+#[function(event = "test/shutdown")]
+async fn shutdown(ctx: &Ctx, event: Shutdown) -> Result<(u32, u32), FlowError> {
+    let a = first_step(ctx, event.stuck).await?;
+    let b = second_step(ctx).await?;
+    Ok((a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back() {
+    let (store, _) = common::store().await;
+    let (stop, worker) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Shutdown { stuck: false }).await.unwrap().runs[0].1;
+    STEP_STARTED.notified().await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    FINISH_STEP.notify_one();
+    let report = worker.await.unwrap();
+    assert_eq!((report.released, report.finished), (1, 0), "{report:?}");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.status, RunStatus::Queued);
+    assert_eq!(view.steps.len(), 1, "the in-flight step was checkpointed");
+    assert_eq!(
+        SECOND_STEP_RUNS.load(Ordering::SeqCst),
+        0,
+        "no new step started after shutdown"
+    );
+
+    let (_stop, _next) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let out: (u32, u32) = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, (0, 0));
+    assert_eq!(
+        FIRST_STEP_RUNS.load(Ordering::SeqCst),
+        1,
+        "the first step never ran again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_outlasts_the_shutdown_grace_is_dropped_and_its_run_handed_back() {
+    let (store, _) = common::store().await;
+    let builder = common::worker(&store)
+        .register::<shutdown>()
+        .shutdown_grace(Duration::from_millis(200));
+    let (stop, worker) = common::spawn_worker(builder).await;
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Shutdown { stuck: true }).await.unwrap().runs[0].1;
+    STEP_STARTED.notified().await;
+    stop.send(()).unwrap();
+    let report = worker.await.unwrap();
+    assert_eq!(report.released, 1, "{report:?}");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!((view.status, view.steps.len()), (RunStatus::Queued, 0));
+
+    let (_stop, _next) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let out: (u32, u32) = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, (1, 0), "the dropped step ran again on the next worker");
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
+    let (store, _) = common::store().await;
+    common::worker(&store)
+        .register::<shutdown>()
+        .build()
+        .unwrap()
+        .announce()
+        .await
+        .unwrap();
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Shutdown { stuck: false }).await.unwrap().runs[0].1;
+    let owner: Arc<str> = "doomed".into();
+    let functions = vec!["shutdown".to_string()];
+    let mut now = SystemClock.now();
+    for lost_before in 0..3u32 {
+        let claimed = store
+            .claim(
+                ClaimRequest {
+                    owner: &owner,
+                    functions: &functions,
+                    max: 10,
+                    lease: Duration::from_secs(1),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].lost_count, lost_before);
+        // What a worker does when it runs a step of a run that was lost before.
+        store
+            .mark_step(&claimed[0].lease, "first_step")
+            .await
+            .unwrap();
+        now += chrono::Duration::seconds(2);
+        assert_eq!(store.recover_expired(3, now).await.unwrap(), 1);
+    }
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.unwrap();
+    assert!(
+        error.contains("lost 3 times in a row") && error.contains("step `first_step`"),
+        "{error}"
+    );
+}
