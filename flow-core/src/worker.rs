@@ -323,8 +323,12 @@ impl<S: Connect> Worker<S> {
 
 /// `DATABASE_URL`, or an error that says what to set.
 pub fn database_url_from_env() -> Result<String, Error> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Ok(url),
+    database_url(std::env::var("DATABASE_URL").ok())
+}
+
+fn database_url(value: Option<String>) -> Result<String, Error> {
+    match value {
+        Some(url) if !url.trim().is_empty() => Ok(url),
         _ => Err(Error::Config(
             "DATABASE_URL is not set: set it to your PostgreSQL database, for example \
              DATABASE_URL=postgres://user:password@localhost:5432/app"
@@ -562,4 +566,24 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn a_missing_or_empty_database_url_says_what_to_set() {
+        for value in [None, Some(String::new()), Some("  ".into())] {
+            let err = database_url(value).unwrap_err().to_string();
+            assert!(
+                err.contains("DATABASE_URL is not set") && err.contains("postgres://"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            database_url(Some("postgres://x".into())).unwrap(),
+            "postgres://x"
+        );
+    }
 }
