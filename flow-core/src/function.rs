@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
-use crate::{Backoff, Ctx, Error, Event};
+use crate::{Backoff, Ctx, Error};
 
 /// How a handler's run ended, as the driver stores it.
 #[derive(Debug)]
@@ -40,8 +40,9 @@ pub struct FunctionDef {
 /// Implemented by `#[function]` on a type of the same name as the handler fn, so
 /// the function can be named in type position: `builder.register::<my_fn>()`.
 pub trait Function {
-    /// The event that triggers it.
-    type Event: Event;
+    /// The event that triggers it (an [`Event`]; not a bound here, so that a handler
+    /// whose parameter is not an event is reported once, at that parameter).
+    type Event;
     /// What the handler returns on success.
     type Output;
     /// Its definition.

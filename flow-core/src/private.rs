@@ -57,8 +57,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Output for T {}
 /// Spanned at the user's return type by the macros.
 pub fn assert_output<T: Output>() {}
 
-/// Spanned at the user's event parameter by `#[function]`.
-pub fn assert_event<E: Event>() {}
+/// The name `#[derive(Event)]` gives a type whose `#[event(name)]` it refused (and
+/// reported), so that `#[function]` does not report the same mistake again.
+pub const INVALID_EVENT_NAME: &str = "\0flow: invalid event name";
 
 /// Spanned at the user's fn name: handler and step futures must be `Send`.
 pub fn assert_send<F: std::future::Future + Send>(_: &F) {}

@@ -69,8 +69,8 @@ impl StepCall {
     pub async fn run<T, E, Fut>(self, body: Fut) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
-        E: Into<StepError> + Send,
-        Fut: Future<Output = Result<T, E>> + Send,
+        E: Into<StepError>,
+        Fut: Future<Output = Result<T, E>>,
     {
         self.run_lazy(|| body).await
     }
@@ -79,9 +79,9 @@ impl StepCall {
     pub(crate) async fn run_lazy<T, E, F, Fut>(self, body: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
-        E: Into<StepError> + Send,
+        E: Into<StepError>,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>> + Send,
+        Fut: Future<Output = Result<T, E>>,
     {
         let failed_before = match &self.resolution {
             Resolution::Halt => return pending().await,

@@ -33,6 +33,7 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
             "an Event type cannot be generic: its name is fixed, and so is the shape of its data",
         );
     }
+    let ident = &input.ident;
     let Some(name) = name else {
         if !seen_attr {
             errors.at(
@@ -40,7 +41,7 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
                 "#[derive(Event)] needs the event's name: add `#[event(name = \"app/user.created\")]`",
             );
         }
-        return TokenStream::new();
+        return placeholder(input);
     };
     // The same rule as flow_core::check_name, which checks names given at run time.
     let value = name.value();
@@ -62,10 +63,26 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
             format!("event name is {} bytes long; the limit is 256", value.len()),
         );
     }
-    let ident = &input.ident;
+    if !errors.is_empty() {
+        return placeholder(input);
+    }
     quote! {
         impl ::flow::__private::Event for #ident {
             const NAME: &'static str = #name;
+        }
+    }
+}
+
+/// After an error, the type still implements `Event` (with a name `#[function]`
+/// knows not to compare), so the mistake is reported once, not at every use.
+fn placeholder(input: &DeriveInput) -> TokenStream {
+    if !input.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let ident = &input.ident;
+    quote! {
+        impl ::flow::__private::Event for #ident {
+            const NAME: &'static str = ::flow::__private::INVALID_EVENT_NAME;
         }
     }
 }

@@ -50,13 +50,12 @@ pub fn function(
             ];
             const LEN: usize = ::flow::__private::concat_len(&PARTS);
             const MESSAGE: [u8; LEN] = ::flow::__private::concat::<LEN>(&PARTS);
-            if !::flow::__private::str_eq(TRIGGER, NAME) {
+            if !::flow::__private::str_eq(TRIGGER, NAME)
+                && !::flow::__private::str_eq(NAME, ::flow::__private::INVALID_EVENT_NAME)
+            {
                 ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
             }
         };
-    };
-    let event_check = quote_spanned! {event.span()=>
-        let _ = ::flow::__private::assert_event::<#event>;
     };
     let output_check = quote_spanned! {output.span()=>
         let _ = ::flow::__private::assert_output::<#output>;
@@ -89,7 +88,6 @@ pub fn function(
             ) -> ::core::pin::Pin<::std::boxed::Box<
                 dyn ::core::future::Future<Output = ::flow::__private::HandlerOutcome> + ::core::marker::Send,
             >> {
-                #event_check
                 #output_check
                 #boxed
             }

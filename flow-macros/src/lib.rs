@@ -24,11 +24,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as DeriveInput);
     let mut errors = Errors::default();
     let expanded = event::derive(&input, &mut errors);
-    if errors.is_empty() {
-        expanded.into()
-    } else {
-        errors.to_compile_errors().into()
-    }
+    let errors = errors.to_compile_errors();
+    quote!(#expanded #errors).into()
 }
 
 /// Makes an async fn `(ctx: &Ctx, event: E) -> Result<T, FlowError>` a durable
@@ -75,5 +72,10 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
 /// "cannot find function" errors at every call site.
 fn with_errors(item: &ItemFn, errors: &Errors) -> TokenStream {
     let errors = errors.to_compile_errors();
+    // A missing `async` is reported once, not at every `.await` in the body.
+    let mut item = item.clone();
+    if item.sig.asyncness.is_none() {
+        item.sig.asyncness = Some(syn::Token![async](item.sig.fn_token.span));
+    }
     quote!(#item #errors).into()
 }
