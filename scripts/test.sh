@@ -71,8 +71,10 @@ if command -v psql >/dev/null 2>&1; then
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then
+  cargo build --workspace --examples
   cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else
+  cargo build --workspace --examples
   cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
 # nextest does not run doctests.

@@ -92,8 +92,35 @@ impl StepCall {
             return pending().await;
         };
         let body_guard = BodyGuard(&self.core);
+        let span = tracing::info_span!("flow.step", step = %self.key, attempt = failed_before + 1);
+        // Instrumented, not entered: a span entered across an await leaks into
+        // whatever else the thread polls.
+        let outcome = self
+            .execute(body, failed_before, must_mark)
+            .instrument(span)
+            .await;
+        drop(body_guard);
+        match outcome {
+            Some(result) => result,
+            None => pending().await,
+        }
+    }
+
+    /// Runs the body once and records what happened; `None` when the run must
+    /// wait for a retry.
+    async fn execute<T, E, F, Fut>(
+        &self,
+        body: F,
+        failed_before: u32,
+        must_mark: bool,
+    ) -> Option<Result<T, StepError>>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        E: Into<StepError>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let attempt = failed_before + 1;
-        let span = tracing::info_span!("flow.step", step = %self.key, attempt);
         if must_mark {
             // Rare path: only for runs whose workers were lost before.
             let _ = self.core.io.mark_step(&self.key).await;
@@ -102,7 +129,6 @@ impl StepCall {
         let key = self.key.clone();
         let outcome = AssertUnwindSafe(CURRENT_STEP.scope(key, async move { body().await }))
             .catch_unwind()
-            .instrument(span.clone())
             .await;
         let finished_at = self.core.clock.now();
         let result = match outcome {
@@ -114,47 +140,42 @@ impl StepCall {
                 panic_message(&panic)
             ))),
         };
-        let _enter = span.enter();
-        match result {
+        let error = match result {
             Ok((value, output)) => {
                 let record = self.record(started_at, finished_at, attempt, Some(output), None);
                 self.write(&record).await;
-                drop(body_guard);
-                Ok(value)
+                return Some(Ok(value));
             }
-            Err(error) => {
-                let retries = self.options.retries.unwrap_or(self.core.retries);
-                if error.is_fatal() || failed_before >= retries {
-                    tracing::warn!(error = %error, attempts = attempt, "step failed for good");
-                    let json = serde_json::to_value(&error).expect("StepError serializes");
-                    let record = self.record(started_at, finished_at, attempt, None, Some(json));
-                    self.write(&record).await;
-                    drop(body_guard);
-                    return Err(error);
-                }
-                let backoff = self.options.backoff.apply(self.core.backoff);
-                let delay = error
-                    .retry_delay()
-                    .unwrap_or_else(|| backoff.delay(attempt, fastrand::f64()));
-                let retry_at = finished_at
-                    + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-                tracing::warn!(error = %error, retry_at = %retry_at, "step failed; it will be retried");
-                let failure = FailedAttempt {
-                    key: self.key.clone(),
-                    attempt,
-                    error: serde_json::to_value(&error).expect("StepError serializes"),
-                    started_at,
-                    finished_at,
-                    retry_at,
-                };
-                match self.core.io.record_failure(&failure).await {
-                    Ok(()) => self.core.park(Park::Retry(retry_at)),
-                    Err(e) => self.lost_write(e),
-                }
-                drop(body_guard);
-                pending().await
-            }
+            Err(error) => error,
+        };
+        let retries = self.options.retries.unwrap_or(self.core.retries);
+        if error.is_fatal() || failed_before >= retries {
+            tracing::warn!(error = %error, attempts = attempt, "step failed for good");
+            let json = serde_json::to_value(&error).expect("StepError serializes");
+            let record = self.record(started_at, finished_at, attempt, None, Some(json));
+            self.write(&record).await;
+            return Some(Err(error));
         }
+        let backoff = self.options.backoff.apply(self.core.backoff);
+        let delay = error
+            .retry_delay()
+            .unwrap_or_else(|| backoff.delay(attempt, fastrand::f64()));
+        let retry_at =
+            finished_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        tracing::warn!(error = %error, retry_at = %retry_at, "step failed; it will be retried");
+        let failure = FailedAttempt {
+            key: self.key.clone(),
+            attempt,
+            error: serde_json::to_value(&error).expect("StepError serializes"),
+            started_at,
+            finished_at,
+            retry_at,
+        };
+        match self.core.io.record_failure(&failure).await {
+            Ok(()) => self.core.park(Park::Retry(retry_at)),
+            Err(e) => self.lost_write(e),
+        }
+        None
     }
 
     /// A durable sleep until `until`.

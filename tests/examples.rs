@@ -1,0 +1,69 @@
+//! Runs each example against a database of its own and checks what it printed,
+//! which it read back from the store.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // Test binaries live in target/<profile>/deps; examples in target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --examples` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn support_categorization_fetches_once_and_retries_the_classification() {
+    let url = common::fresh_database().await;
+    let output = Command::new(example("support_categorization"))
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("sent 4 events, which started 4 runs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("4 of 4 runs completed"), "{stdout}");
+    assert!(
+        stdout.contains("fetch_replies: 4 recorded attempts, 4 executions"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the fetch ran once per thread while the classification was retried"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed: the model answered `banana`, which is not a category"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn support_categorization_without_database_url_says_what_to_set() {
+    let output = Command::new(example("support_categorization"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("DATABASE_URL is not set"), "{stderr}");
+}
