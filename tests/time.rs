@@ -196,3 +196,66 @@ async fn retry_after_sets_the_next_attempt() {
     assert_eq!(client.result::<String>(run, WAIT).await.unwrap(), "done");
     assert_eq!(API_CALLS.load(Ordering::SeqCst), 2);
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/handover")]
+struct Handover {}
+
+#[function(event = "test/handover")]
+async fn handover(ctx: &Ctx, _event: Handover) -> Result<String, FlowError> {
+    Ok(ctx
+        .run("finish", || async {
+            Ok::<_, StepError>("done".to_string())
+        })
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
+    use flow::store::{ClaimRequest, Park, Store};
+    let (store, _) = common::store().await;
+    let clock = clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    common::worker(&store)
+        .register::<handover>()
+        .build()
+        .unwrap()
+        .announce()
+        .await
+        .unwrap();
+    let run = client.send(Handover {}).await.unwrap().runs[0].1;
+
+    // Another worker ("elsewhere") holds the run for an hour.
+    let owner: std::sync::Arc<str> = "elsewhere".into();
+    let functions = vec!["handover".to_string()];
+    let request = ClaimRequest {
+        owner: &owner,
+        functions: &functions,
+        max: 1,
+        lease: Duration::from_secs(3600),
+    };
+    let claimed = store.claim(request, clock.now()).await.unwrap().remove(0);
+
+    // This worker is idle: nothing is due before that lease ends, an hour away.
+    let (_stop, _worker) = common::spawn_worker(
+        common::worker(&store)
+            .register::<handover>()
+            .clock(clock.clone()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The other worker parks the run for a minute, then is gone.
+    store
+        .park(
+            &claimed.lease,
+            Park::Sleep(clock.now() + chrono::Duration::minutes(1)),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&client, run).await, RunStatus::Sleeping);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(client.result::<String>(run, WAIT).await.unwrap(), "done");
+}

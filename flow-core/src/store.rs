@@ -143,8 +143,17 @@ pub struct SendReceipt {
     pub duplicates: usize,
 }
 
-/// Notifications that new work may be claimable. Hints only: a worker also polls.
-pub type Wakeups = Pin<Box<dyn Stream<Item = ()> + Send>>;
+/// A hint that work may be claimable. Hints only: a worker also polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// Runs were added or handed back: claim now.
+    Now,
+    /// A run was parked until this time (by any worker): wake then.
+    At(DateTime<Utc>),
+}
+
+/// The stream of [`Wakeup`]s a worker listens to.
+pub type Wakeups = Pin<Box<dyn Stream<Item = Wakeup> + Send>>;
 
 /// Durable state for flow. Implemented by each backend; the engine calls nothing else.
 ///
@@ -200,7 +209,8 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn mark_step(&self, lease: &Lease, key: &str)
     -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Stops executing a run for now and gives up its lease.
+    /// Stops executing a run for now and gives up its lease. Listening workers
+    /// learn when it is due ([`Wakeup::At`], or [`Wakeup::Now`] for a release).
     fn park(
         &self,
         lease: &Lease,

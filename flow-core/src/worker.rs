@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::ctx::{RunCore, Stop};
 use crate::driver::{Exit, LeasedIo, drive};
 use crate::function::{Function, FunctionDef, Registry, registered};
-use crate::store::{ClaimRequest, Connect, FunctionInfo, Store};
+use crate::store::{ClaimRequest, Connect, FunctionInfo, Store, Wakeup};
 use crate::{Clock, Error, Limits, RunId, SystemClock};
 
 /// Worker settings; every default is documented on its builder method.
@@ -156,6 +157,8 @@ impl<S: Store> WorkerBuilder<S> {
                 owner,
                 runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                work_now: AtomicBool::new(false),
+                due_hint: Mutex::new(None),
             }),
         })
     }
@@ -176,6 +179,24 @@ struct Shared<S> {
     runs: Mutex<HashMap<RunId, Arc<RunCore>>>,
     /// Wakes the claim loop: a notification, a freed slot, a parked run.
     wake: Notify,
+    /// Set with `wake` when there may be work to claim now.
+    work_now: AtomicBool,
+    /// The earliest due time other workers announced since the loop last looked.
+    due_hint: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl<S> Shared<S> {
+    fn wake_now(&self) {
+        self.work_now.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn hint_due(&self, at: DateTime<Utc>) {
+        let mut hint = lock(&self.due_hint);
+        *hint = Some(hint.map_or(at, |h| h.min(at)));
+        drop(hint);
+        self.wake.notify_one();
+    }
 }
 
 /// What a worker did before it stopped.
@@ -355,6 +376,7 @@ async fn claim_loop<S: Store>(
         let woken = shared.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
+        shared.work_now.store(false, Ordering::SeqCst);
 
         let now = shared.clock.now();
         let recovery_due = waited
@@ -417,12 +439,22 @@ async fn claim_loop<S: Store>(
             poll_deadline
         };
         waited = true;
-        if deadline <= shared.clock.now() {
-            continue;
-        }
-        tokio::select! {
-            _ = woken => {}
-            _ = shared.clock.sleep_until(deadline) => {}
+        // Sleep until the deadline, or until there may be work now. A due time
+        // announced by another worker only moves the deadline: no query until then.
+        let mut deadline = deadline;
+        loop {
+            if let Some(hint) = lock(&shared.due_hint).take() {
+                deadline = deadline.min(hint);
+            }
+            if deadline <= shared.clock.now() || shared.work_now.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::select! {
+                _ = woken.as_mut() => {}
+                _ = shared.clock.sleep_until(deadline) => break,
+            }
+            woken.set(shared.wake.notified());
+            woken.as_mut().enable();
         }
     }
 }
@@ -467,7 +499,7 @@ fn spawn_run<S: Store>(
             runs.remove(&run_id);
         }
         drop(runs);
-        shared.wake.notify_one();
+        shared.wake_now();
         exit
     });
 }
@@ -487,8 +519,11 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
     loop {
         match shared.store.wakeups().await {
             Ok(mut stream) => {
-                while stream.next().await.is_some() {
-                    shared.wake.notify_one();
+                while let Some(wakeup) = stream.next().await {
+                    match wakeup {
+                        Wakeup::Now => shared.wake_now(),
+                        Wakeup::At(at) => shared.hint_due(at),
+                    }
                 }
                 tracing::warn!("notification stream ended; reconnecting");
             }
@@ -497,7 +532,7 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
             }
         }
         // Something may have been sent while we were not listening.
-        shared.wake.notify_one();
+        shared.wake_now();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

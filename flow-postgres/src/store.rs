@@ -13,7 +13,7 @@ use sqlx::postgres::{PgListener, PgRow};
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeups,
+    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups,
 };
 use flow_core::{
     AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StepError, StepView,
@@ -233,24 +233,30 @@ impl Store for PgStore {
             Park::Retry(at) => (RunStatus::Queued, at),
             Park::Release => (RunStatus::Queued, now),
         };
+        // Every listening worker learns the due time from the notification, so the
+        // run wakes on time even if this worker stops before then.
+        let payload = match park {
+            Park::Release => String::new(),
+            _ => at.timestamp_micros().to_string(),
+        };
         let result = sqlx::query(
-            "UPDATE flow.runs
-             SET status = $3, not_before = $4, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+            "WITH parked AS (
+                 UPDATE flow.runs
+                 SET status = $3, not_before = $4, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND lease_token = $2 AND status = 'running'
+                 RETURNING id
+             )
+             SELECT pg_notify('flow_wakeup', $5) FROM parked",
         )
         .bind(lease.run_id.0)
         .bind(lease.token)
         .bind(status.as_str())
         .bind(at)
-        .execute(&self.pool)
+        .bind(payload)
+        .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())?;
-        if park == Park::Release {
-            // Another worker may take it at once.
-            self.notify().await?;
-        }
-        Ok(())
+        fenced(lease, result.len() as u64)
     }
 
     async fn finish(
@@ -359,7 +365,13 @@ impl Store for PgStore {
             }
             futures::future::ready(alive)
         });
-        Ok(Box::pin(stream.map(|_| ())))
+        Ok(Box::pin(stream.map(|item| {
+            // An empty payload means "now"; otherwise microseconds since the epoch.
+            item.ok()
+                .and_then(|n| n.payload().parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_micros)
+                .map_or(Wakeup::Now, Wakeup::At)
+        })))
     }
 
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
