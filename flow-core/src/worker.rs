@@ -519,6 +519,9 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
     loop {
         match shared.store.wakeups().await {
             Ok(mut stream) => {
+                // Work sent before LISTEN took effect sent its notification to nobody:
+                // look once now that none can be missed.
+                shared.wake_now();
                 while let Some(wakeup) = stream.next().await {
                     match wakeup {
                         Wakeup::Now => shared.wake_now(),
@@ -531,8 +534,6 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
                 tracing::warn!(error = %e, "could not listen for notifications; polling meanwhile")
             }
         }
-        // Something may have been sent while we were not listening.
-        shared.wake_now();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

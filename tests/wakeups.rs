@@ -1,0 +1,118 @@
+//! Wake-ups: a send must not be missed while a worker's LISTEN is still being set
+//! up (it would wait for the fallback poll, an hour in tests).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flow::prelude::*;
+use flow::store::{
+    Checkpoints, ClaimRequest, ClaimedRun, FailedAttempt, FunctionInfo, Lease, Outcome, Park,
+    StepRecord, Store, Wakeups,
+};
+use flow::{AnyStore, NewEvent, RunId, RunView, SendReceipt};
+
+/// The real PostgreSQL store, whose notifications start only after a delay.
+#[derive(Clone)]
+struct LateListener(AnyStore);
+
+impl Store for LateListener {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    async fn register_functions(
+        &self,
+        f: &[FunctionInfo],
+        now: DateTime<Utc>,
+    ) -> Result<(), flow::Error> {
+        self.0.register_functions(f, now).await
+    }
+    async fn send(&self, e: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, flow::Error> {
+        self.0.send(e, now).await
+    }
+    async fn claim(
+        &self,
+        r: ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedRun>, flow::Error> {
+        self.0.claim(r, now).await
+    }
+    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
+        self.0.checkpoints(run).await
+    }
+    async fn checkpoint(
+        &self,
+        l: &Lease,
+        s: &StepRecord,
+        d: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), flow::Error> {
+        self.0.checkpoint(l, s, d, now).await
+    }
+    async fn record_failure(&self, l: &Lease, a: &FailedAttempt) -> Result<(), flow::Error> {
+        self.0.record_failure(l, a).await
+    }
+    async fn mark_step(&self, l: &Lease, key: &str) -> Result<(), flow::Error> {
+        self.0.mark_step(l, key).await
+    }
+    async fn park(&self, l: &Lease, p: Park, now: DateTime<Utc>) -> Result<(), flow::Error> {
+        self.0.park(l, p, now).await
+    }
+    async fn finish(&self, l: &Lease, o: &Outcome, now: DateTime<Utc>) -> Result<(), flow::Error> {
+        self.0.finish(l, o, now).await
+    }
+    async fn renew(
+        &self,
+        owner: &str,
+        d: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunId>, flow::Error> {
+        self.0.renew(owner, d, now).await
+    }
+    async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
+        self.0.recover_expired(max, now).await
+    }
+    async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
+        self.0.next_wakeup(f).await
+    }
+    async fn wakeups(&self) -> Result<Wakeups, flow::Error> {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        self.0.wakeups().await
+    }
+    async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
+        self.0.run(id).await
+    }
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/early")]
+struct Early {}
+
+#[function(event = "test/early")]
+async fn early(_ctx: &Ctx, _event: Early) -> Result<(), FlowError> {
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_while_the_worker_is_not_yet_listening_is_not_missed() {
+    let (store, _) = common::store().await;
+    let worker = flow_core::Worker::builder(LateListener(store.clone()))
+        .register::<early>()
+        .poll_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    worker.announce().await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    // The worker has looked for work, found none, and gone idle; it is not listening yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = flow::Client::new(store);
+    let run = client.send(Early {}).await.unwrap().runs[0].1;
+    let view = client.wait(run, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(view.status, flow::RunStatus::Completed);
+    stop.send(()).unwrap();
+    handle.await.unwrap().unwrap();
+}
