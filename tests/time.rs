@@ -259,3 +259,52 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     clock.advance(Duration::from_secs(60));
     assert_eq!(client.result::<String>(run, WAIT).await.unwrap(), "done");
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/forever")]
+struct Forever {}
+
+#[function(event = "test/forever")]
+async fn forever(ctx: &Ctx, _event: Forever) -> Result<(), FlowError> {
+    ctx.sleep("until-the-end", Duration::MAX).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_past_the_end_of_time_parks_the_run_instead_of_panicking() {
+    let (store, _) = common::store().await;
+    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<forever>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(Forever {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the run to sleep", || async {
+        status(&client, run).await == RunStatus::Sleeping
+    })
+    .await;
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.steps[0].key, "until-the-end");
+}
+
+#[test]
+fn worker_settings_that_would_spin_are_refused_at_build() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (store, _) = rt.block_on(common::store());
+    let err = common::worker(&store)
+        .register::<forever>()
+        .renew_every(Duration::ZERO)
+        .build()
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("renew_every must be longer than zero"),
+        "{err}"
+    );
+    let err = common::worker(&store)
+        .register::<forever>()
+        .lease(Duration::from_secs(1))
+        .renew_every(Duration::from_secs(2))
+        .build()
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("shorter than the lease"), "{err}");
+}

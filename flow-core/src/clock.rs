@@ -9,6 +9,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+/// `t + d`, saturating at the latest representable time instead of panicking
+/// (a sleep of `Duration::MAX` is a sleep until the end of time).
+pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A source of time for workers.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
@@ -61,7 +70,7 @@ impl ManualClock {
     /// Moves the clock forward and wakes every sleeper whose deadline has passed.
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().expect("clock lock");
-        *now += chrono::Duration::from_std(by).expect("duration fits");
+        *now = later(*now, by);
         self.ticks.send_replace(*now);
     }
 }
@@ -83,6 +92,16 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + chrono::Duration::seconds(1)
+        );
+    }
 
     #[tokio::test]
     async fn manual_sleepers_wake_when_the_clock_passes_their_deadline() {

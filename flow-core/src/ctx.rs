@@ -384,8 +384,7 @@ impl Ctx {
     /// Sleeps for `duration`, durably: the run is parked (no worker slot, no memory)
     /// and resumes on whichever worker is up when the time comes.
     pub async fn sleep(&self, id: &str, duration: Duration) -> Result<(), StepError> {
-        let until = self.core.clock.now()
-            + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+        let until = crate::clock::later(self.core.clock.now(), duration);
         self.sleep_inner(id, until).await
     }
 

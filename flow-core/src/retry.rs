@@ -45,7 +45,8 @@ impl Backoff {
         let raw = self.initial.as_secs_f64() * self.factor.max(1.0).powi(exponent);
         let capped = raw.min(self.max.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0);
-        Duration::from_secs_f64(capped * (1.0 - jitter))
+        // NaN settings (only possible from code, not from the macros) give the longest wait.
+        Duration::try_from_secs_f64(capped * (1.0 - jitter)).unwrap_or(self.max)
     }
 }
 
@@ -142,6 +143,23 @@ mod tests {
         assert_eq!(b.delay(4, 0.0), Duration::from_millis(1000));
         assert_eq!(b.delay(30, 0.0), Duration::from_millis(1000));
         assert_eq!(b.delay(2, 1.0), Duration::from_millis(150));
+    }
+
+    #[test]
+    fn nonsense_settings_never_panic() {
+        let nan = Backoff {
+            factor: f64::NAN,
+            jitter: f64::NAN,
+            ..Backoff::DEFAULT
+        };
+        assert_eq!(nan.delay(3, 0.5), Backoff::DEFAULT.max);
+        let huge = Backoff {
+            max: Duration::MAX,
+            factor: 1e300,
+            jitter: 0.0,
+            ..Backoff::DEFAULT
+        };
+        assert!(huge.delay(50, 0.5) > Duration::from_secs(1));
     }
 
     #[test]

@@ -160,8 +160,7 @@ impl StepCall {
         let delay = error
             .retry_delay()
             .unwrap_or_else(|| backoff.delay(attempt, fastrand::f64()));
-        let retry_at =
-            finished_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let retry_at = crate::clock::later(finished_at, delay);
         tracing::warn!(error = %error, retry_at = %retry_at, "step failed; it will be retried");
         let failure = FailedAttempt {
             key: self.key.clone(),

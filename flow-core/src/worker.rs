@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::clock::later;
 use crate::ctx::{RunCore, Stop};
 use crate::driver::{Exit, LeasedIo, drive};
 use crate::function::{Function, FunctionDef, Registry, registered};
@@ -37,6 +38,39 @@ pub struct WorkerConfig {
     pub limits: Limits,
     /// This worker's id (defaults to `host-pid-random`).
     pub worker_id: Option<String>,
+}
+
+impl WorkerConfig {
+    /// Refuses settings that would make a worker spin or lose its runs.
+    fn check(&self) -> Result<(), Error> {
+        let positive = [
+            ("lease", self.lease),
+            ("renew_every", self.renew_every),
+            ("poll_interval", self.poll_interval),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(Error::Config(format!(
+                    "WorkerBuilder::{name} must be longer than zero"
+                )));
+            }
+        }
+        if self.renew_every >= self.lease {
+            return Err(Error::Config(format!(
+                "WorkerBuilder::renew_every ({:?}) must be shorter than the lease ({:?}), \
+                 or leases lapse between renewals; a third of the lease is usual",
+                self.renew_every, self.lease
+            )));
+        }
+        if let Some(id) = &self.worker_id
+            && id.trim().is_empty()
+        {
+            return Err(Error::Config(
+                "WorkerBuilder::worker_id cannot be empty".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for WorkerConfig {
@@ -129,8 +163,10 @@ impl<S: Store> WorkerBuilder<S> {
         self
     }
 
-    /// The worker; fails when two functions share an id, or none is registered.
+    /// The worker; fails when a setting is out of range, two functions share an
+    /// id, or none is registered.
     pub fn build(self) -> Result<Worker<S>, Error> {
+        self.config.check()?;
         let defs = if self.functions.is_empty() {
             registered()
         } else {
@@ -423,9 +459,7 @@ async fn claim_loop<S: Store>(
             woken.await;
             continue;
         }
-        let poll_deadline = shared.clock.now()
-            + chrono::Duration::from_std(shared.config.poll_interval)
-                .unwrap_or(chrono::Duration::MAX);
+        let poll_deadline = later(shared.clock.now(), shared.config.poll_interval);
         let deadline = if free > 0 {
             match shared.store.next_wakeup(&functions).await {
                 Ok(Some(next)) => next.min(poll_deadline),
@@ -542,9 +576,7 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
 /// are dropped.
 async fn renew<S: Store>(shared: Arc<Shared<S>>) {
     loop {
-        let next = shared.clock.now()
-            + chrono::Duration::from_std(shared.config.renew_every)
-                .unwrap_or(chrono::Duration::MAX);
+        let next = later(shared.clock.now(), shared.config.renew_every);
         shared.clock.sleep_until(next).await;
         // Only runs claimed before the renewal are judged by it.
         let before: Vec<RunId> = lock(&shared.runs).keys().copied().collect();
@@ -606,7 +638,47 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::database_url;
+    use super::{WorkerConfig, database_url};
+
+    #[test]
+    fn settings_that_would_spin_or_lapse_are_refused_by_name() {
+        use std::time::Duration;
+        let ok = WorkerConfig::default();
+        assert!(ok.check().is_ok());
+        let zero = WorkerConfig {
+            renew_every: Duration::ZERO,
+            ..ok.clone()
+        };
+        assert!(
+            zero.check()
+                .unwrap_err()
+                .to_string()
+                .contains("renew_every must be longer than zero")
+        );
+        let lapse = WorkerConfig {
+            lease: Duration::from_secs(5),
+            renew_every: Duration::from_secs(5),
+            ..ok.clone()
+        };
+        assert!(
+            lapse
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("shorter than the lease")
+        );
+        let unnamed = WorkerConfig {
+            worker_id: Some(" ".into()),
+            ..ok
+        };
+        assert!(
+            unnamed
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("worker_id")
+        );
+    }
 
     #[test]
     fn a_missing_or_empty_database_url_says_what_to_set() {

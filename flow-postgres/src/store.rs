@@ -23,7 +23,7 @@ use flow_core::{
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
 fn expiry(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+    flow_core::later(now, lease)
 }
 
 fn fenced(lease: &Lease, rows: u64) -> Result<(), Error> {
