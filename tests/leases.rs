@@ -88,14 +88,17 @@ async fn fenced(ctx: &Ctx, _event: Fenced) -> Result<String, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands() {
     let (store, _) = common::store().await;
-    // This worker never renews in time: its lease lapses while its step stalls. With
-    // one slot, it cannot claim the run back itself.
+    // This worker stalls: its clock stands still (a second ahead, so the new run is
+    // due for it), so it never renews, while its lease lapses in everyone else's
+    // time. With one slot it cannot claim the run back itself.
+    let frozen = flow::ManualClock::new(chrono::Utc::now() + chrono::Duration::seconds(1));
     let stale = common::worker(&store)
         .register::<fenced>()
         .worker_id("stale")
         .concurrency(1)
+        .clock(frozen)
         .lease(Duration::from_millis(500))
-        .renew_every(Duration::from_secs(3600));
+        .renew_every(Duration::from_millis(100));
     let (stop_stale, stale) = common::spawn_worker(stale).await;
     let client = flow::Client::new(store.clone());
     let run = client.send(Fenced {}).await.unwrap().runs[0].1;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::later;
@@ -316,10 +316,19 @@ impl<S: Store> Worker<S> {
 
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Exit> = JoinSet::new();
-        tokio::pin!(shutdown);
-        let result = tokio::select! {
-            r = claim_loop(&shared, &mut tasks, &mut report) => r,
-            _ = &mut shutdown => Ok(()),
+        // The claim loop stops between statements, never in the middle of a claim:
+        // runs a claim leased are driven (and handed back) like any other.
+        let (stop, stopping) = watch::channel(false);
+        let result = {
+            let claiming = claim_loop(&shared, &mut tasks, &mut report, stopping);
+            tokio::pin!(claiming, shutdown);
+            tokio::select! {
+                r = &mut claiming => r,
+                _ = &mut shutdown => {
+                    stop.send_replace(true);
+                    claiming.await
+                }
+            }
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, "worker stopping after an error");
@@ -398,6 +407,7 @@ async fn claim_loop<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
     report: &mut WorkerReport,
+    mut stopping: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let functions = shared.registry.ids();
     let mut last_recovery: Option<DateTime<Utc>> = None;
@@ -407,6 +417,9 @@ async fn claim_loop<S: Store>(
     loop {
         while let Some(joined) = tasks.try_join_next() {
             count(report, joined);
+        }
+        if *stopping.borrow() {
+            return Ok(());
         }
         // Armed before looking for work, so a wake-up during the lookup is not lost.
         let woken = shared.wake.notified();
@@ -456,7 +469,10 @@ async fn claim_loop<S: Store>(
         }
         if claimed_all {
             // More may be due: claim again once a slot frees up.
-            woken.await;
+            tokio::select! {
+                _ = woken => {}
+                _ = stopping.changed() => {}
+            }
             continue;
         }
         let poll_deadline = later(shared.clock.now(), shared.config.poll_interval);
@@ -486,6 +502,7 @@ async fn claim_loop<S: Store>(
             tokio::select! {
                 _ = woken.as_mut() => {}
                 _ = shared.clock.sleep_until(deadline) => break,
+                _ = stopping.changed() => break,
             }
             woken.set(shared.wake.notified());
             woken.as_mut().enable();
