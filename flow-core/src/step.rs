@@ -366,3 +366,25 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         "a non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn floats_read_back_from_json_bit_for_bit() {
+        // serde_json's default parser may be one ULP off; outputs must not be.
+        for bits in [
+            0x3fefeb6fa7e2cfd4u64,
+            0x3f827ff5d2ea7a50,
+            0x3fb999999999999a,
+        ] {
+            let x = f64::from_bits(bits);
+            let back: f64 = serde_json::from_slice(&serde_json::to_vec(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits());
+        }
+        for i in 0..10_000u64 {
+            let x = (i.wrapping_mul(0x9e3779b97f4a7c15) >> 11) as f64 / (1u64 << 53) as f64;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
+}
