@@ -1,7 +1,7 @@
 //! Expansion of `#[function]` and `#[step]` into calls of flow-core's
 //! `__private` API. Generated names start with `__flow`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, LitStr};
@@ -61,15 +61,19 @@ pub fn function(
         let _ = ::flow::__private::assert_output::<#output>;
     };
     // Spanned at the fn name: a handler future that is not `Send` is reported there.
+    // The locals are interpolated with call-site spans, so that a name coming from
+    // another macro's expansion (another hygiene context) still finds them.
+    let ctx = Ident::new("ctx", Span::call_site());
+    let data = Ident::new("data", Span::call_site());
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
-            let event = match ::flow::__private::decode_event::<#event>(data) {
+            let event = match ::flow::__private::decode_event::<#event>(#data) {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
                     return ::flow::__private::HandlerOutcome::Failed(problem);
                 }
             };
-            ::flow::__private::handler_outcome(#name(&ctx, event).await)
+            ::flow::__private::handler_outcome(#name(&#ctx, event).await)
         })
     };
 
@@ -83,8 +87,8 @@ pub fn function(
         impl #name {
             #[doc(hidden)]
             fn #handler(
-                ctx: ::flow::__private::Ctx,
-                data: ::flow::__private::Value,
+                #ctx: ::flow::__private::Ctx,
+                #data: ::flow::__private::Value,
             ) -> ::core::pin::Pin<::std::boxed::Box<
                 dyn ::core::future::Future<Output = ::flow::__private::HandlerOutcome> + ::core::marker::Send,
             >> {
