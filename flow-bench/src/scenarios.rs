@@ -1,0 +1,419 @@
+//! The scenarios: each on a database of its own, with worker processes of its own.
+
+use std::time::{Duration, Instant};
+
+use flow::{AnyStore, PgStore, PgStoreOptions};
+use sqlx::{Connection, PgPool, Row as _};
+
+use crate::functions::{FanOut, Retry, Sleeper, ThreeSteps};
+use crate::report::{Row, with_latencies};
+use crate::workers::Workers;
+
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The server the bench was given, and the sizes to use.
+pub struct Bench {
+    pub server: String,
+    pub large: bool,
+}
+
+/// A database made for one scenario, dropped at the end.
+pub struct Database {
+    pub url: String,
+    pub pool: PgPool,
+    pub client: flow::Client,
+    name: String,
+    server: String,
+}
+
+impl Bench {
+    pub async fn database(&self, scenario: &str) -> BenchResult<Database> {
+        let name = format!("flow_bench_{scenario}_{}", std::process::id()).replace('-', "_");
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let url = with_database(&self.server, &name);
+        let store = PgStore::connect_with(
+            &url,
+            PgStoreOptions {
+                max_connections: 8,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let pool = PgPool::connect(&url).await?;
+        Ok(Database {
+            client: flow::Client::new(AnyStore::from(store)),
+            url,
+            pool,
+            name,
+            server: self.server.clone(),
+        })
+    }
+}
+
+impl Database {
+    pub async fn drop(self) -> BenchResult<()> {
+        self.pool.close().await;
+        drop(self.client);
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until `workers` processes have announced `function` and listen.
+    async fn ready(&self, function: &str, workers: i64) -> BenchResult<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let announced: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM flow.functions WHERE id = $1")
+                    .bind(function)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if announced == 1 && listening >= workers {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("workers did not start within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `n` runs have finished.
+    async fn finished(&self, n: i64, timeout: Duration) -> BenchResult<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM flow.runs WHERE status IN ('completed', 'failed')",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if done >= n {
+                let failed: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM flow.runs WHERE status = 'failed'")
+                        .fetch_one(&self.pool)
+                        .await?;
+                if failed > 0 {
+                    return Err(format!("{failed} runs failed").into());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("only {done} of {n} runs finished within {timeout:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Per run: milliseconds from `sent_us` (taken before send) to `column`.
+    async fn latencies_ms(&self, sql: &'static str) -> BenchResult<Vec<f64>> {
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get::<f64, _>(0) / 1000.0).collect())
+    }
+
+    async fn count(&self, sql: &'static str) -> BenchResult<i64> {
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Microseconds from `t0_us` to the last run's end.
+    async fn span_seconds(&self, t0_us: i64) -> BenchResult<f64> {
+        let last: f64 = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM max(finished_at)) * 1e6)::float8 FROM flow.runs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((last - t0_us as f64) / 1e6)
+    }
+}
+
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, String::new()), |(b, q)| (b, format!("?{q}")));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| i + scheme_end);
+    format!("{}/{name}{query}", &base[..host_end])
+}
+
+const RUN_LATENCY: &str =
+    "SELECT extract(epoch FROM r.finished_at) * 1e6 - (e.data->>'sent_us')::float8
+     FROM flow.runs r JOIN flow.events e ON e.id = r.event_id";
+
+/// Scenario 1: N runs of three trivial steps, events sent in batches.
+pub async fn throughput(bench: &Bench, workers: usize, best_baseline: f64) -> BenchResult<Row> {
+    let n: u64 = if bench.large { 200_000 } else { 20_000 };
+    let db = bench.database("throughput").await?;
+    let procs = Workers::start(&db.url, workers, 32)?;
+    db.ready("three_steps", workers as i64).await?;
+    let t0 = now_us();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let sent_us = now_us();
+        db.client
+            .send_batch(chunk.iter().map(|&n| ThreeSteps { sent_us, n }))
+            .await?;
+    }
+    db.finished(n as i64, Duration::from_secs(600)).await?;
+    let usage = procs.usage();
+    procs.stop();
+    let seconds = db.span_seconds(t0).await?;
+    let steps = db.count("SELECT count(*) FROM flow.steps").await?;
+    let mut note = format!("{:.0} runs/s", n as f64 / seconds);
+    if steps != 3 * n as i64 {
+        note = format!("{note}; CHECKPOINT ROWS {steps} != STEPS {}", 3 * n);
+    }
+    let steps_per_second = 3.0 * n as f64 / seconds;
+    let row = Row {
+        scenario: format!(
+            "1. throughput, {workers} worker{}",
+            if workers == 1 { "" } else { "s" }
+        ),
+        count: n,
+        unit: "steps/s".into(),
+        throughput: Some(steps_per_second),
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        ratio: Some(steps_per_second / best_baseline),
+        note,
+        ..Row::default()
+    };
+    let row = with_latencies(row, db.latencies_ms(RUN_LATENCY).await?);
+    db.drop().await?;
+    Ok(row)
+}
+
+/// Scenario 2: one event at a time into an idle worker.
+pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
+    let n: u64 = if bench.large { 10_000 } else { 1_000 };
+    let db = bench.database("latency").await?;
+    let procs = Workers::start(&db.url, 1, 32)?;
+    db.ready("three_steps", 1).await?;
+    for i in 0..n {
+        let sent_us = now_us();
+        let receipt = db.client.send(ThreeSteps { sent_us, n: i }).await?;
+        let run = receipt.runs[0].1;
+        loop {
+            let status: String = sqlx::query_scalar("SELECT status FROM flow.runs WHERE id = $1")
+                .bind(run.0)
+                .fetch_one(&db.pool)
+                .await?;
+            if status == "completed" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let usage = procs.usage();
+    procs.stop();
+    let first_step = db
+        .latencies_ms(
+            "SELECT extract(epoch FROM min(s.started_at)) * 1e6 - max((e.data->>'sent_us')::float8)
+             FROM flow.runs r JOIN flow.events e ON e.id = r.event_id JOIN flow.steps s ON s.run_id = r.id
+             GROUP BY r.id",
+        )
+        .await?;
+    let whole = db.latencies_ms(RUN_LATENCY).await?;
+    let base = Row {
+        count: n,
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        ..Row::default()
+    };
+    let rows = vec![
+        with_latencies(
+            Row {
+                scenario: "2. latency: sent -> first step".into(),
+                ..base.clone()
+            },
+            first_step,
+        ),
+        with_latencies(
+            Row {
+                scenario: "2. latency: sent -> run done".into(),
+                ..base
+            },
+            whole,
+        ),
+    ];
+    db.drop().await?;
+    Ok(rows)
+}
+
+/// Scenario 3: events that each start 10 functions.
+pub async fn fan_out(bench: &Bench, best_baseline: f64) -> BenchResult<Row> {
+    let events: u64 = if bench.large { 10_000 } else { 1_000 };
+    let db = bench.database("fan_out").await?;
+    let procs = Workers::start(&db.url, 1, 32)?;
+    db.ready("fan_9", 1).await?;
+    let t0 = now_us();
+    for _ in 0..events / 100 {
+        let sent_us = now_us();
+        db.client
+            .send_batch((0..100).map(|_| FanOut { sent_us }))
+            .await?;
+    }
+    let runs = events * 10;
+    db.finished(runs as i64, Duration::from_secs(600)).await?;
+    let usage = procs.usage();
+    procs.stop();
+    let seconds = db.span_seconds(t0).await?;
+    let row = Row {
+        scenario: "3. fan-out, 10 functions per event".into(),
+        count: runs,
+        unit: "runs/s".into(),
+        throughput: Some(runs as f64 / seconds),
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        ratio: Some(runs as f64 / seconds / best_baseline),
+        note: format!("{events} events"),
+        ..Row::default()
+    };
+    let row = with_latencies(row, db.latencies_ms(RUN_LATENCY).await?);
+    db.drop().await?;
+    Ok(row)
+}
+
+/// Scenario 4: runs that sleep 1-10 s; how late they wake, and worker memory.
+pub async fn sleepers(bench: &Bench) -> BenchResult<Row> {
+    let n: u64 = if bench.large { 1_000_000 } else { 100_000 };
+    let db = bench.database("sleepers").await?;
+    let procs = Workers::start(&db.url, 1, 32)?;
+    db.ready("sleeper", 1).await?;
+    let idle_rss = procs.rss_kib();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random_ms = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        1000 + seed % 9001
+    };
+    let t0 = now_us();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let sent_us = now_us();
+        let events: Vec<Sleeper> = chunk
+            .iter()
+            .map(|_| Sleeper {
+                sent_us,
+                sleep_ms: random_ms(),
+            })
+            .collect();
+        db.client.send_batch(events).await?;
+    }
+    let sent_seconds = (now_us() - t0) as f64 / 1e6;
+    // Sample memory while runs sleep.
+    let mut sleeping_rss = 0;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        sleeping_rss = sleeping_rss.max(procs.rss_kib());
+        let done = db
+            .count("SELECT count(*) FROM flow.runs WHERE status = 'completed'")
+            .await?;
+        if done >= n as i64 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.finished(n as i64, Duration::from_secs(1)).await?;
+    let usage = procs.usage();
+    procs.stop();
+    let lateness = db
+        .latencies_ms(
+            "SELECT extract(epoch FROM s.started_at - n.wake_at) * 1e6
+             FROM flow.steps n JOIN flow.steps s ON s.run_id = n.run_id AND s.key = 'first'
+             WHERE n.key = 'nap'",
+        )
+        .await?;
+    let seconds = db.span_seconds(t0).await?;
+    let row = Row {
+        scenario: "4. sleepers: wake-up lateness".into(),
+        count: n,
+        unit: "runs/s".into(),
+        throughput: Some(n as f64 / seconds),
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        note: format!(
+            "sent in {sent_seconds:.1} s; worker RSS {:.1} MiB idle, at most {:.1} MiB while runs slept",
+            idle_rss as f64 / 1024.0,
+            sleeping_rss as f64 / 1024.0
+        ),
+        ..Row::default()
+    };
+    let row = with_latencies(row, lateness);
+    db.drop().await?;
+    Ok(row)
+}
+
+/// Scenario 6: a step that fails twice then succeeds, against the same run without
+/// failures: the wall time one retry adds at concurrency 32.
+pub async fn retries(bench: &Bench) -> BenchResult<Row> {
+    let n: u64 = if bench.large { 20_000 } else { 2_000 };
+    let mut seconds = [0.0; 2];
+    let mut usage = crate::workers::Usage::default();
+    let mut latencies = Vec::new();
+    for (i, failures) in [0u32, 2].into_iter().enumerate() {
+        let db = bench.database("retries").await?;
+        let procs = Workers::start(&db.url, 1, 32)?;
+        db.ready("retry", 1).await?;
+        let t0 = now_us();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let sent_us = now_us();
+            db.client
+                .send_batch(chunk.iter().map(|_| Retry { sent_us, failures }))
+                .await?;
+        }
+        db.finished(n as i64, Duration::from_secs(600)).await?;
+        usage = procs.usage();
+        procs.stop();
+        seconds[i] = db.span_seconds(t0).await?;
+        let attempts = db.count("SELECT count(*) FROM flow.attempts").await?;
+        if attempts != (n * failures as u64) as i64 {
+            return Err(format!(
+                "expected {} failed attempts, found {attempts}",
+                n * failures as u64
+            )
+            .into());
+        }
+        if failures > 0 {
+            latencies = db.latencies_ms(RUN_LATENCY).await?;
+        }
+        db.drop().await?;
+    }
+    let per_retry_ms = (seconds[1] - seconds[0]) * 1000.0 / (2 * n) as f64;
+    let row = Row {
+        scenario: "6. retries: 2 failures per run".into(),
+        count: n,
+        unit: "runs/s".into(),
+        throughput: Some(n as f64 / seconds[1]),
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        note: format!(
+            "{:.0} runs/s without failures; each retry adds {per_retry_ms:.3} ms of wall time",
+            n as f64 / seconds[0]
+        ),
+        ..Row::default()
+    };
+    Ok(with_latencies(row, latencies))
+}
