@@ -2,7 +2,7 @@
 //! machine, in one run, and prints one table (or `--json`).
 //!
 //! ```text
-//! flow-bench [--url URL] [--json] [--large] [--only a,b] [--baseline-secs N]
+//! flow-bench [--url URL] [--json] [--large] [--only a,b] [--baseline-secs N] [--sleepers N]
 //! ```
 //!
 //! URL defaults to DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres.
@@ -37,11 +37,12 @@ struct Args {
     large: bool,
     only: Vec<String>,
     baseline_secs: u64,
+    sleepers: Option<u64>,
 }
 
 fn usage() -> String {
     format!(
-        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N]\n\
+        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N] [--sleepers N]\n\
          scenarios: {}",
         SCENARIOS.join(", ")
     )
@@ -55,6 +56,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         large: false,
         only: Vec::new(),
         baseline_secs: 3,
+        sleepers: None,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -84,6 +86,17 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                             usage()
                         )
                     })?
+            }
+            "--sleepers" => {
+                parsed.sleepers = Some(
+                    value("--sleepers")?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            format!("--sleepers takes a whole number above zero\n{}", usage())
+                        })?,
+                )
             }
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument `{other}`\n{}", usage())),
@@ -144,6 +157,7 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
     let bench = Bench {
         server: args.url.clone(),
         large: args.large,
+        sleepers: args.sleepers,
     };
     let mut rows = Vec::new();
     let progress = |what: &str| eprintln!("flow-bench: {what}");
@@ -248,6 +262,12 @@ mod tests {
                 .err()
                 .unwrap()
                 .contains("above zero")
+        );
+        assert!(
+            args(&["--sleepers", "x"])
+                .err()
+                .unwrap()
+                .contains("--sleepers takes")
         );
         let ok = args(&["--only", "latency,retries", "--json"]).unwrap();
         assert_eq!(ok.only, ["latency", "retries"]);

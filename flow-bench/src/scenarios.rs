@@ -15,6 +15,8 @@ pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 pub struct Bench {
     pub server: String,
     pub large: bool,
+    /// Sleepers in scenario 4 (`--sleepers N`).
+    pub sleepers: Option<u64>,
 }
 
 /// A database made for one scenario, dropped at the end.
@@ -126,7 +128,9 @@ impl Database {
     /// Per run: milliseconds from `sent_us` (taken before send) to `column`.
     async fn latencies_ms(&self, sql: &'static str) -> BenchResult<Vec<f64>> {
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(|r| r.get::<f64, _>(0) / 1000.0).collect())
+        rows.iter()
+            .map(|r| Ok(r.try_get::<f64, _>(0)? / 1000.0))
+            .collect()
     }
 
     async fn count(&self, sql: &'static str) -> BenchResult<i64> {
@@ -160,7 +164,7 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 const RUN_LATENCY: &str =
-    "SELECT extract(epoch FROM r.finished_at) * 1e6 - (e.data->>'sent_us')::float8
+    "SELECT (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
      FROM flow.runs r JOIN flow.events e ON e.id = r.event_id";
 
 /// Scenario 1: N runs of three trivial steps, events sent in batches.
@@ -230,7 +234,7 @@ pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
     procs.stop();
     let first_step = db
         .latencies_ms(
-            "SELECT extract(epoch FROM min(s.started_at)) * 1e6 - max((e.data->>'sent_us')::float8)
+            "SELECT (extract(epoch FROM min(s.started_at)) * 1e6)::float8 - max((e.data->>'sent_us')::float8)
              FROM flow.runs r JOIN flow.events e ON e.id = r.event_id JOIN flow.steps s ON s.run_id = r.id
              GROUP BY r.id",
         )
@@ -298,7 +302,9 @@ pub async fn fan_out(bench: &Bench, best_baseline: f64) -> BenchResult<Row> {
 
 /// Scenario 4: runs that sleep 1-10 s; how late they wake, and worker memory.
 pub async fn sleepers(bench: &Bench) -> BenchResult<Row> {
-    let n: u64 = if bench.large { 1_000_000 } else { 100_000 };
+    let n: u64 = bench
+        .sleepers
+        .unwrap_or(if bench.large { 1_000_000 } else { 20_000 });
     let db = bench.database("sleepers").await?;
     let procs = Workers::start(&db.url, 1, 32)?;
     db.ready("sleeper", 1).await?;
@@ -341,7 +347,7 @@ pub async fn sleepers(bench: &Bench) -> BenchResult<Row> {
     procs.stop();
     let lateness = db
         .latencies_ms(
-            "SELECT extract(epoch FROM s.started_at - n.wake_at) * 1e6
+            "SELECT (extract(epoch FROM s.started_at - n.wake_at) * 1e6)::float8
              FROM flow.steps n JOIN flow.steps s ON s.run_id = n.run_id AND s.key = 'first'
              WHERE n.key = 'nap'",
         )
