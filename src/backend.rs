@@ -66,12 +66,11 @@ impl Store for AnyStore {
 
     async fn checkpoint(
         &self,
-        lease: &Lease,
-        step: &StepRecord,
+        batch: &[(Lease, StepRecord)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        delegate!(self, s => s.checkpoint(lease, step, lease_for, now).await)
+    ) -> Result<Vec<bool>, Error> {
+        delegate!(self, s => s.checkpoint(batch, lease_for, now).await)
     }
 
     async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {

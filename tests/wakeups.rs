@@ -43,12 +43,11 @@ impl Store for LateListener {
     }
     async fn checkpoint(
         &self,
-        l: &Lease,
-        s: &StepRecord,
+        b: &[(Lease, StepRecord)],
         d: Duration,
         now: DateTime<Utc>,
-    ) -> Result<(), flow::Error> {
-        self.0.checkpoint(l, s, d, now).await
+    ) -> Result<Vec<bool>, flow::Error> {
+        self.0.checkpoint(b, d, now).await
     }
     async fn record_failure(&self, l: &Lease, a: &FailedAttempt) -> Result<(), flow::Error> {
         self.0.record_failure(l, a).await

@@ -29,7 +29,7 @@ pub struct Ctx {
 /// is not generic over the store; one boxed future per write, next to a database
 /// round trip, costs nothing measurable.
 pub(crate) trait RunIo: Send + Sync {
-    fn checkpoint<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<(), Error>>;
+    fn checkpoint(&self, step: StepRecord) -> BoxFuture<'_, Result<(), Error>>;
     fn record_failure<'a>(&'a self, attempt: &'a FailedAttempt)
     -> BoxFuture<'a, Result<(), Error>>;
     fn mark_step<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;

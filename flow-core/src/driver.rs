@@ -3,32 +3,29 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::Instrument;
 
+use crate::checkpointer::Checkpointer;
 use crate::ctx::{Decision, RunCore, RunIo, Stop};
 use crate::function::HandlerOutcome;
 use crate::step::panic_message;
 use crate::store::{ClaimedRun, FailedAttempt, Lease, Outcome, Park, StepRecord, Store};
-use crate::{Clock, Ctx, Error, FunctionDef};
+use crate::{Ctx, Error, FunctionDef};
 
 /// The store's writes for one run, fenced by its lease.
 pub(crate) struct LeasedIo<S> {
     pub store: S,
     pub lease: Lease,
-    pub lease_for: Duration,
-    pub clock: Arc<dyn Clock>,
+    /// Checkpoints go through the worker's group commit.
+    pub checkpointer: Checkpointer,
 }
 
 impl<S: Store> RunIo for LeasedIo<S> {
-    fn checkpoint<'a>(&'a self, step: &'a StepRecord) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(
-            self.store
-                .checkpoint(&self.lease, step, self.lease_for, self.clock.now()),
-        )
+    fn checkpoint(&self, step: StepRecord) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.checkpointer.write(self.lease.clone(), step))
     }
 
     fn record_failure<'a>(

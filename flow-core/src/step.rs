@@ -143,7 +143,7 @@ impl StepCall {
         let error = match result {
             Ok((value, output)) => {
                 let record = self.record(started_at, finished_at, attempt, Some(output), None);
-                self.write(&record).await;
+                self.write(record).await;
                 return Some(Ok(value));
             }
             Err(error) => error,
@@ -153,7 +153,7 @@ impl StepCall {
             tracing::warn!(error = %error, attempts = attempt, "step failed for good");
             let json = serde_json::to_value(&error).expect("StepError serializes");
             let record = self.record(started_at, finished_at, attempt, None, Some(json));
-            self.write(&record).await;
+            self.write(record).await;
             return Some(Err(error));
         }
         let backoff = self.options.backoff.apply(self.core.backoff);
@@ -190,7 +190,7 @@ impl StepCall {
                 let now = self.core.clock.now();
                 let mut record = self.record(now, now, 1, None, None);
                 record.wake_at = Some(until);
-                self.write(&record).await;
+                self.write(record).await;
                 drop(guard);
                 until
             }
@@ -230,7 +230,7 @@ impl StepCall {
                 let now = self.core.clock.now();
                 let output = serde_json::to_value(now).expect("timestamps serialize");
                 let record = self.record(now, now, 1, Some(output), None);
-                self.write(&record).await;
+                self.write(record).await;
                 drop(guard);
                 now
             }
@@ -312,7 +312,7 @@ impl StepCall {
     }
 
     /// Writes a checkpoint; when the write fails the run stops here.
-    async fn write(&self, record: &StepRecord) {
+    async fn write(&self, record: StepRecord) {
         if let Err(e) = self.core.io.checkpoint(record).await {
             self.lost_write(e);
             pending::<()>().await;

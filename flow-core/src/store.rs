@@ -188,14 +188,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A resumed run's checkpoints, in one query.
     fn checkpoints(&self, run: RunId) -> impl Future<Output = Result<Checkpoints, Error>> + Send;
 
-    /// Writes a step's checkpoint and extends the lease, in one statement.
+    /// Writes checkpoints of any number of runs and extends their leases, in one
+    /// statement (one commit for the whole batch). Returns, per checkpoint, whether
+    /// it was written: `false` means its lease was lost and nothing of it was kept.
     fn checkpoint(
         &self,
-        lease: &Lease,
-        step: &StepRecord,
+        batch: &[(Lease, StepRecord)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<bool>, Error>> + Send;
 
     /// Records a failed attempt that will be retried.
     fn record_failure(

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::checkpointer::Checkpointer;
 use crate::clock::later;
 use crate::ctx::{RunCore, Stop};
 use crate::driver::{Exit, LeasedIo, drive};
@@ -410,6 +411,12 @@ async fn claim_loop<S: Store>(
     mut stopping: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let functions = shared.registry.ids();
+    // Ends once the last run holding a handle is done.
+    let checkpointer = Checkpointer::spawn(
+        shared.store.clone(),
+        shared.config.lease,
+        shared.clock.clone(),
+    );
     let mut last_recovery: Option<DateTime<Utc>> = None;
     // After an idle wait recovery always runs (the wait may have ended at another
     // worker's lease expiry); while busy, at most every quarter lease.
@@ -459,7 +466,7 @@ async fn claim_loop<S: Store>(
                 Ok(runs) => {
                     claimed_all = runs.len() == free;
                     for claimed in runs {
-                        spawn_run(shared, tasks, claimed);
+                        spawn_run(shared, tasks, claimed, &checkpointer);
                     }
                 }
                 Err(e) => {
@@ -514,6 +521,7 @@ fn spawn_run<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
     claimed: crate::store::ClaimedRun,
+    checkpointer: &Checkpointer,
 ) {
     let Some(def) = shared.registry.get(&claimed.function_id) else {
         // The claim query only returns runs of functions we serve.
@@ -524,8 +532,7 @@ fn spawn_run<S: Store>(
     let io = LeasedIo {
         store: shared.store.clone(),
         lease: claimed.lease.clone(),
-        lease_for: shared.config.lease,
-        clock: shared.clock.clone(),
+        checkpointer: checkpointer.clone(),
     };
     let core = Arc::new(RunCore::new(
         run_id,

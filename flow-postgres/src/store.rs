@@ -154,39 +154,86 @@ impl Store for PgStore {
 
     async fn checkpoint(
         &self,
-        lease: &Lease,
-        step: &StepRecord,
+        batch: &[(Lease, StepRecord)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        // The result, the lease extension and the fence in one statement. The run
-        // row's UPDATE waits for a concurrent claim and then sees its new token.
-        let result = sqlx::query(
-            "WITH lease AS (
-                 UPDATE flow.runs SET lease_expires_at = $3, lost_count = 0, current_step = NULL
-                 WHERE id = $1 AND lease_token = $2 AND status = 'running'
-                 RETURNING id
+    ) -> Result<Vec<bool>, Error> {
+        let n = batch.len();
+        let (mut runs, mut tokens, mut keys, mut positions, mut kinds) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut outputs, mut errors, mut attempts, mut started, mut finished, mut wakes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (lease, step) in batch {
+            runs.push(lease.run_id.0);
+            tokens.push(lease.token);
+            keys.push(step.key.as_str());
+            positions.push(step.position as i32);
+            kinds.push(step.kind.as_str());
+            outputs.push(step.output.clone());
+            errors.push(step.error.clone());
+            attempts.push(step.attempts as i32);
+            started.push(step.started_at);
+            finished.push(step.finished_at);
+            wakes.push(step.wake_at);
+        }
+        // The results, the lease extensions and the fences in one statement, so a
+        // batch of checkpoints from many runs costs one commit. Each run row's UPDATE
+        // waits for a concurrent claim and then sees its new token; a checkpoint whose
+        // run row was not updated is not inserted.
+        let rows = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::integer[], $5::text[],
+                                      $6::jsonb[], $7::jsonb[], $8::integer[], $9::timestamptz[],
+                                      $10::timestamptz[], $11::timestamptz[])
+                     AS i(run_id, token, key, position, kind, output, error, attempts, started_at,
+                          finished_at, wake_at)
+             ), leased AS (
+                 UPDATE flow.runs r SET lease_expires_at = $12, lost_count = 0, current_step = NULL
+                 FROM input i
+                 WHERE r.id = i.run_id AND r.lease_token = i.token AND r.status = 'running'
+                 RETURNING r.id, r.lease_token
              )
              INSERT INTO flow.steps
                  (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
-             SELECT id, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM lease",
+             SELECT i.run_id, i.key, i.position, i.kind, i.output, i.error, i.attempts, i.started_at,
+                    i.finished_at, i.wake_at
+             FROM input i JOIN leased l ON l.id = i.run_id AND l.lease_token = i.token
+             RETURNING run_id, key",
         )
-        .bind(lease.run_id.0)
-        .bind(lease.token)
+        .bind(&runs)
+        .bind(&tokens)
+        .bind(&keys)
+        .bind(&positions)
+        .bind(&kinds)
+        .bind(&outputs)
+        .bind(&errors)
+        .bind(&attempts)
+        .bind(&started)
+        .bind(&finished)
+        .bind(&wakes)
         .bind(expiry(now, lease_for))
-        .bind(&step.key)
-        .bind(step.position as i32)
-        .bind(step.kind.as_str())
-        .bind(&step.output)
-        .bind(&step.error)
-        .bind(step.attempts as i32)
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .bind(step.wake_at)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        let written: std::collections::HashSet<(uuid::Uuid, String)> = rows
+            .iter()
+            .map(|r| (r.get::<uuid::Uuid, _>(0), r.get::<String, _>(1)))
+            .collect();
+        Ok(batch
+            .iter()
+            .map(|(lease, step)| written.contains(&(lease.run_id.0, step.key.clone())))
+            .collect())
     }
 
     async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
