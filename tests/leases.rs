@@ -273,3 +273,78 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_checkpoint_batch_keeps_what_is_fenced_and_refuses_what_is_stale() {
+    use flow::StepKind;
+    use flow::store::{Lease, StepRecord};
+    let (store, _) = common::store().await;
+    common::worker(&store)
+        .register::<shutdown>()
+        .build()
+        .unwrap()
+        .announce()
+        .await
+        .unwrap();
+    let client = flow::Client::new(store.clone());
+    client
+        .send_batch([Shutdown { stuck: false }, Shutdown { stuck: false }])
+        .await
+        .unwrap();
+    let owner: Arc<str> = "batcher".into();
+    let functions = vec!["shutdown".to_string()];
+    let now = SystemClock.now();
+    let request = ClaimRequest {
+        owner: &owner,
+        functions: &functions,
+        max: 2,
+        lease: Duration::from_secs(60),
+    };
+    let claimed = store.claim(request, now).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let step = |key: &str, position| StepRecord {
+        key: key.into(),
+        position,
+        kind: StepKind::Run,
+        output: Some(serde_json::json!(position)),
+        error: None,
+        attempts: 1,
+        started_at: now,
+        finished_at: now,
+        wake_at: None,
+    };
+    let stale = Lease {
+        token: claimed[1].lease.token - 1,
+        ..claimed[1].lease.clone()
+    };
+    let batch = vec![
+        // Two parallel steps of one run in one batch: both are kept.
+        (claimed[0].lease.clone(), step("a", 0)),
+        (claimed[0].lease.clone(), step("b", 1)),
+        // A write with an old token: refused, and nothing of it is stored.
+        (stale, step("a", 0)),
+    ];
+    let written = store
+        .checkpoint(&batch, Duration::from_secs(60), now)
+        .await
+        .unwrap();
+    assert_eq!(written, [true, true, false]);
+    let first = client.run(claimed[0].lease.run_id).await.unwrap().unwrap();
+    assert_eq!(
+        first
+            .steps
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(
+        client
+            .run(claimed[1].lease.run_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .steps
+            .is_empty()
+    );
+}
