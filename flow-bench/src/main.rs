@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! flow-bench [--url URL] [--json] [--large] [--only a,b] [--baseline-secs N] [--sleepers N]
+//!            [--concurrency N]
 //! ```
 //!
 //! URL defaults to DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres.
@@ -38,11 +39,12 @@ struct Args {
     only: Vec<String>,
     baseline_secs: u64,
     sleepers: Option<u64>,
+    concurrency: usize,
 }
 
 fn usage() -> String {
     format!(
-        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N] [--sleepers N]\n\
+        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N] [--sleepers N] [--concurrency N]\n\
          scenarios: {}",
         SCENARIOS.join(", ")
     )
@@ -57,6 +59,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         only: Vec::new(),
         baseline_secs: 3,
         sleepers: None,
+        concurrency: 32,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -97,6 +100,15 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                             format!("--sleepers takes a whole number above zero\n{}", usage())
                         })?,
                 )
+            }
+            "--concurrency" => {
+                parsed.concurrency = value("--concurrency")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        format!("--concurrency takes a whole number above zero\n{}", usage())
+                    })?
             }
             "-h" | "--help" => return Err(usage()),
             other => return Err(format!("unknown argument `{other}`\n{}", usage())),
@@ -158,6 +170,7 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
         server: args.url.clone(),
         large: args.large,
         sleepers: args.sleepers,
+        concurrency: args.concurrency,
     };
     let mut rows = Vec::new();
     let progress = |what: &str| eprintln!("flow-bench: {what}");

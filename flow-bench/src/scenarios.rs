@@ -17,6 +17,8 @@ pub struct Bench {
     pub large: bool,
     /// Sleepers in scenario 4 (`--sleepers N`).
     pub sleepers: Option<u64>,
+    /// Runs each worker process drives at once (`--concurrency N`, default 32).
+    pub concurrency: usize,
 }
 
 /// A database made for one scenario, dropped at the end.
@@ -171,7 +173,7 @@ const RUN_LATENCY: &str =
 pub async fn throughput(bench: &Bench, workers: usize, best_baseline: f64) -> BenchResult<Row> {
     let n: u64 = if bench.large { 200_000 } else { 20_000 };
     let db = bench.database("throughput").await?;
-    let procs = Workers::start(&db.url, workers, 32)?;
+    let procs = Workers::start(&db.url, workers, bench.concurrency)?;
     db.ready("three_steps", workers as i64).await?;
     let t0 = now_us();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -213,7 +215,7 @@ pub async fn throughput(bench: &Bench, workers: usize, best_baseline: f64) -> Be
 pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
     let n: u64 = if bench.large { 10_000 } else { 1_000 };
     let db = bench.database("latency").await?;
-    let procs = Workers::start(&db.url, 1, 32)?;
+    let procs = Workers::start(&db.url, 1, bench.concurrency)?;
     db.ready("three_steps", 1).await?;
     for i in 0..n {
         let sent_us = now_us();
@@ -270,7 +272,7 @@ pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
 pub async fn fan_out(bench: &Bench, best_baseline: f64) -> BenchResult<Row> {
     let events: u64 = if bench.large { 10_000 } else { 1_000 };
     let db = bench.database("fan_out").await?;
-    let procs = Workers::start(&db.url, 1, 32)?;
+    let procs = Workers::start(&db.url, 1, bench.concurrency)?;
     db.ready("fan_9", 1).await?;
     let t0 = now_us();
     for _ in 0..events / 100 {
@@ -306,7 +308,7 @@ pub async fn sleepers(bench: &Bench) -> BenchResult<Row> {
         .sleepers
         .unwrap_or(if bench.large { 1_000_000 } else { 20_000 });
     let db = bench.database("sleepers").await?;
-    let procs = Workers::start(&db.url, 1, 32)?;
+    let procs = Workers::start(&db.url, 1, bench.concurrency)?;
     db.ready("sleeper", 1).await?;
     let idle_rss = procs.rss_kib();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -381,7 +383,7 @@ pub async fn retries(bench: &Bench) -> BenchResult<Row> {
     let mut latencies = Vec::new();
     for (i, failures) in [0u32, 2].into_iter().enumerate() {
         let db = bench.database("retries").await?;
-        let procs = Workers::start(&db.url, 1, 32)?;
+        let procs = Workers::start(&db.url, 1, bench.concurrency)?;
         db.ready("retry", 1).await?;
         let t0 = now_us();
         for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
