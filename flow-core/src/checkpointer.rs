@@ -80,7 +80,11 @@ async fn write_batches<S: Store>(
                 }
             }
             Err(e) => {
-                let message = e.to_string();
+                // Every step of the batch gets the same error, without a second prefix.
+                let message = match e {
+                    Error::Database(message) => message,
+                    other => other.to_string(),
+                };
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(Error::Database(message.clone())));
                 }
