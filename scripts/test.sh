@@ -77,5 +77,13 @@ else
   cargo build --workspace --examples
   cargo test --workspace --all-targets --no-fail-fast "$@"
 fi
+# The behaviour tests again, on the embedded SQLite backend (the PostgreSQL-only
+# ones, such as worker processes and the caller's transaction, ask for PostgreSQL).
+sqlite_tests=(--test steps --test replay --test time --test leases --test tracing_spans --test wakeups --test events)
+if cargo nextest --version >/dev/null 2>&1; then
+  FLOW_TEST_BACKEND=sqlite cargo nextest run -p flow "${sqlite_tests[@]}" --no-fail-fast
+else
+  FLOW_TEST_BACKEND=sqlite cargo test -p flow "${sqlite_tests[@]}" --no-fail-fast
+fi
 # nextest does not run doctests.
 cargo test --workspace --doc

@@ -10,6 +10,10 @@ use flow_core::store::{
 };
 use flow_core::{Error, NewEvent, RunId, RunView};
 
+/// Where data goes when DATABASE_URL is not set: a file in the working directory.
+#[cfg(feature = "sqlite")]
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://flow.db";
+
 /// Every backend this build of flow has.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -17,6 +21,16 @@ pub enum AnyStore {
     /// PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(flow_postgres::PgStore),
+    /// An embedded SQLite file.
+    #[cfg(feature = "sqlite")]
+    Sqlite(flow_sqlite::SqliteStore),
+}
+
+#[cfg(feature = "sqlite")]
+impl From<flow_sqlite::SqliteStore> for AnyStore {
+    fn from(store: flow_sqlite::SqliteStore) -> Self {
+        AnyStore::Sqlite(store)
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -31,6 +45,8 @@ macro_rules! delegate {
         match $self {
             #[cfg(feature = "postgres")]
             AnyStore::Postgres($store) => $call,
+            #[cfg(feature = "sqlite")]
+            AnyStore::Sqlite($store) => $call,
         }
     };
 }
@@ -128,6 +144,12 @@ impl Connect for AnyStore {
                 flow_postgres::PgStore::connect(url).await?,
             ));
         }
+        #[cfg(feature = "sqlite")]
+        if url.starts_with("sqlite:") {
+            return Ok(AnyStore::Sqlite(
+                flow_sqlite::SqliteStore::connect(url).await?,
+            ));
+        }
         let scheme = url
             .split("://")
             .next()
@@ -136,8 +158,13 @@ impl Connect for AnyStore {
         let scheme = if scheme.len() > 20 { "(none)" } else { scheme };
         Err(Error::Config(format!(
             "DATABASE_URL has the scheme `{scheme}`, which this build of flow cannot open; \
-             use postgres://user:password@host:5432/database"
+             use postgres://user:password@host:5432/database or sqlite://path/to/file.db"
         )))
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn default_url() -> Option<String> {
+        Some(DEFAULT_SQLITE_URL.to_owned())
     }
 }
 

@@ -36,6 +36,8 @@
 mod backend;
 
 pub use backend::AnyStore;
+#[cfg(feature = "sqlite")]
+pub use backend::DEFAULT_SQLITE_URL;
 #[cfg(feature = "postgres")]
 pub use backend::SendInTransaction;
 pub use flow_core::{
@@ -46,6 +48,8 @@ pub use flow_core::{
 };
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};
+#[cfg(feature = "sqlite")]
+pub use flow_sqlite::SqliteStore;
 
 /// The Store trait and its records, for backends and for tests that drive a store directly.
 pub use flow_core::store;

@@ -116,7 +116,8 @@ async fn a_producer_id_is_accepted_again_after_24_hours() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_in_the_callers_transaction_commit_or_roll_back_with_it() {
-    let (store, url) = common::store().await;
+    // A PostgreSQL feature: the caller's sqlx transaction.
+    let (store, url) = common::pg_store().await;
     let (_stop, _worker) = common::spawn_worker(builder(&store)).await;
     let client = flow::Client::new(store);
     let pool = sqlx::PgPool::connect(&url).await.unwrap();

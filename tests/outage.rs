@@ -50,7 +50,7 @@ async fn kill_connections(admin: &PgPool, database: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_run_completes_after_all_connections_were_killed_mid_step() {
-    let (store, url) = common::store().await;
+    let (store, url) = common::pg_store().await;
     let database = url
         .rsplit('/')
         .next()

@@ -24,7 +24,7 @@ fn start_worker(url: &str, id: &str, slow_ms: u64) -> Child {
 }
 
 async fn setup() -> (flow::Client, PgPool) {
-    let (store, url) = common::store().await;
+    let (store, url) = common::pg_store().await;
     let pool = PgPool::connect(&url).await.unwrap();
     sqlx::query(
         "CREATE TABLE test_effects (run_id uuid NOT NULL, step text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",

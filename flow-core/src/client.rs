@@ -129,7 +129,7 @@ impl<S: Connect> Client<S> {
 
     /// A client of the database named by `DATABASE_URL`.
     pub async fn from_env() -> Result<Self, Error> {
-        Client::connect(&crate::worker::database_url_from_env()?).await
+        Client::connect(&crate::worker::env_url::<S>()?).await
     }
 }
 

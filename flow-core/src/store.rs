@@ -261,4 +261,9 @@ pub trait Store: Clone + Send + Sync + 'static {
 pub trait Connect: Store + Sized {
     /// Connects (and migrates) the store at `url`.
     fn connect(url: &str) -> impl Future<Output = Result<Self, Error>> + Send;
+
+    /// The URL to use when DATABASE_URL is not set; `None` makes it required.
+    fn default_url() -> Option<String> {
+        None
+    }
 }

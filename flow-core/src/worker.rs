@@ -384,8 +384,13 @@ impl<S: Connect> Worker<S> {
     /// A worker for the database named by `DATABASE_URL`, serving every `#[function]`
     /// in the binary with the default settings.
     pub async fn from_env() -> Result<Worker<S>, Error> {
-        Worker::connect(&database_url_from_env()?).await?.build()
+        Worker::connect(&env_url::<S>()?).await?.build()
     }
+}
+
+/// DATABASE_URL, else the backend's default, else an error saying what to set.
+pub(crate) fn env_url<S: Connect>() -> Result<String, Error> {
+    database_url_from_env().or_else(|e| S::default_url().ok_or(e))
 }
 
 /// `DATABASE_URL`, or an error that says what to set.

@@ -52,8 +52,37 @@ pub fn with_database(url: &str, name: &str) -> String {
     format!("{host}/{name}{query}")
 }
 
-/// A store on a fresh database with a small pool (the server allows 100 connections).
+/// Which backend the behaviour tests run against: FLOW_TEST_BACKEND=sqlite runs them
+/// on an SQLite file of their own (scripts/test.sh runs them on both).
+pub fn backend() -> String {
+    std::env::var("FLOW_TEST_BACKEND").unwrap_or_else(|_| "postgres".into())
+}
+
+/// A store of the backend under test, on a fresh database (or file) of its own.
 pub async fn store() -> (AnyStore, String) {
+    if backend() == "sqlite" {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite");
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!(
+            "sqlite://{}/{}.db",
+            dir.display(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let store = flow::SqliteStore::connect(&url)
+            .await
+            .expect("open the test file");
+        return (AnyStore::from(store), url);
+    }
+    pg_store().await
+}
+
+/// A store on a fresh PostgreSQL database with a small pool (the server allows 100
+/// connections).
+pub async fn pg_store() -> (AnyStore, String) {
     // RUST_LOG=flow_core=debug shows the life of each run.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())

@@ -1,0 +1,151 @@
+//! The embedded SQLite store for flow: one file in WAL mode, no server to run. The
+//! same semantics as PostgreSQL, with one process working on a file: every statement
+//! goes through one connection (SQLite has one writer anyway), and wake-ups are
+//! in-process (there is no LISTEN/NOTIFY). Pick PostgreSQL for several worker
+//! processes or machines.
+
+mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, SqlitePool};
+use tokio::sync::broadcast;
+
+use flow_core::Error;
+use flow_core::store::Wakeup;
+
+/// A flow store in an SQLite file. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    wakeups: Arc<broadcast::Sender<Wakeup>>,
+    described: Arc<str>,
+}
+
+/// Migrations, in order. Append only.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Stores opened in this process, by file, so that every store on one file shares
+/// its wake-ups (a client's send wakes the worker).
+static NOTIFIERS: Mutex<Option<HashMap<PathBuf, Weak<broadcast::Sender<Wakeup>>>>> =
+    Mutex::new(None);
+
+impl SqliteStore {
+    /// Opens (creating it if needed) and migrates the file named by `url`:
+    /// `sqlite://flow.db`, `sqlite:///abs/path.db` or `sqlite::memory:`.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        if !url.starts_with("sqlite:") {
+            return Err(Error::Config(format!(
+                "`{url}` is not an SQLite URL: write sqlite://path/to/file.db"
+            )));
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("`{url}` is not a valid SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with synchronous=FULL: a committed checkpoint survives a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let path = options.get_filename().to_path_buf();
+        // One connection: SQLite has one writer; a second would only wait for the lock.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                Error::Database(format!(
+                    "could not open {url}: {}",
+                    one_line(&e.to_string())
+                ))
+            })?;
+        migrate(&pool).await?;
+        let key = std::fs::canonicalize(&path).unwrap_or(path);
+        let wakeups = {
+            let mut notifiers = NOTIFIERS.lock().unwrap_or_else(|p| p.into_inner());
+            let map = notifiers.get_or_insert_with(HashMap::new);
+            match map.get(&key).and_then(Weak::upgrade) {
+                Some(existing) => existing,
+                None => {
+                    let sender = Arc::new(broadcast::channel(1024).0);
+                    map.insert(key.clone(), Arc::downgrade(&sender));
+                    sender
+                }
+            }
+        };
+        Ok(SqliteStore {
+            pool,
+            wakeups,
+            described: format!("sqlite://{}", key.display()).into(),
+        })
+    }
+
+    /// The pool, for the application's own queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn wake(&self, wakeup: Wakeup) {
+        let _ = self.wakeups.send(wakeup);
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    // BEGIN IMMEDIATE takes the write lock: two processes starting together migrate once.
+    conn.execute("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    let result = async {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS flow_schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .await
+        .map_err(db_error)?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(max(version), 0) FROM flow_schema_migrations")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > latest {
+            return Err(Error::Config(format!(
+                "the file's flow schema is version {current}, newer than this build of flow knows ({latest}); upgrade flow"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            conn.execute(sqlx::raw_sql(*sql))
+                .await
+                .map_err(|e| Error::Database(format!("migration {version} failed: {}", one_line(&e.to_string()))))?;
+            sqlx::query("INSERT INTO flow_schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(micros(Utc::now()))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute(end).await.map_err(db_error)?;
+    result
+}
+
+pub(crate) fn db_error(error: sqlx::Error) -> Error {
+    Error::Database(one_line(&error.to_string()))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub(crate) fn time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

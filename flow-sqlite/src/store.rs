@@ -1,0 +1,596 @@
+//! [`Store`] for SQLite. The same fencing as PostgreSQL: every write for a leased
+//! run matches its id, lease token and status `running`; one that matches nothing
+//! is `LeaseLost`. Multi-statement operations run in one `BEGIN IMMEDIATE`
+//! transaction, so each state change is atomic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+use flow_core::store::{
+    Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
+    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups,
+};
+use flow_core::{
+    AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StepError, StepView,
+    StoredEvent, later,
+};
+
+use crate::{SqliteStore, db_error, micros, time};
+
+/// How long a producer-supplied event id deduplicates.
+const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+fn fenced(lease: &Lease, rows: u64) -> Result<(), Error> {
+    if rows == 0 {
+        Err(Error::LeaseLost(lease.run_id))
+    } else {
+        Ok(())
+    }
+}
+
+fn json(value: &Value) -> String {
+    value.to_string()
+}
+
+fn parse_json(text: &str) -> Result<Value, Error> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Database(format!("stored JSON does not parse: {e}")))
+}
+
+fn uuid(text: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(text)
+        .map_err(|e| Error::Database(format!("stored id `{text}` is not a UUID: {e}")))
+}
+
+/// Runs `body` in one write transaction (`BEGIN IMMEDIATE` takes the write lock at
+/// once). Dropped before it commits, it rolls back.
+async fn in_transaction<T>(
+    store: &SqliteStore,
+    body: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut tx = store
+        .pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db_error)?;
+    let value = body(&mut tx).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(value)
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.described.to_string()
+    }
+
+    async fn register_functions(
+        &self,
+        functions: &[FunctionInfo],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        in_transaction(self, async |conn| {
+            for f in functions {
+                sqlx::query(
+                    "INSERT INTO flow_functions (id, trigger, last_seen) VALUES (?, ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger, last_seen = excluded.last_seen",
+                )
+                .bind(&f.id)
+                .bind(&f.trigger)
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn send(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, Error> {
+        let receipt = in_transaction(self, async |conn| {
+            let mut receipt = SendReceipt::default();
+            let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
+            for event in &events {
+                let id = EventId(Uuid::now_v7());
+                if let Some(pid) = event.producer_id() {
+                    if let Some(first) = first_in_batch.get(pid) {
+                        receipt.event_ids.push(*first);
+                        receipt.duplicates += 1;
+                        continue;
+                    }
+                    // First write wins for 24 hours.
+                    let claimed = sqlx::query(
+                        "INSERT INTO flow_event_ids (producer_id, event_id, expires_at) VALUES (?, ?, ?)
+                         ON CONFLICT (producer_id) DO UPDATE
+                             SET event_id = excluded.event_id, expires_at = excluded.expires_at
+                             WHERE flow_event_ids.expires_at <= ?
+                         RETURNING producer_id",
+                    )
+                    .bind(pid)
+                    .bind(id.0.to_string())
+                    .bind(micros(now + DEDUPE_WINDOW))
+                    .bind(micros(now))
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                    if claimed.is_none() {
+                        let earlier: String =
+                            sqlx::query_scalar("SELECT event_id FROM flow_event_ids WHERE producer_id = ?")
+                                .bind(pid)
+                                .fetch_one(&mut *conn)
+                                .await
+                                .map_err(db_error)?;
+                        let earlier = EventId(uuid(&earlier)?);
+                        first_in_batch.insert(pid, earlier);
+                        receipt.event_ids.push(earlier);
+                        receipt.duplicates += 1;
+                        continue;
+                    }
+                    first_in_batch.insert(pid, id);
+                }
+                sqlx::query(
+                    "INSERT INTO flow_events (id, name, data, producer_id, ts, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(id.0.to_string())
+                .bind(event.name())
+                .bind(json(event.data()))
+                .bind(event.producer_id())
+                .bind(micros(event.timestamp().unwrap_or(now)))
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                let functions: Vec<String> = sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ?")
+                    .bind(event.name())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                for function in functions {
+                    let run = RunId(Uuid::now_v7());
+                    sqlx::query(
+                        "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
+                         VALUES (?, ?, ?, 'queued', ?, ?)",
+                    )
+                    .bind(run.0.to_string())
+                    .bind(&function)
+                    .bind(id.0.to_string())
+                    .bind(micros(now))
+                    .bind(micros(now))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                    receipt.runs.push((id, run));
+                }
+                receipt.event_ids.push(id);
+            }
+            Ok(receipt)
+        })
+        .await?;
+        if !receipt.runs.is_empty() {
+            self.wake(Wakeup::Now);
+        }
+        Ok(receipt)
+    }
+
+    async fn claim(
+        &self,
+        request: ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedRun>, Error> {
+        let functions = serde_json::to_string(request.functions).expect("strings serialize");
+        let rows = sqlx::query(
+            "UPDATE flow_runs
+             SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
+                 lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+             WHERE id IN (
+                 SELECT id FROM flow_runs
+                 WHERE status IN ('queued', 'sleeping') AND not_before <= ?
+                   AND function_id IN (SELECT value FROM json_each(?))
+                 ORDER BY not_before
+                 LIMIT ?)
+             RETURNING id, function_id, lease_token, lost_count, event_id",
+        )
+        .bind(&**request.owner)
+        .bind(micros(later(now, request.lease)))
+        .bind(micros(now))
+        .bind(micros(now))
+        .bind(functions)
+        .bind(request.max as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let event_id: String = row.get("event_id");
+            let event = sqlx::query("SELECT name, data, ts FROM flow_events WHERE id = ?")
+                .bind(&event_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error)?;
+            let token: i64 = row.get("lease_token");
+            claimed.push(ClaimedRun {
+                lease: Lease {
+                    run_id: RunId(uuid(row.get("id"))?),
+                    token,
+                    owner: Arc::clone(request.owner),
+                },
+                function_id: row.get("function_id"),
+                event: StoredEvent {
+                    id: EventId(uuid(&event_id)?),
+                    name: event.get("name"),
+                    data: parse_json(event.get("data"))?,
+                    ts: time(event.get("ts")),
+                },
+                resumed: token > 1,
+                lost_count: row.get::<i64, _>("lost_count") as u32,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, Error> {
+        let steps = sqlx::query(
+            "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
+             FROM flow_steps WHERE run_id = ?",
+        )
+        .bind(run.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(step_record)
+        .collect::<Result<Vec<_>, _>>()?;
+        let failed_attempts = sqlx::query(
+            "SELECT key, max(attempt) FROM flow_attempts WHERE run_id = ? GROUP BY key",
+        )
+        .bind(run.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u32))
+        .collect();
+        Ok(Checkpoints {
+            steps,
+            failed_attempts,
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        batch: &[(Lease, StepRecord)],
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, Error> {
+        // One transaction, one commit, for the whole batch.
+        in_transaction(self, async |conn| {
+            let mut written = Vec::with_capacity(batch.len());
+            for (lease, step) in batch {
+                let fence = sqlx::query(
+                    "UPDATE flow_runs SET lease_expires_at = ?, lost_count = 0, current_step = NULL
+                     WHERE id = ? AND lease_token = ? AND status = 'running'",
+                )
+                .bind(micros(later(now, lease_for)))
+                .bind(lease.run_id.0.to_string())
+                .bind(lease.token)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                if fence.rows_affected() == 0 {
+                    written.push(false);
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO flow_steps
+                         (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(lease.run_id.0.to_string())
+                .bind(&step.key)
+                .bind(step.position as i64)
+                .bind(step.kind.as_str())
+                .bind(step.output.as_ref().map(json))
+                .bind(step.error.as_ref().map(json))
+                .bind(step.attempts as i64)
+                .bind(micros(step.started_at))
+                .bind(micros(step.finished_at))
+                .bind(step.wake_at.map(micros))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                written.push(true);
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
+        in_transaction(self, async |conn| {
+            let fence = sqlx::query(
+                "UPDATE flow_runs SET lost_count = 0, current_step = NULL
+                 WHERE id = ? AND lease_token = ? AND status = 'running'",
+            )
+            .bind(lease.run_id.0.to_string())
+            .bind(lease.token)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            fenced(lease, fence.rows_affected())?;
+            sqlx::query(
+                "INSERT INTO flow_attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(lease.run_id.0.to_string())
+            .bind(&attempt.key)
+            .bind(attempt.attempt as i64)
+            .bind(json(&attempt.error))
+            .bind(micros(attempt.started_at))
+            .bind(micros(attempt.finished_at))
+            .bind(micros(attempt.retry_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
+        let result = sqlx::query(
+            "UPDATE flow_runs SET current_step = ? WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(key)
+        .bind(lease.run_id.0.to_string())
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        fenced(lease, result.rows_affected())
+    }
+
+    async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
+        let (status, at) = match park {
+            Park::Sleep(at) => (RunStatus::Sleeping, at),
+            Park::Retry(at) => (RunStatus::Queued, at),
+            Park::Release => (RunStatus::Queued, now),
+        };
+        let result = sqlx::query(
+            "UPDATE flow_runs SET status = ?, not_before = ?, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(micros(at))
+        .bind(lease.run_id.0.to_string())
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        fenced(lease, result.rows_affected())?;
+        self.wake(match park {
+            Park::Release => Wakeup::Now,
+            _ => Wakeup::At(at),
+        });
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let (status, output, error) = match outcome {
+            Outcome::Completed(output) => (RunStatus::Completed, Some(json(output)), None),
+            Outcome::Failed(message) => (RunStatus::Failed, None, Some(message.as_str())),
+        };
+        let result = sqlx::query(
+            "UPDATE flow_runs SET status = ?, output = ?, error = ?, finished_at = ?,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(micros(now))
+        .bind(lease.run_id.0.to_string())
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        fenced(lease, result.rows_affected())
+    }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunId>, Error> {
+        let rows = sqlx::query(
+            "UPDATE flow_runs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running' RETURNING id",
+        )
+        .bind(micros(later(now, lease_for)))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(|r| Ok(RunId(uuid(r.get(0))?))).collect()
+    }
+
+    async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
+        let rows = sqlx::query(
+            "UPDATE flow_runs
+             SET lost_count = lost_count + 1,
+                 status = CASE WHEN lost_count + 1 >= ?1 THEN 'failed' ELSE 'queued' END,
+                 error = CASE WHEN lost_count + 1 >= ?1 THEN
+                     'its worker was lost ' || (lost_count + 1) || ' times in a row without a new checkpoint, '
+                     || 'the last time in ' || COALESCE('step `' || current_step || '`', 'the code before its next step')
+                     || '; a step that kills its worker is not retried forever'
+                     END,
+                 finished_at = CASE WHEN lost_count + 1 >= ?1 THEN ?2 END,
+                 not_before = ?2, lease_owner = NULL, lease_expires_at = NULL
+             WHERE status = 'running' AND lease_expires_at < ?2
+             RETURNING status",
+        )
+        .bind(max_lost as i64)
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if rows.iter().any(|r| r.get::<&str, _>(0) == "queued") {
+            self.wake(Wakeup::Now);
+        }
+        Ok(rows.len() as u64)
+    }
+
+    async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
+        let functions = serde_json::to_string(functions).expect("strings serialize");
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT min(t) FROM (
+                 SELECT min(not_before) AS t FROM flow_runs
+                 WHERE status IN ('queued', 'sleeping') AND function_id IN (SELECT value FROM json_each(?))
+                 UNION ALL
+                 SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
+        )
+        .bind(functions)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(next.map(time))
+    }
+
+    async fn wakeups(&self) -> Result<Wakeups, Error> {
+        let receiver = self.wakeups.subscribe();
+        Ok(Box::pin(futures::stream::unfold(
+            receiver,
+            |mut receiver| async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(wakeup) => return Some((wakeup, receiver)),
+                        // Missed some: look now.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((Wakeup::Now, receiver));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            // Kept alive by this store; wait forever rather than spin.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            },
+        )))
+    }
+
+    async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
+        let key = id.0.to_string();
+        let Some(row) = sqlx::query(
+            "SELECT id, function_id, event_id, status, output, error, created_at, started_at, finished_at
+             FROM flow_runs WHERE id = ?",
+        )
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let steps = sqlx::query(
+            "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
+             FROM flow_steps WHERE run_id = ? ORDER BY position",
+        )
+        .bind(&key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| step_record(r).map(step_view))
+        .collect::<Result<Vec<_>, _>>()?;
+        let failures = sqlx::query(
+            "SELECT key, attempt, error, retry_at FROM flow_attempts WHERE run_id = ?
+             ORDER BY finished_at, key, attempt",
+        )
+        .bind(&key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|r| {
+            Ok(AttemptView {
+                step: r.get("key"),
+                attempt: r.get::<i64, _>("attempt") as u32,
+                error: error_message(&parse_json(r.get("error"))?),
+                retry_at: time(r.get("retry_at")),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Some(RunView {
+            id,
+            function_id: row.get("function_id"),
+            event_id: EventId(uuid(row.get("event_id"))?),
+            status: row.get::<&str, _>("status").parse()?,
+            output: row
+                .get::<Option<&str>, _>("output")
+                .map(parse_json)
+                .transpose()?,
+            error: row.get("error"),
+            created_at: time(row.get("created_at")),
+            started_at: row.get::<Option<i64>, _>("started_at").map(time),
+            finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
+            steps,
+            failures,
+        }))
+    }
+}
+
+impl Connect for SqliteStore {
+    async fn connect(url: &str) -> Result<Self, Error> {
+        SqliteStore::connect(url).await
+    }
+}
+
+fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
+    Ok(StepRecord {
+        key: row.get("key"),
+        position: row.get::<i64, _>("position") as u32,
+        kind: row.get::<&str, _>("kind").parse()?,
+        output: row
+            .get::<Option<&str>, _>("output")
+            .map(parse_json)
+            .transpose()?,
+        error: row
+            .get::<Option<&str>, _>("error")
+            .map(parse_json)
+            .transpose()?,
+        attempts: row.get::<i64, _>("attempts") as u32,
+        started_at: time(row.get("started_at")),
+        finished_at: time(row.get("finished_at")),
+        wake_at: row.get::<Option<i64>, _>("wake_at").map(time),
+    })
+}
+
+fn step_view(record: StepRecord) -> StepView {
+    StepView {
+        key: record.key,
+        position: record.position,
+        kind: record.kind,
+        output: record.output,
+        error: record.error.as_ref().map(error_message),
+        attempts: record.attempts,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+    }
+}
+
+fn error_message(error: &Value) -> String {
+    serde_json::from_value::<StepError>(error.clone())
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|_| error.to_string())
+}
