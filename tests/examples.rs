@@ -77,3 +77,47 @@ async fn support_categorization_without_database_url_runs_on_an_sqlite_file_in_i
     assert!(stdout.contains("4 of 4 runs completed"), "{stdout}");
     assert!(dir.join("flow.db").exists(), "the data lives in ./flow.db");
 }
+
+#[tokio::test]
+async fn quickstart_needs_nothing_but_rust() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("quickstart-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(example("quickstart"))
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "off")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("sent 3 orders, which started 3 runs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 of 3 runs completed"), "{stdout}");
+    assert!(stdout.contains("wait-for-payment-window"), "{stdout}");
+    assert!(stdout.contains("charged 19.99"), "{stdout}");
+    assert!(dir.join("flow.db").exists());
+}
+
+#[tokio::test]
+async fn quickstart_on_postgresql_when_database_url_is_set() {
+    let url = common::fresh_database().await;
+    let output = Command::new(example("quickstart"))
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 of 3 runs completed"), "{stdout}");
+}
