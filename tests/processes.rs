@@ -1,57 +1,111 @@
-//! Real worker processes: SIGKILLed mid-step several times, sharing work, and
-//! shutting down on SIGTERM.
+//! Real worker processes, on either backend: SIGKILLed mid-step several times and
+//! started again on the same database (or file), sharing work, and shutting down on
+//! SIGTERM.
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flow::NewEvent;
-use sqlx::PgPool;
+use flow::store::{FunctionInfo, Store};
+use flow::{NewEvent, RunId, RunStatus, RunView};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn start_worker(url: &str, id: &str, slow_ms: u64) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_flow-test-worker"))
-        .env("DATABASE_URL", url)
-        .env("FLOW_TEST_WORKER_ID", id)
-        .env("FLOW_TEST_LEASE_MS", "1000")
-        .env("FLOW_TEST_SLOW_MS", slow_ms.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the test worker")
+struct Setup {
+    client: flow::Client,
+    url: String,
+    effects: PathBuf,
 }
 
-async fn setup() -> (flow::Client, PgPool) {
-    let (store, url) = common::pg_store().await;
-    let pool = PgPool::connect(&url).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE test_effects (run_id uuid NOT NULL, step text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    (flow::Client::new(store), pool)
+/// A step body's start, as the worker process wrote it.
+struct Effect {
+    pid: u32,
+    run: String,
+    step: String,
+    started_us: i64,
 }
 
-async fn count(pool: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+async fn setup() -> Setup {
+    let (store, url) = common::store().await;
+    // The functions the worker binary serves, announced before any worker is up so
+    // that the events sent below start their runs.
+    let etl = FunctionInfo {
+        id: "etl".into(),
+        trigger: "test/work.item".into(),
+    };
+    store
+        .register_functions(&[etl], chrono::Utc::now())
+        .await
+        .unwrap();
+    let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("effects-{}.txt", uuid::Uuid::new_v4().simple()));
+    Setup {
+        client: flow::Client::new(store),
+        url,
+        effects,
+    }
 }
 
-async fn wait_for_functions(pool: &PgPool) {
-    common::eventually(WAIT, "the worker to announce its functions", || async {
-        count(pool, "SELECT count(*) FROM flow.functions WHERE id = 'etl'").await == 1
-    })
-    .await;
-}
+impl Setup {
+    fn start_worker(&self, id: &str, slow_ms: u64) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_flow-test-worker"))
+            .env("DATABASE_URL", &self.url)
+            .env("FLOW_TEST_WORKER_ID", id)
+            .env("FLOW_TEST_EFFECTS", &self.effects)
+            .env("FLOW_TEST_READY", self.effects.with_extension("ready"))
+            .env("FLOW_TEST_LEASE_MS", "1000")
+            // SQLite has no notifications across processes: its workers learn of new
+            // work at the fallback poll (documented), short here.
+            .env(
+                "FLOW_TEST_POLL_MS",
+                if common::backend() == "sqlite" {
+                    "50"
+                } else {
+                    "3600000"
+                },
+            )
+            .env("FLOW_TEST_SLOW_MS", slow_ms.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the test worker")
+    }
 
-async fn send_items(client: &flow::Client, n: i64) -> Vec<flow::RunId> {
-    let events =
-        (0..n).map(|i| NewEvent::raw("test/work.item", serde_json::json!({ "n": i })).unwrap());
-    let receipt = client.send_batch(events).await.unwrap();
-    assert_eq!(receipt.runs.len() as i64, n);
-    receipt.runs.into_iter().map(|(_, run)| run).collect()
+    fn effects(&self) -> Vec<Effect> {
+        std::fs::read_to_string(&self.effects)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split(' ').collect();
+                Effect {
+                    pid: f[0].parse().unwrap(),
+                    run: f[1].into(),
+                    step: f[2].into(),
+                    started_us: f[3].parse().unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    async fn views(&self, runs: &[RunId]) -> HashMap<String, RunView> {
+        let mut views = HashMap::new();
+        for run in runs {
+            let view = self.client.run(*run).await.unwrap().unwrap();
+            views.insert(run.to_string(), view);
+        }
+        views
+    }
+
+    async fn send_items(&self, n: i64) -> Vec<RunId> {
+        let events =
+            (0..n).map(|i| NewEvent::raw("test/work.item", serde_json::json!({ "n": i })).unwrap());
+        let receipt = self.client.send_batch(events).await.unwrap();
+        assert_eq!(receipt.runs.len() as i64, n);
+        receipt.runs.into_iter().map(|(_, run)| run).collect()
+    }
 }
 
 fn sigterm(child: &Child) {
@@ -85,91 +139,92 @@ fn report(child: Child) -> (u64, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_step_never_reruns_a_completed_step() {
-    let (client, pool) = setup().await;
-    let url = common::with_database(&common::server_url(), &current_database(&pool).await);
-    let mut worker = start_worker(&url, "victim-0", 300);
-    wait_for_functions(&pool).await;
-    let runs = send_items(&client, 40).await;
-
+    let setup = setup().await;
+    let runs = setup.send_items(40).await;
+    let mut worker = setup.start_worker("victim-0", 300);
     let kills = 3;
     for round in 1..=kills {
-        // Checked in the store first: this process holds a run that has a checkpoint
-        // and a step body that started but has none yet.
-        let owner = format!("victim-{}", round - 1);
-        common::eventually(WAIT, "a run to be mid-step", || async {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(*) FROM flow.runs r
-                 WHERE r.status = 'running' AND r.lease_owner = $1
-                   AND EXISTS (SELECT 1 FROM flow.steps s WHERE s.run_id = r.id)
-                   AND EXISTS (SELECT 1 FROM test_effects e WHERE e.run_id = r.id AND NOT EXISTS
-                       (SELECT 1 FROM flow.steps s WHERE s.run_id = e.run_id AND s.key = e.step))",
-            )
-            .bind(&owner)
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-                > 0
+        // Checked in the store first: this process started a step body that has no
+        // checkpoint yet, in a run that already has one.
+        let pid = worker.id();
+        common::eventually(WAIT, "the worker to be mid-step", || async {
+            let effects = setup.effects();
+            let views = setup.views(&runs).await;
+            effects.iter().filter(|e| e.pid == pid).any(|e| {
+                let view = &views[&e.run];
+                view.status == RunStatus::Running
+                    && !view.steps.is_empty()
+                    && !view.steps.iter().any(|s| s.key == e.step)
+            })
         })
         .await;
         worker.kill().unwrap(); // SIGKILL
         worker.wait().unwrap();
-        worker = start_worker(&url, &format!("victim-{round}"), 300);
+        worker = setup.start_worker(&format!("victim-{round}"), 300);
     }
 
     for run in &runs {
-        let view = client.wait(*run, WAIT).await.unwrap();
-        assert_eq!(view.status, flow::RunStatus::Completed, "{view:?}");
+        let view = setup.client.wait(*run, WAIT).await.unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{view:?}");
     }
     sigterm(&worker);
     report(worker);
 
     // Every step of every run ran, and none started again after its checkpoint.
-    let steps = count(
-        &pool,
-        "SELECT count(DISTINCT (run_id, step)) FROM test_effects",
-    )
-    .await;
-    assert_eq!(steps, 40 * 3);
-    let after_checkpoint = count(
-        &pool,
-        "SELECT count(*) FROM test_effects e JOIN flow.steps s ON s.run_id = e.run_id AND s.key = e.step
-         WHERE e.at > s.finished_at",
-    )
-    .await;
-    assert_eq!(after_checkpoint, 0, "a completed step ran again");
-    let reruns = count(
-        &pool,
-        "SELECT count(*) - count(DISTINCT (run_id, step)) FROM test_effects",
-    )
-    .await;
+    let effects = setup.effects();
+    let views = setup.views(&runs).await;
+    let distinct: HashSet<(&str, &str)> = effects
+        .iter()
+        .map(|e| (e.run.as_str(), e.step.as_str()))
+        .collect();
+    assert_eq!(distinct.len(), 40 * 3);
+    for e in &effects {
+        let step = views[&e.run]
+            .steps
+            .iter()
+            .find(|s| s.key == e.step)
+            .unwrap();
+        assert!(
+            e.started_us <= step.finished_at.timestamp_micros(),
+            "step {} of run {} ran after its checkpoint",
+            e.step,
+            e.run
+        );
+    }
     assert!(
-        reruns > 0,
+        effects.len() > distinct.len(),
         "the kills interrupted no step; the test proved nothing"
     );
-    let outputs: Vec<i64> = sqlx::query_scalar("SELECT (output)::bigint FROM flow.runs ORDER BY 1")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let mut outputs: Vec<i64> = views
+        .values()
+        .map(|v| v.output.as_ref().unwrap().as_i64().unwrap())
+        .collect();
+    outputs.sort();
     assert_eq!(outputs, (0..40).map(|n| n * 2 + 1).collect::<Vec<i64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
-    let (client, pool) = setup().await;
-    let url = common::with_database(&common::server_url(), &current_database(&pool).await);
-    let a = start_worker(&url, "a", 5);
-    let b = start_worker(&url, "b", 5);
-    wait_for_functions(&pool).await;
-    common::eventually(WAIT, "both workers to listen", || async {
-        count(&pool, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()").await
-            >= 2
+    let setup = setup().await;
+    let a = setup.start_worker("a", 5);
+    let b = setup.start_worker("b", 5);
+    let ready = |child: &Child| {
+        let marker = format!(
+            "{}.{}",
+            setup.effects.with_extension("ready").display(),
+            child.id()
+        );
+        std::path::Path::new(&marker).exists()
+    };
+    common::eventually(WAIT, "both workers to be up", || async {
+        ready(&a) && ready(&b)
     })
     .await;
-    let runs = send_items(&client, 200).await;
+    let runs = setup.send_items(200).await;
     for run in &runs {
         assert_eq!(
-            client.wait(*run, WAIT).await.unwrap().status,
-            flow::RunStatus::Completed
+            setup.client.wait(*run, WAIT).await.unwrap().status,
+            RunStatus::Completed
         );
     }
     sigterm(&a);
@@ -181,17 +236,14 @@ async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
         "each process finished runs: {line_a} / {line_b}"
     );
     assert_eq!(finished_a + finished_b, 200, "{line_a} / {line_b}");
-    let reruns = count(
-        &pool,
-        "SELECT count(*) - count(DISTINCT (run_id, step)) FROM test_effects",
-    )
-    .await;
-    assert_eq!(reruns, 0, "no step ran twice without a failure");
-}
-
-async fn current_database(pool: &PgPool) -> String {
-    sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    let effects = setup.effects();
+    let distinct: HashSet<(&str, &str)> = effects
+        .iter()
+        .map(|e| (e.run.as_str(), e.step.as_str()))
+        .collect();
+    assert_eq!(
+        effects.len(),
+        distinct.len(),
+        "no step ran twice without a failure"
+    );
 }

@@ -1,25 +1,40 @@
-//! A worker process for the end-to-end tests (kill, shared work, SIGTERM). Its
-//! functions register themselves through inventory, as in a user's binary.
+//! A worker process for the end-to-end tests (kill, shared work, SIGTERM), on either
+//! backend. Its functions register themselves through inventory, as in a user's
+//! binary.
 //!
-//! Environment: DATABASE_URL; FLOW_TEST_LEASE_MS (default 1000); FLOW_TEST_WORKER_ID.
-//! Side effects go to the table `test_effects` (created by the test), with the
-//! time each step body started. On a clean exit it prints its report.
+//! Environment: DATABASE_URL (postgres:// or sqlite://); FLOW_TEST_EFFECTS, a file
+//! to which each step body appends `pid run step started_us` when it starts;
+//! FLOW_TEST_LEASE_MS (default 1000); FLOW_TEST_POLL_MS (default one hour);
+//! FLOW_TEST_SLOW_MS; FLOW_TEST_WORKER_ID; FLOW_TEST_READY, a path prefix: the
+//! worker creates `<prefix>.<pid>` once it is up. On a clean exit it prints its report.
 
-use std::sync::OnceLock;
+use std::io::Write;
 use std::time::Duration;
 
 use flow::prelude::*;
-use sqlx::PgPool;
 
-static EFFECTS: OnceLock<PgPool> = OnceLock::new();
+fn env_ms(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
-async fn effect(ctx: &Ctx, step: &str) -> Result<(), StepError> {
-    let pool = EFFECTS.get().expect("effects pool");
-    sqlx::query("INSERT INTO test_effects (run_id, step) VALUES ($1, $2)")
-        .bind(ctx.run_id().0)
-        .bind(step)
-        .execute(pool)
-        .await?;
+/// One line per step body start, appended in one write (O_APPEND keeps lines whole).
+fn effect(ctx: &Ctx, step: &str) -> Result<(), StepError> {
+    let path = std::env::var("FLOW_TEST_EFFECTS").map_err(StepError::fatal)?;
+    let line = format!(
+        "{} {} {} {}\n",
+        std::process::id(),
+        ctx.run_id(),
+        step,
+        chrono::Utc::now().timestamp_micros()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(line.as_bytes())?;
     Ok(())
 }
 
@@ -31,65 +46,61 @@ struct WorkItem {
 
 #[step]
 async fn extract(ctx: &Ctx, n: i64) -> Result<i64, StepError> {
-    effect(ctx, "extract").await?;
+    effect(ctx, "extract")?;
     Ok(n)
 }
 
 #[step]
-async fn transform(ctx: &Ctx, n: i64, slow_ms: u64) -> Result<i64, StepError> {
-    effect(ctx, "transform").await?;
-    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+async fn transform(ctx: &Ctx, n: i64) -> Result<i64, StepError> {
+    effect(ctx, "transform")?;
+    tokio::time::sleep(Duration::from_millis(env_ms("FLOW_TEST_SLOW_MS", 0))).await;
     Ok(n * 2)
 }
 
 #[step]
 async fn load(ctx: &Ctx, n: i64) -> Result<i64, StepError> {
-    effect(ctx, "load").await?;
+    effect(ctx, "load")?;
     Ok(n + 1)
 }
 
 #[function(event = "test/work.item")]
 async fn etl(ctx: &Ctx, event: WorkItem) -> Result<i64, FlowError> {
-    let slow_ms: u64 = std::env::var("FLOW_TEST_SLOW_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let a = extract(ctx, event.n).await?;
-    let b = transform(ctx, a, slow_ms).await?;
+    let b = transform(ctx, a).await?;
     Ok(load(ctx, b).await?)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
-    EFFECTS
-        .set(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .connect(&url)
-                .await?,
-        )
-        .ok();
-    let lease = std::env::var("FLOW_TEST_LEASE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let store = flow::PgStore::connect_with(
-        &url,
-        flow::PgStoreOptions {
+    let store = if url.starts_with("postgres") {
+        let options = flow::PgStoreOptions {
             max_connections: 6,
             ..Default::default()
-        },
-    )
-    .await?;
-    let mut builder = flow::Worker::builder(flow::AnyStore::from(store))
+        };
+        flow::AnyStore::from(flow::PgStore::connect_with(&url, options).await?)
+    } else {
+        <flow::AnyStore as flow::Connect>::connect(&url).await?
+    };
+    let lease = env_ms("FLOW_TEST_LEASE_MS", 1000);
+    let mut builder = flow::Worker::builder(store)
         .lease(Duration::from_millis(lease))
         .renew_every(Duration::from_millis(lease / 4))
-        .poll_interval(Duration::from_secs(3600));
+        .poll_interval(Duration::from_millis(env_ms(
+            "FLOW_TEST_POLL_MS",
+            3_600_000,
+        )));
     if let Ok(id) = std::env::var("FLOW_TEST_WORKER_ID") {
         builder = builder.worker_id(id);
     }
-    let report = builder.build()?.run().await?;
+    let worker = builder.build()?;
+    worker.announce().await?;
+    if let Ok(path) = std::env::var("FLOW_TEST_READY") {
+        // Tells the test this process is up (its notifications may still be starting;
+        // the worker looks for work once they are).
+        std::fs::write(format!("{path}.{}", std::process::id()), b"ready")?;
+    }
+    let report = worker.run().await?;
     println!(
         "REPORT finished={} parked={} released={} lost={}",
         report.finished, report.parked, report.released, report.lost
