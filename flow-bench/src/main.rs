@@ -237,7 +237,8 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
         rows.push(scenarios::retries(&bench).await?);
     }
     if wanted("sqlite") {
-        rows.push(Row::not_built("7. SQLite: throughput and latency"));
+        progress("sqlite");
+        rows.extend(scenarios::sqlite(&bench).await?);
     }
     Ok(rows)
 }

@@ -425,3 +425,103 @@ pub async fn retries(bench: &Bench) -> BenchResult<Row> {
     };
     Ok(with_latencies(row, latencies))
 }
+
+/// Scenario 7: throughput and latency alone on an SQLite file. SQLite is for one
+/// process, so the worker runs inside the bench process, beside the producer.
+pub async fn sqlite(bench: &Bench) -> BenchResult<Vec<Row>> {
+    let dir = std::env::temp_dir().join(format!("flow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for scenario in ["throughput", "latency"] {
+        let path = dir.join(format!("{scenario}.db"));
+        let _ = std::fs::remove_file(&path);
+        let store = flow::AnyStore::from(
+            flow::SqliteStore::connect(&format!("sqlite://{}", path.display())).await?,
+        );
+        let worker = flow::Worker::builder(store.clone())
+            .register::<crate::functions::three_steps>()
+            .concurrency(bench.concurrency)
+            .build()?;
+        worker.announce().await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run_until(async {
+            let _ = stopped.await;
+        }));
+        let client = flow::Client::new(store);
+        let cpu_before = crate::workers::own_cpu_seconds();
+        let t0 = now_us();
+        let mut latencies = Vec::new();
+        let mut first_steps = Vec::new();
+        let n: u64 = if scenario == "throughput" {
+            let n = if bench.large { 200_000 } else { 20_000 };
+            let mut runs = Vec::new();
+            for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+                let sent_us = now_us();
+                let receipt = client
+                    .send_batch(chunk.iter().map(|&n| ThreeSteps { sent_us, n }))
+                    .await?;
+                runs.extend(receipt.runs.into_iter().map(|(_, run)| (sent_us, run)));
+            }
+            for (sent_us, run) in runs {
+                let view = client.wait(run, Duration::from_secs(600)).await?;
+                latencies.push(ms_since(sent_us, view.finished_at));
+            }
+            n
+        } else {
+            let n = if bench.large { 10_000 } else { 1_000 };
+            for i in 0..n {
+                let sent_us = now_us();
+                let run = client.send(ThreeSteps { sent_us, n: i }).await?.runs[0].1;
+                let view = client.wait(run, Duration::from_secs(60)).await?;
+                latencies.push(ms_since(sent_us, view.finished_at));
+                first_steps.push(ms_since(sent_us, Some(view.steps[0].started_at)));
+            }
+            n
+        };
+        let seconds = (now_us() - t0) as f64 / 1e6;
+        let cpu = crate::workers::own_cpu_seconds() - cpu_before;
+        let _ = stop.send(());
+        running.await??;
+        let base = Row {
+            count: n,
+            cpu_seconds: Some(cpu),
+            peak_rss_mib: Some(crate::workers::own_peak_rss_kib() as f64 / 1024.0),
+            note: "worker in the bench process (SQLite is for one process); CPU and RSS are the whole process".into(),
+            ..Row::default()
+        };
+        if scenario == "throughput" {
+            rows.push(with_latencies(
+                Row {
+                    scenario: "7. SQLite: throughput".into(),
+                    unit: "steps/s".into(),
+                    throughput: Some(3.0 * n as f64 / seconds),
+                    ..base
+                },
+                latencies,
+            ));
+        } else {
+            rows.push(with_latencies(
+                Row {
+                    scenario: "7. SQLite: latency: sent -> first step".into(),
+                    ..base.clone()
+                },
+                first_steps,
+            ));
+            rows.push(with_latencies(
+                Row {
+                    scenario: "7. SQLite: latency: sent -> run done".into(),
+                    ..base
+                },
+                latencies,
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(rows)
+}
+
+fn ms_since(sent_us: i64, at: Option<chrono::DateTime<chrono::Utc>>) -> f64 {
+    at.map_or(f64::NAN, |t| {
+        (t.timestamp_micros() - sent_us) as f64 / 1000.0
+    })
+}

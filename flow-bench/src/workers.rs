@@ -95,6 +95,16 @@ impl Workers {
     }
 }
 
+/// CPU seconds this process has used.
+pub fn own_cpu_seconds() -> f64 {
+    proc_usage(std::process::id()).0
+}
+
+/// Peak RSS of this process, in KiB.
+pub fn own_peak_rss_kib() -> u64 {
+    status_field(std::process::id(), "VmHWM:")
+}
+
 fn proc_usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
