@@ -127,7 +127,7 @@ impl<S: Connect> Client<S> {
         Ok(Client::new(S::connect(url).await?))
     }
 
-    /// A client of the database named by `DATABASE_URL`.
+    /// A client of the database named by `DATABASE_URL` (or the backend's default).
     pub async fn from_env() -> Result<Self, Error> {
         Client::connect(&crate::worker::env_url::<S>()?).await
     }

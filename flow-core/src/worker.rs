@@ -381,8 +381,9 @@ impl<S: Connect> Worker<S> {
         Ok(Worker::builder(S::connect(url).await?))
     }
 
-    /// A worker for the database named by `DATABASE_URL`, serving every `#[function]`
-    /// in the binary with the default settings.
+    /// A worker for the database named by `DATABASE_URL` (or the backend's default when
+    /// it is not set: `./flow.db` with the facade's SQLite backend), serving every
+    /// `#[function]` in the binary with the default settings.
     pub async fn from_env() -> Result<Worker<S>, Error> {
         Worker::connect(&env_url::<S>()?).await?.build()
     }

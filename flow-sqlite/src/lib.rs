@@ -69,6 +69,8 @@ impl SqliteStore {
         let wakeups = {
             let mut notifiers = NOTIFIERS.lock().unwrap_or_else(|p| p.into_inner());
             let map = notifiers.get_or_insert_with(HashMap::new);
+            // Files no store has open any more.
+            map.retain(|_, sender| sender.strong_count() > 0);
             match map.get(&key).and_then(Weak::upgrade) {
                 Some(existing) => existing,
                 None => {
