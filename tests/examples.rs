@@ -1,9 +1,10 @@
-//! Runs each example against a database of its own and checks what it printed,
-//! which it read back from the store.
+//! Runs each example, on PostgreSQL (a database of its own) and with no DATABASE_URL
+//! (an SQLite file in a directory of its own), and checks what it printed, which it
+//! read back from the store.
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn example(name: &str) -> PathBuf {
@@ -24,20 +25,32 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-#[tokio::test]
-async fn support_categorization_fetches_once_and_retries_the_classification() {
-    let url = common::fresh_database().await;
-    let output = Command::new(example("support_categorization"))
-        .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// Runs `name` with DATABASE_URL set to `url` (or unset) in a fresh directory;
+/// returns its stdout and that directory. Fails the test if it fails.
+fn run(name: &str, url: Option<&str>) -> (String, PathBuf) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut command = Command::new(example(name));
+    command.env("RUST_LOG", "off").current_dir(&dir);
+    match url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    (stdout, dir)
+}
+
+#[tokio::test]
+async fn support_categorization_fetches_once_and_retries_the_classification() {
+    let url = common::fresh_database().await;
+    let (stdout, _) = run("support_categorization", Some(&url));
     assert!(
         stdout.contains("sent 4 events, which started 4 runs"),
         "{stdout}"
@@ -59,42 +72,14 @@ async fn support_categorization_fetches_once_and_retries_the_classification() {
 
 #[tokio::test]
 async fn support_categorization_without_database_url_runs_on_an_sqlite_file_in_its_directory() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("example-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new(example("support_categorization"))
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "off")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, dir) = run("support_categorization", None);
     assert!(stdout.contains("4 of 4 runs completed"), "{stdout}");
     assert!(dir.join("flow.db").exists(), "the data lives in ./flow.db");
 }
 
 #[tokio::test]
 async fn quickstart_needs_nothing_but_rust() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("quickstart-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let output = Command::new(example("quickstart"))
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "off")
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, dir) = run("quickstart", None);
     assert!(
         stdout.contains("sent 3 orders, which started 3 runs"),
         "{stdout}"
@@ -108,16 +93,10 @@ async fn quickstart_needs_nothing_but_rust() {
 #[tokio::test]
 async fn quickstart_on_postgresql_when_database_url_is_set() {
     let url = common::fresh_database().await;
-    let output = Command::new(example("quickstart"))
-        .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (stdout, dir) = run("quickstart", Some(&url));
     assert!(stdout.contains("3 of 3 runs completed"), "{stdout}");
+    assert!(
+        !dir.join("flow.db").exists(),
+        "no SQLite file when DATABASE_URL is set"
+    );
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde_json::Value;
 
-use crate::{Error, EventId, NewEvent, RunId, RunView, StepKind, StoredEvent};
+use crate::{Error, EventId, NewEvent, RunId, RunView, StepKind, StepView, StoredEvent};
 
 /// A worker's hold on one run. Writes that carry a stale `token` return
 /// [`Error::LeaseLost`].
@@ -74,6 +74,29 @@ pub struct StepRecord {
     pub finished_at: DateTime<Utc>,
     /// For a sleep: when it ends.
     pub wake_at: Option<DateTime<Utc>>,
+}
+
+impl StepRecord {
+    /// The record as [`Client::run`](crate::Client::run) shows it.
+    pub fn into_view(self) -> StepView {
+        StepView {
+            key: self.key,
+            position: self.position,
+            kind: self.kind,
+            output: self.output,
+            error: self.error.as_ref().map(stored_error_message),
+            attempts: self.attempts,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+/// The message of a stored (serialized) `StepError`, or the JSON itself if it is not one.
+pub fn stored_error_message(error: &Value) -> String {
+    serde_json::from_value::<crate::StepError>(error.clone())
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|_| error.to_string())
 }
 
 /// A failed attempt that will be retried.

@@ -13,12 +13,9 @@ use sqlx::postgres::{PgListener, PgRow};
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups,
+    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{
-    AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StepError, StepView,
-    StoredEvent,
-};
+use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StoredEvent};
 
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
@@ -442,7 +439,7 @@ impl Store for PgStore {
         .await
         .map_err(db_error)?
         .iter()
-        .map(|row| step_record(row).map(step_view))
+        .map(|row| step_record(row).map(StepRecord::into_view))
         .collect::<Result<Vec<_>, _>>()?;
         let failures = sqlx::query(
             "SELECT key, attempt, error, retry_at FROM flow.attempts WHERE run_id = $1
@@ -456,7 +453,7 @@ impl Store for PgStore {
         .map(|row| AttemptView {
             step: row.get("key"),
             attempt: row.get::<i32, _>("attempt") as u32,
-            error: error_message(&row.get::<Value, _>("error")),
+            error: stored_error_message(&row.get::<Value, _>("error")),
             retry_at: row.get("retry_at"),
         })
         .collect();
@@ -505,23 +502,4 @@ fn step_record(row: &PgRow) -> Result<StepRecord, Error> {
         finished_at: row.get("finished_at"),
         wake_at: row.get("wake_at"),
     })
-}
-
-fn step_view(record: StepRecord) -> StepView {
-    StepView {
-        key: record.key,
-        position: record.position,
-        kind: record.kind,
-        output: record.output,
-        error: record.error.as_ref().map(error_message),
-        attempts: record.attempts,
-        started_at: record.started_at,
-        finished_at: record.finished_at,
-    }
-}
-
-fn error_message(error: &Value) -> String {
-    serde_json::from_value::<StepError>(error.clone())
-        .map(|e| e.message().to_owned())
-        .unwrap_or_else(|_| error.to_string())
 }

@@ -15,11 +15,10 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups,
+    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
-    AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StepError, StepView,
-    StoredEvent, later,
+    AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StoredEvent, later,
 };
 
 use crate::{SqliteStore, db_error, micros, time};
@@ -511,7 +510,7 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?
         .iter()
-        .map(|r| step_record(r).map(step_view))
+        .map(|r| step_record(r).map(StepRecord::into_view))
         .collect::<Result<Vec<_>, _>>()?;
         let failures = sqlx::query(
             "SELECT key, attempt, error, retry_at FROM flow_attempts WHERE run_id = ?
@@ -526,7 +525,7 @@ impl Store for SqliteStore {
             Ok(AttemptView {
                 step: r.get("key"),
                 attempt: r.get::<i64, _>("attempt") as u32,
-                error: error_message(&parse_json(r.get("error"))?),
+                error: stored_error_message(&parse_json(r.get("error"))?),
                 retry_at: time(r.get("retry_at")),
             })
         })
@@ -574,23 +573,4 @@ fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
         finished_at: time(row.get("finished_at")),
         wake_at: row.get::<Option<i64>, _>("wake_at").map(time),
     })
-}
-
-fn step_view(record: StepRecord) -> StepView {
-    StepView {
-        key: record.key,
-        position: record.position,
-        kind: record.kind,
-        output: record.output,
-        error: record.error.as_ref().map(error_message),
-        attempts: record.attempts,
-        started_at: record.started_at,
-        finished_at: record.finished_at,
-    }
-}
-
-fn error_message(error: &Value) -> String {
-    serde_json::from_value::<StepError>(error.clone())
-        .map(|e| e.message().to_owned())
-        .unwrap_or_else(|_| error.to_string())
 }
