@@ -40,7 +40,7 @@ pub struct FunctionDef {
 /// Implemented by `#[function]` on a type of the same name as the handler fn, so
 /// the function can be named in type position: `builder.register::<my_fn>()`.
 pub trait Function {
-    /// The event that triggers it (an [`Event`]; not a bound here, so that a handler
+    /// The event that triggers it (an [`Event`](crate::Event); not a bound here, so that a handler
     /// whose parameter is not an event is reported once, at that parameter).
     type Event;
     /// What the handler returns on success.
