@@ -103,3 +103,22 @@ pub async fn retry(ctx: &Ctx, event: Retry) -> Result<u64, FlowError> {
     let b = flaky(ctx, event.failures).await?;
     Ok(third(ctx, Payload { n: a.n + b.n }).await?.n)
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "bench/hold")]
+pub struct Hold {
+    pub hold_ms: u64,
+}
+
+/// A step that stays in flight (as a slow API call would), for the memory scenario.
+#[step]
+async fn held(_ctx: &Ctx, hold_ms: u64) -> Result<Payload, StepError> {
+    tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+    Ok(Payload { n: 1 })
+}
+
+#[function(event = "bench/hold")]
+pub async fn hold(ctx: &Ctx, event: Hold) -> Result<u64, FlowError> {
+    let a = first(ctx, 1).await?;
+    Ok(held(ctx, event.hold_ms).await?.n + a.n)
+}

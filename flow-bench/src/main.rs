@@ -29,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "sleepers",
     "waiters",
     "retries",
+    "memory",
     "sqlite",
 ];
 
@@ -235,6 +236,10 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
     if wanted("retries") {
         progress("retries");
         rows.push(scenarios::retries(&bench).await?);
+    }
+    if wanted("memory") {
+        progress("memory");
+        rows.push(scenarios::memory(&bench).await?);
     }
     if wanted("sqlite") {
         progress("sqlite");

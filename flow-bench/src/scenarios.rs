@@ -525,3 +525,53 @@ fn ms_since(sent_us: i64, at: Option<chrono::DateTime<chrono::Utc>>) -> f64 {
         (t.timestamp_micros() - sent_us) as f64 / 1000.0
     })
 }
+
+/// Memory per in-flight run: one worker holds N runs mid-step at once; its RSS then,
+/// less its RSS idle, divided by N.
+pub async fn memory(bench: &Bench) -> BenchResult<Row> {
+    let n: u64 = if bench.large { 50_000 } else { 5_000 };
+    let db = bench.database("memory").await?;
+    let procs = Workers::start(&db.url, 1, n as usize)?;
+    db.ready("hold", 1).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_kib = procs.rss_kib();
+    db.client
+        .send_batch((0..n).map(|_| crate::functions::Hold { hold_ms: 4000 }))
+        .await?;
+    // Every run has checkpointed its first step and sits in the held one.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut held_kib = 0;
+    loop {
+        let first = db
+            .count("SELECT count(*) FROM flow.steps WHERE key = 'first'")
+            .await?;
+        if first >= n as i64 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            held_kib = held_kib.max(procs.rss_kib());
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {first} of {n} runs reached the held step").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.finished(n as i64, Duration::from_secs(120)).await?;
+    let usage = procs.usage();
+    procs.stop();
+    let per_run = (held_kib.saturating_sub(idle_kib)) as f64 * 1024.0 / n as f64;
+    let row = Row {
+        scenario: "memory: runs in flight in one worker".into(),
+        count: n,
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        note: format!(
+            "RSS {:.1} MiB idle, {:.1} MiB with {n} runs mid-step: {:.1} KiB per in-flight run",
+            idle_kib as f64 / 1024.0,
+            held_kib as f64 / 1024.0,
+            per_run / 1024.0
+        ),
+        ..Row::default()
+    };
+    db.drop().await?;
+    Ok(row)
+}
