@@ -1,9 +1,9 @@
 //! # flow: durable execution for Rust
 //!
 //! Annotate async functions with `#[function(event = "...")]` and `#[step]`: they
-//! become event-driven workflows whose steps are checkpointed in PostgreSQL,
-//! retried alone when they fail, able to sleep for days, and resumed on any worker
-//! after a crash.
+//! become event-driven workflows whose steps are checkpointed in PostgreSQL (or an
+//! embedded SQLite file), retried alone when they fail, able to sleep for days, and
+//! resumed on any worker after a crash.
 //!
 //! ```no_run
 //! use flow::prelude::*;
