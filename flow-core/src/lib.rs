@@ -21,6 +21,8 @@ mod retry;
 mod run;
 mod step;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod worker;
 
 #[doc(hidden)]
