@@ -33,6 +33,11 @@
 //!
 //! See the README and docs/ARCHITECTURE.md for the semantics.
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!(
+    "flow needs a backend: enable the `postgres` or the `sqlite` feature (both are on by default)"
+);
+
 mod backend;
 
 pub use backend::AnyStore;

@@ -73,15 +73,7 @@ async fn etl(ctx: &Ctx, event: WorkItem) -> Result<i64, FlowError> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
-    let store = if url.starts_with("postgres") {
-        let options = flow::PgStoreOptions {
-            max_connections: 6,
-            ..Default::default()
-        };
-        flow::AnyStore::from(flow::PgStore::connect_with(&url, options).await?)
-    } else {
-        <flow::AnyStore as flow::Connect>::connect(&url).await?
-    };
+    let store = <flow::AnyStore as flow::Connect>::connect(&url).await?;
     let lease = env_ms("FLOW_TEST_LEASE_MS", 1000);
     let mut builder = flow::Worker::builder(store)
         .lease(Duration::from_millis(lease))
