@@ -79,6 +79,20 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// A database error as flow reports it: on one line (drivers' messages may span
+    /// several). Backends pass messages that hold no password.
+    pub fn database(message: impl fmt::Display) -> Error {
+        Error::Database(
+            message
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+}
+
 /// Whether a failed step is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

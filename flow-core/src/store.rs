@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde_json::Value;
 
-use crate::{Error, EventId, NewEvent, RunId, RunView, StepKind, StepView, StoredEvent};
+use crate::{Error, EventId, NewEvent, RunId, RunStatus, RunView, StepKind, StepView, StoredEvent};
 
 /// A worker's hold on one run. Writes that carry a stale `token` return
 /// [`Error::LeaseLost`].
@@ -116,6 +116,21 @@ pub struct FailedAttempt {
     pub retry_at: DateTime<Utc>,
 }
 
+impl Lease {
+    /// The result of a fenced write: it changed `rows` rows, and none means the lease
+    /// is no longer this worker's (or the run no longer runs).
+    pub fn fence(&self, rows: u64) -> Result<(), Error> {
+        if rows == 0 {
+            Err(Error::LeaseLost(self.run_id))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How long a producer-supplied event id deduplicates.
+pub const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
 /// What a run's checkpoints hold, loaded once when it resumes.
 #[derive(Clone, Debug, Default)]
 pub struct Checkpoints {
@@ -136,6 +151,17 @@ pub enum Park {
     Release,
 }
 
+impl Park {
+    /// The status the run takes and when it is due again.
+    pub fn target(self, now: DateTime<Utc>) -> (RunStatus, DateTime<Utc>) {
+        match self {
+            Park::Sleep(at) => (RunStatus::Sleeping, at),
+            Park::Retry(at) => (RunStatus::Queued, at),
+            Park::Release => (RunStatus::Queued, now),
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
@@ -143,6 +169,16 @@ pub enum Outcome {
     Completed(Value),
     /// With an error message.
     Failed(String),
+}
+
+impl Outcome {
+    /// The status, output and error message the run is stored with.
+    pub fn parts(&self) -> (RunStatus, Option<&Value>, Option<&str>) {
+        match self {
+            Outcome::Completed(output) => (RunStatus::Completed, Some(output), None),
+            Outcome::Failed(message) => (RunStatus::Failed, None, Some(message.as_str())),
+        }
+    }
 }
 
 /// A function as a worker announces it, so that `send` can create its runs.

@@ -67,12 +67,7 @@ impl PgStore {
             .acquire_timeout(options.acquire_timeout)
             .connect(url)
             .await
-            .map_err(|e| {
-                Error::Database(format!(
-                    "could not connect to {described}: {}",
-                    one_line(&e.to_string())
-                ))
-            })?;
+            .map_err(|e| Error::database(format!("could not connect to {described}: {e}")))?;
         Self::from_pool_described(pool, described).await
     }
 
@@ -107,9 +102,5 @@ impl PgStore {
 
 /// A database error as flow reports it: one line, no password.
 pub(crate) fn db_error(error: sqlx::Error) -> Error {
-    Error::Database(one_line(&error.to_string()))
-}
-
-pub(crate) fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    Error::database(error)
 }

@@ -43,12 +43,9 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<i32>, Error> {
     }
     let mut applied = Vec::new();
     for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        tx.execute(sqlx::raw_sql(*sql)).await.map_err(|e| {
-            Error::Database(format!(
-                "migration {version} failed: {}",
-                crate::one_line(&e.to_string())
-            ))
-        })?;
+        tx.execute(sqlx::raw_sql(*sql))
+            .await
+            .map_err(|e| Error::database(format!("migration {version} failed: {e}")))?;
         sqlx::query("INSERT INTO flow.schema_migrations (version) VALUES ($1)")
             .bind(version)
             .execute(&mut *tx)

@@ -12,9 +12,6 @@ use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, RunId};
 
 use crate::db_error;
 
-/// How long a producer-supplied event id deduplicates.
-const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
 /// Sends events inside the caller's transaction: they (and the runs they start)
 /// commit or roll back with the caller's own writes, and workers are notified on
 /// commit.
@@ -142,7 +139,7 @@ async fn dedupe(
     )
     .bind(&pids)
     .bind(&eids)
-    .bind(now + DEDUPE_WINDOW)
+    .bind(now + flow_core::store::DEDUPE_WINDOW)
     .bind(now)
     .fetch_all(&mut *conn)
     .await

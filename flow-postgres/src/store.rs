@@ -15,20 +15,12 @@ use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
     Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StoredEvent};
+use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent};
 
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
 fn expiry(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     flow_core::later(now, lease)
-}
-
-fn fenced(lease: &Lease, rows: u64) -> Result<(), Error> {
-    if rows == 0 {
-        Err(Error::LeaseLost(lease.run_id))
-    } else {
-        Ok(())
-    }
 }
 
 impl Store for PgStore {
@@ -254,7 +246,7 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        lease.fence(result.rows_affected())
     }
 
     async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
@@ -268,15 +260,11 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        lease.fence(result.rows_affected())
     }
 
     async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
-        let (status, at) = match park {
-            Park::Sleep(at) => (RunStatus::Sleeping, at),
-            Park::Retry(at) => (RunStatus::Queued, at),
-            Park::Release => (RunStatus::Queued, now),
-        };
+        let (status, at) = park.target(now);
         // Every listening worker learns the due time from the notification, so the
         // run wakes on time even if this worker stops before then.
         let payload = match park {
@@ -300,7 +288,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.len() as u64)
+        lease.fence(result.len() as u64)
     }
 
     async fn finish(
@@ -309,10 +297,7 @@ impl Store for PgStore {
         outcome: &Outcome,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let (status, output, error) = match outcome {
-            Outcome::Completed(output) => (RunStatus::Completed, Some(output), None),
-            Outcome::Failed(message) => (RunStatus::Failed, None, Some(message.as_str())),
-        };
+        let (status, output, error) = outcome.parts();
         let result = sqlx::query(
             "UPDATE flow.runs
              SET status = $3, output = $4, error = $5, finished_at = $6,
@@ -328,7 +313,7 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        lease.fence(result.rows_affected())
     }
 
     async fn renew(

@@ -58,12 +58,7 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(options)
             .await
-            .map_err(|e| {
-                Error::Database(format!(
-                    "could not open {url}: {}",
-                    one_line(&e.to_string())
-                ))
-            })?;
+            .map_err(|e| Error::database(format!("could not open {url}: {e}")))?;
         migrate(&pool).await?;
         let key = std::fs::canonicalize(&path).unwrap_or(path);
         let wakeups = {
@@ -120,7 +115,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
         for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             conn.execute(sqlx::raw_sql(*sql))
                 .await
-                .map_err(|e| Error::Database(format!("migration {version} failed: {}", one_line(&e.to_string()))))?;
+                .map_err(|e| Error::database(format!("migration {version} failed: {e}")))?;
             sqlx::query("INSERT INTO flow_schema_migrations (version, applied_at) VALUES (?, ?)")
                 .bind(version)
                 .bind(micros(Utc::now()))
@@ -137,11 +132,7 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
 }
 
 pub(crate) fn db_error(error: sqlx::Error) -> Error {
-    Error::Database(one_line(&error.to_string()))
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    Error::database(error)
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {

@@ -17,22 +17,9 @@ use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
     Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{
-    AttemptView, Error, EventId, NewEvent, RunId, RunStatus, RunView, StoredEvent, later,
-};
+use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent, later};
 
 use crate::{SqliteStore, db_error, micros, time};
-
-/// How long a producer-supplied event id deduplicates.
-const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
-
-fn fenced(lease: &Lease, rows: u64) -> Result<(), Error> {
-    if rows == 0 {
-        Err(Error::LeaseLost(lease.run_id))
-    } else {
-        Ok(())
-    }
-}
 
 fn json(value: &Value) -> String {
     value.to_string()
@@ -114,7 +101,7 @@ impl Store for SqliteStore {
                     )
                     .bind(pid)
                     .bind(id.0.to_string())
-                    .bind(micros(now + DEDUPE_WINDOW))
+                    .bind(micros(now + flow_core::store::DEDUPE_WINDOW))
                     .bind(micros(now))
                     .fetch_optional(&mut *conn)
                     .await
@@ -322,7 +309,7 @@ impl Store for SqliteStore {
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;
-            fenced(lease, fence.rows_affected())?;
+            lease.fence(fence.rows_affected())?;
             sqlx::query(
                 "INSERT INTO flow_attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -352,15 +339,11 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        lease.fence(result.rows_affected())
     }
 
     async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
-        let (status, at) = match park {
-            Park::Sleep(at) => (RunStatus::Sleeping, at),
-            Park::Retry(at) => (RunStatus::Queued, at),
-            Park::Release => (RunStatus::Queued, now),
-        };
+        let (status, at) = park.target(now);
         let result = sqlx::query(
             "UPDATE flow_runs SET status = ?, not_before = ?, lease_owner = NULL, lease_expires_at = NULL
              WHERE id = ? AND lease_token = ? AND status = 'running'",
@@ -372,7 +355,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())?;
+        lease.fence(result.rows_affected())?;
         self.wake(match park {
             Park::Release => Wakeup::Now,
             _ => Wakeup::At(at),
@@ -386,10 +369,8 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let (status, output, error) = match outcome {
-            Outcome::Completed(output) => (RunStatus::Completed, Some(json(output)), None),
-            Outcome::Failed(message) => (RunStatus::Failed, None, Some(message.as_str())),
-        };
+        let (status, output, error) = outcome.parts();
+        let output = output.map(json);
         let result = sqlx::query(
             "UPDATE flow_runs SET status = ?, output = ?, error = ?, finished_at = ?,
                  lease_owner = NULL, lease_expires_at = NULL
@@ -404,7 +385,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        fenced(lease, result.rows_affected())
+        lease.fence(result.rows_affected())
     }
 
     async fn renew(
