@@ -61,9 +61,6 @@ pub fn assert_output<T: Output>() {}
 /// reported), so that `#[function]` does not report the same mistake again.
 pub const INVALID_EVENT_NAME: &str = "\0flow: invalid event name";
 
-/// Spanned at the user's fn name: handler and step futures must be `Send`.
-pub fn assert_send<F: std::future::Future + Send>(_: &F) {}
-
 /// Compile-time string equality, for the trigger-versus-event-name assertion.
 pub const fn str_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

@@ -320,19 +320,17 @@ impl<S: Store> Worker<S> {
         // The claim loop stops between statements, never in the middle of a claim:
         // runs a claim leased are driven (and handed back) like any other.
         let (stop, stopping) = watch::channel(false);
-        let result = {
+        {
+            // It logs and retries every failure; it ends only when asked to stop.
             let claiming = claim_loop(&shared, &mut tasks, &mut report, stopping);
             tokio::pin!(claiming, shutdown);
             tokio::select! {
-                r = &mut claiming => r,
+                () = &mut claiming => {}
                 _ = &mut shutdown => {
                     stop.send_replace(true);
                     claiming.await
                 }
             }
-        };
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "worker stopping after an error");
         }
 
         // Graceful shutdown: running step bodies finish and are checkpointed; every
@@ -371,7 +369,7 @@ impl<S: Store> Worker<S> {
             lost = report.lost,
             "flow worker stopped"
         );
-        result.map(|()| report)
+        Ok(report)
     }
 }
 
@@ -415,7 +413,7 @@ async fn claim_loop<S: Store>(
     tasks: &mut JoinSet<Exit>,
     report: &mut WorkerReport,
     mut stopping: watch::Receiver<bool>,
-) -> Result<(), Error> {
+) {
     let functions = shared.registry.ids();
     // Ends once the last run holding a handle is done.
     let checkpointer = Checkpointer::spawn(
@@ -432,7 +430,7 @@ async fn claim_loop<S: Store>(
             count(report, joined);
         }
         if *stopping.borrow() {
-            return Ok(());
+            return;
         }
         // Armed before looking for work, so a wake-up during the lookup is not lost.
         let woken = shared.wake.notified();
