@@ -168,6 +168,12 @@ pub async fn claims_lease_each_due_run_once<S: Store>(store: S) {
     let second = claim(&store, "w2", &["a"], 10, start()).await;
     assert_eq!(second.len(), 1, "a claimed run is not claimed again");
     assert!(claim(&store, "w2", &["a"], 10, start()).await.is_empty());
+    // Any `max` is accepted, however large (a worker's free slots).
+    assert!(
+        claim(&store, "w3", &["a"], usize::MAX, start())
+            .await
+            .is_empty()
+    );
     let view = store
         .run(first[0].lease.run_id)
         .await

@@ -86,7 +86,7 @@ impl Store for PgStore {
         )
         .bind(now)
         .bind(request.functions)
-        .bind(request.max as i64)
+        .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
         .bind(&**request.owner)
         .bind(expiry(now, request.lease))
         .fetch_all(&self.pool)

@@ -188,7 +188,7 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .bind(micros(now))
         .bind(functions)
-        .bind(request.max as i64)
+        .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
