@@ -53,10 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The worker and the client share the database DATABASE_URL names (or ./flow.db).
     let worker = flow::Worker::from_env().await?;
     worker.announce().await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let worker = worker.spawn();
     let client = flow::Client::from_env().await?;
 
     let orders = [(1, 1999), (2, 4500), (3, 250)];
@@ -100,8 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("{completed} of {} runs completed", receipt.runs.len());
 
-    let _ = stop.send(());
-    let report = worker.await??;
+    let report = worker.stop().await?;
     println!(
         "worker stopped: {} runs finished, {} parked while sleeping",
         report.finished, report.parked

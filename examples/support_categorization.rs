@@ -153,10 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let worker = flow::Worker::from_env().await?;
     worker.announce().await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let worker = worker.spawn();
 
     let client = flow::Client::from_env().await?;
     let threads = [101, 102, 103, 104];
@@ -219,8 +216,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("the fetch ran once per thread while the classification was retried");
     }
 
-    let _ = stop.send(());
-    let report = worker.await??;
+    let report = worker.stop().await?;
     println!(
         "worker stopped: {} runs finished, {} parked, {} released",
         report.finished, report.parked, report.released

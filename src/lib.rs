@@ -48,8 +48,8 @@ pub use backend::SendInTransaction;
 pub use flow_core::{
     AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, Error, Event, EventId, FlowError,
     Function, FunctionDef, IntoEvent, Limits, ManualClock, NewEvent, RunId, RunStatus, RunView,
-    SendReceipt, StepError, StepErrorKind, StepKind, StepOptions, StepView, Store, SystemClock,
-    WorkerBuilder, WorkerConfig, WorkerReport, function, registered, step,
+    RunningWorker, SendReceipt, StepError, StepErrorKind, StepKind, StepOptions, StepView, Store,
+    SystemClock, WorkerBuilder, WorkerConfig, WorkerReport, function, registered, step,
 };
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};

@@ -35,7 +35,7 @@ fn builder(store: &flow::AnyStore) -> flow::WorkerBuilder<flow::AnyStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_event_starts_every_function_it_triggers() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(builder(&store)).await;
+    let _worker = common::spawn_worker(builder(&store)).await;
     let client = flow::Client::new(store);
     let receipt = client.send(InvoicePaid { invoice: 5 }).await.unwrap();
     assert_eq!(receipt.runs.len(), 2);
@@ -53,7 +53,7 @@ async fn one_event_starts_every_function_it_triggers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_id_deduplicates_within_a_batch_and_across_sends() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(builder(&store)).await;
+    let _worker = common::spawn_worker(builder(&store)).await;
     let client = flow::Client::new(store);
     let event = |n| {
         NewEvent::new(&InvoicePaid { invoice: n })
@@ -118,7 +118,7 @@ async fn a_producer_id_is_accepted_again_after_24_hours() {
 async fn events_sent_in_the_callers_transaction_commit_or_roll_back_with_it() {
     // A PostgreSQL feature: the caller's sqlx transaction.
     let (store, url) = common::pg_store().await;
-    let (_stop, _worker) = common::spawn_worker(builder(&store)).await;
+    let _worker = common::spawn_worker(builder(&store)).await;
     let client = flow::Client::new(store);
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query("CREATE TABLE invoices (id bigint PRIMARY KEY)")
@@ -166,7 +166,7 @@ async fn events_sent_in_the_callers_transaction_commit_or_roll_back_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_is_woken_by_a_notification_not_by_its_poll() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) =
+    let _worker =
         common::spawn_worker(builder(&store).poll_interval(Duration::from_secs(3600))).await;
     let client = flow::Client::new(store);
     // Let the worker go idle: it has read that nothing is due and sleeps for an hour.

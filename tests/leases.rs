@@ -43,7 +43,7 @@ async fn a_live_worker_renews_its_lease_through_a_step_longer_than_the_lease() {
             .lease(Duration::from_millis(800))
             .renew_every(Duration::from_millis(150))
     };
-    let (_s1, _w1) = common::spawn_worker(short("first")).await;
+    let _w1 = common::spawn_worker(short("first")).await;
     let client = flow::Client::new(store.clone());
     let run = client.send(Long {}).await.unwrap().runs[0].1;
     common::eventually(WAIT, "the step to start", || async {
@@ -51,7 +51,7 @@ async fn a_live_worker_renews_its_lease_through_a_step_longer_than_the_lease() {
     })
     .await;
     // A second worker that would take the run over if the lease lapsed.
-    let (_s2, _w2) = common::spawn_worker(short("second")).await;
+    let _w2 = common::spawn_worker(short("second")).await;
     assert_eq!(
         client.wait(run, WAIT).await.unwrap().status,
         RunStatus::Completed
@@ -99,7 +99,7 @@ async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands(
         .clock(frozen)
         .lease(Duration::from_millis(500))
         .renew_every(Duration::from_millis(100));
-    let (stop_stale, stale) = common::spawn_worker(stale).await;
+    let stale = common::spawn_worker(stale).await;
     let client = flow::Client::new(store.clone());
     let run = client.send(Fenced {}).await.unwrap().runs[0].1;
     common::eventually(WAIT, "the stale worker to start the step", || async {
@@ -107,7 +107,7 @@ async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands(
     })
     .await;
 
-    let (_stop_new, _new) =
+    let _new =
         common::spawn_worker(common::worker(&store).register::<fenced>().worker_id("new")).await;
     common::eventually(WAIT, "the new owner to start the step", || async {
         FENCED_EXECUTIONS.load(Ordering::SeqCst) == 2
@@ -116,8 +116,7 @@ async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands(
 
     // The stale worker's step finishes first; its checkpoint carries the old token.
     RELEASE_STALE.notify_one();
-    stop_stale.send(()).unwrap();
-    let report = stale.await.unwrap();
+    let report = stale.stop().await.unwrap();
     assert_eq!((report.lost, report.finished), (1, 0), "{report:?}");
     let view = client.run(run).await.unwrap().unwrap();
     assert!(
@@ -176,14 +175,15 @@ async fn shutdown(ctx: &Ctx, event: Shutdown) -> Result<(u32, u32), FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back() {
     let (store, _) = common::store().await;
-    let (stop, worker) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let worker = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
     let client = flow::Client::new(store.clone());
     let run = client.send(Shutdown { stuck: false }).await.unwrap().runs[0].1;
     STEP_STARTED.notified().await;
-    stop.send(()).unwrap();
+    // Shutdown begins while the step runs; the step finishes afterwards.
+    let stopping = tokio::spawn(worker.stop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     FINISH_STEP.notify_one();
-    let report = worker.await.unwrap();
+    let report = stopping.await.unwrap().unwrap();
     assert_eq!((report.released, report.finished), (1, 0), "{report:?}");
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!(view.status, RunStatus::Queued);
@@ -194,7 +194,7 @@ async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back()
         "no new step started after shutdown"
     );
 
-    let (_stop, _next) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let _next = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
     let out: (u32, u32) = client.result(run, WAIT).await.unwrap();
     assert_eq!(out, (0, 0));
     assert_eq!(
@@ -210,17 +210,16 @@ async fn a_step_that_outlasts_the_shutdown_grace_is_dropped_and_its_run_handed_b
     let builder = common::worker(&store)
         .register::<shutdown>()
         .shutdown_grace(Duration::from_millis(200));
-    let (stop, worker) = common::spawn_worker(builder).await;
+    let worker = common::spawn_worker(builder).await;
     let client = flow::Client::new(store.clone());
     let run = client.send(Shutdown { stuck: true }).await.unwrap().runs[0].1;
     STEP_STARTED.notified().await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await.unwrap();
     assert_eq!(report.released, 1, "{report:?}");
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!((view.status, view.steps.len()), (RunStatus::Queued, 0));
 
-    let (_stop, _next) = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
+    let _next = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
     let out: (u32, u32) = client.result(run, WAIT).await.unwrap();
     assert_eq!(out, (1, 0), "the dropped step ran again on the next worker");
 }

@@ -66,7 +66,7 @@ async fn every_run_completes_after_all_connections_were_killed_mid_step() {
         .concurrency(16)
         .lease(Duration::from_secs(2))
         .renew_every(Duration::from_millis(500));
-    let (_stop, _worker) = common::spawn_worker(builder).await;
+    let _worker = common::spawn_worker(builder).await;
     let client = flow::Client::new(store);
     let receipt = client.send_batch((0..40).map(|n| Job { n })).await.unwrap();
 

@@ -39,7 +39,7 @@ async fn stamp(ctx: &Ctx, _event: Stamp) -> Result<Seen, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn now_uuid_and_random_are_the_same_on_replay() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<stamp>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<stamp>()).await;
     let client = flow::Client::new(store);
     let run = client.send(Stamp {}).await.unwrap().runs[0].1;
     let replayed: Seen = client.result(run, WAIT).await.unwrap();
@@ -100,7 +100,7 @@ async fn reorder(ctx: &Ctx, _event: Reorder) -> Result<(), FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_that_calls_steps_in_another_order_fails_naming_both_ids() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<reorder>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<reorder>()).await;
     let client = flow::Client::new(store);
     let run = client.send(Reorder {}).await.unwrap().runs[0].1;
     let view = client.wait(run, WAIT).await.unwrap();
@@ -138,7 +138,7 @@ async fn nested(ctx: &Ctx, _event: Nested) -> Result<u8, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_inside_a_step_fails_the_run_naming_both() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<nested>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<nested>()).await;
     let client = flow::Client::new(store);
     let run = client.send(Nested {}).await.unwrap().runs[0].1;
     let view = client.wait(run, WAIT).await.unwrap();
@@ -179,7 +179,7 @@ async fn welcome(_ctx: &Ctx, event: Signup) -> Result<i64, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_does_not_deserialize_fails_its_run_at_once_naming_type_and_path() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<welcome>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<welcome>()).await;
     let client = flow::Client::new(store);
     let bad = NewEvent::raw(
         "test/signup",
@@ -202,7 +202,7 @@ async fn an_event_that_does_not_deserialize_fails_its_run_at_once_naming_type_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_handler_outside_steps_fails_the_run_without_retry() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<welcome>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<welcome>()).await;
     let client = flow::Client::new(store);
     let run = client
         .send(Signup {
@@ -256,7 +256,7 @@ async fn limits_fail_with_a_message_that_names_them() {
         steps_per_run: 4,
         ..Limits::DEFAULT
     };
-    let (_stop, _worker) =
+    let _worker =
         common::spawn_worker(common::worker(&store).register::<report>().limits(limits)).await;
     let client = flow::Client::new(store);
 

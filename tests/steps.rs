@@ -39,8 +39,7 @@ async fn price_order(ctx: &Ctx, event: OrderPlaced) -> Result<i64, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_executes_its_steps_and_stores_each_checkpoint() {
     let (store, _) = common::store().await;
-    let (stop, worker) =
-        common::spawn_worker(common::worker(&store).register::<price_order>()).await;
+    let worker = common::spawn_worker(common::worker(&store).register::<price_order>()).await;
     let client = flow::Client::new(store);
 
     let receipt = client.send(OrderPlaced { order: 7 }).await.unwrap();
@@ -67,8 +66,7 @@ async fn a_run_executes_its_steps_and_stores_each_checkpoint() {
     assert_eq!(view.steps[0].output, Some(serde_json::json!([7, 70])));
     assert_eq!(view.steps[1].attempts, 1);
     assert!(view.failures.is_empty());
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await.unwrap();
     assert_eq!(report.finished, 1);
 }
 
@@ -113,7 +111,7 @@ async fn import(ctx: &Ctx, event: ImportRequested) -> Result<usize, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_step_is_retried_alone_and_completed_steps_return_from_the_record() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<import>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<import>()).await;
     let client = flow::Client::new(store);
 
     let run = client
@@ -190,7 +188,7 @@ async fn pay(ctx: &Ctx, event: PaymentRequested) -> Result<String, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_reach_the_body_which_can_compensate_or_fail_the_run() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<pay>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<pay>()).await;
     let client = flow::Client::new(store);
 
     let saga = client
@@ -254,7 +252,7 @@ async fn flaky(ctx: &Ctx, event: Flaky) -> Result<u32, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_retries_fatal_errors_and_panics() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<flaky>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<flaky>()).await;
     let client = flow::Client::new(store);
 
     let run = client
@@ -355,7 +353,7 @@ async fn batch(ctx: &Ctx, event: Batch) -> Result<(Vec<i64>, String, i64), FlowE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_ids_are_numbered_in_call_order_and_join_works_without_replay() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<batch>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<batch>()).await;
     let client = flow::Client::new(store);
 
     let run = client

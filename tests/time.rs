@@ -51,7 +51,7 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
             .clock(clock.clone())
     };
 
-    let (stop, first) = common::spawn_worker(builder()).await;
+    let first = common::spawn_worker(builder()).await;
     let run = client
         .send(TrialStarted { account: 42 })
         .await
@@ -62,14 +62,13 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
         status(&client, run).await == RunStatus::Sleeping
     })
     .await;
-    stop.send(()).unwrap();
-    let report = first.await.unwrap();
+    let report = first.stop().await.unwrap();
     assert_eq!(report.parked, 1, "the sleeping run left the worker");
     assert_eq!(report.finished, 0);
 
     // No worker is up while the week passes.
     clock.advance(Duration::from_secs(7 * 86_400 - 1));
-    let (_stop, _second) = common::spawn_worker(builder()).await;
+    let _second = common::spawn_worker(builder()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         status(&client, run).await,
@@ -108,7 +107,7 @@ async fn sleeps_in_a_loop_are_numbered_and_sleep_until_waits_for_its_time() {
     let (store, _) = common::store().await;
     let clock = clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
-    let (_stop, _worker) = common::spawn_worker(
+    let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<many_naps>()
             .clock(clock.clone()),
@@ -164,7 +163,7 @@ async fn retry_after_sets_the_next_attempt() {
     let (store, _) = common::store().await;
     let clock = clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
-    let (_stop, _worker) = common::spawn_worker(
+    let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<limited>()
             .clock(clock.clone()),
@@ -237,7 +236,7 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     let claimed = store.claim(request, clock.now()).await.unwrap().remove(0);
 
     // This worker is idle: nothing is due before that lease ends, an hour away.
-    let (_stop, _worker) = common::spawn_worker(
+    let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<handover>()
             .clock(clock.clone()),
@@ -273,7 +272,7 @@ async fn forever(ctx: &Ctx, _event: Forever) -> Result<(), FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleep_past_the_end_of_time_parks_the_run_instead_of_panicking() {
     let (store, _) = common::store().await;
-    let (_stop, _worker) = common::spawn_worker(common::worker(&store).register::<forever>()).await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<forever>()).await;
     let client = flow::Client::new(store);
     let run = client.send(Forever {}).await.unwrap().runs[0].1;
     common::eventually(WAIT, "the run to sleep", || async {

@@ -78,7 +78,7 @@ async fn steps_are_spans_inside_their_own_runs_span() {
     let subscriber = tracing_subscriber::registry().with(recorder.clone());
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let (store, _) = common::store().await;
-    let (_stop, _worker) =
+    let _worker =
         common::spawn_worker(common::worker(&store).register::<traced>().concurrency(32)).await;
     let client = flow::Client::new(store);
     // Many runs at once, so that a span leaking across runs would show.

@@ -102,16 +102,12 @@ async fn a_send_while_the_worker_is_not_yet_listening_is_not_missed() {
         .build()
         .unwrap();
     worker.announce().await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = worker.spawn();
     // The worker has looked for work, found none, and gone idle; it is not listening yet.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let client = flow::Client::new(store);
     let run = client.send(Early {}).await.unwrap().runs[0].1;
     let view = client.wait(run, Duration::from_secs(30)).await.unwrap();
     assert_eq!(view.status, flow::RunStatus::Completed);
-    stop.send(()).unwrap();
-    handle.await.unwrap().unwrap();
+    running.stop().await.unwrap();
 }

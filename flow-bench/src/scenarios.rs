@@ -443,10 +443,7 @@ pub async fn sqlite(bench: &Bench) -> BenchResult<Vec<Row>> {
             .concurrency(bench.concurrency)
             .build()?;
         worker.announce().await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(worker.run_until(async {
-            let _ = stopped.await;
-        }));
+        let running = worker.spawn();
         let client = flow::Client::new(store);
         let cpu_before = crate::workers::own_cpu_seconds();
         let t0 = now_us();
@@ -480,8 +477,7 @@ pub async fn sqlite(bench: &Bench) -> BenchResult<Vec<Row>> {
         };
         let seconds = (now_us() - t0) as f64 / 1e6;
         let cpu = crate::workers::own_cpu_seconds() - cpu_before;
-        let _ = stop.send(());
-        running.await??;
+        running.stop().await?;
         let base = Row {
             count: n,
             cpu_seconds: Some(cpu),

@@ -40,6 +40,8 @@ pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOpti
 pub use run::{AttemptView, EventId, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::StepCall;
 pub use store::{Connect, SendReceipt, Store};
-pub use worker::{Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env};
+pub use worker::{
+    RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env,
+};
 
 pub use flow_macros::{Event, function, step};

@@ -284,6 +284,26 @@ impl<S: Store> Worker<S> {
             .await
     }
 
+    /// Runs in the background, beside the rest of the program (a web server, a
+    /// test), until [`RunningWorker::stop`] or until the handle is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(worker: flow_core::Worker<impl flow_core::Store>) -> Result<(), flow_core::Error> {
+    /// let running = worker.spawn();
+    /// // ... serve requests, send events ...
+    /// let report = running.stop().await?; // in-flight steps finish, the rest is handed back
+    /// println!("{} runs finished", report.finished);
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(self) -> RunningWorker {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run_until(async {
+            // A send or a dropped handle both mean: shut down.
+            let _ = stopped.await;
+        }));
+        RunningWorker { stop, task }
+    }
+
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<WorkerReport, Error> {
         self.run_until(shutdown_signal()).await
@@ -370,6 +390,26 @@ impl<S: Store> Worker<S> {
             "flow worker stopped"
         );
         Ok(report)
+    }
+}
+
+/// A worker running in the background ([`Worker::spawn`]). Dropping it shuts the
+/// worker down gracefully, without waiting for it.
+pub struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<WorkerReport, Error>>,
+}
+
+impl RunningWorker {
+    /// Shuts the worker down gracefully and waits for it: what it finished, parked,
+    /// handed back and lost.
+    pub async fn stop(self) -> Result<WorkerReport, Error> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(report) => report,
+            // The handle owns the task, so it was not cancelled: it panicked.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 

@@ -109,26 +109,12 @@ pub fn worker(store: &AnyStore) -> WorkerBuilder<AnyStore> {
         .concurrency(8)
 }
 
-/// Runs a worker in the background until the returned sender is dropped or fired.
-/// The worker has announced its functions when this returns.
-pub async fn spawn_worker(
-    builder: WorkerBuilder<AnyStore>,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<flow::WorkerReport>,
-) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// Runs a worker in the background until it is stopped or dropped. The worker has
+/// announced its functions when this returns.
+pub async fn spawn_worker(builder: WorkerBuilder<AnyStore>) -> flow::RunningWorker {
     let worker = builder.build().expect("build the worker");
     worker.announce().await.expect("announce the functions");
-    let handle = tokio::spawn(async move {
-        worker
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("worker ran")
-    });
-    (stop, handle)
+    worker.spawn()
 }
 
 /// Polls `check` until it is true, for at most `timeout` (never asserts a time).
