@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, ReadStore,
+    SendReceipt, Store, Transition, Wakeups,
 };
 use flow_core::{Error, NewEvent, RunId, RunView};
 
@@ -76,47 +76,26 @@ impl Store for AnyStore {
         delegate!(self, s => s.claim(request, now).await)
     }
 
-    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, Error> {
-        delegate!(self, s => s.checkpoints(run).await)
+    async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
+        delegate!(self, s => s.load(run).await)
     }
 
-    async fn checkpoint(
+    async fn commit(
         &self,
-        batch: &[(Lease, StepRecord)],
+        batch: &[(Lease, Transition)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<bool>, Error> {
-        delegate!(self, s => s.checkpoint(batch, lease_for, now).await)
-    }
-
-    async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
-        delegate!(self, s => s.record_failure(lease, attempt).await)
-    }
-
-    async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
-        delegate!(self, s => s.mark_step(lease, key).await)
-    }
-
-    async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
-        delegate!(self, s => s.park(lease, park, now).await)
-    }
-
-    async fn finish(
-        &self,
-        lease: &Lease,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        delegate!(self, s => s.finish(lease, outcome, now).await)
+    ) -> Result<Vec<Committed>, Error> {
+        delegate!(self, s => s.commit(batch, lease_for, now).await)
     }
 
     async fn renew(
         &self,
-        owner: &str,
+        leases: &[Lease],
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<RunId>, Error> {
-        delegate!(self, s => s.renew(owner, lease_for, now).await)
+        delegate!(self, s => s.renew(leases, lease_for, now).await)
     }
 
     async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -130,7 +109,9 @@ impl Store for AnyStore {
     async fn wakeups(&self) -> Result<Wakeups, Error> {
         delegate!(self, s => s.wakeups().await)
     }
+}
 
+impl ReadStore for AnyStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         delegate!(self, s => s.run(id).await)
     }

@@ -46,10 +46,11 @@ pub use backend::DEFAULT_SQLITE_URL;
 #[cfg(feature = "postgres")]
 pub use backend::SendInTransaction;
 pub use flow_core::{
-    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, Error, Event, EventId, FlowError,
-    Function, FunctionDef, IntoEvent, Limits, ManualClock, NewEvent, RunId, RunStatus, RunView,
-    RunningWorker, SendReceipt, StepError, StepErrorKind, StepKind, StepOptions, StepView, Store,
-    SystemClock, WorkerBuilder, WorkerConfig, WorkerReport, function, registered, step,
+    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, ERROR_MESSAGE_BYTES, Error, Event,
+    EventId, Failure, FailureKind, FlowError, Function, FunctionDef, IntoEvent, Limits,
+    ManualClock, NewEvent, ReadStore, RunId, RunStatus, RunView, RunningWorker, SendReceipt,
+    StepError, StepErrorKind, StepKind, StepOptions, StepView, Store, SystemClock, WorkerBuilder,
+    WorkerConfig, WorkerReport, function, registered, step,
 };
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};

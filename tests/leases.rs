@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow::prelude::*;
-use flow::store::{ClaimRequest, Store};
+use flow::store::{ClaimRequest, Store, Transition};
 use flow::{Clock, RunStatus, SystemClock};
 use tokio::sync::Notify;
 
@@ -257,8 +257,16 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].lost_count, lost_before);
         // What a worker does when it runs a step of a run that was lost before.
+        let mark = Transition {
+            executing: Some("first_step".into()),
+            ..Transition::CONTINUE
+        };
         store
-            .mark_step(&claimed[0].lease, "first_step")
+            .commit(
+                &[(claimed[0].lease.clone(), mark)],
+                Duration::from_secs(1),
+                now,
+            )
             .await
             .unwrap();
         now += chrono::Duration::seconds(2);
@@ -270,80 +278,5 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
     assert!(
         error.contains("lost 3 times in a row") && error.contains("step `first_step`"),
         "{error}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_checkpoint_batch_keeps_what_is_fenced_and_refuses_what_is_stale() {
-    use flow::StepKind;
-    use flow::store::{Lease, StepRecord};
-    let (store, _) = common::store().await;
-    common::worker(&store)
-        .register::<shutdown>()
-        .build()
-        .unwrap()
-        .announce()
-        .await
-        .unwrap();
-    let client = flow::Client::new(store.clone());
-    client
-        .send_batch([Shutdown { stuck: false }, Shutdown { stuck: false }])
-        .await
-        .unwrap();
-    let owner: Arc<str> = "batcher".into();
-    let functions = vec!["shutdown".to_string()];
-    let now = SystemClock.now();
-    let request = ClaimRequest {
-        owner: &owner,
-        functions: &functions,
-        max: 2,
-        lease: Duration::from_secs(60),
-    };
-    let claimed = store.claim(request, now).await.unwrap();
-    assert_eq!(claimed.len(), 2);
-    let step = |key: &str, position| StepRecord {
-        key: key.into(),
-        position,
-        kind: StepKind::Run,
-        output: Some(serde_json::json!(position)),
-        error: None,
-        attempts: 1,
-        started_at: now,
-        finished_at: now,
-        wake_at: None,
-    };
-    let stale = Lease {
-        token: claimed[1].lease.token - 1,
-        ..claimed[1].lease.clone()
-    };
-    let batch = vec![
-        // Two parallel steps of one run in one batch: both are kept.
-        (claimed[0].lease.clone(), step("a", 0)),
-        (claimed[0].lease.clone(), step("b", 1)),
-        // A write with an old token: refused, and nothing of it is stored.
-        (stale, step("a", 0)),
-    ];
-    let written = store
-        .checkpoint(&batch, Duration::from_secs(60), now)
-        .await
-        .unwrap();
-    assert_eq!(written, [true, true, false]);
-    let first = client.run(claimed[0].lease.run_id).await.unwrap().unwrap();
-    assert_eq!(
-        first
-            .steps
-            .iter()
-            .map(|s| s.key.as_str())
-            .collect::<Vec<_>>(),
-        ["a", "b"]
-    );
-    assert!(
-        client
-            .run(claimed[1].lease.run_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .steps
-            .is_empty()
     );
 }

@@ -211,7 +211,7 @@ async fn handover(ctx: &Ctx, _event: Handover) -> Result<String, FlowError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
-    use flow::store::{ClaimRequest, Park, Store};
+    use flow::store::{ClaimRequest, Committed, Next, Park, Store, Transition};
     let (store, _) = common::store().await;
     let clock = clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
@@ -245,14 +245,16 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The other worker parks the run for a minute, then is gone.
-    store
-        .park(
-            &claimed.lease,
-            Park::Sleep(clock.now() + chrono::Duration::minutes(1)),
+    let park = Park::sleep(clock.now() + chrono::Duration::minutes(1));
+    let parked = store
+        .commit(
+            &[(claimed.lease.clone(), Transition::next(Next::Park(park)))],
+            Duration::from_secs(3600),
             clock.now(),
         )
         .await
         .unwrap();
+    assert_eq!(parked, [Committed::Written]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status(&client, run).await, RunStatus::Sleeping);
     clock.advance(Duration::from_secs(60));

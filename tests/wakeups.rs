@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flow::prelude::*;
 use flow::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, FailedAttempt, FunctionInfo, Lease, Outcome, Park,
-    StepRecord, Store, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
+    Transition, Wakeups,
 };
 use flow::{AnyStore, NewEvent, RunId, RunView, SendReceipt};
 
@@ -38,36 +38,24 @@ impl Store for LateListener {
     ) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.0.claim(r, now).await
     }
-    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
-        self.0.checkpoints(run).await
+    async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
+        self.0.load(run).await
     }
-    async fn checkpoint(
+    async fn commit(
         &self,
-        b: &[(Lease, StepRecord)],
+        b: &[(Lease, Transition)],
         d: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<bool>, flow::Error> {
-        self.0.checkpoint(b, d, now).await
-    }
-    async fn record_failure(&self, l: &Lease, a: &FailedAttempt) -> Result<(), flow::Error> {
-        self.0.record_failure(l, a).await
-    }
-    async fn mark_step(&self, l: &Lease, key: &str) -> Result<(), flow::Error> {
-        self.0.mark_step(l, key).await
-    }
-    async fn park(&self, l: &Lease, p: Park, now: DateTime<Utc>) -> Result<(), flow::Error> {
-        self.0.park(l, p, now).await
-    }
-    async fn finish(&self, l: &Lease, o: &Outcome, now: DateTime<Utc>) -> Result<(), flow::Error> {
-        self.0.finish(l, o, now).await
+    ) -> Result<Vec<Committed>, flow::Error> {
+        self.0.commit(b, d, now).await
     }
     async fn renew(
         &self,
-        owner: &str,
+        l: &[Lease],
         d: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<RunId>, flow::Error> {
-        self.0.renew(owner, d, now).await
+        self.0.renew(l, d, now).await
     }
     async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
         self.0.recover_expired(max, now).await
@@ -79,6 +67,9 @@ impl Store for LateListener {
         tokio::time::sleep(Duration::from_millis(800)).await;
         self.0.wakeups().await
     }
+}
+
+impl ReadStore for LateListener {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
         self.0.run(id).await
     }

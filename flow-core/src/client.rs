@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::store::{Connect, SendReceipt, Store};
+use crate::store::{Connect, ReadStore, SendReceipt, Store};
 use crate::{Clock, Error, IntoEvent, Limits, NewEvent, RunId, RunStatus, RunView, SystemClock};
 
 /// Sends events and reads runs. Cheap to clone.
 ///
 /// ```no_run
-/// # async fn demo(client: flow_core::Client<impl flow_core::Store>) -> Result<(), flow_core::Error> {
+/// # async fn demo(client: flow_core::Client<impl flow_core::Store + flow_core::ReadStore>) -> Result<(), flow_core::Error> {
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct UserCreated { id: i64 }
 /// # impl flow_core::Event for UserCreated { const NAME: &'static str = "app/user.created"; }
 /// let receipt = client.send(UserCreated { id: 7 }).await?;
@@ -73,7 +73,9 @@ impl<S: Store> Client<S> {
         let events = prepare(events, &self.limits)?;
         self.store.send(events, self.clock.now()).await
     }
+}
 
+impl<S: ReadStore> Client<S> {
     /// A run with its steps, if it exists.
     pub async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         self.store.run(id).await
@@ -145,15 +147,29 @@ pub fn prepare<E: IntoEvent>(
         .collect::<Result<Vec<_>, _>>()?;
     limits.check_send_count(events.len())?;
     for event in &events {
-        limits.check_event(event.name(), crate::ctx::json_len(event.data()))?;
-        if let Some(id) = event.producer_id()
-            && (id.is_empty() || id.len() > 256)
-        {
+        limits.check_event(event.name(), crate::run::core::json_len(event.data()))?;
+        if let Some(path) = crate::limits::find_nul(event.data()) {
             return Err(Error::InvalidEvent(format!(
-                "event `{}` has a producer id of {} bytes; ids must be 1 to 256 bytes",
-                event.name(),
-                id.len()
+                "the data of event `{}` holds a NUL character (\\u0000) at `{path}`, which \
+                 the database cannot store; remove it or encode the bytes (for example as base64)",
+                event.name()
             )));
+        }
+        if let Some(id) = event.producer_id() {
+            if id.is_empty() || id.len() > 256 {
+                return Err(Error::InvalidEvent(format!(
+                    "event `{}` has a producer id of {} bytes; ids must be 1 to 256 bytes",
+                    event.name(),
+                    id.len()
+                )));
+            }
+            if id.contains('\0') {
+                return Err(Error::InvalidEvent(format!(
+                    "event `{}` has a producer id with a NUL character (\\u0000), which the \
+                     database cannot store",
+                    event.name()
+                )));
+            }
         }
     }
     Ok(events)

@@ -16,6 +16,11 @@ pub enum Error {
     /// The database refused or could not be reached. The message never holds a password.
     #[error("database: {0}")]
     Database(String),
+    /// The database could not be reached, or asked for the statement to be tried
+    /// again (a dropped connection, a serialization failure, a busy file): the same
+    /// write may succeed if it is retried.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A configured limit was exceeded.
     #[error(
         "{what} is {actual} bytes, over the limit of {limit} bytes (configure it with Limits::{setting})"
@@ -80,17 +85,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the failure may pass if the same statement is tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
     /// A database error as flow reports it: on one line (drivers' messages may span
     /// several). Backends pass messages that hold no password.
     pub fn database(message: impl fmt::Display) -> Error {
-        Error::Database(
-            message
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
+        Error::Database(one_line(message))
     }
+
+    /// A transient database error ([`Error::Unavailable`]), on one line.
+    pub fn unavailable(message: impl fmt::Display) -> Error {
+        Error::Unavailable(one_line(message))
+    }
+}
+
+fn one_line(message: impl fmt::Display) -> String {
+    message
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Whether a failed step is tried again.
@@ -126,6 +143,9 @@ pub struct StepError {
     kind: StepErrorKind,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
     retry_after: Option<Duration>,
+    /// The step that returned it as its final error (set by the engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
 }
 
 impl StepError {
@@ -135,6 +155,7 @@ impl StepError {
             message: error.to_string(),
             kind: StepErrorKind::Retriable,
             retry_after: None,
+            step: None,
         }
     }
 
@@ -144,6 +165,7 @@ impl StepError {
             message: error.to_string(),
             kind: StepErrorKind::Fatal,
             retry_after: None,
+            step: None,
         }
     }
 
@@ -153,6 +175,7 @@ impl StepError {
             message: error.to_string(),
             kind: StepErrorKind::Retriable,
             retry_after: Some(delay),
+            step: None,
         }
     }
 
@@ -175,6 +198,25 @@ impl StepError {
     pub fn retry_delay(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// The step whose final error this is, once a step returned it.
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
+    }
+
+    /// The same error, as the final error of step `key`.
+    pub(crate) fn in_step(mut self, key: &str) -> Self {
+        self.step = Some(key.to_owned());
+        self
+    }
+
+    /// The error as stored: JSON, its message made storable
+    /// ([`storable_message`](crate::limits::storable_message)).
+    pub(crate) fn to_stored(&self) -> serde_json::Value {
+        let mut clean = self.clone();
+        clean.message = crate::limits::storable_message(&self.message);
+        serde_json::to_value(&clean).expect("a StepError serializes")
+    }
 }
 
 impl fmt::Display for StepError {
@@ -195,6 +237,9 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlowError {
     message: String,
+    /// The step whose final error this was, when it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
 }
 
 impl FlowError {
@@ -202,12 +247,18 @@ impl FlowError {
     pub fn new(message: impl fmt::Display) -> Self {
         FlowError {
             message: message.to_string(),
+            step: None,
         }
     }
 
     /// The failure's message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The step it came from: set when a step's final error was propagated.
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
     }
 }
 
@@ -221,6 +272,7 @@ impl From<StepError> for FlowError {
     fn from(error: StepError) -> Self {
         FlowError {
             message: error.message,
+            step: error.step,
         }
     }
 }
@@ -229,6 +281,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FlowError {
     fn from(error: E) -> Self {
         FlowError {
             message: error_chain(&error),
+            step: None,
         }
     }
 }

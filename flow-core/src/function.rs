@@ -14,7 +14,7 @@ pub enum HandlerOutcome {
     /// The handler returned `Ok`; its output as JSON.
     Completed(Value),
     /// The handler returned `Err`, or its event did not deserialize.
-    Failed(String),
+    Failed(crate::store::Failure),
 }
 
 /// The type-erased entry point the macro generates for a handler.
@@ -115,7 +115,9 @@ mod tests {
     use super::*;
 
     fn never(_: Ctx, _: Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>> {
-        Box::pin(async { HandlerOutcome::Failed("unused".into()) })
+        Box::pin(async {
+            HandlerOutcome::Failed(crate::Failure::new(crate::FailureKind::Handler, "unused"))
+        })
     }
 
     static A: FunctionDef = FunctionDef {

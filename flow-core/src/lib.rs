@@ -8,11 +8,9 @@
 // Lets the macros' `::flow::__private::…` paths resolve inside this crate's own tests.
 extern crate self as flow;
 
-mod checkpointer;
 mod client;
 mod clock;
 mod ctx;
-mod driver;
 mod error;
 mod event;
 mod function;
@@ -35,11 +33,11 @@ pub use ctx::Ctx;
 pub use error::{Error, FlowError, StepError, StepErrorKind};
 pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
-pub use limits::Limits;
+pub use limits::{ERROR_MESSAGE_BYTES, Limits, find_nul, storable_message};
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::StepCall;
-pub use store::{Connect, SendReceipt, Store};
+pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env,
 };

@@ -1,6 +1,13 @@
-//! Size and count limits, checked by the engine before anything reaches the store.
+//! Size and count limits, and what a database can store at all, checked by the
+//! engine before anything reaches the store.
+
+use serde_json::Value;
 
 use crate::Error;
+
+/// The longest error message stored (64 KiB); a longer one is cut at a character
+/// boundary and ends with a marker saying how long it was.
+pub const ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Limits on what flow stores. Each is enforced with an error naming it and its value:
 /// event size and count at send, step output and run state at checkpoint.
@@ -55,8 +62,94 @@ impl Limits {
     }
 }
 
+/// Where `value` holds a NUL character (in a string or a key), as a JSON path
+/// (`$.lines[2].note`). PostgreSQL refuses NUL in `jsonb` and `text`, so flow refuses
+/// it everywhere, on every backend, before anything is written.
+pub fn find_nul(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(fields) => fields.iter().any(|(key, item)| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(&key.replace('\0', "\\u0000"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::from("$");
+    walk(value, &mut path).then_some(path)
+}
+
+/// An error message as it is stored: NUL characters (which PostgreSQL refuses)
+/// become U+FFFD, and a message over [`ERROR_MESSAGE_BYTES`] is cut, with a marker.
+pub fn storable_message(message: &str) -> String {
+    let mut clean = if message.contains('\0') {
+        message.replace('\0', "\u{FFFD}")
+    } else {
+        message.to_owned()
+    };
+    if clean.len() > ERROR_MESSAGE_BYTES {
+        let total = clean.len();
+        let mut cut = ERROR_MESSAGE_BYTES;
+        while !clean.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        clean.truncate(cut);
+        clean.push_str(&format!(" [cut by flow: the message was {total} bytes]"));
+    }
+    clean
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_found_with_their_path() {
+        assert_eq!(find_nul(&json!({"a": [1, "ok"], "b": "fine"})), None);
+        assert_eq!(
+            find_nul(&json!({"a": [1, "x\u{0}y"]})).as_deref(),
+            Some("$.a[1]")
+        );
+        assert_eq!(find_nul(&json!("\u{0}")).as_deref(), Some("$"));
+        let key = serde_json::from_str::<Value>(r#"{"k\u0000": 1}"#).unwrap();
+        assert_eq!(find_nul(&key).as_deref(), Some("$.k\\u0000"));
+        // A backslash followed by "u0000" is six ordinary characters.
+        assert_eq!(find_nul(&json!({"a": "\\u0000"})), None);
+    }
+
+    #[test]
+    fn stored_messages_lose_nul_and_are_cut_with_a_marker() {
+        assert_eq!(storable_message("a\0b"), "a\u{FFFD}b");
+        let long = "é".repeat(ERROR_MESSAGE_BYTES);
+        let cut = storable_message(&long);
+        assert!(cut.len() < ERROR_MESSAGE_BYTES + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!(
+            "[cut by flow: the message was {} bytes]",
+            long.len()
+        )));
+        assert_eq!(storable_message("short"), "short");
     }
 }

@@ -12,6 +12,8 @@ pub use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::store::{Failure, FailureKind};
+
 /// Starts a step call: its key and position are taken now, at call time.
 pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall {
     StepCall::new(ctx, id, options)
@@ -19,15 +21,18 @@ pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall 
 
 /// Reads a run's event data into the handler's event type, naming the type and
 /// the serde path of what does not fit.
-pub fn decode_event<E: Event>(data: Value) -> Result<E, String> {
+pub fn decode_event<E: Event>(data: Value) -> Result<E, Failure> {
     serde_path_to_error::deserialize::<_, E>(data).map_err(|e| {
         let path = e.path().to_string();
-        format!(
-            "the data of event `{}` does not deserialize into `{}`: at `{}`: {}",
-            E::NAME,
-            std::any::type_name::<E>(),
-            path,
-            e.into_inner()
+        Failure::new(
+            FailureKind::Event,
+            format!(
+                "the data of event `{}` does not deserialize into `{}`: at `{}`: {}",
+                E::NAME,
+                std::any::type_name::<E>(),
+                path,
+                e.into_inner()
+            ),
         )
     })
 }
@@ -37,11 +42,19 @@ pub fn handler_outcome<T: Serialize, E: Into<FlowError>>(result: Result<T, E>) -
     match result {
         Ok(output) => match serde_json::to_value(output) {
             Ok(value) => HandlerOutcome::Completed(value),
-            Err(e) => {
-                HandlerOutcome::Failed(format!("the handler's output does not serialize: {e}"))
-            }
+            Err(e) => HandlerOutcome::Failed(Failure::new(
+                FailureKind::Handler,
+                format!("the handler's output does not serialize: {e}"),
+            )),
         },
-        Err(error) => HandlerOutcome::Failed(error.into().message().to_owned()),
+        Err(error) => {
+            let error = error.into();
+            let failure = match error.step() {
+                Some(step) => Failure::new(FailureKind::Step, error.message()).in_step(step),
+                None => Failure::new(FailureKind::Handler, error.message()),
+            };
+            HandlerOutcome::Failed(failure)
+        }
     }
 }
 

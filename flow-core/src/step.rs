@@ -11,18 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::ctx::{Resolution, RunCore, Stop};
-use crate::store::{FailedAttempt, Park, StepRecord};
-use crate::{Ctx, Error, StepError, StepKind, StepOptions};
-
-tokio::task_local! {
-    /// The key of the step whose body is being polled, to refuse nested steps.
-    static CURRENT_STEP: String;
-}
-
-pub(crate) fn current_step() -> Option<String> {
-    CURRENT_STEP.try_with(|key| key.clone()).ok()
-}
+use crate::run::core::{CURRENT_STEP, Resolution, RunCore};
+use crate::store::{FailedAttempt, FailureKind, Park, StepRecord, Transition};
+use crate::{Ctx, StepError, StepKind, StepOptions};
 
 /// A step call, made by `#[step]` fns and [`Ctx::run`]. Its key and position are
 /// fixed when it is created.
@@ -44,7 +35,7 @@ impl StepCall {
     pub(crate) fn new_kind(ctx: &Ctx, id: &str, kind: StepKind, options: StepOptions) -> Self {
         let core = ctx.core.clone();
         if let Err(problem) = check_step_id(id) {
-            core.stop(Stop::Fail(problem));
+            core.fail(FailureKind::Usage, problem, None);
             return StepCall {
                 core,
                 key: id.to_owned(),
@@ -123,7 +114,13 @@ impl StepCall {
         let attempt = failed_before + 1;
         if must_mark {
             // Rare path: only for runs whose workers were lost before.
-            let _ = self.core.io.mark_step(&self.key).await;
+            let mark = Transition {
+                executing: Some(self.key.clone()),
+                ..Transition::CONTINUE
+            };
+            if !self.core.commit_or_stop(mark, &self.key).await {
+                return None;
+            }
         }
         let started_at = self.core.clock.now();
         let key = self.key.clone();
@@ -146,13 +143,18 @@ impl StepCall {
                 self.write(record).await;
                 return Some(Ok(value));
             }
-            Err(error) => error,
+            Err(error) => error.in_step(&self.key),
         };
         let retries = self.options.retries.unwrap_or(self.core.retries);
         if error.is_fatal() || failed_before >= retries {
             tracing::warn!(error = %error, attempts = attempt, "step failed for good");
-            let json = serde_json::to_value(&error).expect("StepError serializes");
-            let record = self.record(started_at, finished_at, attempt, None, Some(json));
+            let record = self.record(
+                started_at,
+                finished_at,
+                attempt,
+                None,
+                Some(error.to_stored()),
+            );
             self.write(record).await;
             return Some(Err(error));
         }
@@ -165,14 +167,17 @@ impl StepCall {
         let failure = FailedAttempt {
             key: self.key.clone(),
             attempt,
-            error: serde_json::to_value(&error).expect("StepError serializes"),
+            error: error.to_stored(),
             started_at,
             finished_at,
             retry_at,
         };
-        match self.core.io.record_failure(&failure).await {
-            Ok(()) => self.core.park(Park::Retry(retry_at)),
-            Err(e) => self.lost_write(e),
+        let write = Transition {
+            failure: Some(failure),
+            ..Transition::CONTINUE
+        };
+        if self.core.commit_or_stop(write, &self.key).await {
+            self.core.park(Park::retry(retry_at));
         }
         None
     }
@@ -198,7 +203,7 @@ impl StepCall {
         if wake_at <= self.core.clock.now() {
             return Ok(());
         }
-        self.core.park(Park::Sleep(wake_at));
+        self.core.park(Park::sleep(wake_at));
         pending().await
     }
 
@@ -214,10 +219,14 @@ impl StepCall {
                 {
                     Some(Ok(time)) => time,
                     _ => {
-                        self.core.stop(Stop::Fail(format!(
-                            "the record of `{}` holds no time; was it written by another kind of step?",
-                            self.key
-                        )));
+                        self.core.fail(
+                            FailureKind::Replay,
+                            format!(
+                                "the record of `{}` holds no time; was it written by another kind of step?",
+                                self.key
+                            ),
+                            Some(&self.key),
+                        );
                         pending().await
                     }
                 }
@@ -239,8 +248,9 @@ impl StepCall {
 
     fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Result<T, StepError> {
         if let Some(error) = &record.error {
-            return Err(serde_json::from_value(error.clone())
-                .unwrap_or_else(|_| StepError::fatal(error.to_string())));
+            let error: StepError = serde_json::from_value(error.clone())
+                .unwrap_or_else(|_| StepError::fatal(error.to_string()));
+            return Err(error.in_step(&self.key));
         }
         let output = record.output.clone().unwrap_or(serde_json::Value::Null);
         serde_json::from_value(output).map_err(|e| {
@@ -250,7 +260,8 @@ impl StepCall {
                 self.key,
                 std::any::type_name::<T>()
             );
-            self.core.stop(Stop::Fail(message.clone()));
+            self.core
+                .fail(FailureKind::Replay, message.clone(), Some(&self.key));
             StepError::fatal(message)
         })
     }
@@ -276,8 +287,18 @@ impl StepCall {
                 bytes.len()
             )));
         }
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).expect("serde_json reads its own output");
+        if let Some(path) = crate::limits::find_nul(&json) {
+            return Err(StepError::fatal(format!(
+                "the output of step `{}` holds a NUL character (\\u0000) at `{path}`, which \
+                 the database cannot store; remove it or encode the bytes (for example as base64)",
+                self.key
+            )));
+        }
         self.core.add_state_bytes(bytes.len()).map_err(|problem| {
-            self.core.stop(Stop::Fail(problem.clone()));
+            self.core
+                .fail(FailureKind::Limit, problem.clone(), Some(&self.key));
             StepError::fatal(problem)
         })?;
         let back: T = serde_json::from_slice(&bytes).map_err(|e| {
@@ -286,7 +307,6 @@ impl StepCall {
                 self.key
             ))
         })?;
-        let json = serde_json::from_slice(&bytes).expect("serde_json reads its own output");
         Ok((back, json))
     }
 
@@ -311,24 +331,14 @@ impl StepCall {
         }
     }
 
-    /// Writes a checkpoint; when the write fails the run stops here.
+    /// Writes a checkpoint; when it is not kept the run stops here.
     async fn write(&self, record: StepRecord) {
-        if let Err(e) = self.core.io.checkpoint(record).await {
-            self.lost_write(e);
+        if !self
+            .core
+            .commit_or_stop(Transition::step(record), &self.key)
+            .await
+        {
             pending::<()>().await;
-        }
-    }
-
-    fn lost_write(&self, error: Error) {
-        match error {
-            Error::LeaseLost(_) => {
-                tracing::info!(step = %self.key, "lease lost; dropping the run");
-                self.core.stop(Stop::LeaseLost)
-            }
-            other => {
-                tracing::error!(step = %self.key, error = %other, "checkpoint failed; handing the run back");
-                self.core.stop(Stop::Release)
-            }
         }
     }
 }

@@ -14,9 +14,10 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::store::{
-    ClaimRequest, ClaimedRun, FunctionInfo, Lease, Outcome, Park, StepRecord, Store, Wakeup,
+    ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next, Outcome,
+    Park, ReadStore, StepRecord, Store, Transition, Wakeup,
 };
-use crate::{Error, NewEvent, RunStatus, StepKind};
+use crate::{NewEvent, RunId, RunStatus, RunView, StepKind};
 
 fn start() -> DateTime<Utc> {
     "2026-06-01T12:00:00Z".parse().expect("a valid time")
@@ -62,6 +63,25 @@ async fn claim<S: Store>(
     store.claim(request, at).await.expect("claim")
 }
 
+async fn commit<S: Store>(
+    store: &S,
+    batch: &[(Lease, Transition)],
+    at: DateTime<Utc>,
+) -> Vec<Committed> {
+    store
+        .commit(batch, Duration::from_secs(30), at)
+        .await
+        .expect("commit")
+}
+
+async fn view<S: ReadStore>(store: &S, run: RunId) -> RunView {
+    store.run(run).await.expect("read").expect("the run exists")
+}
+
+fn finish(outcome: Outcome) -> Transition {
+    Transition::next(Next::Finish(outcome))
+}
+
 fn step(key: &str, position: u32, at: DateTime<Utc>) -> StepRecord {
     StepRecord {
         key: key.into(),
@@ -77,7 +97,7 @@ fn step(key: &str, position: u32, at: DateTime<Utc>) -> StepRecord {
 }
 
 /// One run per announced function whose trigger is the event's name; none for others.
-pub async fn send_starts_one_run_per_announced_function<S: Store>(store: S) {
+pub async fn send_starts_one_run_per_announced_function<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/fan"), ("b", "t/fan"), ("c", "t/other")]).await;
     let receipt = store
         .send(vec![event("t/fan", 1), event("t/nobody", 2)], start())
@@ -101,8 +121,25 @@ pub async fn send_starts_one_run_per_announced_function<S: Store>(store: S) {
     }
 }
 
+/// A receipt lists the runs in the order of the events sent, then by function.
+pub async fn receipts_list_runs_in_the_order_sent<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("b", "t/ordered"), ("a", "t/ordered")]).await;
+    let receipt = store
+        .send((0..20).map(|n| event("t/ordered", n)).collect(), start())
+        .await
+        .expect("send");
+    let events: Vec<_> = receipt.runs.iter().map(|(event, _)| *event).collect();
+    let expected: Vec<_> = receipt.event_ids.iter().flat_map(|id| [*id, *id]).collect();
+    assert_eq!(events, expected);
+    for pair in receipt.runs.chunks(2) {
+        let first = view(&store, pair[0].1).await.function_id;
+        let second = view(&store, pair[1].1).await.function_id;
+        assert_eq!((first.as_str(), second.as_str()), ("a", "b"));
+    }
+}
+
 /// A producer id starts runs once within 24 hours, across sends and within a batch.
-pub async fn producer_ids_deduplicate_for_24_hours<S: Store>(store: S) {
+pub async fn producer_ids_deduplicate_for_24_hours<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/dedupe")]).await;
     let first = store
         .send(
@@ -139,7 +176,7 @@ pub async fn producer_ids_deduplicate_for_24_hours<S: Store>(store: S) {
 }
 
 /// Claims lease due runs of the given functions once each, up to `max`.
-pub async fn claims_lease_each_due_run_once<S: Store>(store: S) {
+pub async fn claims_lease_each_due_run_once<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/claim"), ("b", "t/skip")]).await;
     store
         .send(
@@ -183,7 +220,7 @@ pub async fn claims_lease_each_due_run_once<S: Store>(store: S) {
 }
 
 /// A checkpoint with the run's current token is kept; one with a stale token is not.
-pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store>(store: S) {
+pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/fence")]).await;
     store
         .send(vec![event("t/fence", 1)], start())
@@ -194,20 +231,21 @@ pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store>(store: S) {
         token: run.lease.token - 1,
         ..run.lease.clone()
     };
-    let written = store
-        .checkpoint(
-            &[
-                (run.lease.clone(), step("one", 0, start())),
-                (run.lease.clone(), step("two", 1, start())),
-                (stale, step("three", 2, start())),
-            ],
-            Duration::from_secs(30),
-            start(),
-        )
-        .await
-        .expect("checkpoint");
-    assert_eq!(written, [true, true, false]);
-    let loaded = store.checkpoints(run.lease.run_id).await.expect("load");
+    let written = commit(
+        &store,
+        &[
+            (run.lease.clone(), Transition::step(step("one", 0, start()))),
+            (run.lease.clone(), Transition::step(step("two", 1, start()))),
+            (stale, Transition::step(step("three", 2, start()))),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(
+        written,
+        [Committed::Written, Committed::Written, Committed::LeaseLost]
+    );
+    let loaded = store.load(run.lease.run_id).await.expect("load");
     let mut keys: Vec<_> = loaded.steps.iter().map(|s| s.key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, ["one", "two"]);
@@ -223,26 +261,32 @@ pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store>(store: S) {
 }
 
 /// A parked run is claimable again only when due, by any worker, with a new token.
-pub async fn parked_runs_wake_when_due<S: Store>(store: S) {
+pub async fn parked_runs_wake_when_due<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/park")]).await;
     store
         .send(vec![event("t/park", 1)], start())
         .await
         .expect("send");
     let run = claim(&store, "w1", &["a"], 1, start()).await.remove(0);
-    store
-        .checkpoint(
-            &[(run.lease.clone(), step("before", 0, start()))],
-            Duration::from_secs(30),
-            start(),
-        )
-        .await
-        .expect("checkpoint");
+    commit(
+        &store,
+        &[(
+            run.lease.clone(),
+            Transition::step(step("before", 0, start())),
+        )],
+        start(),
+    )
+    .await;
     let due = start() + secs(60);
-    store
-        .park(&run.lease, Park::Sleep(due), start())
-        .await
-        .expect("park");
+    commit(
+        &store,
+        &[(
+            run.lease.clone(),
+            Transition::next(Next::Park(Park::sleep(due))),
+        )],
+        start(),
+    )
+    .await;
     assert_eq!(
         store
             .run(run.lease.run_id)
@@ -266,7 +310,7 @@ pub async fn parked_runs_wake_when_due<S: Store>(store: S) {
     assert_eq!((resumed.lease.token, resumed.resumed), (2, true));
     assert_eq!(
         store
-            .checkpoints(resumed.lease.run_id)
+            .load(resumed.lease.run_id)
             .await
             .expect("load")
             .steps
@@ -274,24 +318,24 @@ pub async fn parked_runs_wake_when_due<S: Store>(store: S) {
         1
     );
     // The first worker's lease is gone: its writes change nothing.
-    let late = store
-        .checkpoint(
-            &[(run.lease.clone(), step("late", 1, due))],
-            Duration::from_secs(30),
-            due,
-        )
-        .await;
-    assert_eq!(late.expect("checkpoint"), [false]);
-    assert!(matches!(
-        store
-            .finish(&run.lease, &Outcome::Completed(json!(1)), due)
-            .await,
-        Err(Error::LeaseLost(_))
-    ));
+    let late = commit(
+        &store,
+        &[
+            (run.lease.clone(), Transition::step(step("late", 1, due))),
+            (run.lease.clone(), finish(Outcome::Completed(json!(1)))),
+        ],
+        due,
+    )
+    .await;
+    assert_eq!(late, [Committed::LeaseLost, Committed::LeaseLost]);
+    assert_eq!(
+        view(&store, run.lease.run_id).await.status,
+        RunStatus::Running
+    );
 }
 
 /// Failed attempts are recorded and counted; finishing stores the outcome.
-pub async fn failures_and_outcomes_are_recorded<S: Store>(store: S) {
+pub async fn failures_and_outcomes_are_recorded<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/finish")]).await;
     store
         .send(vec![event("t/finish", 1), event("t/finish", 2)], start())
@@ -306,61 +350,76 @@ pub async fn failures_and_outcomes_are_recorded<S: Store>(store: S) {
         finished_at: start(),
         retry_at: start() + secs(1),
     };
-    store
-        .record_failure(&runs[0].lease, &attempt)
-        .await
-        .expect("record");
+    let failed = Transition {
+        failure: Some(attempt),
+        ..Transition::CONTINUE
+    };
+    assert_eq!(
+        commit(&store, &[(runs[0].lease.clone(), failed)], start()).await,
+        [Committed::Written]
+    );
     assert_eq!(
         store
-            .checkpoints(runs[0].lease.run_id)
+            .load(runs[0].lease.run_id)
             .await
             .expect("load")
             .failed_attempts,
         [("flaky".to_string(), 1)]
     );
-    store
-        .finish(
-            &runs[0].lease,
-            &Outcome::Completed(json!({ "ok": true })),
-            start(),
-        )
-        .await
-        .expect("finish");
-    store
-        .finish(&runs[1].lease, &Outcome::Failed("it broke".into()), start())
-        .await
-        .expect("finish");
-    let done = store
-        .run(runs[0].lease.run_id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let broke = Failure::new(FailureKind::Step, "it broke").in_step("charge");
+    commit(
+        &store,
+        &[
+            (
+                runs[0].lease.clone(),
+                finish(Outcome::Completed(json!({ "ok": true }))),
+            ),
+            (runs[1].lease.clone(), finish(Outcome::Failed(broke))),
+        ],
+        start(),
+    )
+    .await;
+    let done = view(&store, runs[0].lease.run_id).await;
     assert_eq!(
         (done.status, done.output),
         (RunStatus::Completed, Some(json!({ "ok": true })))
     );
+    assert!(done.finished_at.is_some());
     assert_eq!(done.failures.len(), 1);
     assert_eq!(done.failures[0].error, "timed out");
-    let failed = store
-        .run(runs[1].lease.run_id)
-        .await
-        .expect("read")
-        .expect("exists");
+    let failed = view(&store, runs[1].lease.run_id).await;
     assert_eq!(
-        (failed.status, failed.error.as_deref()),
-        (RunStatus::Failed, Some("it broke"))
+        (
+            failed.status,
+            failed.error.as_deref(),
+            failed.failure_kind,
+            failed.failure_step.as_deref()
+        ),
+        (
+            RunStatus::Failed,
+            Some("it broke"),
+            Some(FailureKind::Step),
+            Some("charge")
+        )
     );
-    assert!(matches!(
-        store
-            .finish(&runs[0].lease, &Outcome::Failed("again".into()), start())
-            .await,
-        Err(Error::LeaseLost(_))
-    ));
+    assert_eq!(
+        commit(
+            &store,
+            &[(
+                runs[0].lease.clone(),
+                finish(Outcome::Failed(Failure::new(FailureKind::Handler, "again")))
+            )],
+            start()
+        )
+        .await,
+        [Committed::LeaseLost],
+        "a finished run takes no more writes"
+    );
 }
 
 /// Renewal extends only the owner's leases; expired ones are recovered, and a run
 /// lost too often fails naming the step it was in.
-pub async fn leases_are_renewed_recovered_and_given_up<S: Store>(store: S) {
+pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/lease")]).await;
     store
         .send(vec![event("t/lease", 1), event("t/lease", 2)], start())
@@ -369,7 +428,11 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store>(store: S) {
     let mine = claim(&store, "me", &["a"], 1, start()).await.remove(0);
     let theirs = claim(&store, "them", &["a"], 1, start()).await.remove(0);
     let renewed = store
-        .renew("me", Duration::from_secs(300), start() + secs(20))
+        .renew(
+            std::slice::from_ref(&mine.lease),
+            Duration::from_secs(300),
+            start() + secs(20),
+        )
         .await
         .expect("renew");
     assert_eq!(renewed, [mine.lease.run_id]);
@@ -403,10 +466,11 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store>(store: S) {
         .await
         .remove(0);
     assert_eq!(again.lost_count, 1);
-    store
-        .mark_step(&again.lease, "charge-card")
-        .await
-        .expect("mark");
+    let mark = Transition {
+        executing: Some("charge-card".into()),
+        ..Transition::CONTINUE
+    };
+    commit(&store, &[(again.lease.clone(), mark)], start() + secs(31)).await;
     assert_eq!(
         store
             .recover_expired(2, start() + secs(62))
@@ -425,10 +489,14 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store>(store: S) {
         error.contains("lost 2 times") && error.contains("`charge-card`"),
         "{error}"
     );
+    assert_eq!(
+        (given_up.failure_kind, given_up.failure_step.as_deref()),
+        (Some(FailureKind::Lost), Some("charge-card"))
+    );
 }
 
 /// Sends and releases announce "now"; parks announce their due time.
-pub async fn wakeups_announce_new_work<S: Store>(store: S) {
+pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/wake")]).await;
     let mut wakeups = store.wakeups().await.expect("listen");
     // Notifications take effect once the stream exists; give a server a moment.
@@ -443,14 +511,308 @@ pub async fn wakeups_announce_new_work<S: Store>(store: S) {
     assert_eq!(first, Some(Wakeup::Now));
     let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
     let due = start() + secs(5);
-    store
-        .park(&run.lease, Park::Retry(due), start())
-        .await
-        .expect("park");
+    commit(
+        &store,
+        &[(
+            run.lease.clone(),
+            Transition::next(Next::Park(Park::retry(due))),
+        )],
+        start(),
+    )
+    .await;
     let parked = tokio::time::timeout(Duration::from_secs(10), wakeups.next())
         .await
         .expect("a wake-up");
     assert_eq!(parked, Some(Wakeup::At(due)));
+}
+
+/// One commit carries checkpoints, failed attempts, parks, hand-backs and finishes
+/// of several runs; a transition whose lease is stale changes nothing and does not
+/// stop the others. A run's last checkpoint and its finish share one transition.
+pub async fn one_commit_mixes_transitions_of_many_runs<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/mix")]).await;
+    store
+        .send((0..6).map(|n| event("t/mix", n)).collect(), start())
+        .await
+        .expect("send");
+    let runs = claim(&store, "w", &["a"], 6, start()).await;
+    assert_eq!(runs.len(), 6);
+    let lease = |i: usize| runs[i].lease.clone();
+    let stale = Lease {
+        token: runs[5].lease.token + 1,
+        ..lease(5)
+    };
+    let due = start() + secs(60);
+    let attempt = crate::store::FailedAttempt {
+        key: "flaky".into(),
+        attempt: 1,
+        error: json!({ "message": "503", "kind": "retriable" }),
+        started_at: start(),
+        finished_at: start(),
+        retry_at: due,
+    };
+    let batch = vec![
+        // Goes on with two steps.
+        (
+            lease(0),
+            Transition {
+                steps: vec![step("one", 0, start()), step("two", 1, start())],
+                ..Transition::CONTINUE
+            },
+        ),
+        // Sleeps, with the sleep's checkpoint.
+        (
+            lease(1),
+            Transition {
+                steps: vec![StepRecord {
+                    kind: StepKind::Sleep,
+                    output: None,
+                    wake_at: Some(due),
+                    ..step("nap", 0, start())
+                }],
+                ..Transition::next(Next::Park(Park::sleep(due)))
+            },
+        ),
+        // Its last step and its finish, together.
+        (
+            lease(2),
+            Transition {
+                steps: vec![step("last", 0, start())],
+                ..finish(Outcome::Completed(json!("done")))
+            },
+        ),
+        // A failed attempt, backing off.
+        (
+            lease(3),
+            Transition {
+                failure: Some(attempt),
+                ..Transition::next(Next::Park(Park::retry(due)))
+            },
+        ),
+        // Handed back.
+        (lease(4), Transition::next(Next::Release)),
+        // Fenced out: nothing of it is written.
+        (
+            stale,
+            Transition {
+                steps: vec![step("ghost", 0, start())],
+                ..finish(Outcome::Completed(json!("ghost")))
+            },
+        ),
+    ];
+    let results = commit(&store, &batch, start()).await;
+    assert_eq!(
+        results,
+        [
+            Committed::Written,
+            Committed::Written,
+            Committed::Written,
+            Committed::Written,
+            Committed::Written,
+            Committed::LeaseLost
+        ]
+    );
+    let status_and_steps = async |i: usize| {
+        let v = view(&store, runs[i].lease.run_id).await;
+        let keys: Vec<String> = v.steps.iter().map(|s| s.key.clone()).collect();
+        (v.status, keys)
+    };
+    assert_eq!(
+        status_and_steps(0).await,
+        (RunStatus::Running, vec!["one".into(), "two".into()])
+    );
+    assert_eq!(
+        status_and_steps(1).await,
+        (RunStatus::Sleeping, vec!["nap".into()])
+    );
+    assert_eq!(
+        status_and_steps(2).await,
+        (RunStatus::Completed, vec!["last".into()])
+    );
+    assert_eq!(
+        view(&store, runs[2].lease.run_id).await.output,
+        Some(json!("done"))
+    );
+    let backing_off = view(&store, runs[3].lease.run_id).await;
+    assert_eq!(
+        (backing_off.status, backing_off.failures.len()),
+        (RunStatus::Queued, 1)
+    );
+    assert_eq!(status_and_steps(4).await, (RunStatus::Queued, vec![]));
+    assert_eq!(
+        status_and_steps(5).await,
+        (RunStatus::Running, vec![]),
+        "the fenced-out transition wrote nothing"
+    );
+    // The hand-back is claimable at once; the parks only when due.
+    let again = claim(&store, "w2", &["a"], 6, start()).await;
+    assert_eq!(
+        again.iter().map(|r| r.lease.run_id).collect::<Vec<_>>(),
+        [runs[4].lease.run_id]
+    );
+    assert_eq!(claim(&store, "w2", &["a"], 6, due).await.len(), 2);
+}
+
+/// Several transitions of one run in one batch apply in order: a checkpoint and
+/// the finish that follows it both hold.
+pub async fn transitions_of_one_run_in_one_batch_apply_in_order<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/order")]).await;
+    store
+        .send(vec![event("t/order", 1)], start())
+        .await
+        .expect("send");
+    let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
+    let results = commit(
+        &store,
+        &[
+            (run.lease.clone(), Transition::step(step("one", 0, start()))),
+            (run.lease.clone(), Transition::step(step("two", 1, start()))),
+            (run.lease.clone(), finish(Outcome::Completed(json!(2)))),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(
+        results,
+        [Committed::Written, Committed::Written, Committed::Written]
+    );
+    let done = view(&store, run.lease.run_id).await;
+    assert_eq!((done.status, done.steps.len()), (RunStatus::Completed, 2));
+    assert_eq!(done.output, Some(json!(2)));
+}
+
+/// Writing a step key that is already recorded keeps the first record and says so;
+/// in a shared batch it does not disturb the other runs' writes.
+pub async fn a_recorded_key_keeps_its_first_record<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/twice")]).await;
+    store
+        .send(vec![event("t/twice", 1), event("t/twice", 2)], start())
+        .await
+        .expect("send");
+    let runs = claim(&store, "w", &["a"], 2, start()).await;
+    let first = step("charge", 0, start());
+    let second = StepRecord {
+        output: Some(json!("second")),
+        ..first.clone()
+    };
+    commit(
+        &store,
+        &[(runs[0].lease.clone(), Transition::step(first.clone()))],
+        start(),
+    )
+    .await;
+    let results = commit(
+        &store,
+        &[
+            (runs[0].lease.clone(), Transition::step(second)),
+            (
+                runs[1].lease.clone(),
+                Transition::step(step("other", 0, start())),
+            ),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(
+        results,
+        [
+            Committed::AlreadyRecorded(vec!["charge".into()]),
+            Committed::Written
+        ]
+    );
+    let loaded = store.load(runs[0].lease.run_id).await.expect("load");
+    assert_eq!(loaded.steps.len(), 1);
+    assert_eq!(
+        loaded.steps[0].output, first.output,
+        "the first record stands"
+    );
+    assert_eq!(
+        store
+            .load(runs[1].lease.run_id)
+            .await
+            .expect("load")
+            .steps
+            .len(),
+        1
+    );
+}
+
+/// Claimers racing for the same runs never get one run twice, and between them
+/// get every run.
+pub async fn parallel_claimers_never_share_a_run<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/race")]).await;
+    store
+        .send((0..120).map(|n| event("t/race", n)).collect(), start())
+        .await
+        .expect("send");
+    let claimers = (0..4).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(&store, &format!("w{i}"), &["a"], 7, start()).await;
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|r| r.lease.run_id));
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for claimer in claimers.collect::<Vec<_>>() {
+        all.extend(claimer.await.expect("a claimer"));
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "a run was handed to two claimers");
+    assert_eq!(total, 120, "every run was claimed");
+}
+
+/// Renewal extends exactly the leases given, and only while they are current and
+/// unexpired.
+pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/renew")]).await;
+    store
+        .send((0..3).map(|n| event("t/renew", n)).collect(), start())
+        .await
+        .expect("send");
+    let runs = claim(&store, "me", &["a"], 3, start()).await;
+    let stale = Lease {
+        token: runs[1].lease.token - 1,
+        ..runs[1].lease.clone()
+    };
+    let renewed = store
+        .renew(
+            &[runs[0].lease.clone(), stale],
+            Duration::from_secs(30),
+            start() + secs(10),
+        )
+        .await
+        .expect("renew");
+    assert_eq!(
+        renewed,
+        [runs[0].lease.run_id],
+        "only the current lease given"
+    );
+    // The third run's lease (30 s) has expired: it is not revived.
+    let late = store
+        .renew(
+            &[runs[0].lease.clone(), runs[2].lease.clone()],
+            Duration::from_secs(30),
+            start() + secs(31),
+        )
+        .await
+        .expect("renew");
+    assert_eq!(late, [runs[0].lease.run_id]);
+    assert_eq!(
+        store
+            .recover_expired(10, start() + secs(31))
+            .await
+            .expect("recover"),
+        2,
+        "the runs whose leases were not renewed are recovered"
+    );
 }
 
 /// One `#[tokio::test]` per conformance check, each on a fresh store from `$make`
@@ -460,6 +822,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@each $make;
             send_starts_one_run_per_announced_function,
+            receipts_list_runs_in_the_order_sent,
             producer_ids_deduplicate_for_24_hours,
             claims_lease_each_due_run_once,
             checkpoints_are_fenced_by_the_lease_token,
@@ -467,6 +830,11 @@ macro_rules! store_conformance_tests {
             failures_and_outcomes_are_recorded,
             leases_are_renewed_recovered_and_given_up,
             wakeups_announce_new_work,
+            one_commit_mixes_transitions_of_many_runs,
+            a_recorded_key_keeps_its_first_record,
+            transitions_of_one_run_in_one_batch_apply_in_order,
+            parallel_claimers_never_share_a_run,
+            renewal_extends_exactly_the_leases_given,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -100,7 +100,34 @@ impl PgStore {
     }
 }
 
-/// A database error as flow reports it: one line, no password.
+/// A database error as flow reports it: one line, no password; transient when
+/// the same statement may pass if tried again.
 pub(crate) fn db_error(error: sqlx::Error) -> Error {
-    Error::database(error)
+    if is_transient(&error) {
+        Error::unavailable(error)
+    } else {
+        Error::database(error)
+    }
+}
+
+/// Lost connections and the SQLSTATEs that mean "try again": serialization
+/// failures and deadlocks (class 40), connection exceptions (08), insufficient
+/// resources (53), operator intervention such as a restart (57P01-57P03).
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("40")
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }

@@ -9,7 +9,13 @@ use flow_core::Error;
 use crate::db_error;
 
 /// (version, SQL), in order. Append only; never edit a released migration.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_structured_failures.sql"),
+    ),
+];
 
 /// Any fixed number: the lock is per database.
 const LOCK_KEY: i64 = 0x0066_6c6f_776d_6967; // "flowmig" in ASCII

@@ -73,11 +73,12 @@ pub(crate) async fn send_on(
                  INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
                  SELECT gen_random_uuid(), f.id, ev.id, 'queued', $6, $6
                  FROM ev JOIN flow.functions f ON f.trigger = ev.name
-                 RETURNING id, event_id
+                 RETURNING id, event_id, function_id
              ), notified AS (
                  SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM r LIMIT 1) AS any_run
              )
-             SELECT r.id, r.event_id, (SELECT count(*) FROM notified) AS notified FROM r",
+             SELECT r.id, r.event_id, r.function_id, (SELECT count(*) FROM notified) AS notified
+             FROM r",
         )
         .bind(&ids)
         .bind(&names)
@@ -88,9 +89,28 @@ pub(crate) async fn send_on(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        runs = rows
+        // In the order of the events sent (then by function), whatever order the
+        // database inserted them in.
+        let position: HashMap<Uuid, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut found = rows
             .iter()
-            .map(|row| (EventId(row.get("event_id")), RunId(row.get("id"))))
+            .map(|row| {
+                let event: Uuid = row.try_get("event_id").map_err(db_error)?;
+                let function: String = row.try_get("function_id").map_err(db_error)?;
+                let run: Uuid = row.try_get("id").map_err(db_error)?;
+                Ok((
+                    position.get(&event).copied().unwrap_or(usize::MAX),
+                    function,
+                    event,
+                    run,
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        found.sort();
+        runs = found
+            .into_iter()
+            .map(|(_, _, event, run)| (EventId(event), RunId(run)))
             .collect();
     }
     Ok(SendReceipt {

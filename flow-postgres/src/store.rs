@@ -2,6 +2,7 @@
 //! the run's id, its current lease token and status `running`, and a write that
 //! matches nothing is [`Error::LeaseLost`].
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +11,11 @@ use futures::StreamExt;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgListener, PgRow};
+use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
+    ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent};
 
@@ -116,7 +118,7 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, Error> {
+    async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
         let rows = sqlx::query(
             "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at,
                     NULL::integer AS failed
@@ -141,198 +143,171 @@ impl Store for PgStore {
         Ok(checkpoints)
     }
 
-    async fn checkpoint(
+    async fn commit(
         &self,
-        batch: &[(Lease, StepRecord)],
+        batch: &[(Lease, Transition)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<bool>, Error> {
-        let n = batch.len();
-        let (mut runs, mut tokens, mut keys, mut positions, mut kinds) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut outputs, mut errors, mut attempts, mut started, mut finished, mut wakes) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for (lease, step) in batch {
-            runs.push(lease.run_id.0);
-            tokens.push(lease.token);
-            keys.push(step.key.as_str());
-            positions.push(step.position as i32);
-            kinds.push(step.kind.as_str());
-            outputs.push(step.output.clone());
-            errors.push(step.error.clone());
-            attempts.push(step.attempts as i32);
-            started.push(step.started_at);
-            finished.push(step.finished_at);
-            wakes.push(step.wake_at);
-        }
-        // The results, the lease extensions and the fences in one statement, so a
-        // batch of checkpoints from many runs costs one commit. Each run row's UPDATE
-        // waits for a concurrent claim and then sees its new token; a checkpoint whose
-        // run row was not updated is not inserted.
+    ) -> Result<Vec<Committed>, Error> {
+        let input = CommitInput::of(batch, now);
+        // The run rows (fenced on id + token + `running`), the steps and failed
+        // attempts of the runs whose row was updated, and the wake-up hints, in one
+        // statement: a batch of many runs' transitions costs one commit. A key that
+        // is already recorded keeps its first record.
         let rows = sqlx::query(
-            "WITH input AS (
-                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::integer[], $5::text[],
-                                      $6::jsonb[], $7::jsonb[], $8::integer[], $9::timestamptz[],
-                                      $10::timestamptz[], $11::timestamptz[])
-                     AS i(run_id, token, key, position, kind, output, error, attempts, started_at,
-                          finished_at, wake_at)
+            "WITH t AS (
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
+                                      $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                      $10::boolean[])
+                     AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
+                          executing, progress)
              ), leased AS (
-                 UPDATE flow.runs r SET lease_expires_at = $12, lost_count = 0, current_step = NULL
-                 FROM input i
-                 WHERE r.id = i.run_id AND r.lease_token = i.token AND r.status = 'running'
+                 UPDATE flow.runs r
+                 SET status = t.status,
+                     not_before = COALESCE(t.not_before, r.not_before),
+                     lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
+                     lease_expires_at = CASE WHEN t.status = 'running' THEN $11::timestamptz END,
+                     lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
+                     current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
+                                         WHEN t.progress THEN NULL ELSE r.current_step END,
+                     output = t.output, error = t.error, error_kind = t.error_kind,
+                     error_step = t.error_step,
+                     finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
+                                        THEN $12::timestamptz END
+                 FROM t
+                 WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
                  RETURNING r.id, r.lease_token
+             ), steps AS (
+                 INSERT INTO flow.steps
+                     (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
+                 SELECT s.run_id, s.key, s.position, s.kind, s.output, s.error, s.attempts,
+                        s.started_at, s.finished_at, s.wake_at
+                 FROM unnest($13::uuid[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
+                             $18::jsonb[], $19::jsonb[], $20::integer[], $21::timestamptz[],
+                             $22::timestamptz[], $23::timestamptz[])
+                     AS s(run_id, token, key, position, kind, output, error, attempts, started_at,
+                          finished_at, wake_at)
+                 JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
+                 ON CONFLICT (run_id, key) DO NOTHING
+                 RETURNING run_id, key
+             ), attempts AS (
+                 INSERT INTO flow.attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
+                 SELECT a.run_id, a.key, a.attempt, a.error, a.started_at, a.finished_at, a.retry_at
+                 FROM unnest($24::uuid[], $25::bigint[], $26::text[], $27::integer[], $28::jsonb[],
+                             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[])
+                     AS a(run_id, token, key, attempt, error, started_at, finished_at, retry_at)
+                 JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
+                 ON CONFLICT (run_id, key, attempt) DO NOTHING
+                 RETURNING run_id
+             ), notified AS (
+                 SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
+                 WHERE EXISTS (SELECT 1 FROM leased)
              )
-             INSERT INTO flow.steps
-                 (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
-             SELECT i.run_id, i.key, i.position, i.kind, i.output, i.error, i.attempts, i.started_at,
-                    i.finished_at, i.wake_at
-             FROM input i JOIN leased l ON l.id = i.run_id AND l.lease_token = i.token
-             RETURNING run_id, key",
+             SELECT 'run' AS what, id AS run_id, lease_token AS token, NULL::text AS key FROM leased
+             UNION ALL SELECT 'step', run_id, NULL, key FROM steps
+             UNION ALL SELECT 'attempt', run_id, NULL, NULL FROM attempts
+             UNION ALL SELECT 'notify', NULL, NULL, NULL FROM notified",
         )
-        .bind(&runs)
-        .bind(&tokens)
-        .bind(&keys)
-        .bind(&positions)
-        .bind(&kinds)
-        .bind(&outputs)
-        .bind(&errors)
-        .bind(&attempts)
-        .bind(&started)
-        .bind(&finished)
-        .bind(&wakes)
+        .bind(&input.run_ids)
+        .bind(&input.tokens)
+        .bind(&input.statuses)
+        .bind(&input.not_before)
+        .bind(&input.outputs)
+        .bind(&input.errors)
+        .bind(&input.error_kinds)
+        .bind(&input.error_steps)
+        .bind(&input.executing)
+        .bind(&input.progress)
         .bind(expiry(now, lease_for))
+        .bind(now)
+        .bind(&input.steps.run_ids)
+        .bind(&input.steps.tokens)
+        .bind(&input.steps.keys)
+        .bind(&input.steps.positions)
+        .bind(&input.steps.kinds)
+        .bind(&input.steps.outputs)
+        .bind(&input.steps.errors)
+        .bind(&input.steps.attempts)
+        .bind(&input.steps.started)
+        .bind(&input.steps.finished)
+        .bind(&input.steps.wakes)
+        .bind(&input.failures.run_ids)
+        .bind(&input.failures.tokens)
+        .bind(&input.failures.keys)
+        .bind(&input.failures.attempts)
+        .bind(&input.failures.errors)
+        .bind(&input.failures.started)
+        .bind(&input.failures.finished)
+        .bind(&input.failures.retry_at)
+        .bind(wakeup_payloads(batch))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        let written: std::collections::HashSet<(uuid::Uuid, String)> = rows
-            .iter()
-            .map(|r| (r.get::<uuid::Uuid, _>(0), r.get::<String, _>(1)))
-            .collect();
+        let mut leased = HashSet::new();
+        let mut inserted = HashSet::new();
+        for row in &rows {
+            match row.try_get::<&str, _>("what").map_err(db_error)? {
+                "run" => {
+                    leased.insert((
+                        row.try_get::<Uuid, _>("run_id").map_err(db_error)?,
+                        row.try_get::<i64, _>("token").map_err(db_error)?,
+                    ));
+                }
+                "step" => {
+                    inserted.insert((
+                        row.try_get::<Uuid, _>("run_id").map_err(db_error)?,
+                        row.try_get::<String, _>("key").map_err(db_error)?,
+                    ));
+                }
+                _ => {}
+            }
+        }
         Ok(batch
             .iter()
-            .map(|(lease, step)| written.contains(&(lease.run_id.0, step.key.clone())))
+            .map(|(lease, transition)| {
+                if !leased.contains(&(lease.run_id.0, lease.token)) {
+                    return Committed::LeaseLost;
+                }
+                let recorded: Vec<String> = transition
+                    .steps
+                    .iter()
+                    .filter(|s| !inserted.contains(&(lease.run_id.0, s.key.clone())))
+                    .map(|s| s.key.clone())
+                    .collect();
+                if recorded.is_empty() {
+                    Committed::Written
+                } else {
+                    Committed::AlreadyRecorded(recorded)
+                }
+            })
             .collect())
-    }
-
-    async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
-        let result = sqlx::query(
-            "WITH lease AS (
-                 UPDATE flow.runs SET lost_count = 0, current_step = NULL
-                 WHERE id = $1 AND lease_token = $2 AND status = 'running'
-                 RETURNING id
-             )
-             INSERT INTO flow.attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
-             SELECT id, $3, $4, $5, $6, $7, $8 FROM lease",
-        )
-        .bind(lease.run_id.0)
-        .bind(lease.token)
-        .bind(&attempt.key)
-        .bind(attempt.attempt as i32)
-        .bind(&attempt.error)
-        .bind(attempt.started_at)
-        .bind(attempt.finished_at)
-        .bind(attempt.retry_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())
-    }
-
-    async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
-        let result = sqlx::query(
-            "UPDATE flow.runs SET current_step = $3
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-        )
-        .bind(lease.run_id.0)
-        .bind(lease.token)
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())
-    }
-
-    async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
-        let (status, at) = park.target(now);
-        // Every listening worker learns the due time from the notification, so the
-        // run wakes on time even if this worker stops before then.
-        let payload = match park {
-            Park::Release => String::new(),
-            _ => at.timestamp_micros().to_string(),
-        };
-        let result = sqlx::query(
-            "WITH parked AS (
-                 UPDATE flow.runs
-                 SET status = $3, not_before = $4, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND lease_token = $2 AND status = 'running'
-                 RETURNING id
-             )
-             SELECT pg_notify('flow_wakeup', $5) FROM parked",
-        )
-        .bind(lease.run_id.0)
-        .bind(lease.token)
-        .bind(status.as_str())
-        .bind(at)
-        .bind(payload)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.len() as u64)
-    }
-
-    async fn finish(
-        &self,
-        lease: &Lease,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let (status, output, error) = outcome.parts();
-        let result = sqlx::query(
-            "UPDATE flow.runs
-             SET status = $3, output = $4, error = $5, finished_at = $6,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-        )
-        .bind(lease.run_id.0)
-        .bind(lease.token)
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())
     }
 
     async fn renew(
         &self,
-        owner: &str,
+        leases: &[Lease],
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<RunId>, Error> {
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.run_id.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let rows = sqlx::query(
-            "UPDATE flow.runs SET lease_expires_at = $2
-             WHERE lease_owner = $1 AND status = 'running'
-             RETURNING id",
+            "UPDATE flow.runs r SET lease_expires_at = $3
+             FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)
+             WHERE r.id = l.id AND r.lease_token = l.token AND r.status = 'running'
+               AND r.lease_expires_at > $4
+             RETURNING r.id",
         )
-        .bind(owner)
+        .bind(&ids)
+        .bind(&tokens)
         .bind(expiry(now, lease_for))
+        .bind(now)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(rows.iter().map(|r| RunId(r.get(0))).collect())
+        rows.iter()
+            .map(|r| Ok(RunId(r.try_get(0).map_err(db_error)?)))
+            .collect()
     }
 
     async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -345,6 +320,8 @@ impl Store for PgStore {
              UPDATE flow.runs r
              SET lost_count = r.lost_count + 1,
                  status = CASE WHEN r.lost_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
+                 error_kind = CASE WHEN r.lost_count + 1 >= $2 THEN 'lost' END,
+                 error_step = CASE WHEN r.lost_count + 1 >= $2 THEN r.current_step END,
                  error = CASE WHEN r.lost_count + 1 >= $2 THEN
                      format('its worker was lost %s times in a row without a new checkpoint, '
                             'the last time in %s; a step that kills its worker is not retried forever',
@@ -402,10 +379,13 @@ impl Store for PgStore {
                 .map_or(Wakeup::Now, Wakeup::At)
         })))
     }
+}
 
+impl ReadStore for PgStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         let Some(row) = sqlx::query(
-            "SELECT id, function_id, event_id, status, output, error, created_at, started_at, finished_at
+            "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
+                    created_at, started_at, finished_at
              FROM flow.runs WHERE id = $1",
         )
         .bind(id.0)
@@ -449,6 +429,11 @@ impl Store for PgStore {
             status: row.get::<&str, _>("status").parse()?,
             output: row.get("output"),
             error: row.get("error"),
+            failure_kind: row
+                .get::<Option<&str>, _>("error_kind")
+                .map(str::parse)
+                .transpose()?,
+            failure_step: row.get("error_step"),
             created_at: row.get("created_at"),
             started_at: row.get("started_at"),
             finished_at: row.get("finished_at"),
@@ -487,4 +472,155 @@ fn step_record(row: &PgRow) -> Result<StepRecord, Error> {
         finished_at: row.get("finished_at"),
         wake_at: row.get("wake_at"),
     })
+}
+
+/// A batch of transitions as the commit statement's arrays.
+#[derive(Default)]
+struct CommitInput {
+    run_ids: Vec<Uuid>,
+    tokens: Vec<i64>,
+    statuses: Vec<&'static str>,
+    not_before: Vec<Option<DateTime<Utc>>>,
+    outputs: Vec<Option<Value>>,
+    errors: Vec<Option<String>>,
+    error_kinds: Vec<Option<&'static str>>,
+    error_steps: Vec<Option<String>>,
+    executing: Vec<Option<String>>,
+    progress: Vec<bool>,
+    steps: StepArrays,
+    failures: FailureArrays,
+}
+
+#[derive(Default)]
+struct StepArrays {
+    run_ids: Vec<Uuid>,
+    tokens: Vec<i64>,
+    keys: Vec<String>,
+    positions: Vec<i32>,
+    kinds: Vec<&'static str>,
+    outputs: Vec<Option<Value>>,
+    errors: Vec<Option<Value>>,
+    attempts: Vec<i32>,
+    started: Vec<DateTime<Utc>>,
+    finished: Vec<DateTime<Utc>>,
+    wakes: Vec<Option<DateTime<Utc>>>,
+}
+
+#[derive(Default)]
+struct FailureArrays {
+    run_ids: Vec<Uuid>,
+    tokens: Vec<i64>,
+    keys: Vec<String>,
+    attempts: Vec<i32>,
+    errors: Vec<Value>,
+    started: Vec<DateTime<Utc>>,
+    finished: Vec<DateTime<Utc>>,
+    retry_at: Vec<DateTime<Utc>>,
+}
+
+impl CommitInput {
+    fn of(batch: &[(Lease, Transition)], now: DateTime<Utc>) -> CommitInput {
+        let mut input = CommitInput::default();
+        let mut rows: HashMap<(Uuid, i64), usize> = HashMap::new();
+        for (lease, t) in batch {
+            let (status, not_before, output, failure) = match &t.next {
+                Next::Continue => ("running", None, None, None),
+                // A park with no time waits for its other conditions.
+                Next::Park(park) => (
+                    park.status().as_str(),
+                    Some(park.wake.at.unwrap_or(DateTime::<Utc>::MAX_UTC)),
+                    None,
+                    None,
+                ),
+                Next::Release => ("queued", Some(now), None, None),
+                Next::Finish(outcome) => match outcome {
+                    Outcome::Completed(value) => {
+                        (outcome.status().as_str(), None, Some(value.clone()), None)
+                    }
+                    Outcome::Failed(failure) => {
+                        (outcome.status().as_str(), None, None, Some(failure))
+                    }
+                },
+            };
+            // One run row per lease: an UPDATE joined to two input rows of one run
+            // applies only one of them. Later transitions of a run come after
+            // earlier ones, so the last that leaves the run (park, finish) decides.
+            let row = match rows.get(&(lease.run_id.0, lease.token)) {
+                Some(&row) => row,
+                None => {
+                    rows.insert((lease.run_id.0, lease.token), input.run_ids.len());
+                    input.run_ids.push(lease.run_id.0);
+                    input.tokens.push(lease.token);
+                    input.statuses.push("running");
+                    input.not_before.push(None);
+                    input.outputs.push(None);
+                    input.errors.push(None);
+                    input.error_kinds.push(None);
+                    input.error_steps.push(None);
+                    input.executing.push(None);
+                    input.progress.push(false);
+                    input.run_ids.len() - 1
+                }
+            };
+            if t.next != Next::Continue {
+                input.statuses[row] = status;
+                input.not_before[row] = not_before;
+                input.outputs[row] = output;
+                input.errors[row] = failure.map(|f| f.message.clone());
+                input.error_kinds[row] = failure.map(|f| f.kind.as_str());
+                input.error_steps[row] = failure.and_then(|f| f.step.clone());
+            }
+            if t.executing.is_some() {
+                input.executing[row] = t.executing.clone();
+            }
+            input.progress[row] |= t.is_progress();
+            for step in &t.steps {
+                let s = &mut input.steps;
+                s.run_ids.push(lease.run_id.0);
+                s.tokens.push(lease.token);
+                s.keys.push(step.key.clone());
+                s.positions.push(step.position as i32);
+                s.kinds.push(step.kind.as_str());
+                s.outputs.push(step.output.clone());
+                s.errors.push(step.error.clone());
+                s.attempts.push(step.attempts as i32);
+                s.started.push(step.started_at);
+                s.finished.push(step.finished_at);
+                s.wakes.push(step.wake_at);
+            }
+            if let Some(failure) = &t.failure {
+                let f = &mut input.failures;
+                f.run_ids.push(lease.run_id.0);
+                f.tokens.push(lease.token);
+                f.keys.push(failure.key.clone());
+                f.attempts.push(failure.attempt as i32);
+                f.errors.push(failure.error.clone());
+                f.started.push(failure.started_at);
+                f.finished.push(failure.finished_at);
+                f.retry_at.push(failure.retry_at);
+            }
+        }
+        input
+    }
+}
+
+/// The NOTIFY payloads a batch sends: empty ("claim now") when it hands runs back,
+/// and the earliest due time of the runs it parks, so that a run parked by a worker
+/// that then stops still wakes on time elsewhere.
+fn wakeup_payloads(batch: &[(Lease, Transition)]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    if batch.iter().any(|(_, t)| t.next == Next::Release) {
+        payloads.push(String::new());
+    }
+    let earliest = batch
+        .iter()
+        .filter_map(|(_, t)| match &t.next {
+            Next::Park(park) => park.wake.at,
+            _ => None,
+        })
+        .min();
+    if let Some(at) = earliest {
+        payloads.push(at.timestamp_micros().to_string());
+    }
+    payloads
 }

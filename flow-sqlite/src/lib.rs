@@ -29,7 +29,13 @@ pub struct SqliteStore {
 }
 
 /// Migrations, in order. Append only.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/0002_structured_failures.sql"),
+    ),
+];
 
 /// Stores opened in this process, by file, so that every store on one file shares
 /// its wake-ups (a client's send wakes the worker).
@@ -131,8 +137,22 @@ async fn migrate(pool: &SqlitePool) -> Result<(), Error> {
     result
 }
 
+/// A database error as flow reports it; transient when the file is busy or locked
+/// (SQLITE_BUSY, SQLITE_LOCKED and their extended codes) or the pool is gone.
 pub(crate) fn db_error(error: sqlx::Error) -> Error {
-    Error::database(error)
+    let transient = match &error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    };
+    if transient {
+        Error::unavailable(error)
+    } else {
+        Error::database(error)
+    }
 }
 
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {

@@ -14,8 +14,8 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Connect, FailedAttempt, FunctionInfo, Lease, Outcome,
-    Park, SendReceipt, StepRecord, Store, Wakeup, Wakeups, stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
+    ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent, later};
 
@@ -133,7 +133,7 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
-                let functions: Vec<String> = sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ?")
+                let functions: Vec<String> = sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ? ORDER BY id")
                     .bind(event.name())
                     .fetch_all(&mut *conn)
                     .await
@@ -221,7 +221,7 @@ impl Store for SqliteStore {
         Ok(claimed)
     }
 
-    async fn checkpoints(&self, run: RunId) -> Result<Checkpoints, Error> {
+    async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
         let steps = sqlx::query(
             "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
              FROM flow_steps WHERE run_id = ?",
@@ -249,160 +249,66 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn checkpoint(
+    async fn commit(
         &self,
-        batch: &[(Lease, StepRecord)],
+        batch: &[(Lease, Transition)],
         lease_for: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<bool>, Error> {
+    ) -> Result<Vec<Committed>, Error> {
         // One transaction, one commit, for the whole batch.
-        in_transaction(self, async |conn| {
-            let mut written = Vec::with_capacity(batch.len());
-            for (lease, step) in batch {
-                let fence = sqlx::query(
-                    "UPDATE flow_runs SET lease_expires_at = ?, lost_count = 0, current_step = NULL
-                     WHERE id = ? AND lease_token = ? AND status = 'running'",
-                )
-                .bind(micros(later(now, lease_for)))
-                .bind(lease.run_id.0.to_string())
-                .bind(lease.token)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-                if fence.rows_affected() == 0 {
-                    written.push(false);
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO flow_steps
-                         (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(lease.run_id.0.to_string())
-                .bind(&step.key)
-                .bind(step.position as i64)
-                .bind(step.kind.as_str())
-                .bind(step.output.as_ref().map(json))
-                .bind(step.error.as_ref().map(json))
-                .bind(step.attempts as i64)
-                .bind(micros(step.started_at))
-                .bind(micros(step.finished_at))
-                .bind(step.wake_at.map(micros))
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-                written.push(true);
+        let results = in_transaction(self, async |conn| {
+            let mut results = Vec::with_capacity(batch.len());
+            for (lease, t) in batch {
+                results.push(commit_one(conn, lease, t, lease_for, now).await?);
             }
-            Ok(written)
+            Ok(results)
         })
-        .await
-    }
-
-    async fn record_failure(&self, lease: &Lease, attempt: &FailedAttempt) -> Result<(), Error> {
-        in_transaction(self, async |conn| {
-            let fence = sqlx::query(
-                "UPDATE flow_runs SET lost_count = 0, current_step = NULL
-                 WHERE id = ? AND lease_token = ? AND status = 'running'",
-            )
-            .bind(lease.run_id.0.to_string())
-            .bind(lease.token)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            lease.fence(fence.rows_affected())?;
-            sqlx::query(
-                "INSERT INTO flow_attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(lease.run_id.0.to_string())
-            .bind(&attempt.key)
-            .bind(attempt.attempt as i64)
-            .bind(json(&attempt.error))
-            .bind(micros(attempt.started_at))
-            .bind(micros(attempt.finished_at))
-            .bind(micros(attempt.retry_at))
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn mark_step(&self, lease: &Lease, key: &str) -> Result<(), Error> {
-        let result = sqlx::query(
-            "UPDATE flow_runs SET current_step = ? WHERE id = ? AND lease_token = ? AND status = 'running'",
-        )
-        .bind(key)
-        .bind(lease.run_id.0.to_string())
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())
-    }
-
-    async fn park(&self, lease: &Lease, park: Park, now: DateTime<Utc>) -> Result<(), Error> {
-        let (status, at) = park.target(now);
-        let result = sqlx::query(
-            "UPDATE flow_runs SET status = ?, not_before = ?, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ? AND lease_token = ? AND status = 'running'",
-        )
-        .bind(status.as_str())
-        .bind(micros(at))
-        .bind(lease.run_id.0.to_string())
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())?;
-        self.wake(match park {
-            Park::Release => Wakeup::Now,
-            _ => Wakeup::At(at),
-        });
-        Ok(())
-    }
-
-    async fn finish(
-        &self,
-        lease: &Lease,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let (status, output, error) = outcome.parts();
-        let output = output.map(json);
-        let result = sqlx::query(
-            "UPDATE flow_runs SET status = ?, output = ?, error = ?, finished_at = ?,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ? AND lease_token = ? AND status = 'running'",
-        )
-        .bind(status.as_str())
-        .bind(output)
-        .bind(error)
-        .bind(micros(now))
-        .bind(lease.run_id.0.to_string())
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        lease.fence(result.rows_affected())
+        .await?;
+        if batch.iter().any(|(_, t)| t.next == Next::Release) {
+            self.wake(Wakeup::Now);
+        }
+        let earliest = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| **r != Committed::LeaseLost)
+            .filter_map(|((_, t), _)| match &t.next {
+                Next::Park(park) => park.wake.at,
+                _ => None,
+            })
+            .min();
+        if let Some(at) = earliest {
+            self.wake(Wakeup::At(at));
+        }
+        Ok(results)
     }
 
     async fn renew(
         &self,
-        owner: &str,
+        leases: &[Lease],
         lease_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<RunId>, Error> {
-        let rows = sqlx::query(
-            "UPDATE flow_runs SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running' RETURNING id",
-        )
-        .bind(micros(later(now, lease_for)))
-        .bind(owner)
-        .fetch_all(&self.pool)
+        in_transaction(self, async |conn| {
+            let mut renewed = Vec::new();
+            for lease in leases {
+                let updated = sqlx::query(
+                    "UPDATE flow_runs SET lease_expires_at = ?
+                     WHERE id = ? AND lease_token = ? AND status = 'running' AND lease_expires_at > ?",
+                )
+                .bind(micros(later(now, lease_for)))
+                .bind(lease.run_id.0.to_string())
+                .bind(lease.token)
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                if updated.rows_affected() > 0 {
+                    renewed.push(lease.run_id);
+                }
+            }
+            Ok(renewed)
+        })
         .await
-        .map_err(db_error)?;
-        rows.iter().map(|r| Ok(RunId(uuid(r.get(0))?))).collect()
     }
 
     async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
@@ -410,6 +316,8 @@ impl Store for SqliteStore {
             "UPDATE flow_runs
              SET lost_count = lost_count + 1,
                  status = CASE WHEN lost_count + 1 >= ?1 THEN 'failed' ELSE 'queued' END,
+                 error_kind = CASE WHEN lost_count + 1 >= ?1 THEN 'lost' END,
+                 error_step = CASE WHEN lost_count + 1 >= ?1 THEN current_step END,
                  error = CASE WHEN lost_count + 1 >= ?1 THEN
                      'its worker was lost ' || (lost_count + 1) || ' times in a row without a new checkpoint, '
                      || 'the last time in ' || COALESCE('step `' || current_step || '`', 'the code before its next step')
@@ -468,11 +376,14 @@ impl Store for SqliteStore {
             },
         )))
     }
+}
 
+impl ReadStore for SqliteStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         let key = id.0.to_string();
         let Some(row) = sqlx::query(
-            "SELECT id, function_id, event_id, status, output, error, created_at, started_at, finished_at
+            "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
+                    created_at, started_at, finished_at
              FROM flow_runs WHERE id = ?",
         )
         .bind(&key)
@@ -521,6 +432,11 @@ impl Store for SqliteStore {
                 .map(parse_json)
                 .transpose()?,
             error: row.get("error"),
+            failure_kind: row
+                .get::<Option<&str>, _>("error_kind")
+                .map(str::parse)
+                .transpose()?,
+            failure_step: row.get("error_step"),
             created_at: time(row.get("created_at")),
             started_at: row.get::<Option<i64>, _>("started_at").map(time),
             finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
@@ -553,5 +469,113 @@ fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
         started_at: time(row.get("started_at")),
         finished_at: time(row.get("finished_at")),
         wake_at: row.get::<Option<i64>, _>("wake_at").map(time),
+    })
+}
+
+/// One transition inside the batch's transaction: the fenced run row first; the
+/// steps and the failed attempt only if it matched.
+async fn commit_one(
+    conn: &mut SqliteConnection,
+    lease: &Lease,
+    t: &Transition,
+    lease_for: Duration,
+    now: DateTime<Utc>,
+) -> Result<Committed, Error> {
+    let run_id = lease.run_id.0.to_string();
+    let (status, not_before, output, failure) = match &t.next {
+        Next::Continue => ("running", None, None, None),
+        // A park with no time waits for its other conditions.
+        Next::Park(park) => (
+            park.status().as_str(),
+            Some(park.wake.at.map_or(i64::MAX, micros)),
+            None,
+            None,
+        ),
+        Next::Release => ("queued", Some(micros(now)), None, None),
+        Next::Finish(outcome) => match outcome {
+            Outcome::Completed(value) => (outcome.status().as_str(), None, Some(json(value)), None),
+            Outcome::Failed(failure) => (outcome.status().as_str(), None, None, Some(failure)),
+        },
+    };
+    let running = status == "running";
+    let finished = matches!(status, "completed" | "failed" | "cancelled");
+    let fence = sqlx::query(
+        "UPDATE flow_runs
+         SET status = ?1,
+             not_before = COALESCE(?2, not_before),
+             lease_owner = CASE WHEN ?3 THEN lease_owner END,
+             lease_expires_at = CASE WHEN ?3 THEN ?4 END,
+             lost_count = CASE WHEN ?5 THEN 0 ELSE lost_count END,
+             current_step = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?5 THEN NULL ELSE current_step END,
+             output = ?7, error = ?8, error_kind = ?9, error_step = ?10,
+             finished_at = CASE WHEN ?11 THEN ?12 END
+         WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
+    )
+    .bind(status)
+    .bind(not_before)
+    .bind(running)
+    .bind(micros(later(now, lease_for)))
+    .bind(t.is_progress())
+    .bind(t.executing.as_deref())
+    .bind(output)
+    .bind(failure.map(|f| f.message.as_str()))
+    .bind(failure.map(|f| f.kind.as_str()))
+    .bind(failure.and_then(|f| f.step.as_deref()))
+    .bind(finished)
+    .bind(micros(now))
+    .bind(&run_id)
+    .bind(lease.token)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    if fence.rows_affected() == 0 {
+        return Ok(Committed::LeaseLost);
+    }
+    let mut recorded = Vec::new();
+    for step in &t.steps {
+        let inserted = sqlx::query(
+            "INSERT INTO flow_steps
+                 (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run_id, key) DO NOTHING",
+        )
+        .bind(&run_id)
+        .bind(&step.key)
+        .bind(step.position as i64)
+        .bind(step.kind.as_str())
+        .bind(step.output.as_ref().map(json))
+        .bind(step.error.as_ref().map(json))
+        .bind(step.attempts as i64)
+        .bind(micros(step.started_at))
+        .bind(micros(step.finished_at))
+        .bind(step.wake_at.map(micros))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        if inserted.rows_affected() == 0 {
+            recorded.push(step.key.clone());
+        }
+    }
+    if let Some(attempt) = &t.failure {
+        sqlx::query(
+            "INSERT INTO flow_attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run_id, key, attempt) DO NOTHING",
+        )
+        .bind(&run_id)
+        .bind(&attempt.key)
+        .bind(attempt.attempt as i64)
+        .bind(json(&attempt.error))
+        .bind(micros(attempt.started_at))
+        .bind(micros(attempt.finished_at))
+        .bind(micros(attempt.retry_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(if recorded.is_empty() {
+        Committed::Written
+    } else {
+        Committed::AlreadyRecorded(recorded)
     })
 }

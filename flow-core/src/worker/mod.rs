@@ -1,7 +1,13 @@
-//! The worker: claims due runs in batches, drives each on its own task, renews its
-//! leases, recovers runs of dead workers, and shuts down gracefully.
+//! The worker: claims due runs in batches, drives each on its own task (`driver`),
+//! writes through one group commit (`committer`), renews its leases, recovers runs
+//! of dead workers, and shuts down gracefully.
 
-use std::collections::HashMap;
+mod committer;
+mod driver;
+
+pub(crate) use committer::Committer;
+
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,13 +18,12 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::checkpointer::Checkpointer;
 use crate::clock::later;
-use crate::ctx::{RunCore, Stop};
-use crate::driver::{Exit, LeasedIo, drive};
 use crate::function::{Function, FunctionDef, Registry, registered};
-use crate::store::{ClaimRequest, Connect, FunctionInfo, Store, Wakeup};
+use crate::run::core::{RunCore, Stop};
+use crate::store::{ClaimRequest, Connect, FunctionInfo, Lease, Store, Wakeup};
 use crate::{Clock, Error, Limits, RunId, SystemClock};
+use driver::{Exit, drive};
 
 /// Worker settings; every default is documented on its builder method.
 #[derive(Clone, Debug)]
@@ -456,7 +461,7 @@ async fn claim_loop<S: Store>(
 ) {
     let functions = shared.registry.ids();
     // Ends once the last run holding a handle is done.
-    let checkpointer = Checkpointer::spawn(
+    let committer = Committer::spawn(
         shared.store.clone(),
         shared.config.lease,
         shared.clock.clone(),
@@ -510,7 +515,7 @@ async fn claim_loop<S: Store>(
                 Ok(runs) => {
                     claimed_all = runs.len() == free;
                     for claimed in runs {
-                        spawn_run(shared, tasks, claimed, &checkpointer);
+                        spawn_run(shared, tasks, claimed, &committer);
                     }
                 }
                 Err(e) => {
@@ -565,7 +570,7 @@ fn spawn_run<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
     claimed: crate::store::ClaimedRun,
-    checkpointer: &Checkpointer,
+    committer: &Committer,
 ) {
     let Some(def) = shared.registry.get(&claimed.function_id) else {
         // The claim query only returns runs of functions we serve.
@@ -573,15 +578,10 @@ fn spawn_run<S: Store>(
         return;
     };
     let run_id = claimed.lease.run_id;
-    let io = LeasedIo {
-        store: shared.store.clone(),
-        lease: claimed.lease.clone(),
-        checkpointer: checkpointer.clone(),
-    };
     let core = Arc::new(RunCore::new(
-        run_id,
         def,
-        Arc::new(io),
+        claimed.lease.clone(),
+        committer.clone(),
         shared.clock.clone(),
         shared.config.limits,
     ));
@@ -640,29 +640,29 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
     }
 }
 
-/// Renews every lease of this worker in one statement; runs it no longer holds
-/// are dropped.
+/// Renews, in one statement, exactly the leases of the executions this worker
+/// drives; an execution whose lease was not renewed is dropped.
 async fn renew<S: Store>(shared: Arc<Shared<S>>) {
     loop {
         let next = later(shared.clock.now(), shared.config.renew_every);
         shared.clock.sleep_until(next).await;
-        // Only runs claimed before the renewal are judged by it.
-        let before: Vec<RunId> = lock(&shared.runs).keys().copied().collect();
-        if before.is_empty() {
+        // The executions driven now; only they are judged by this renewal (a run
+        // claimed again meanwhile is a new execution with a new token).
+        let driven: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
+        if driven.is_empty() {
             continue;
         }
+        let leases: Vec<Lease> = driven.iter().map(|core| core.lease().clone()).collect();
         match shared
             .store
-            .renew(&shared.owner, shared.config.lease, shared.clock.now())
+            .renew(&leases, shared.config.lease, shared.clock.now())
             .await
         {
             Ok(held) => {
-                let runs = lock(&shared.runs);
-                for id in before.iter().filter(|id| !held.contains(id)) {
-                    if let Some(core) = runs.get(id) {
-                        tracing::warn!(run_id = %id, "lease lost; dropping the run");
-                        core.stop(Stop::LeaseLost);
-                    }
+                let held: HashSet<RunId> = held.into_iter().collect();
+                for core in driven.iter().filter(|core| !held.contains(&core.run_id)) {
+                    tracing::warn!(run_id = %core.run_id, "lease lost; dropping the run");
+                    core.stop(Stop::LeaseLost);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not renew leases"),

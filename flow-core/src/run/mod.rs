@@ -1,4 +1,7 @@
-//! What a run is, as stored and as read back: ids, statuses, views.
+//! What a run is: ids, statuses and views as stored and read back (here), and the
+//! state one execution of a run keeps while a worker drives it (`core`).
+
+pub(crate) mod core;
 
 use std::fmt;
 use std::str::FromStr;
@@ -155,6 +158,10 @@ pub struct RunView {
     pub output: Option<Value>,
     /// The error message, once failed.
     pub error: Option<String>,
+    /// What kind of failure it was, once failed.
+    pub failure_kind: Option<crate::store::FailureKind>,
+    /// The step the failure came from, when it came from one.
+    pub failure_step: Option<String>,
     /// When the event created it.
     pub created_at: DateTime<Utc>,
     /// When a worker first claimed it.

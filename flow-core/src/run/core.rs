@@ -1,0 +1,383 @@
+//! The state of one execution of a run, shared by its [`Ctx`](crate::Ctx), its step
+//! calls and the driver: the memo of checkpoints, the step cursor, the lease and
+//! its writer, and what the driver must do next (park, hand back, stop).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::store::{
+    Checkpoints, Committed, Failure, FailureKind, Lease, Park, StepRecord, Transition,
+};
+use crate::worker::Committer;
+use crate::{Backoff, Clock, Error, Limits, RunId, StepKind};
+
+tokio::task_local! {
+    /// The key of the step whose body is being polled, to refuse nested steps.
+    pub(crate) static CURRENT_STEP: String;
+}
+
+fn current_step() -> Option<String> {
+    CURRENT_STEP.try_with(|key| key.clone()).ok()
+}
+
+/// Why the driver must stop polling a run's handler before it finishes. Acts at
+/// once: a step body still running is dropped and its result not written.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Stop {
+    /// Another worker owns the run: drop it, write nothing.
+    LeaseLost,
+    /// The run cannot go on (non-determinism, a limit, a refused write): fail it.
+    Fail(Failure),
+    /// Hand the run back, claimable at once.
+    Release,
+}
+
+/// What the driver should do with a run it is polling.
+pub(crate) enum Decision {
+    /// Park it: no step body is running.
+    Park(Park),
+    /// Hand it back: no step body is running (the worker is shutting down).
+    Release,
+    /// Stop it now.
+    Stop(Stop),
+}
+
+/// How a step call resolved when it was made.
+pub(crate) enum Resolution {
+    /// Checkpointed before: return the record.
+    Replay(StepRecord),
+    /// Run the body; it failed this many times before.
+    Execute { failed_before: u32 },
+    /// The run is stopping: never resolve.
+    Halt,
+}
+
+pub(crate) struct RunCore {
+    pub run_id: RunId,
+    pub function_id: &'static str,
+    pub retries: u32,
+    pub backoff: Backoff,
+    pub clock: std::sync::Arc<dyn Clock>,
+    pub limits: Limits,
+    lease: Lease,
+    committer: Committer,
+    state: Mutex<RunState>,
+    /// Signalled whenever the driver may have something to do.
+    pub changed: Notify,
+}
+
+#[derive(Default)]
+struct RunState {
+    /// Checkpoints loaded when the run resumed, by key.
+    recorded: HashMap<String, StepRecord>,
+    /// The same, by call-order position.
+    recorded_at: HashMap<u32, String>,
+    /// Failed attempts per step key.
+    failed: HashMap<String, u32>,
+    /// How many times each step id has been called in this execution.
+    repeats: HashMap<String, u32>,
+    next_position: u32,
+    uuid_calls: u64,
+    state_bytes: usize,
+    /// Step bodies running now; the driver parks only when this is zero.
+    inflight: u32,
+    park: Option<Park>,
+    release: bool,
+    stop: Option<Stop>,
+    shutting_down: bool,
+    /// The run was lost by earlier workers: name the first step it executes.
+    mark_next_step: bool,
+}
+
+impl RunCore {
+    pub fn new(
+        def: &'static crate::FunctionDef,
+        lease: Lease,
+        committer: Committer,
+        clock: std::sync::Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        RunCore {
+            run_id: lease.run_id,
+            function_id: def.id,
+            retries: def.retries,
+            backoff: def.backoff,
+            clock,
+            limits,
+            lease,
+            committer,
+            state: Mutex::new(RunState::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, RunState> {
+        // A panic while the lock is held cannot leave the state half-written (every
+        // critical section is a few assignments), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lease this execution holds.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Writes a transition of this run through the worker's group commit.
+    pub async fn commit(&self, transition: Transition) -> Result<Committed, Error> {
+        self.committer.commit(self.lease.clone(), transition).await
+    }
+
+    /// Writes a transition of a run that goes on; when it is not kept, stops the run
+    /// (lease lost, refused, database gone) and returns false. `step` names the step
+    /// whose write it is.
+    pub async fn commit_or_stop(&self, transition: Transition, step: &str) -> bool {
+        match self.commit(transition).await {
+            // Recorded already: a retried write whose first attempt committed. The
+            // record stands and is the same value.
+            Ok(Committed::Written | Committed::AlreadyRecorded(_)) => true,
+            Ok(Committed::LeaseLost) => {
+                tracing::info!(step, "lease lost; dropping the run");
+                self.stop(Stop::LeaseLost);
+                false
+            }
+            Err(e) if e.is_transient() => {
+                tracing::error!(step, error = %e, "could not write; handing the run back");
+                self.stop(Stop::Release);
+                false
+            }
+            Err(e) => {
+                tracing::error!(step, error = %e, "the database refused the write; the run fails");
+                self.stop(Stop::Fail(
+                    Failure::new(
+                        FailureKind::Storage,
+                        format!("the database refused to store step `{step}`: {e}"),
+                    )
+                    .in_step(step),
+                ));
+                false
+            }
+        }
+    }
+
+    /// Fills the memo from a resumed run's checkpoints.
+    pub fn load(&self, checkpoints: Checkpoints, lost_before: bool) {
+        let mut st = self.state();
+        for (key, failed) in checkpoints.failed_attempts {
+            st.failed.insert(key, failed);
+        }
+        for step in checkpoints.steps {
+            st.state_bytes += step.output.as_ref().map_or(0, json_len);
+            st.recorded_at.insert(step.position, step.key.clone());
+            st.recorded.insert(step.key.clone(), step);
+        }
+        st.mark_next_step = lost_before;
+    }
+
+    /// Asks the driver to stop the run; the first reason wins.
+    pub fn stop(&self, stop: Stop) {
+        {
+            let mut st = self.state();
+            if st.stop.is_none() {
+                st.stop = Some(stop);
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    /// Fails the run with a failure of `kind`.
+    pub fn fail(&self, kind: FailureKind, message: String, step: Option<&str>) {
+        let mut failure = Failure::new(kind, message);
+        failure.step = step.map(str::to_owned);
+        self.stop(Stop::Fail(failure));
+    }
+
+    /// Asks the driver to park the run once no step body is running. Of several
+    /// requests the earliest wins; a sleep that ends later is parked again on replay.
+    pub fn park(&self, park: Park) {
+        {
+            let mut st = self.state();
+            st.park = Some(match st.park.take() {
+                None => park,
+                Some(old) => old.earlier(park),
+            });
+        }
+        self.changed.notify_one();
+    }
+
+    /// Asks the driver to hand the run back once no step body is running.
+    fn release(&self) {
+        self.state().release = true;
+        self.changed.notify_one();
+    }
+
+    /// The worker is shutting down: step bodies already running finish, and the
+    /// next step call hands the run back.
+    pub fn begin_shutdown(&self) {
+        let idle = {
+            let mut st = self.state();
+            st.shutting_down = true;
+            st.inflight == 0
+        };
+        // A handler idle outside any step (say, awaiting a timer) would never reach
+        // its next step call: hand it back now.
+        if idle {
+            self.release();
+        }
+        self.changed.notify_one();
+    }
+
+    /// What the driver should do now, if anything.
+    pub fn decision(&self) -> Option<Decision> {
+        let st = self.state();
+        if let Some(stop) = &st.stop {
+            return Some(Decision::Stop(stop.clone()));
+        }
+        if st.inflight > 0 {
+            return None;
+        }
+        if st.release {
+            return Some(Decision::Release);
+        }
+        st.park.clone().map(Decision::Park)
+    }
+
+    /// Resolves a step call, at call time, against the record.
+    pub fn resolve(&self, id: &str, kind: StepKind) -> (String, u32, Resolution) {
+        let mut st = self.state();
+        let n = st.repeats.entry(id.to_owned()).or_insert(0);
+        let key = if *n == 0 {
+            id.to_owned()
+        } else {
+            format!("{id}:{n}")
+        };
+        *n += 1;
+        let position = st.next_position;
+        st.next_position += 1;
+        if st.stop.is_some() {
+            return (key, position, Resolution::Halt);
+        }
+        if let Some(outer) = current_step() {
+            drop(st);
+            self.fail(
+                FailureKind::Usage,
+                format!(
+                    "step `{key}` was called inside the body of step `{outer}`; steps cannot \
+                     nest: call `{key}` from the function body, or make it a plain async fn"
+                ),
+                Some(&outer),
+            );
+            return (key, position, Resolution::Halt);
+        }
+        if position as usize >= self.limits.steps_per_run {
+            drop(st);
+            self.fail(
+                FailureKind::Limit,
+                format!(
+                    "step `{key}` would be step number {} of this run, over the limit of {} \
+                     steps per run (configure it with Limits::steps_per_run)",
+                    position + 1,
+                    self.limits.steps_per_run
+                ),
+                Some(&key),
+            );
+            return (key, position, Resolution::Halt);
+        }
+        let mismatch = match st.recorded.get(&key) {
+            Some(rec) if rec.position != position || rec.kind != kind => Some(format!(
+                "replay called {} `{key}` at position {position}, but the record has {}{}",
+                describe_kind(kind),
+                match st.recorded_at.get(&position) {
+                    Some(other) => format!("`{other}` at position {position} and "),
+                    None => String::new(),
+                },
+                format_args!(
+                    "{} `{key}` at position {}",
+                    describe_kind(rec.kind),
+                    rec.position
+                ),
+            )),
+            Some(rec) => return (key, position, Resolution::Replay(rec.clone())),
+            None => st.recorded_at.get(&position).map(|other| {
+                format!(
+                    "replay called {} `{key}` at position {position}, but the record has \
+                     step `{other}` there",
+                    describe_kind(kind)
+                )
+            }),
+        };
+        if let Some(detail) = mismatch {
+            drop(st);
+            self.fail(
+                FailureKind::Replay,
+                format!(
+                    "non-determinism in function `{}`: {detail}. Steps must be called in the \
+                     same order on every execution: move what varies between executions \
+                     (clock, randomness, I/O) into a step, or use ctx.now() / ctx.uuid()",
+                    self.function_id
+                ),
+                Some(&key),
+            );
+            return (key, position, Resolution::Halt);
+        }
+        let failed_before = st.failed.get(&key).copied().unwrap_or(0);
+        (key, position, Resolution::Execute { failed_before })
+    }
+
+    /// Admits a step body to run, unless the run is parking or stopping. Returns
+    /// whether the body must first be named in the store (the run was lost before).
+    pub fn begin_body(&self) -> Option<bool> {
+        let mut st = self.state();
+        if st.stop.is_some() || st.park.is_some() || st.release {
+            return None;
+        }
+        if st.shutting_down {
+            drop(st);
+            self.release();
+            return None;
+        }
+        st.inflight += 1;
+        Some(std::mem::take(&mut st.mark_next_step))
+    }
+
+    pub fn end_body(&self) {
+        self.state().inflight -= 1;
+        self.changed.notify_one();
+    }
+
+    /// Counts a new output towards the run-state limit.
+    pub fn add_state_bytes(&self, bytes: usize) -> Result<(), String> {
+        let mut st = self.state();
+        if st.state_bytes + bytes > self.limits.run_state_bytes {
+            return Err(format!(
+                "the run's state would be {} bytes, over the limit of {} bytes \
+                 (configure it with Limits::run_state_bytes)",
+                st.state_bytes + bytes,
+                self.limits.run_state_bytes
+            ));
+        }
+        st.state_bytes += bytes;
+        Ok(())
+    }
+
+    pub fn next_uuid_call(&self) -> u64 {
+        let mut st = self.state();
+        st.uuid_calls += 1;
+        st.uuid_calls
+    }
+}
+
+fn describe_kind(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Run => "step",
+        StepKind::Sleep => "sleep",
+        StepKind::Now => "ctx.now()",
+    }
+}
+
+pub(crate) fn json_len(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}

@@ -1,0 +1,110 @@
+//! The store contract, in the engine's words. [`Store`] is what a worker writes
+//! and claims; [`ReadStore`] is what clients, the server and the dashboard read.
+//! Every write for a leased run carries the lease's fencing token and changes
+//! nothing when the token is stale.
+
+mod read;
+mod records;
+mod transition;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::{Error, NewEvent, RunId};
+
+pub use read::ReadStore;
+pub use records::{
+    Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, Lease,
+    SendReceipt, StepRecord, Wakeup, Wakeups, stored_error_message,
+};
+pub use transition::{
+    Committed, Failure, FailureKind, Next, Outcome, Park, ParkReason, Transition, WakeOn,
+};
+
+/// Durable state for flow's engine. Implemented by each backend; the worker calls
+/// nothing else.
+///
+/// Every method that compares times takes `now` from the worker's [`Clock`](crate::Clock).
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Where the data lives, for log lines (a URL with its password redacted).
+    fn describe(&self) -> String;
+
+    /// Records the functions a worker serves, so sends create their runs.
+    fn register_functions(
+        &self,
+        functions: &[FunctionInfo],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Stores events and, in the same transaction, creates a queued run for every
+    /// function they trigger. Producer ids seen in the last 24 hours are duplicates.
+    /// Limits are checked by the caller.
+    fn send(
+        &self,
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<SendReceipt, Error>> + Send;
+
+    /// Leases up to `max` due runs of the given functions. No run is handed to two
+    /// claimers, however many claim at once.
+    fn claim(
+        &self,
+        request: ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ClaimedRun>, Error>> + Send;
+
+    /// A resumed run's checkpoints and failed-attempt counts, in one query.
+    fn load(&self, run: RunId) -> impl Future<Output = Result<Checkpoints, Error>> + Send;
+
+    /// Writes transitions of any number of runs in one statement or transaction (one
+    /// commit for the whole batch), each fenced by its lease. Returns, per
+    /// transition and in order, what was written: a transition whose lease is lost
+    /// changes nothing and does not stop the others. `lease_for` extends the lease
+    /// of runs that go on. An error means nothing of the batch was written.
+    fn commit(
+        &self,
+        batch: &[(Lease, Transition)],
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Committed>, Error>> + Send;
+
+    /// Extends exactly these leases, each only if it is still current and has not
+    /// expired; returns the runs whose lease was extended.
+    fn renew(
+        &self,
+        leases: &[Lease],
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<RunId>, Error>> + Send;
+
+    /// Requeues runs whose lease expired; a run lost `max_lost` times in a row
+    /// without a new checkpoint fails instead. Returns how many runs it touched.
+    fn recover_expired(
+        &self,
+        max_lost: u32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// The earliest time something may become claimable for these functions: a due
+    /// time, or another worker's lease expiring.
+    fn next_wakeup(
+        &self,
+        functions: &[String],
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Error>> + Send;
+
+    /// A stream of hints that work was added.
+    fn wakeups(&self) -> impl Future<Output = Result<Wakeups, Error>> + Send;
+}
+
+/// Opening a store from a URL, for `Worker::from_env` and the builders.
+pub trait Connect: Store + ReadStore + Sized {
+    /// Connects (and migrates) the store at `url`.
+    fn connect(url: &str) -> impl Future<Output = Result<Self, Error>> + Send;
+
+    /// The URL to use when DATABASE_URL is not set; `None` makes it required.
+    fn default_url() -> Option<String> {
+        None
+    }
+}

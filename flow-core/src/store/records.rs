@@ -1,0 +1,172 @@
+//! The records the engine and a store exchange: leases, claimed runs, checkpoints,
+//! failed attempts, receipts and wake-up hints.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use serde_json::Value;
+
+use crate::{Error, EventId, RunId, StepKind, StepView, StoredEvent};
+
+/// A worker's hold on one run. Writes that carry a stale `token` return
+/// [`Error::LeaseLost`].
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The run.
+    pub run_id: RunId,
+    /// The fencing token: a counter on the run that each claim increments.
+    pub token: i64,
+    /// The worker holding it.
+    pub owner: Arc<str>,
+}
+
+/// A run handed to a worker by [`Store::claim`](super::Store::claim).
+#[derive(Clone, Debug)]
+pub struct ClaimedRun {
+    /// The lease the worker now holds.
+    pub lease: Lease,
+    /// The function to run.
+    pub function_id: String,
+    /// The event that triggered it.
+    pub event: StoredEvent,
+    /// False on the run's first claim: it has no checkpoints, so none are loaded.
+    pub resumed: bool,
+    /// How many workers in a row lost this run without a new checkpoint.
+    pub lost_count: u32,
+}
+
+/// What a worker asks of [`Store::claim`](super::Store::claim).
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    /// The claiming worker.
+    pub owner: &'a Arc<str>,
+    /// Only runs of these functions.
+    pub functions: &'a [String],
+    /// At most this many runs.
+    pub max: usize,
+    /// The lease length.
+    pub lease: Duration,
+}
+
+/// One checkpoint: a step's result, written in one statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// `id` or `id:n`.
+    pub key: String,
+    /// Call-order position in the run.
+    pub position: u32,
+    /// What kind of step.
+    pub kind: StepKind,
+    /// The output, when it succeeded (or the clock reading of `ctx.now()`).
+    pub output: Option<Value>,
+    /// The final error (a serialized `StepError`), when it failed for good.
+    pub error: Option<Value>,
+    /// Attempts it took, this one included.
+    pub attempts: u32,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// For a sleep: when it ends.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+impl StepRecord {
+    /// The record as [`Client::run`](crate::Client::run) shows it.
+    pub fn into_view(self) -> StepView {
+        StepView {
+            key: self.key,
+            position: self.position,
+            kind: self.kind,
+            output: self.output,
+            error: self.error.as_ref().map(stored_error_message),
+            attempts: self.attempts,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+/// The message of a stored (serialized) `StepError`, or the JSON itself if it is not one.
+pub fn stored_error_message(error: &Value) -> String {
+    serde_json::from_value::<crate::StepError>(error.clone())
+        .map(|e| e.message().to_owned())
+        .unwrap_or_else(|_| error.to_string())
+}
+
+/// A failed attempt that will be retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedAttempt {
+    /// The step's key.
+    pub key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The serialized `StepError`.
+    pub error: Value,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+    /// When it failed.
+    pub finished_at: DateTime<Utc>,
+    /// When the next attempt is due.
+    pub retry_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The result of a fenced write: it changed `rows` rows, and none means the lease
+    /// is no longer this worker's (or the run no longer runs).
+    pub fn fence(&self, rows: u64) -> Result<(), Error> {
+        if rows == 0 {
+            Err(Error::LeaseLost(self.run_id))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How long a producer-supplied event id deduplicates.
+pub const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// What a run's checkpoints hold, loaded once when it resumes.
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoints {
+    /// Completed steps.
+    pub steps: Vec<StepRecord>,
+    /// Failed attempts per step key not yet completed (and those that completed).
+    pub failed_attempts: Vec<(String, u32)>,
+}
+
+/// A function as a worker announces it, so that `send` can create its runs.
+#[derive(Clone, Debug)]
+pub struct FunctionInfo {
+    /// Its id.
+    pub id: String,
+    /// The event name that triggers it.
+    pub trigger: String,
+}
+
+/// What [`Store::send`](super::Store::send) did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SendReceipt {
+    /// One per event sent, in order: its id, or for a duplicate of an event sent in
+    /// the last 24 hours, the id of that earlier event.
+    pub event_ids: Vec<EventId>,
+    /// The runs created, with the event that created each.
+    pub runs: Vec<(EventId, RunId)>,
+    /// How many events were duplicates and started nothing.
+    pub duplicates: usize,
+}
+
+/// A hint that work may be claimable. Hints only: a worker also polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// Runs were added or handed back: claim now.
+    Now,
+    /// A run was parked until this time (by any worker): wake then.
+    At(DateTime<Utc>),
+}
+
+/// The stream of [`Wakeup`]s a worker listens to.
+pub type Wakeups = Pin<Box<dyn Stream<Item = Wakeup> + Send>>;

@@ -1,0 +1,266 @@
+//! What a worker writes for the runs it leases: one [`Transition`] per run and
+//! write, many of them committed together by [`Store::commit`](super::Store::commit).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{FailedAttempt, StepRecord};
+use crate::RunStatus;
+
+/// One change of a leased run: the records it adds, and what comes next. A store
+/// writes it only while the lease holds; otherwise nothing of it is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    /// Checkpoints it adds: steps that succeeded or failed for good, sleeps, clock
+    /// reads. A key already recorded keeps its first record.
+    pub steps: Vec<StepRecord>,
+    /// A failed attempt it adds (its step will be retried).
+    pub failure: Option<FailedAttempt>,
+    /// The step the run starts executing, noted only for a run whose earlier workers
+    /// were lost, so that the step can be named if the run gives up.
+    pub executing: Option<String>,
+    /// What the run does next.
+    pub next: Next,
+}
+
+impl Transition {
+    /// Nothing added; the run goes on (extends the lease).
+    pub const CONTINUE: Transition = Transition::next(Next::Continue);
+
+    /// A transition that adds nothing and then does `next`.
+    pub const fn next(next: Next) -> Transition {
+        Transition {
+            steps: Vec::new(),
+            failure: None,
+            executing: None,
+            next,
+        }
+    }
+
+    /// A checkpoint of one step; the run goes on.
+    pub fn step(record: StepRecord) -> Transition {
+        Transition {
+            steps: vec![record],
+            ..Transition::CONTINUE
+        }
+    }
+
+    /// Whether it records progress (a checkpoint or a failed attempt), which resets
+    /// the count of workers lost in a row.
+    pub fn is_progress(&self) -> bool {
+        !self.steps.is_empty() || self.failure.is_some()
+    }
+}
+
+/// What a run does after a transition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    /// It goes on executing on this worker; the lease is extended.
+    Continue,
+    /// It stops executing until one of its wake conditions holds, and gives up its
+    /// lease. It holds no worker slot and no memory meanwhile.
+    Park(Park),
+    /// It is handed back, claimable at once (its worker is shutting down, or could
+    /// not go on for a reason that another attempt may not have).
+    Release,
+    /// It ends.
+    Finish(Outcome),
+}
+
+/// A run that stops executing for now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Park {
+    /// Why: decides the status it shows meanwhile.
+    pub reason: ParkReason,
+    /// What wakes it.
+    pub wake: WakeOn,
+}
+
+impl Park {
+    /// Asleep until `at` (status `sleeping`).
+    pub fn sleep(at: DateTime<Utc>) -> Park {
+        Park {
+            reason: ParkReason::Sleep,
+            wake: WakeOn::at(at),
+        }
+    }
+
+    /// Backing off until `at` before a retry (status `queued`).
+    pub fn retry(at: DateTime<Utc>) -> Park {
+        Park {
+            reason: ParkReason::Retry,
+            wake: WakeOn::at(at),
+        }
+    }
+
+    /// The status the run shows while parked.
+    pub fn status(&self) -> RunStatus {
+        match self.reason {
+            ParkReason::Sleep => RunStatus::Sleeping,
+            ParkReason::Retry => RunStatus::Queued,
+        }
+    }
+
+    /// The earlier of two parks: a run wakes at its first wake condition; a sleep
+    /// that ends later parks again on replay.
+    pub fn earlier(self, other: Park) -> Park {
+        match (self.wake.at, other.wake.at) {
+            (Some(a), Some(b)) if b < a => other,
+            (None, Some(_)) => other,
+            _ => self,
+        }
+    }
+}
+
+/// Why a run is parked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParkReason {
+    /// `ctx.sleep` / `ctx.sleep_until`.
+    Sleep,
+    /// A step's backoff before its next attempt.
+    Retry,
+}
+
+/// The conditions that make a parked run due again; the first one that holds wakes
+/// it. Waits for events and child runs join the time in later versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WakeOn {
+    /// A time; `None` is never.
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl WakeOn {
+    /// Wake at `time`.
+    pub fn at(time: DateTime<Utc>) -> WakeOn {
+        WakeOn { at: Some(time) }
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// With the handler's output.
+    Completed(Value),
+    /// With an error, kept structured.
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// The status it is stored with.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            Outcome::Completed(_) => RunStatus::Completed,
+            Outcome::Failed(_) => RunStatus::Failed,
+        }
+    }
+}
+
+/// Why a run failed: what kind of failure, its message, and the step it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The step it came from, when it came from one.
+    pub step: Option<String>,
+}
+
+impl Failure {
+    /// A failure of this kind with this message, from no step in particular.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+            step: None,
+        }
+    }
+
+    /// The same failure, coming from `step`.
+    pub fn in_step(mut self, step: impl Into<String>) -> Failure {
+        self.step = Some(step.into());
+        self
+    }
+}
+
+/// The kinds of [`Failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The handler returned an error of its own.
+    Handler,
+    /// A step failed for good (retries ran out, or it was fatal) and the handler
+    /// returned its error.
+    Step,
+    /// The handler panicked outside any step.
+    Panic,
+    /// The triggering event's data does not fit the handler's event type.
+    Event,
+    /// Replay found that the code no longer matches the record: it calls other
+    /// steps, or a stored output no longer deserializes into the step's type.
+    Replay,
+    /// A configured limit was exceeded.
+    Limit,
+    /// The code used flow in a way it cannot run (a nested step, a bad step id).
+    Usage,
+    /// The database refused to store the run's state.
+    Storage,
+    /// Its workers were lost too many times in a row.
+    Lost,
+}
+
+impl FailureKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Handler => "handler",
+            FailureKind::Step => "step",
+            FailureKind::Panic => "panic",
+            FailureKind::Event => "event",
+            FailureKind::Replay => "replay",
+            FailureKind::Limit => "limit",
+            FailureKind::Usage => "usage",
+            FailureKind::Storage => "storage",
+            FailureKind::Lost => "lost",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureKind {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "handler" => FailureKind::Handler,
+            "step" => FailureKind::Step,
+            "panic" => FailureKind::Panic,
+            "event" => FailureKind::Event,
+            "replay" => FailureKind::Replay,
+            "limit" => FailureKind::Limit,
+            "usage" => FailureKind::Usage,
+            "storage" => FailureKind::Storage,
+            "lost" => FailureKind::Lost,
+            other => {
+                return Err(crate::Error::Database(format!(
+                    "unknown failure kind `{other}`"
+                )));
+            }
+        })
+    }
+}
+
+/// What [`Store::commit`](super::Store::commit) did with one transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Written whole.
+    Written,
+    /// Written, except these step keys, which were recorded already: their first
+    /// record stands.
+    AlreadyRecorded(Vec<String>),
+    /// Not written: the lease is no longer this worker's (or the run no longer runs).
+    LeaseLost,
+}

@@ -1,0 +1,406 @@
+//! Faults that used to lose work or repeat side effects, each driven against the
+//! real store of the backend under test. Where a fault must be provoked (a dropped
+//! connection, a row the database refuses), `Faulty` wraps the real store and
+//! changes what reaches it; the database's own answer does the rest.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flow::prelude::*;
+use flow::store::{
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
+    Transition, Wakeups,
+};
+use flow::{AnyStore, FailureKind, NewEvent, RunId, RunStatus, RunView, SendReceipt, StepKind};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The real store, with faults on its commits: the first `transient` commits that
+/// carry a checkpoint fail as a dropped connection would, before reaching the
+/// database; a step key `poison` reaches the database with a NUL character in it,
+/// which PostgreSQL refuses.
+#[derive(Clone)]
+struct Faulty {
+    inner: AnyStore,
+    transient: Arc<AtomicU32>,
+}
+
+impl Faulty {
+    fn new(inner: AnyStore, transient: u32) -> Self {
+        Faulty {
+            inner,
+            transient: Arc::new(AtomicU32::new(transient)),
+        }
+    }
+}
+
+impl Store for Faulty {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn register_functions(
+        &self,
+        f: &[FunctionInfo],
+        now: DateTime<Utc>,
+    ) -> Result<(), flow::Error> {
+        self.inner.register_functions(f, now).await
+    }
+    async fn send(&self, e: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, flow::Error> {
+        self.inner.send(e, now).await
+    }
+    async fn claim(
+        &self,
+        r: ClaimRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedRun>, flow::Error> {
+        self.inner.claim(r, now).await
+    }
+    async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
+        self.inner.load(run).await
+    }
+    async fn commit(
+        &self,
+        batch: &[(Lease, Transition)],
+        lease_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Committed>, flow::Error> {
+        let checkpoints = batch.iter().any(|(_, t)| !t.steps.is_empty());
+        if checkpoints
+            && self
+                .transient
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(flow::Error::Unavailable(
+                "connection reset by peer (injected by the test)".into(),
+            ));
+        }
+        let mut batch = batch.to_vec();
+        for (_, t) in &mut batch {
+            for step in &mut t.steps {
+                if step.key == "poison" {
+                    step.key = "poison\0".into();
+                }
+            }
+        }
+        self.inner.commit(&batch, lease_for, now).await
+    }
+    async fn renew(
+        &self,
+        l: &[Lease],
+        d: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RunId>, flow::Error> {
+        self.inner.renew(l, d, now).await
+    }
+    async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
+        self.inner.recover_expired(max, now).await
+    }
+    async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
+        self.inner.next_wakeup(f).await
+    }
+    async fn wakeups(&self) -> Result<Wakeups, flow::Error> {
+        self.inner.wakeups().await
+    }
+}
+
+impl ReadStore for Faulty {
+    async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
+        self.inner.run(id).await
+    }
+}
+
+fn worker(store: Faulty) -> flow::WorkerBuilder<Faulty> {
+    flow_core::Worker::builder(store)
+        .poll_interval(Duration::from_secs(3600))
+        .concurrency(8)
+}
+
+// ---------------------------------------------------------------------------
+// A transient failure while a checkpoint is written is retried; the step body
+// does not run again.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/charge.requested")]
+struct ChargeRequested {
+    cents: i64,
+}
+
+static CHARGES: AtomicU32 = AtomicU32::new(0);
+
+#[function(event = "test/charge.requested")]
+async fn charge(ctx: &Ctx, event: ChargeRequested) -> Result<i64, FlowError> {
+    let charged = ctx
+        .run("charge-card", || async {
+            CHARGES.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, StepError>(event.cents)
+        })
+        .await?;
+    Ok(charged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_write_failure_is_retried_without_running_the_step_again() {
+    let (store, _) = common::store().await;
+    let faulty = Faulty::new(store.clone(), 3);
+    let worker = worker(faulty.clone()).register::<charge>().build().unwrap();
+    worker.announce().await.unwrap();
+    let running = worker.spawn();
+    let client = flow_core::Client::new(faulty.clone());
+    let run = client
+        .send(ChargeRequested { cents: 1250 })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    assert_eq!(client.result::<i64>(run, WAIT).await.unwrap(), 1250);
+    assert_eq!(
+        faulty.transient.load(Ordering::SeqCst),
+        0,
+        "the faults happened"
+    );
+    assert_eq!(
+        CHARGES.load(Ordering::SeqCst),
+        1,
+        "the card was charged once"
+    );
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.steps.len(), 1);
+    assert_eq!(view.steps[0].attempts, 1);
+    running.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// A checkpoint the database refuses fails its run with the database's message,
+// once; the other runs, whose writes shared its batches, complete.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/mixed.batch")]
+struct MixedBatch {
+    poison: bool,
+}
+
+static POISON_BODIES: AtomicU32 = AtomicU32::new(0);
+
+#[function(event = "test/mixed.batch", retries = 0)]
+async fn mixed(ctx: &Ctx, event: MixedBatch) -> Result<u32, FlowError> {
+    let mut done = 0;
+    for _ in 0..5 {
+        done += ctx
+            .run("work", || async { Ok::<_, StepError>(1u32) })
+            .await?;
+    }
+    if event.poison {
+        ctx.run("poison", || async {
+            POISON_BODIES.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, StepError>(())
+        })
+        .await?;
+    }
+    Ok(done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_checkpoint_fails_its_run_once_and_holds_no_other_run_hostage() {
+    // SQLite stores NUL in text; PostgreSQL refuses it, which is the fault here.
+    let (store, _) = common::pg_store().await;
+    let faulty = Faulty::new(store, 0);
+    let worker = worker(faulty.clone()).register::<mixed>().build().unwrap();
+    worker.announce().await.unwrap();
+    let running = worker.spawn();
+    let client = flow_core::Client::new(faulty);
+    let receipt = client
+        .send_batch((0..8).map(|i| MixedBatch { poison: i == 3 }))
+        .await
+        .unwrap();
+    for (i, (_, run)) in receipt.runs.iter().enumerate() {
+        let view = client.wait(*run, WAIT).await.unwrap();
+        if i == 3 {
+            assert_eq!(view.status, RunStatus::Failed);
+            assert_eq!(view.failure_kind, Some(FailureKind::Storage));
+            assert_eq!(view.failure_step.as_deref(), Some("poison"));
+            let error = view.error.unwrap();
+            assert!(
+                error.contains("refused to store step `poison`") && error.contains("0x00"),
+                "{error}"
+            );
+            assert_eq!(view.steps.len(), 5, "the steps before it are kept");
+        } else {
+            assert_eq!(
+                view.status,
+                RunStatus::Completed,
+                "run {i}: {:?}",
+                view.error
+            );
+            assert_eq!(view.output, Some(serde_json::json!(5)));
+        }
+    }
+    assert_eq!(POISON_BODIES.load(Ordering::SeqCst), 1, "no loop");
+    running.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// NUL characters are refused before anything is written, on every backend.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/nul.output")]
+struct NulOutput {}
+
+static NUL_BODIES: AtomicU32 = AtomicU32::new(0);
+
+#[function(event = "test/nul.output")]
+async fn nul_output(ctx: &Ctx, _event: NulOutput) -> Result<String, FlowError> {
+    let text = ctx
+        .run("read-file", || async {
+            NUL_BODIES.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, StepError>("header\0binary".to_string())
+        })
+        .await?;
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_output_with_a_nul_character_fails_the_step_once_naming_it() {
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<nul_output>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(NulOutput {}).await.unwrap().runs[0].1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.unwrap();
+    assert!(
+        error.contains("step `read-file`") && error.contains("NUL character"),
+        "{error}"
+    );
+    assert_eq!(
+        (view.failure_kind, view.failure_step.as_deref()),
+        (Some(FailureKind::Step), Some("read-file"))
+    );
+    assert_eq!(view.steps[0].attempts, 1, "not retried");
+    assert_eq!(NUL_BODIES.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_a_nul_character_is_refused_at_send_naming_where() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store);
+    let event = NewEvent::raw(
+        "test/nul.output",
+        serde_json::json!({ "rows": [{ "note": "a\u{0}b" }] }),
+    )
+    .unwrap();
+    let err = client.send(event).await.unwrap_err().to_string();
+    assert!(
+        err.contains("NUL character") && err.contains("$.rows[0].note"),
+        "{err}"
+    );
+    let event = NewEvent::raw("test/nul.output", serde_json::json!({}))
+        .unwrap()
+        .id("a\0b");
+    let err = client.send(event).await.unwrap_err().to_string();
+    assert!(err.contains("producer id") && err.contains("NUL"), "{err}");
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/loud.failure")]
+struct LoudFailure {}
+
+#[function(event = "test/loud.failure", retries = 0)]
+async fn loud_failure(ctx: &Ctx, _event: LoudFailure) -> Result<(), FlowError> {
+    ctx.run("explode", || async {
+        let mut message = String::from("bad\0byte: ");
+        message.push_str(&"x".repeat(1024 * 1024));
+        Err::<(), _>(StepError::fatal(message))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_error_message_with_a_nul_is_stored_cut_and_clean() {
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<loud_failure>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(LoudFailure {}).await.unwrap().runs[0].1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.unwrap();
+    assert!(
+        error.starts_with("bad\u{FFFD}byte: xxx"),
+        "{}",
+        &error[..40]
+    );
+    assert!(
+        error.ends_with(&format!(
+            "[cut by flow: the message was {} bytes]",
+            "bad\0byte: ".len() + 1024 * 1024 + 2
+        )),
+        "{}",
+        &error[error.len() - 80..]
+    );
+    assert!(error.len() < flow::ERROR_MESSAGE_BYTES + 100);
+    let step_error = view.steps[0].error.as_deref().unwrap();
+    assert!(step_error.contains("[cut by flow"), "the step's error too");
+}
+
+// ---------------------------------------------------------------------------
+// Sleeps and clock reads take their place in the order when they are called.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/called.order")]
+struct CalledOrder {}
+
+static FLAKY_TRIES: AtomicU32 = AtomicU32::new(0);
+
+#[function(event = "test/called.order")]
+async fn called_order(ctx: &Ctx, _event: CalledOrder) -> Result<String, FlowError> {
+    // Called first, awaited after the step: the sleep and the clock read hold
+    // positions 0 and 1, the step 2, whatever the order they are polled in.
+    let nap = ctx.sleep("nap", Duration::ZERO);
+    let now = ctx.now();
+    let fetched = ctx
+        .run("fetch", || async { Ok::<_, StepError>("data".to_string()) })
+        .await?;
+    nap.await?;
+    let at = now.await;
+    // Fails once, so the run replays from its record: no false non-determinism.
+    ctx.run("flaky", || async {
+        if FLAKY_TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(StepError::retry_after("once", Duration::ZERO))
+        } else {
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(format!("{fetched} at {}", at.timestamp()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeps_and_clock_reads_take_their_position_when_called() {
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<called_order>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(CalledOrder {}).await.unwrap().runs[0].1;
+    let output: String = client.result(run, WAIT).await.unwrap();
+    assert!(output.starts_with("data at "), "{output}");
+    let view = client.run(run).await.unwrap().unwrap();
+    let order: Vec<_> = view
+        .steps
+        .iter()
+        .map(|s| (s.key.as_str(), s.position, s.kind))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("nap", 0, StepKind::Sleep),
+            ("now", 1, StepKind::Now),
+            ("fetch", 2, StepKind::Run),
+            ("flaky", 3, StepKind::Run),
+        ]
+    );
+    assert_eq!(view.failures.len(), 1, "it replayed once after the failure");
+}
