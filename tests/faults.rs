@@ -404,3 +404,61 @@ async fn sleeps_and_clock_reads_take_their_position_when_called() {
     );
     assert_eq!(view.failures.len(), 1, "it replayed once after the failure");
 }
+
+// ---------------------------------------------------------------------------
+// A step called from a task that outlives its handler returns an error once the
+// run's execution has ended; its body never runs.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/spawned.late")]
+struct SpawnedLate {}
+
+static LATE_BODIES: AtomicU32 = AtomicU32::new(0);
+static HANDLER_RETURNED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static LATE_RESULT: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<u32, StepError>>>> =
+    std::sync::Mutex::new(None);
+
+#[function(event = "test/spawned.late")]
+async fn spawned_late(ctx: &Ctx, _event: SpawnedLate) -> Result<(), FlowError> {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        // Called only once the run has finished.
+        HANDLER_RETURNED.notified().await;
+        let result = ctx
+            .run("late", || async {
+                LATE_BODIES.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, StepError>(1u32)
+            })
+            .await;
+        if let Some(reply) = LATE_RESULT.lock().unwrap().take() {
+            let _ = reply.send(result);
+        }
+    });
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_in_a_task_that_outlives_its_run_returns_an_error() {
+    let (reply, late) = tokio::sync::oneshot::channel();
+    *LATE_RESULT.lock().unwrap() = Some(reply);
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<spawned_late>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(SpawnedLate {}).await.unwrap().runs[0].1;
+    assert_eq!(
+        client.wait(run, WAIT).await.unwrap().status,
+        RunStatus::Completed
+    );
+    HANDLER_RETURNED.notify_one();
+    let result = tokio::time::timeout(WAIT, late)
+        .await
+        .expect("the late step returned")
+        .unwrap();
+    let error = result.unwrap_err();
+    assert!(
+        error.message().contains("execution on this worker ended"),
+        "{error}"
+    );
+    assert_eq!(LATE_BODIES.load(Ordering::SeqCst), 0, "its body never ran");
+    assert!(client.run(run).await.unwrap().unwrap().steps.is_empty());
+}

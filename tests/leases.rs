@@ -24,7 +24,7 @@ static LONG_RUNS: AtomicU32 = AtomicU32::new(0);
 #[step]
 async fn long_step(_ctx: &Ctx) -> Result<u32, StepError> {
     LONG_RUNS.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     Ok(1)
 }
 
@@ -40,8 +40,10 @@ async fn a_live_worker_renews_its_lease_through_a_step_longer_than_the_lease() {
         common::worker(&store)
             .register::<long>()
             .worker_id(id)
-            .lease(Duration::from_millis(800))
-            .renew_every(Duration::from_millis(150))
+            // The step takes 5 s, the lease 3 s: only renewals (every 250 ms, a
+            // margin of 2.75 s on a loaded machine) keep the run on this worker.
+            .lease(Duration::from_secs(3))
+            .renew_every(Duration::from_millis(250))
     };
     let _w1 = common::spawn_worker(short("first")).await;
     let client = flow::Client::new(store.clone());
@@ -136,11 +138,12 @@ async fn a_stale_workers_late_write_is_refused_and_the_new_owners_result_stands(
 
 // ---------------------------------------------------------------------------
 
+// Each shutdown test has a function and counters of its own, so that they also
+// hold when run as threads of one process (`cargo test`).
+
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/shutdown")]
-struct Shutdown {
-    stuck: bool,
-}
+struct Shutdown {}
 
 static FIRST_STEP_RUNS: AtomicU32 = AtomicU32::new(0);
 static SECOND_STEP_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -148,13 +151,10 @@ static STEP_STARTED: Notify = Notify::const_new();
 static FINISH_STEP: Notify = Notify::const_new();
 
 #[step]
-async fn first_step(_ctx: &Ctx, stuck: bool) -> Result<u32, StepError> {
+async fn first_step(_ctx: &Ctx) -> Result<u32, StepError> {
     let n = FIRST_STEP_RUNS.fetch_add(1, Ordering::SeqCst);
     if n == 0 {
         STEP_STARTED.notify_one();
-        if stuck {
-            std::future::pending::<()>().await;
-        }
         FINISH_STEP.notified().await;
     }
     Ok(n)
@@ -166,8 +166,8 @@ async fn second_step(_ctx: &Ctx) -> Result<u32, StepError> {
 }
 
 #[function(event = "test/shutdown")]
-async fn shutdown(ctx: &Ctx, event: Shutdown) -> Result<(u32, u32), FlowError> {
-    let a = first_step(ctx, event.stuck).await?;
+async fn shutdown(ctx: &Ctx, _event: Shutdown) -> Result<(u32, u32), FlowError> {
+    let a = first_step(ctx).await?;
     let b = second_step(ctx).await?;
     Ok((a, b))
 }
@@ -177,11 +177,11 @@ async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back()
     let (store, _) = common::store().await;
     let worker = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
     let client = flow::Client::new(store.clone());
-    let run = client.send(Shutdown { stuck: false }).await.unwrap().runs[0].1;
+    let run = client.send(Shutdown {}).await.unwrap().runs[0].1;
     STEP_STARTED.notified().await;
-    // Shutdown begins while the step runs; the step finishes afterwards.
+    // Shutdown begins (when `stop` is called) while the step runs; the step
+    // finishes afterwards.
     let stopping = tokio::spawn(worker.stop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
     FINISH_STEP.notify_one();
     let report = stopping.await.unwrap().unwrap();
     assert_eq!((report.released, report.finished), (1, 0), "{report:?}");
@@ -204,24 +204,46 @@ async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back()
     );
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/stuck")]
+struct Stuck {}
+
+static STUCK_RUNS: AtomicU32 = AtomicU32::new(0);
+static STUCK_STARTED: Notify = Notify::const_new();
+
+#[step]
+async fn stuck_step(_ctx: &Ctx) -> Result<u32, StepError> {
+    let n = STUCK_RUNS.fetch_add(1, Ordering::SeqCst);
+    if n == 0 {
+        STUCK_STARTED.notify_one();
+        std::future::pending::<()>().await;
+    }
+    Ok(n)
+}
+
+#[function(event = "test/stuck")]
+async fn stuck(ctx: &Ctx, _event: Stuck) -> Result<u32, FlowError> {
+    Ok(stuck_step(ctx).await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_that_outlasts_the_shutdown_grace_is_dropped_and_its_run_handed_back() {
     let (store, _) = common::store().await;
     let builder = common::worker(&store)
-        .register::<shutdown>()
+        .register::<stuck>()
         .shutdown_grace(Duration::from_millis(200));
     let worker = common::spawn_worker(builder).await;
     let client = flow::Client::new(store.clone());
-    let run = client.send(Shutdown { stuck: true }).await.unwrap().runs[0].1;
-    STEP_STARTED.notified().await;
+    let run = client.send(Stuck {}).await.unwrap().runs[0].1;
+    STUCK_STARTED.notified().await;
     let report = worker.stop().await.unwrap();
     assert_eq!(report.released, 1, "{report:?}");
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!((view.status, view.steps.len()), (RunStatus::Queued, 0));
 
-    let _next = common::spawn_worker(common::worker(&store).register::<shutdown>()).await;
-    let out: (u32, u32) = client.result(run, WAIT).await.unwrap();
-    assert_eq!(out, (1, 0), "the dropped step ran again on the next worker");
+    let _next = common::spawn_worker(common::worker(&store).register::<stuck>()).await;
+    let out: u32 = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, 1, "the dropped step ran again on the next worker");
 }
 
 // ---------------------------------------------------------------------------
@@ -237,7 +259,7 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
         .await
         .unwrap();
     let client = flow::Client::new(store.clone());
-    let run = client.send(Shutdown { stuck: false }).await.unwrap().runs[0].1;
+    let run = client.send(Shutdown {}).await.unwrap().runs[0].1;
     let owner: Arc<str> = "doomed".into();
     let functions = vec!["shutdown".to_string()];
     let mut now = SystemClock.now();

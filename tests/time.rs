@@ -36,6 +36,23 @@ async fn trial(ctx: &Ctx, event: TrialStarted) -> Result<i64, FlowError> {
     Ok(send_reminder(ctx, event.account).await?)
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/probe")]
+struct Probe {}
+
+/// Served beside the function under test: once a probe run has completed, the
+/// worker has claimed since the clock last moved, and would have claimed then
+/// every run that was due.
+#[function(event = "test/probe")]
+async fn probe(_ctx: &Ctx, _event: Probe) -> Result<(), FlowError> {
+    Ok(())
+}
+
+async fn worker_has_looked(client: &flow::Client) {
+    let run = client.send(Probe {}).await.unwrap().runs[0].1;
+    client.result::<()>(run, WAIT).await.unwrap();
+}
+
 async fn status(client: &flow::Client, run: flow::RunId) -> RunStatus {
     client.run(run).await.unwrap().unwrap().status
 }
@@ -48,6 +65,7 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
     let builder = || {
         common::worker(&store)
             .register::<trial>()
+            .register::<probe>()
             .clock(clock.clone())
     };
 
@@ -69,7 +87,7 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
     // No worker is up while the week passes.
     clock.advance(Duration::from_secs(7 * 86_400 - 1));
     let _second = common::spawn_worker(builder()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker_has_looked(&client).await;
     assert_eq!(
         status(&client, run).await,
         RunStatus::Sleeping,
@@ -166,6 +184,7 @@ async fn retry_after_sets_the_next_attempt() {
     let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<limited>()
+            .register::<probe>()
             .clock(clock.clone()),
     )
     .await;
@@ -185,7 +204,7 @@ async fn retry_after_sets_the_next_attempt() {
         clock.now() + chrono::Duration::hours(1)
     );
     clock.advance(Duration::from_secs(3599));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker_has_looked(&client).await;
     assert_eq!(
         API_CALLS.load(Ordering::SeqCst),
         1,

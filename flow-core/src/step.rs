@@ -1,7 +1,7 @@
 //! One step call: resolved against the record when it is made (so `join!` and
 //! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
 
-use std::future::{Future, pending};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -75,12 +75,12 @@ impl StepCall {
         Fut: Future<Output = Result<T, E>>,
     {
         let failed_before = match &self.resolution {
-            Resolution::Halt => return pending().await,
+            Resolution::Halt => return Err(self.halted().await),
             Resolution::Replay(record) => return self.replayed(record),
             Resolution::Execute { failed_before } => *failed_before,
         };
         let Some(must_mark) = self.core.begin_body() else {
-            return pending().await;
+            return Err(self.halted().await);
         };
         let body_guard = BodyGuard(&self.core);
         let span = tracing::info_span!("flow.step", step = %self.key, attempt = failed_before + 1);
@@ -93,7 +93,7 @@ impl StepCall {
         drop(body_guard);
         match outcome {
             Some(result) => result,
-            None => pending().await,
+            None => Err(self.halted().await),
         }
     }
 
@@ -124,9 +124,15 @@ impl StepCall {
         }
         let started_at = self.core.clock.now();
         let key = self.key.clone();
-        let outcome = AssertUnwindSafe(CURRENT_STEP.scope(key, async move { body().await }))
-            .catch_unwind()
-            .await;
+        let body =
+            AssertUnwindSafe(CURRENT_STEP.scope(key, async move { body().await })).catch_unwind();
+        // A body still running when its run's execution ends (only possible in a
+        // task spawned off the handler: the driver drops the handler's own) stops
+        // there: the lease is no longer this execution's.
+        let outcome = tokio::select! {
+            outcome = body => outcome,
+            () = self.core.until_ended() => return None,
+        };
         let finished_at = self.core.clock.now();
         let result = match outcome {
             Ok(Ok(value)) => self.encode(value),
@@ -140,8 +146,7 @@ impl StepCall {
         let error = match result {
             Ok((value, output)) => {
                 let record = self.record(started_at, finished_at, attempt, Some(output), None);
-                self.write(record).await;
-                return Some(Ok(value));
+                return self.write(record).await.then_some(Ok(value));
             }
             Err(error) => error.in_step(&self.key),
         };
@@ -185,18 +190,21 @@ impl StepCall {
     /// A durable sleep until `until`.
     pub(crate) async fn sleep(self, until: DateTime<Utc>) -> Result<(), StepError> {
         let wake_at = match &self.resolution {
-            Resolution::Halt => return pending().await,
+            Resolution::Halt => return Err(self.halted().await),
             Resolution::Replay(record) => record.wake_at.unwrap_or(until),
             Resolution::Execute { .. } => {
                 let Some(_) = self.core.begin_body() else {
-                    return pending().await;
+                    return Err(self.halted().await);
                 };
                 let guard = BodyGuard(&self.core);
                 let now = self.core.clock.now();
                 let mut record = self.record(now, now, 1, None, None);
                 record.wake_at = Some(until);
-                self.write(record).await;
+                let written = self.write(record).await;
                 drop(guard);
+                if !written {
+                    return Err(self.halted().await);
+                }
                 until
             }
         };
@@ -204,13 +212,13 @@ impl StepCall {
             return Ok(());
         }
         self.core.park(Park::sleep(wake_at));
-        pending().await
+        Err(self.halted().await)
     }
 
     /// A journaled clock reading.
     pub(crate) async fn now(self) -> DateTime<Utc> {
         match &self.resolution {
-            Resolution::Halt => pending().await,
+            Resolution::Halt => self.halted_clock().await,
             Resolution::Replay(record) => {
                 match record
                     .output
@@ -227,20 +235,23 @@ impl StepCall {
                             ),
                             Some(&self.key),
                         );
-                        pending().await
+                        self.halted_clock().await
                     }
                 }
             }
             Resolution::Execute { .. } => {
                 let Some(_) = self.core.begin_body() else {
-                    return pending().await;
+                    return self.halted_clock().await;
                 };
                 let guard = BodyGuard(&self.core);
                 let now = self.core.clock.now();
                 let output = serde_json::to_value(now).expect("timestamps serialize");
                 let record = self.record(now, now, 1, Some(output), None);
-                self.write(record).await;
+                let written = self.write(record).await;
                 drop(guard);
+                if !written {
+                    return self.halted_clock().await;
+                }
                 now
             }
         }
@@ -331,15 +342,33 @@ impl StepCall {
         }
     }
 
-    /// Writes a checkpoint; when it is not kept the run stops here.
-    async fn write(&self, record: StepRecord) {
-        if !self
-            .core
+    /// Writes a checkpoint; false when it was not kept (the run is stopping).
+    async fn write(&self, record: StepRecord) -> bool {
+        self.core
             .commit_or_stop(Transition::step(record), &self.key)
             .await
-        {
-            pending::<()>().await;
-        }
+    }
+
+    /// Waits while the run's execution goes on without this call (it parks or
+    /// stops; in the handler, the driver then drops this future), and once the
+    /// execution has ended returns the error a call from a task that outlived it
+    /// gets.
+    async fn halted(&self) -> StepError {
+        self.core.until_ended().await;
+        StepError::fatal(format!(
+            "`{}` was called, or still running, after its run's execution on this worker \
+             ended (the run finished, parked, or was handed back or taken over); steps \
+             in a task spawned off the handler must be awaited before the handler returns",
+            self.key
+        ))
+        .in_step(&self.key)
+    }
+
+    /// [`StepCall::halted`] for `ctx.now()`, which has no error: once the execution
+    /// has ended it returns the clock's reading, recorded nowhere.
+    async fn halted_clock(&self) -> DateTime<Utc> {
+        self.core.until_ended().await;
+        self.core.clock.now()
     }
 }
 

@@ -383,13 +383,19 @@ impl Store for PgStore {
 
 impl ReadStore for PgStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
+        // One snapshot: the run, its steps and its attempts as of one moment.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db_error)?;
         let Some(row) = sqlx::query(
             "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
                     created_at, started_at, finished_at
              FROM flow.runs WHERE id = $1",
         )
         .bind(id.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?
         else {
@@ -400,7 +406,7 @@ impl ReadStore for PgStore {
              FROM flow.steps WHERE run_id = $1 ORDER BY position",
         )
         .bind(id.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?
         .iter()
@@ -411,7 +417,7 @@ impl ReadStore for PgStore {
              ORDER BY finished_at, key, attempt",
         )
         .bind(id.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?
         .iter()

@@ -380,6 +380,8 @@ impl Store for SqliteStore {
 
 impl ReadStore for SqliteStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
+        // One snapshot: the run, its steps and its attempts as of one moment.
+        let mut tx = self.pool.begin_with("BEGIN").await.map_err(db_error)?;
         let key = id.0.to_string();
         let Some(row) = sqlx::query(
             "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
@@ -387,7 +389,7 @@ impl ReadStore for SqliteStore {
              FROM flow_runs WHERE id = ?",
         )
         .bind(&key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?
         else {
@@ -398,7 +400,7 @@ impl ReadStore for SqliteStore {
              FROM flow_steps WHERE run_id = ? ORDER BY position",
         )
         .bind(&key)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?
         .iter()
@@ -409,7 +411,7 @@ impl ReadStore for SqliteStore {
              ORDER BY finished_at, key, attempt",
         )
         .bind(&key)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?
         .iter()

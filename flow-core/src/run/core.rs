@@ -3,6 +3,7 @@
 //! its writer, and what the driver must do next (park, hand back, stop).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -66,6 +67,9 @@ pub(crate) struct RunCore {
     state: Mutex<RunState>,
     /// Signalled whenever the driver may have something to do.
     pub changed: Notify,
+    /// Set once the driver is done with this execution (see [`RunCore::end`]).
+    ended: AtomicBool,
+    ended_signal: Notify,
 }
 
 #[derive(Default)]
@@ -110,6 +114,8 @@ impl RunCore {
             committer,
             state: Mutex::new(RunState::default()),
             changed: Notify::new(),
+            ended: AtomicBool::new(false),
+            ended_signal: Notify::new(),
         }
     }
 
@@ -160,6 +166,31 @@ impl RunCore {
                 ));
                 false
             }
+        }
+    }
+
+    /// The driver is done with this execution: its handler is dropped and how it
+    /// left the worker is written. Step calls still alive (in tasks spawned off the
+    /// handler) return an error, and their bodies stop.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        self.ended_signal.notify_waiters();
+    }
+
+    fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the execution has ended.
+    pub async fn until_ended(&self) {
+        loop {
+            let signal = self.ended_signal.notified();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if self.has_ended() {
+                return;
+            }
+            signal.await;
         }
     }
 
@@ -257,7 +288,7 @@ impl RunCore {
         *n += 1;
         let position = st.next_position;
         st.next_position += 1;
-        if st.stop.is_some() {
+        if st.stop.is_some() || self.has_ended() {
             return (key, position, Resolution::Halt);
         }
         if let Some(outer) = current_step() {
@@ -331,7 +362,7 @@ impl RunCore {
     /// whether the body must first be named in the store (the run was lost before).
     pub fn begin_body(&self) -> Option<bool> {
         let mut st = self.state();
-        if st.stop.is_some() || st.park.is_some() || st.release {
+        if st.stop.is_some() || st.park.is_some() || st.release || self.has_ended() {
             return None;
         }
         if st.shutting_down {

@@ -42,12 +42,13 @@ pub(crate) async fn drive<S: Store>(
         run_id = %claimed.lease.run_id,
         resumed = claimed.resumed,
     );
-    async move {
+    async {
         if claimed.resumed {
             match store.load(claimed.lease.run_id).await {
                 Ok(checkpoints) => core.load(checkpoints, claimed.lost_count > 0),
                 Err(e) => {
                     tracing::error!(error = %e, "could not load checkpoints; handing the run back");
+                    core.end();
                     return settle(&core, End::Decided(Decision::Release)).await;
                 }
             }
@@ -72,8 +73,10 @@ pub(crate) async fn drive<S: Store>(
             }
         };
         // Dropping the handler drops any step body still running (only on a stop:
-        // a park waits for bodies to finish); its result is not written.
+        // a park waits for bodies to finish); its result is not written. From here
+        // on no step of this execution runs, also not from a task spawned off it.
         drop(handler);
+        core.end();
         settle(&core, end).await
     }
     .instrument(span)

@@ -201,6 +201,7 @@ impl<S: Store> WorkerBuilder<S> {
                 wake: Notify::new(),
                 work_now: AtomicBool::new(false),
                 due_hint: Mutex::new(None),
+                shutting_down: AtomicBool::new(false),
             }),
         })
     }
@@ -225,9 +226,23 @@ struct Shared<S> {
     work_now: AtomicBool,
     /// The earliest due time other workers announced since the loop last looked.
     due_hint: Mutex<Option<DateTime<Utc>>>,
+    /// Set once a graceful shutdown begins: runs finish the step bodies they are
+    /// running and are handed back at their next step call.
+    shutting_down: AtomicBool,
 }
 
 impl<S> Shared<S> {
+    /// Begins a graceful shutdown of every run driven now, and of any run the claim
+    /// loop still hands over. Idempotent.
+    fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let cores: Vec<Arc<RunCore>> = lock(&self.runs).values().cloned().collect();
+        for core in cores {
+            core.begin_shutdown();
+        }
+        self.wake_now();
+    }
+
     fn wake_now(&self) {
         self.work_now.store(true, Ordering::SeqCst);
         self.wake.notify_one();
@@ -302,11 +317,17 @@ impl<S: Store> Worker<S> {
     /// ```
     pub fn spawn(self) -> RunningWorker {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = self.shared.clone();
+        let begin_shutdown = Box::new(move || shared.begin_shutdown());
         let task = tokio::spawn(self.run_until(async {
             // A send or a dropped handle both mean: shut down.
             let _ = stopped.await;
         }));
-        RunningWorker { stop, task }
+        RunningWorker {
+            stop,
+            task,
+            begin_shutdown,
+        }
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
@@ -352,6 +373,7 @@ impl<S: Store> Worker<S> {
             tokio::select! {
                 () = &mut claiming => {}
                 _ = &mut shutdown => {
+                    shared.begin_shutdown();
                     stop.send_replace(true);
                     claiming.await
                 }
@@ -359,11 +381,9 @@ impl<S: Store> Worker<S> {
         }
 
         // Graceful shutdown: running step bodies finish and are checkpointed; every
-        // run is then handed back at its next step call.
-        let cores: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
-        for core in &cores {
-            core.begin_shutdown();
-        }
+        // run is then handed back at its next step call (also those the last claim
+        // handed over).
+        shared.begin_shutdown();
         let grace = tokio::time::sleep(shared.config.shutdown_grace);
         tokio::pin!(grace);
         loop {
@@ -403,17 +423,23 @@ impl<S: Store> Worker<S> {
 pub struct RunningWorker {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<WorkerReport, Error>>,
+    begin_shutdown: Box<dyn Fn() + Send + Sync>,
 }
 
 impl RunningWorker {
     /// Shuts the worker down gracefully and waits for it: what it finished, parked,
-    /// handed back and lost.
-    pub async fn stop(self) -> Result<WorkerReport, Error> {
+    /// handed back and lost. The shutdown begins when `stop` is called, not when its
+    /// future is first polled: no step body starts after the call.
+    pub fn stop(self) -> impl Future<Output = Result<WorkerReport, Error>> + Send {
+        (self.begin_shutdown)();
         let _ = self.stop.send(());
-        match self.task.await {
-            Ok(report) => report,
-            // The handle owns the task, so it was not cancelled: it panicked.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        let task = self.task;
+        async move {
+            match task.await {
+                Ok(report) => report,
+                // The handle owns the task, so it was not cancelled: it panicked.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         }
     }
 }
@@ -589,6 +615,9 @@ fn spawn_run<S: Store>(
     // pause without renewals): that one lost its lease to this claim.
     if let Some(stale) = lock(&shared.runs).insert(run_id, core.clone()) {
         stale.stop(Stop::LeaseLost);
+    }
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        core.begin_shutdown();
     }
     let shared = shared.clone();
     tasks.spawn(async move {
