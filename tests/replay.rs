@@ -167,7 +167,11 @@ struct User {
 
 static SIGNUP_ENTRIES: AtomicU32 = AtomicU32::new(0);
 
-#[function(event = "test/signup", retries = 5)]
+#[function(
+    event = "test/signup",
+    retries = 5,
+    backoff(initial = "1ms", max = "2ms")
+)]
 async fn welcome(_ctx: &Ctx, event: Signup) -> Result<i64, FlowError> {
     SIGNUP_ENTRIES.fetch_add(1, Ordering::SeqCst);
     if event.user.email.is_empty() {
@@ -200,7 +204,7 @@ async fn an_event_that_does_not_deserialize_fails_its_run_at_once_naming_type_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_the_handler_outside_steps_fails_the_run_without_retry() {
+async fn a_panic_in_the_handler_outside_steps_is_retried_then_fails_the_run() {
     let (store, _) = common::store().await;
     let _worker = common::spawn_worker(common::worker(&store).register::<welcome>()).await;
     let client = flow::Client::new(store);
@@ -221,7 +225,10 @@ async fn a_panic_in_the_handler_outside_steps_fails_the_run_without_retry() {
         view.error.as_deref(),
         Some("the handler panicked outside any step: no email for user 9")
     );
-    assert_eq!(SIGNUP_ENTRIES.load(Ordering::SeqCst), 1);
+    assert_eq!(view.failure_kind, Some(flow::FailureKind::Panic));
+    // retries = 5: the first attempt and five more.
+    assert_eq!(SIGNUP_ENTRIES.load(Ordering::SeqCst), 6);
+    assert_eq!(view.handler_attempts, 6);
 }
 
 // ---------------------------------------------------------------------------
@@ -304,4 +311,17 @@ async fn limits_fail_with_a_message_that_names_them() {
         "{error}"
     );
     assert_eq!(view.steps.len(), 4);
+
+    // The event is part of what the run stores.
+    let heavy = flow::NewEvent::raw(
+        "test/report",
+        serde_json::json!({ "bytes": 1, "steps": 1, "padding": "x".repeat(3000) }),
+    )
+    .unwrap();
+    let heavy = client.send(heavy).await.unwrap().runs[0].1;
+    let view = client.wait(heavy, WAIT).await.unwrap();
+    assert_eq!(view.failure_kind, Some(flow::FailureKind::Limit));
+    let error = view.error.unwrap();
+    assert!(error.contains("Limits::run_state_bytes"), "{error}");
+    assert!(view.steps.is_empty(), "no step ran");
 }

@@ -267,6 +267,15 @@ async fn default_retries_fatal_errors_and_panics() {
     assert_eq!(view.status, RunStatus::Failed);
     assert_eq!(view.steps[0].attempts, 5, "Inngest's default: 4 retries");
     assert_eq!(FLAKY_ATTEMPTS.swap(0, Ordering::SeqCst), 5);
+    assert_eq!(
+        (
+            view.handler_attempts,
+            view.failure_kind,
+            view.failure_step.as_deref()
+        ),
+        (1, Some(flow::FailureKind::Step), Some("flaky_call")),
+        "a propagated final step error fails the run without retrying the handler"
+    );
 
     let run = client
         .send(Flaky {
@@ -389,4 +398,82 @@ async fn repeated_ids_are_numbered_in_call_order_and_join_works_without_replay()
         1,
         "a hot run continues its live future"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Errors of the handler's own code are retried with the function's policy; the
+// body replays, so completed steps do not run again. A propagated final step
+// error and FlowError::fatal fail the run at once.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/handler.flaky")]
+struct HandlerFlaky {
+    fatal: bool,
+}
+
+static HANDLER_ENTRIES: AtomicU32 = AtomicU32::new(0);
+static LOOKUPS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn look_up(_ctx: &Ctx) -> Result<u32, StepError> {
+    LOOKUPS.fetch_add(1, Ordering::SeqCst);
+    Ok(7)
+}
+
+#[function(event = "test/handler.flaky", backoff(initial = "1ms", max = "2ms"))]
+async fn handler_flaky(ctx: &Ctx, event: HandlerFlaky) -> Result<u32, FlowError> {
+    let found = look_up(ctx).await?;
+    let entry = HANDLER_ENTRIES.fetch_add(1, Ordering::SeqCst);
+    if event.fatal {
+        return Err(FlowError::fatal("the account is closed"));
+    }
+    if entry < 2 {
+        // The handler's own code fails (say, a parse outside any step).
+        let _: u32 = "not a number".parse()?;
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_errors_are_retried_and_completed_steps_are_not_run_again() {
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<handler_flaky>()).await;
+    let client = flow::Client::new(store);
+    let run = client
+        .send(HandlerFlaky { fatal: false })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    assert_eq!(client.result::<u32>(run, WAIT).await.unwrap(), 7);
+    assert_eq!(HANDLER_ENTRIES.swap(0, Ordering::SeqCst), 3);
+    assert_eq!(LOOKUPS.swap(0, Ordering::SeqCst), 1, "the step ran once");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert_eq!(view.handler_attempts, 3);
+    let handler_failures: Vec<_> = view
+        .failures
+        .iter()
+        .filter(|f| f.step == flow::store::HANDLER_KEY)
+        .map(|f| (f.attempt, f.error.as_str()))
+        .collect();
+    assert_eq!(
+        handler_failures,
+        [
+            (1, "invalid digit found in string"),
+            (2, "invalid digit found in string")
+        ]
+    );
+
+    let fatal = client
+        .send(HandlerFlaky { fatal: true })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(fatal, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.error.as_deref(), Some("the account is closed"));
+    assert_eq!(view.failure_kind, Some(flow::FailureKind::Handler));
+    assert_eq!(view.handler_attempts, 1, "fatal: no retry");
+    assert_eq!(HANDLER_ENTRIES.load(Ordering::SeqCst), 1);
 }

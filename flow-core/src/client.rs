@@ -1,6 +1,7 @@
 //! The [`Client`]: sends events and reads runs back.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -26,6 +27,8 @@ pub struct Client<S> {
     store: S,
     clock: Arc<dyn Clock>,
     limits: Limits,
+    /// Event names already reported as starting no run, so each is logged once.
+    unmatched_logged: Arc<Mutex<HashSet<String>>>,
 }
 
 impl<S: Store> Client<S> {
@@ -35,6 +38,7 @@ impl<S: Store> Client<S> {
             store,
             clock: Arc::new(SystemClock),
             limits: Limits::DEFAULT,
+            unmatched_logged: Arc::default(),
         }
     }
 
@@ -71,7 +75,23 @@ impl<S: Store> Client<S> {
         events: impl IntoIterator<Item = E>,
     ) -> Result<SendReceipt, Error> {
         let events = prepare(events, &self.limits)?;
-        self.store.send(events, self.clock.now()).await
+        let receipt = self.store.send(events, self.clock.now()).await?;
+        if !receipt.unmatched.is_empty() {
+            let mut logged = self
+                .unmatched_logged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for name in &receipt.unmatched {
+                if logged.insert(name.clone()) {
+                    tracing::warn!(
+                        event = %name,
+                        "an event started no run: no worker has announced a function it \
+                         triggers (start the workers first, or call Worker::announce)"
+                    );
+                }
+            }
+        }
+        Ok(receipt)
     }
 }
 

@@ -231,24 +231,44 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for StepError {
     }
 }
 
-/// What a `#[function]` handler returns on failure: the run fails with this message.
+/// What a `#[function]` handler returns on failure.
 ///
 /// Converts from [`StepError`] and from any `std::error::Error`, so `?` works on both.
+/// What happens next depends on where it came from: a step's final error (retries
+/// ran out, or it was fatal) propagated with `?` fails the run at once; an error
+/// of the handler's own code is retried with the function's retry policy, the body
+/// replaying from its checkpoints; [`FlowError::fatal`] fails the run at once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FlowError {
     message: String,
     /// The step whose final error this was, when it came from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     step: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    fatal: bool,
 }
 
 impl FlowError {
-    /// A failure with this message.
+    /// A failure with this message; the function's retry policy tries the body again.
     pub fn new(message: impl fmt::Display) -> Self {
         FlowError {
             message: message.to_string(),
             step: None,
+            fatal: false,
         }
+    }
+
+    /// A failure no retry can fix: the run fails at once.
+    pub fn fatal(message: impl fmt::Display) -> Self {
+        FlowError {
+            fatal: true,
+            ..FlowError::new(message)
+        }
+    }
+
+    /// Whether it fails the run without a retry ([`FlowError::fatal`]).
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
     }
 
     /// The failure's message.
@@ -273,6 +293,7 @@ impl From<StepError> for FlowError {
         FlowError {
             message: error.message,
             step: error.step,
+            fatal: false,
         }
     }
 }
@@ -282,6 +303,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for FlowError {
         FlowError {
             message: error_chain(&error),
             step: None,
+            fatal: false,
         }
     }
 }

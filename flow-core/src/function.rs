@@ -13,8 +13,12 @@ use crate::{Backoff, Ctx, Error};
 pub enum HandlerOutcome {
     /// The handler returned `Ok`; its output as JSON.
     Completed(Value),
-    /// The handler returned `Err`, or its event did not deserialize.
+    /// The run fails at once: a step's final error was propagated, the error is
+    /// fatal, or the event did not deserialize.
     Failed(crate::store::Failure),
+    /// An error of the handler's own code: the body is tried again with the
+    /// function's retry policy (it replays from its checkpoints).
+    Retry(crate::store::Failure),
 }
 
 /// The type-erased entry point the macro generates for a handler.

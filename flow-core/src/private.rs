@@ -49,11 +49,15 @@ pub fn handler_outcome<T: Serialize, E: Into<FlowError>>(result: Result<T, E>) -
         },
         Err(error) => {
             let error = error.into();
-            let failure = match error.step() {
-                Some(step) => Failure::new(FailureKind::Step, error.message()).in_step(step),
-                None => Failure::new(FailureKind::Handler, error.message()),
-            };
-            HandlerOutcome::Failed(failure)
+            match error.step() {
+                Some(step) => HandlerOutcome::Failed(
+                    Failure::new(FailureKind::Step, error.message()).in_step(step),
+                ),
+                None if error.is_fatal() => {
+                    HandlerOutcome::Failed(Failure::new(FailureKind::Handler, error.message()))
+                }
+                None => HandlerOutcome::Retry(Failure::new(FailureKind::Handler, error.message())),
+            }
         }
     }
 }

@@ -109,6 +109,11 @@ pub async fn send_starts_one_run_per_announced_function<S: Store + ReadStore>(st
         2,
         "t/fan starts a and b; t/nobody starts nothing"
     );
+    assert_eq!(
+        receipt.unmatched,
+        ["t/nobody"],
+        "the receipt says what started nothing"
+    );
     for (event_id, run) in &receipt.runs {
         assert_eq!(*event_id, receipt.event_ids[0]);
         let view = store
@@ -444,14 +449,17 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
             .expect("recover"),
         1
     );
+    let lost = view(&store, theirs.lease.run_id).await;
+    assert_eq!(lost.status, RunStatus::Queued);
     assert_eq!(
-        store
-            .run(theirs.lease.run_id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .status,
-        RunStatus::Queued
+        lost.last_lost,
+        Some(crate::LostLease {
+            worker: "them".into(),
+            at: start() + secs(31),
+            step: None,
+            after_step: None,
+        }),
+        "the run shows which worker lost it, and when"
     );
     assert_eq!(
         store
@@ -492,6 +500,15 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
     assert_eq!(
         (given_up.failure_kind, given_up.failure_step.as_deref()),
         (Some(FailureKind::Lost), Some("charge-card"))
+    );
+    assert_eq!(
+        given_up.last_lost,
+        Some(crate::LostLease {
+            worker: "them".into(),
+            at: start() + secs(62),
+            step: Some("charge-card".into()),
+            after_step: None,
+        })
     );
 }
 
@@ -624,6 +641,11 @@ pub async fn one_commit_mixes_transitions_of_many_runs<S: Store + ReadStore>(sto
     assert_eq!(
         status_and_steps(1).await,
         (RunStatus::Sleeping, vec!["nap".into()])
+    );
+    assert_eq!(
+        view(&store, runs[1].lease.run_id).await.steps[0].wake_at,
+        Some(due),
+        "a sleep shows when it ends"
     );
     assert_eq!(
         status_and_steps(2).await,
@@ -782,6 +804,15 @@ pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(stor
         token: runs[1].lease.token - 1,
         ..runs[1].lease.clone()
     };
+    commit(
+        &store,
+        &[(
+            runs[1].lease.clone(),
+            Transition::step(step("fetched", 0, start())),
+        )],
+        start(),
+    )
+    .await;
     let renewed = store
         .renew(
             &[runs[0].lease.clone(), stale],
@@ -812,6 +843,15 @@ pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(stor
             .expect("recover"),
         2,
         "the runs whose leases were not renewed are recovered"
+    );
+    let lost = view(&store, runs[1].lease.run_id)
+        .await
+        .last_lost
+        .expect("lost");
+    assert_eq!(
+        (lost.worker.as_str(), lost.after_step.as_deref()),
+        ("me", Some("fetched")),
+        "the run shows the last step it had checkpointed"
     );
 }
 

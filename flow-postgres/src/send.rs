@@ -113,11 +113,18 @@ pub(crate) async fn send_on(
             .map(|(_, _, event, run)| (EventId(event), RunId(run)))
             .collect();
     }
-    Ok(SendReceipt {
+    let mut receipt = SendReceipt {
         event_ids,
         runs,
         duplicates,
-    })
+        unmatched: Vec::new(),
+    };
+    for (id, name) in ids.iter().zip(&names) {
+        if !receipt.runs.iter().any(|(event, _)| event.0 == *id) {
+            receipt.note_unmatched(name);
+        }
+    }
+    Ok(receipt)
 }
 
 /// Claims the producer ids for 24 hours (first write wins, also between

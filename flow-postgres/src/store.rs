@@ -17,7 +17,7 @@ use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent};
+use flow_core::{AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunView, StoredEvent};
 
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
@@ -319,6 +319,9 @@ impl Store for PgStore {
              )
              UPDATE flow.runs r
              SET lost_count = r.lost_count + 1,
+                 lost_by = r.lease_owner, lost_at = $1, lost_step = r.current_step,
+                 lost_after = (SELECT s.key FROM flow.steps s WHERE s.run_id = r.id
+                               ORDER BY s.position DESC LIMIT 1),
                  status = CASE WHEN r.lost_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
                  error_kind = CASE WHEN r.lost_count + 1 >= $2 THEN 'lost' END,
                  error_step = CASE WHEN r.lost_count + 1 >= $2 THEN r.current_step END,
@@ -391,7 +394,7 @@ impl ReadStore for PgStore {
             .map_err(db_error)?;
         let Some(row) = sqlx::query(
             "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
-                    created_at, started_at, finished_at
+                    created_at, started_at, finished_at, lost_by, lost_at, lost_step, lost_after
              FROM flow.runs WHERE id = $1",
         )
         .bind(id.0)
@@ -412,7 +415,7 @@ impl ReadStore for PgStore {
         .iter()
         .map(|row| step_record(row).map(StepRecord::into_view))
         .collect::<Result<Vec<_>, _>>()?;
-        let failures = sqlx::query(
+        let failures: Vec<AttemptView> = sqlx::query(
             "SELECT key, attempt, error, retry_at FROM flow.attempts WHERE run_id = $1
              ORDER BY finished_at, key, attempt",
         )
@@ -440,10 +443,19 @@ impl ReadStore for PgStore {
                 .map(str::parse)
                 .transpose()?,
             failure_step: row.get("error_step"),
+            last_lost: row
+                .get::<Option<String>, _>("lost_by")
+                .map(|worker| LostLease {
+                    worker,
+                    at: row.get("lost_at"),
+                    step: row.get("lost_step"),
+                    after_step: row.get("lost_after"),
+                }),
             created_at: row.get("created_at"),
             started_at: row.get("started_at"),
             finished_at: row.get("finished_at"),
             steps,
+            handler_attempts: flow_core::store::handler_attempts(&failures),
             failures,
         }))
     }

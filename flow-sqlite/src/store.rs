@@ -17,7 +17,9 @@ use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{AttemptView, Error, EventId, NewEvent, RunId, RunView, StoredEvent, later};
+use flow_core::{
+    AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunView, StoredEvent, later,
+};
 
 use crate::{SqliteStore, db_error, micros, time};
 
@@ -138,6 +140,9 @@ impl Store for SqliteStore {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(db_error)?;
+                if functions.is_empty() {
+                    receipt.note_unmatched(event.name());
+                }
                 for function in functions {
                     let run = RunId(Uuid::now_v7());
                     sqlx::query(
@@ -315,6 +320,9 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE flow_runs
              SET lost_count = lost_count + 1,
+                 lost_by = lease_owner, lost_at = ?2, lost_step = current_step,
+                 lost_after = (SELECT s.key FROM flow_steps s WHERE s.run_id = flow_runs.id
+                               ORDER BY s.position DESC LIMIT 1),
                  status = CASE WHEN lost_count + 1 >= ?1 THEN 'failed' ELSE 'queued' END,
                  error_kind = CASE WHEN lost_count + 1 >= ?1 THEN 'lost' END,
                  error_step = CASE WHEN lost_count + 1 >= ?1 THEN current_step END,
@@ -385,7 +393,7 @@ impl ReadStore for SqliteStore {
         let key = id.0.to_string();
         let Some(row) = sqlx::query(
             "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
-                    created_at, started_at, finished_at
+                    created_at, started_at, finished_at, lost_by, lost_at, lost_step, lost_after
              FROM flow_runs WHERE id = ?",
         )
         .bind(&key)
@@ -439,10 +447,19 @@ impl ReadStore for SqliteStore {
                 .map(str::parse)
                 .transpose()?,
             failure_step: row.get("error_step"),
+            last_lost: row
+                .get::<Option<String>, _>("lost_by")
+                .map(|worker| LostLease {
+                    worker,
+                    at: time(row.get::<Option<i64>, _>("lost_at").unwrap_or_default()),
+                    step: row.get("lost_step"),
+                    after_step: row.get("lost_after"),
+                }),
             created_at: time(row.get("created_at")),
             started_at: row.get::<Option<i64>, _>("started_at").map(time),
             finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
             steps,
+            handler_attempts: flow_core::store::handler_attempts(&failures),
             failures,
         }))
     }

@@ -379,6 +379,11 @@ impl RunCore {
         self.changed.notify_one();
     }
 
+    /// Failed attempts recorded for `key` before this execution.
+    pub fn failed_before(&self, key: &str) -> u32 {
+        self.state().failed.get(key).copied().unwrap_or(0)
+    }
+
     /// Counts a new output towards the run-state limit.
     pub fn add_state_bytes(&self, bytes: usize) -> Result<(), String> {
         let mut st = self.state();

@@ -162,6 +162,9 @@ pub struct RunView {
     pub failure_kind: Option<crate::store::FailureKind>,
     /// The step the failure came from, when it came from one.
     pub failure_step: Option<String>,
+    /// The last time a worker lost the run's lease (it stopped renewing: it died,
+    /// hung or lost the database), if one ever did.
+    pub last_lost: Option<LostLease>,
     /// When the event created it.
     pub created_at: DateTime<Utc>,
     /// When a worker first claimed it.
@@ -170,8 +173,27 @@ pub struct RunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// Its checkpoints, in call order.
     pub steps: Vec<StepView>,
-    /// Every failed attempt of its steps, oldest first (also those still being retried).
+    /// Every failed attempt of its steps, oldest first (also those still being
+    /// retried); failed attempts of the handler's own code have the step
+    /// [`HANDLER_KEY`](crate::store::HANDLER_KEY).
     pub failures: Vec<AttemptView>,
+    /// How many times the handler was attempted: one, plus each error or panic of
+    /// its own code (outside steps) that was retried.
+    pub handler_attempts: u32,
+}
+
+/// A lease a worker lost: the run was taken from it when the lease expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostLease {
+    /// The worker that held it.
+    pub worker: String,
+    /// When the run was recovered from it.
+    pub at: DateTime<Utc>,
+    /// The step the run was executing, when known (it is noted only for runs that
+    /// were lost before, so that a step which kills its worker can be named).
+    pub step: Option<String>,
+    /// The last step the run had checkpointed before it was lost.
+    pub after_step: Option<String>,
 }
 
 /// One checkpointed step of a run.
@@ -193,6 +215,8 @@ pub struct StepView {
     pub started_at: DateTime<Utc>,
     /// When that attempt finished.
     pub finished_at: DateTime<Utc>,
+    /// For a sleep: when it ends.
+    pub wake_at: Option<DateTime<Utc>>,
 }
 
 /// A failed attempt of a step.

@@ -16,8 +16,8 @@ use crate::{Error, NewEvent, RunId};
 
 pub use read::ReadStore;
 pub use records::{
-    Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, Lease,
-    SendReceipt, StepRecord, Wakeup, Wakeups, stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, HANDLER_KEY,
+    Lease, SendReceipt, StepRecord, Wakeup, Wakeups, handler_attempts, stored_error_message,
 };
 pub use transition::{
     Committed, Failure, FailureKind, Next, Outcome, Park, ParkReason, Transition, WakeOn,

@@ -86,6 +86,7 @@ impl StepRecord {
             attempts: self.attempts,
             started_at: self.started_at,
             finished_at: self.finished_at,
+            wake_at: self.wake_at,
         }
     }
 }
@@ -126,6 +127,16 @@ impl Lease {
     }
 }
 
+/// The key under which failed attempts of the handler's own code (outside any
+/// step) are recorded beside the steps' ones; no step id can take it (`:` is
+/// refused in step ids).
+pub const HANDLER_KEY: &str = ":handler";
+
+/// How many times a run's handler was attempted: one, plus its failed attempts.
+pub fn handler_attempts(failures: &[crate::AttemptView]) -> u32 {
+    1 + failures.iter().filter(|f| f.step == HANDLER_KEY).count() as u32
+}
+
 /// How long a producer-supplied event id deduplicates.
 pub const DEDUPE_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
@@ -157,6 +168,19 @@ pub struct SendReceipt {
     pub runs: Vec<(EventId, RunId)>,
     /// How many events were duplicates and started nothing.
     pub duplicates: usize,
+    /// The names of events stored that started no run, because no worker has
+    /// announced a function they trigger (yet: a producer started before its
+    /// workers learns it here), each once, in the order sent.
+    pub unmatched: Vec<String>,
+}
+
+impl SendReceipt {
+    /// Notes `name` as an event name that started no run (once).
+    pub fn note_unmatched(&mut self, name: &str) {
+        if !self.unmatched.iter().any(|n| n == name) {
+            self.unmatched.push(name.to_owned());
+        }
+    }
 }
 
 /// A hint that work may be claimable. Hints only: a worker also polls.

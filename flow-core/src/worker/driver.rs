@@ -5,15 +5,20 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::clock::later;
 use crate::function::HandlerOutcome;
 use crate::run::core::{Decision, RunCore, Stop};
 use crate::step::panic_message;
-use crate::store::{ClaimedRun, Committed, Failure, FailureKind, Next, Outcome, Store, Transition};
-use crate::{Ctx, FunctionDef, Limits};
+use crate::store::{
+    ClaimedRun, Committed, FailedAttempt, Failure, FailureKind, HANDLER_KEY, Next, Outcome, Park,
+    Store, Transition,
+};
+use crate::{Ctx, FunctionDef, Limits, StepError};
 
 /// How a driven run left the worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +33,30 @@ enum End {
     Returned(HandlerOutcome),
     Panicked(String),
     Decided(Decision),
+    /// The handler's own code failed and will be tried again.
+    Retry(FailedAttempt),
+}
+
+/// An error or panic of the handler's own code: tried again with the function's
+/// retry policy while retries remain (the body replays from its checkpoints, so no
+/// completed step runs again), else the run fails with it.
+fn retry_or_fail(core: &RunCore, failure: Failure, started_at: DateTime<Utc>) -> End {
+    let failed_before = core.failed_before(HANDLER_KEY);
+    if failed_before >= core.retries {
+        return End::Returned(HandlerOutcome::Failed(failure));
+    }
+    let attempt = failed_before + 1;
+    let finished_at = core.clock.now();
+    let retry_at = later(finished_at, core.backoff.delay(attempt, fastrand::f64()));
+    tracing::warn!(error = %failure.message, %retry_at, attempt, "the handler failed; it will be retried");
+    End::Retry(FailedAttempt {
+        key: HANDLER_KEY.to_owned(),
+        attempt,
+        error: StepError::retriable(&failure.message).to_stored(),
+        started_at,
+        finished_at,
+        retry_at,
+    })
 }
 
 pub(crate) async fn drive<S: Store>(
@@ -53,6 +82,12 @@ pub(crate) async fn drive<S: Store>(
                 }
             }
         }
+        let started_at = core.clock.now();
+        // The event is part of what the run stores.
+        if let Err(problem) = core.add_state_bytes(crate::run::core::json_len(&claimed.event.data))
+        {
+            core.fail(FailureKind::Limit, problem, None);
+        }
         let ctx = Ctx { core: core.clone() };
         // Boxed by the macro, hence Unpin: it can be dropped before the run's end is written.
         let mut handler = AssertUnwindSafe((def.handler)(ctx, claimed.event.data)).catch_unwind();
@@ -77,6 +112,20 @@ pub(crate) async fn drive<S: Store>(
         // on no step of this execution runs, also not from a task spawned off it.
         drop(handler);
         core.end();
+        let end = match end {
+            End::Returned(HandlerOutcome::Retry(failure)) => {
+                retry_or_fail(&core, failure, started_at)
+            }
+            End::Panicked(message) => retry_or_fail(
+                &core,
+                Failure::new(
+                    FailureKind::Panic,
+                    format!("the handler panicked outside any step: {message}"),
+                ),
+                started_at,
+            ),
+            other => other,
+        };
         settle(&core, end).await
     }
     .instrument(span)
@@ -85,34 +134,52 @@ pub(crate) async fn drive<S: Store>(
 
 /// What the run does next, from how its handler ended; `None` when it is no
 /// longer this worker's to write.
-fn next_of(end: End, limits: &Limits) -> Option<(Next, Exit)> {
+fn transition_of(end: End, limits: &Limits) -> Option<(Transition, Exit)> {
     let failed = |mut failure: Failure| {
         tracing::error!(error = %failure.message, kind = failure.kind.as_str(), "run failed");
         failure.message = crate::limits::storable_message(&failure.message);
-        Some((Next::Finish(Outcome::Failed(failure)), Exit::Finished))
+        Some((
+            Transition::next(Next::Finish(Outcome::Failed(failure))),
+            Exit::Finished,
+        ))
     };
     match end {
         End::Returned(HandlerOutcome::Completed(output)) => match check_output(&output, limits) {
             Ok(()) => {
                 tracing::info!("run completed");
-                Some((Next::Finish(Outcome::Completed(output)), Exit::Finished))
+                Some((
+                    Transition::next(Next::Finish(Outcome::Completed(output))),
+                    Exit::Finished,
+                ))
             }
             Err(failure) => failed(failure),
         },
-        End::Returned(HandlerOutcome::Failed(failure)) => failed(failure),
+        End::Returned(HandlerOutcome::Failed(failure) | HandlerOutcome::Retry(failure)) => {
+            failed(failure)
+        }
         End::Panicked(message) => failed(Failure::new(
             FailureKind::Panic,
             format!("the handler panicked outside any step: {message}"),
         )),
+        End::Retry(attempt) => {
+            let park = Park::retry(attempt.retry_at);
+            Some((
+                Transition {
+                    failure: Some(attempt),
+                    ..Transition::next(Next::Park(park))
+                },
+                Exit::Parked,
+            ))
+        }
         End::Decided(Decision::Stop(Stop::Fail(failure))) => failed(failure),
         End::Decided(Decision::Stop(Stop::LeaseLost)) => None,
         End::Decided(Decision::Stop(Stop::Release) | Decision::Release) => {
             tracing::info!("run handed back");
-            Some((Next::Release, Exit::Released))
+            Some((Transition::next(Next::Release), Exit::Released))
         }
         End::Decided(Decision::Park(park)) => {
             tracing::debug!(?park, "run parked");
-            Some((Next::Park(park), Exit::Parked))
+            Some((Transition::next(Next::Park(park)), Exit::Parked))
         }
     }
 }
@@ -144,10 +211,10 @@ fn check_output(output: &Value, limits: &Limits) -> Result<(), Failure> {
 }
 
 async fn settle(core: &RunCore, end: End) -> Exit {
-    let Some((next, exit)) = next_of(end, &core.limits) else {
+    let Some((transition, exit)) = transition_of(end, &core.limits) else {
         return Exit::Dropped;
     };
-    match core.commit(Transition::next(next)).await {
+    match core.commit(transition).await {
         Ok(Committed::Written | Committed::AlreadyRecorded(_)) => exit,
         Ok(Committed::LeaseLost) => {
             tracing::info!("lease lost before the run's end was written; another worker owns it");
