@@ -63,17 +63,21 @@ pub fn function(
     // Spanned at the fn name: a handler future that is not `Send` is reported there.
     // The locals are interpolated with call-site spans, so that a name coming from
     // another macro's expansion (another hygiene context) still finds them.
-    let ctx = Ident::new("ctx", Span::call_site());
-    let data = Ident::new("data", Span::call_site());
+    // Mixed-site: the user's code cannot see them, so a handler named `ctx`, `data`
+    // or `event` is not shadowed by them (the same ident object at the definition
+    // and every use, so a fn coming from another macro's expansion is fine too).
+    let ctx = Ident::new("__flow_ctx", Span::mixed_site());
+    let data = Ident::new("__flow_data", Span::mixed_site());
+    let decoded = Ident::new("__flow_event", Span::mixed_site());
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
-            let event = match ::flow::__private::decode_event::<#event>(#data) {
+            let #decoded = match ::flow::__private::decode_event::<#event>(#data) {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
                     return ::flow::__private::HandlerOutcome::Failed(problem);
                 }
             };
-            ::flow::__private::handler_outcome(#name(&#ctx, event).await)
+            ::flow::__private::handler_outcome(#name(&#ctx, #decoded).await)
         })
     };
 
@@ -148,19 +152,23 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     let output_check = quote_spanned! {output.span()=>
         let _ = ::flow::__private::assert_output::<#output>;
     };
+    // Prefixed: the body may use any other name (`call`, `ctx2`, `event`). Not
+    // mixed-site, which would move trait errors of the output type from the user's
+    // tokens to the attribute.
+    let call = Ident::new("__flow_call", Span::call_site());
     quote! {
         #(#attrs)*
         #vis fn #name #generics (#inputs) -> #returns #where_clause {
             #output_check
             // The key is taken now, at call time, so `join!` and spawned steps are
             // numbered in call order.
-            let __flow_call = ::flow::__private::step_call(
+            let #call = ::flow::__private::step_call(
                 #ctx,
                 #id,
                 ::flow::__private::StepOptions { retries: #retries, backoff: #backoff },
             );
             async move {
-                __flow_call
+                #call
                     .run::<#output, #error, _>(async move #block)
                     .await
             }
