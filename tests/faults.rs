@@ -27,6 +27,8 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Faulty {
     inner: AnyStore,
     transient: Arc<AtomicU32>,
+    /// Renewals fail, as they do for a worker cut off from the database.
+    renewals_fail: bool,
 }
 
 impl Faulty {
@@ -34,6 +36,7 @@ impl Faulty {
         Faulty {
             inner,
             transient: Arc::new(AtomicU32::new(transient)),
+            renewals_fail: false,
         }
     }
 }
@@ -95,6 +98,11 @@ impl Store for Faulty {
         d: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<RunId>, flow::Error> {
+        if self.renewals_fail {
+            return Err(flow::Error::Unavailable(
+                "connection refused (injected by the test)".into(),
+            ));
+        }
         self.inner.renew(l, d, now).await
     }
     async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
@@ -461,4 +469,70 @@ async fn a_step_in_a_task_that_outlives_its_run_returns_an_error() {
     );
     assert_eq!(LATE_BODIES.load(Ordering::SeqCst), 0, "its body never ran");
     assert!(client.run(run).await.unwrap().unwrap().steps.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// A worker that cannot renew stops its executions before their lease lapses,
+// instead of running step bodies that another worker then runs too.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/cut.off")]
+struct CutOff {}
+
+static CUT_OFF_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static CUT_OFF_STOPPED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Notifies when the step body is dropped before it finished.
+struct Stopped;
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        CUT_OFF_STOPPED.notify_one();
+    }
+}
+
+#[function(event = "test/cut.off")]
+async fn cut_off(ctx: &Ctx, _event: CutOff) -> Result<(), FlowError> {
+    ctx.run("long-call", || async {
+        let _stopped = Stopped;
+        CUT_OFF_STARTED.notify_one();
+        std::future::pending::<()>().await;
+        Ok::<_, StepError>(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_stops_its_runs_before_the_lease_lapses() {
+    let (store, _) = common::store().await;
+    let faulty = Faulty {
+        renewals_fail: true,
+        ..Faulty::new(store.clone(), 0)
+    };
+    // One slot: the worker cannot claim the run again (which would also stop the
+    // old execution); only the deadline can.
+    let worker = worker(faulty)
+        .register::<cut_off>()
+        .concurrency(1)
+        .lease(Duration::from_secs(3))
+        .renew_every(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    worker.announce().await.unwrap();
+    let running = worker.spawn();
+    let client = flow::Client::new(store);
+    let run = client.send(CutOff {}).await.unwrap().runs[0].1;
+    CUT_OFF_STARTED.notified().await;
+    // Nothing renews the lease: the execution stops by itself, its body dropped.
+    tokio::time::timeout(WAIT, CUT_OFF_STOPPED.notified())
+        .await
+        .expect("the execution stopped at its lease deadline");
+    let view = client.run(run).await.unwrap().unwrap();
+    assert!(
+        view.steps.is_empty(),
+        "nothing of the stopped body was written"
+    );
+    let report = running.stop().await.unwrap();
+    assert!(report.lost >= 1, "{report:?}");
 }

@@ -326,5 +326,9 @@ fn worker_settings_that_would_spin_are_refused_at_build() {
         .build()
         .err()
         .unwrap();
-    assert!(err.to_string().contains("shorter than the lease"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("shorter than four fifths of the lease"),
+        "{err}"
+    );
 }

@@ -3,13 +3,16 @@
 //! its writer, and what the driver must do next (park, hand back, stop).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
 use crate::store::{
-    Checkpoints, Committed, Failure, FailureKind, Lease, Park, StepRecord, Transition,
+    Checkpoints, Committed, Failure, FailureKind, Lease, Next, Park, StepRecord, Transition,
 };
 use crate::worker::Committer;
 use crate::{Backoff, Clock, Error, Limits, RunId, StepKind};
@@ -63,6 +66,10 @@ pub(crate) struct RunCore {
     pub clock: std::sync::Arc<dyn Clock>,
     pub limits: Limits,
     lease: Lease,
+    lease_for: Duration,
+    /// Until when this execution may go on without a renewal or a commit that goes
+    /// on (microseconds of the worker's clock): the lease, less a margin.
+    held_until: AtomicI64,
     committer: Committer,
     state: Mutex<RunState>,
     /// Signalled whenever the driver may have something to do.
@@ -99,11 +106,13 @@ impl RunCore {
     pub fn new(
         def: &'static crate::FunctionDef,
         lease: Lease,
+        claimed_at: DateTime<Utc>,
+        lease_for: Duration,
         committer: Committer,
         clock: std::sync::Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
-        RunCore {
+        let core = RunCore {
             run_id: lease.run_id,
             function_id: def.id,
             retries: def.retries,
@@ -111,12 +120,30 @@ impl RunCore {
             clock,
             limits,
             lease,
+            lease_for,
+            held_until: AtomicI64::new(i64::MIN),
             committer,
             state: Mutex::new(RunState::default()),
             changed: Notify::new(),
             ended: AtomicBool::new(false),
             ended_signal: Notify::new(),
-        }
+        };
+        core.lease_extended(claimed_at);
+        core
+    }
+
+    /// The lease was extended by a statement that began at `from`: this execution
+    /// may go on until `from + lease - margin` ([`lease_margin`]).
+    pub fn lease_extended(&self, from: DateTime<Utc>) {
+        let until = crate::clock::later(from, self.lease_for - lease_margin(self.lease_for));
+        self.held_until
+            .fetch_max(until.timestamp_micros(), Ordering::SeqCst);
+    }
+
+    /// Whether this execution's local lease deadline has passed at `now`: another
+    /// worker may take the run over soon, so it must stop.
+    pub fn lease_overdue(&self, now: DateTime<Utc>) -> bool {
+        now.timestamp_micros() >= self.held_until.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> MutexGuard<'_, RunState> {
@@ -132,9 +159,21 @@ impl RunCore {
         &self.lease
     }
 
-    /// Writes a transition of this run through the worker's group commit.
+    /// Writes a transition of this run through the worker's group commit. One that
+    /// goes on extends the lease, and so this execution's deadline.
     pub async fn commit(&self, transition: Transition) -> Result<Committed, Error> {
-        self.committer.commit(self.lease.clone(), transition).await
+        let goes_on = transition.next == Next::Continue;
+        let before = self.clock.now();
+        let result = self.committer.commit(self.lease.clone(), transition).await;
+        if goes_on
+            && matches!(
+                result,
+                Ok(Committed::Written | Committed::AlreadyRecorded(_))
+            )
+        {
+            self.lease_extended(before);
+        }
+        result
     }
 
     /// Writes a transition of a run that goes on; when it is not kept, stops the run
@@ -404,6 +443,13 @@ impl RunCore {
         st.uuid_calls += 1;
         st.uuid_calls
     }
+}
+
+/// How long before its lease expires an execution stops when the lease has not
+/// been extended: a fifth of the lease (6 s of the default 30 s), time for its
+/// last writes to land before another worker may take the run over.
+pub(crate) fn lease_margin(lease: Duration) -> Duration {
+    lease / 5
 }
 
 fn describe_kind(kind: StepKind) -> &'static str {

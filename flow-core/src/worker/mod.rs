@@ -61,10 +61,12 @@ impl WorkerConfig {
                 )));
             }
         }
-        if self.renew_every >= self.lease {
+        let held = self.lease - crate::run::core::lease_margin(self.lease);
+        if self.renew_every >= held {
             return Err(Error::Config(format!(
-                "WorkerBuilder::renew_every ({:?}) must be shorter than the lease ({:?}), \
-                 or leases lapse between renewals; a third of the lease is usual",
+                "WorkerBuilder::renew_every ({:?}) must be shorter than four fifths of the \
+                 lease ({:?}): a run stops a fifth of the lease before it lapses unless it \
+                 was renewed; a third of the lease is usual",
                 self.renew_every, self.lease
             )));
         }
@@ -360,6 +362,7 @@ impl<S: Store> Worker<S> {
         let mut background = JoinSet::new();
         background.spawn(listen(shared.clone()));
         background.spawn(renew(shared.clone()));
+        background.spawn(watch_leases(shared.clone()));
 
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Exit> = JoinSet::new();
@@ -541,7 +544,7 @@ async fn claim_loop<S: Store>(
                 Ok(runs) => {
                     claimed_all = runs.len() == free;
                     for claimed in runs {
-                        spawn_run(shared, tasks, claimed, &committer);
+                        spawn_run(shared, tasks, claimed, now, &committer);
                     }
                 }
                 Err(e) => {
@@ -596,6 +599,7 @@ fn spawn_run<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
     claimed: crate::store::ClaimedRun,
+    claimed_at: DateTime<Utc>,
     committer: &Committer,
 ) {
     let Some(def) = shared.registry.get(&claimed.function_id) else {
@@ -607,6 +611,8 @@ fn spawn_run<S: Store>(
     let core = Arc::new(RunCore::new(
         def,
         claimed.lease.clone(),
+        claimed_at,
+        shared.config.lease,
         committer.clone(),
         shared.clock.clone(),
         shared.config.limits,
@@ -682,19 +688,49 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
             continue;
         }
         let leases: Vec<Lease> = driven.iter().map(|core| core.lease().clone()).collect();
+        let started = shared.clock.now();
         match shared
             .store
-            .renew(&leases, shared.config.lease, shared.clock.now())
+            .renew(&leases, shared.config.lease, started)
             .await
         {
             Ok(held) => {
                 let held: HashSet<RunId> = held.into_iter().collect();
-                for core in driven.iter().filter(|core| !held.contains(&core.run_id)) {
-                    tracing::warn!(run_id = %core.run_id, "lease lost; dropping the run");
-                    core.stop(Stop::LeaseLost);
+                for core in &driven {
+                    if held.contains(&core.run_id) {
+                        core.lease_extended(started);
+                    } else {
+                        tracing::warn!(run_id = %core.run_id, "lease lost; dropping the run");
+                        core.stop(Stop::LeaseLost);
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not renew leases"),
+        }
+    }
+}
+
+/// Stops every execution whose local lease deadline passed without a renewal (the
+/// database unreachable, the renewals failing): the lease is about to lapse, and
+/// another worker may then take the run over. Without it, a worker cut off from
+/// the database would run step bodies that another worker runs too.
+async fn watch_leases<S: Store>(shared: Arc<Shared<S>>) {
+    let tick = (shared.config.lease / 10).min(Duration::from_secs(1));
+    loop {
+        let next = later(shared.clock.now(), tick);
+        shared.clock.sleep_until(next).await;
+        let now = shared.clock.now();
+        let overdue: Vec<Arc<RunCore>> = lock(&shared.runs)
+            .values()
+            .filter(|core| core.lease_overdue(now))
+            .cloned()
+            .collect();
+        for core in overdue {
+            tracing::warn!(
+                run_id = %core.run_id,
+                "the lease was not renewed in time; stopping the run before another worker takes it"
+            );
+            core.stop(Stop::LeaseLost);
         }
     }
 }
@@ -762,7 +798,7 @@ mod tests {
                 .check()
                 .unwrap_err()
                 .to_string()
-                .contains("shorter than the lease")
+                .contains("shorter than four fifths of the lease")
         );
         let unnamed = WorkerConfig {
             worker_id: Some(" ".into()),
