@@ -855,6 +855,42 @@ pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(stor
     );
 }
 
+/// A claimed run whose stored row does not read (`corrupt` damages the data of the
+/// event it is given, in the backend's own way) fails, naming what does not read;
+/// the other runs of the claim are handed over, and the bad one does not come back.
+/// Not in `store_conformance_tests!`: each backend calls it with its corruption.
+pub async fn a_run_whose_row_does_not_read_fails_alone<S, F, Fut>(store: S, corrupt: F)
+where
+    S: Store + ReadStore,
+    F: FnOnce(S, crate::EventId) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    announce(&store, &[("a", "t/bad")]).await;
+    let receipt = store
+        .send((0..3).map(|n| event("t/bad", n)).collect(), start())
+        .await
+        .expect("send");
+    corrupt(store.clone(), receipt.event_ids[1]).await;
+    let claimed = claim(&store, "w", &["a"], 10, start()).await;
+    let bad = receipt.runs[1].1;
+    let mut ids: Vec<RunId> = claimed.iter().map(|r| r.lease.run_id).collect();
+    ids.sort();
+    let mut expected = vec![receipt.runs[0].1, receipt.runs[2].1];
+    expected.sort();
+    assert_eq!(ids, expected, "the readable runs are handed over");
+    let failed = view(&store, bad).await;
+    assert_eq!(
+        (failed.status, failed.failure_kind),
+        (RunStatus::Failed, Some(FailureKind::Storage))
+    );
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("data"),
+        "the message names the column: {error}"
+    );
+    assert!(claim(&store, "w", &["a"], 10, start()).await.is_empty());
+}
+
 /// One `#[tokio::test]` per conformance check, each on a fresh store from `$make`
 /// (an expression that evaluates to a future of the store).
 #[macro_export]

@@ -94,28 +94,26 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let token: i64 = row.get("lease_token");
-                ClaimedRun {
-                    lease: Lease {
-                        run_id: RunId(row.get("id")),
-                        token,
-                        owner: Arc::clone(request.owner),
-                    },
-                    function_id: row.get("function_id"),
-                    event: StoredEvent {
-                        id: EventId(row.get("event_id")),
-                        name: row.get("name"),
-                        data: row.get("data"),
-                        ts: row.get("ts"),
-                    },
-                    resumed: token > 1,
-                    lost_count: row.get::<i32, _>("lost_count") as u32,
-                }
-            })
-            .collect())
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for row in &rows {
+            match claimed_run(row, request.owner) {
+                Ok(run) => claimed.push(run),
+                Err(e) => match (
+                    row.try_get::<Uuid, _>("id"),
+                    row.try_get::<i64, _>("lease_token"),
+                ) {
+                    (Ok(id), Ok(token)) => unreadable.push((id, token, e)),
+                    _ => {
+                        tracing::error!(error = %e, "a claimed run's row does not decode, not even its id")
+                    }
+                },
+            }
+        }
+        if !unreadable.is_empty() {
+            self.fail_unreadable(unreadable, now).await?;
+        }
+        Ok(claimed)
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -468,6 +466,40 @@ impl Connect for PgStore {
 }
 
 impl PgStore {
+    /// Fails claimed runs whose row does not decode, naming the column, so that one
+    /// bad row neither stops the worker nor comes back at every claim.
+    async fn fail_unreadable(
+        &self,
+        runs: Vec<(Uuid, i64, sqlx::Error)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut ids = Vec::new();
+        let mut tokens = Vec::new();
+        let mut messages = Vec::new();
+        for (id, token, e) in runs {
+            let message = format!("flow could not read this run's stored row: {e}");
+            tracing::error!(run_id = %id, error = %message, "failing a run whose row does not decode");
+            ids.push(id);
+            tokens.push(token);
+            messages.push(flow_core::storable_message(&message));
+        }
+        sqlx::query(
+            "UPDATE flow.runs r
+             SET status = 'failed', error = u.message, error_kind = 'storage', finished_at = $4,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, token, message)
+             WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&messages)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     async fn notify(&self) -> Result<(), Error> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(WAKEUP_CHANNEL)
@@ -476,6 +508,27 @@ impl PgStore {
             .map_err(db_error)?;
         Ok(())
     }
+}
+
+/// A claimed run from its row; an error names the column that does not decode.
+fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error> {
+    let token: i64 = row.try_get("lease_token")?;
+    Ok(ClaimedRun {
+        lease: Lease {
+            run_id: RunId(row.try_get("id")?),
+            token,
+            owner: Arc::clone(owner),
+        },
+        function_id: row.try_get("function_id")?,
+        event: StoredEvent {
+            id: EventId(row.try_get("event_id")?),
+            name: row.try_get("name")?,
+            data: row.try_get("data")?,
+            ts: row.try_get("ts")?,
+        },
+        resumed: token > 1,
+        lost_count: row.try_get::<i32, _>("lost_count")? as u32,
+    })
 }
 
 fn step_record(row: &PgRow) -> Result<StepRecord, Error> {

@@ -176,54 +176,58 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedRun>, Error> {
         let functions = serde_json::to_string(request.functions).expect("strings serialize");
-        let rows = sqlx::query(
-            "UPDATE flow_runs
-             SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
-                 lease_expires_at = ?, started_at = COALESCE(started_at, ?)
-             WHERE id IN (
-                 SELECT id FROM flow_runs
-                 WHERE status IN ('queued', 'sleeping') AND not_before <= ?
-                   AND function_id IN (SELECT value FROM json_each(?))
-                 ORDER BY not_before
-                 LIMIT ?)
-             RETURNING id, function_id, lease_token, lost_count, event_id",
-        )
-        .bind(&**request.owner)
-        .bind(micros(later(now, request.lease)))
-        .bind(micros(now))
-        .bind(micros(now))
-        .bind(functions)
-        .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        // The claim, the events it hands over, and the failing of rows that do not
+        // read, in one transaction: a bad row neither orphans the batch nor stops
+        // the worker.
+        in_transaction(self, async |conn| {
+            let rows = sqlx::query(
+                "UPDATE flow_runs
+                 SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
+                     lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+                 WHERE id IN (
+                     SELECT id FROM flow_runs
+                     WHERE status IN ('queued', 'sleeping') AND not_before <= ?
+                       AND function_id IN (SELECT value FROM json_each(?))
+                     ORDER BY not_before
+                     LIMIT ?)
+                 RETURNING id, function_id, lease_token, lost_count, event_id",
+            )
+            .bind(&**request.owner)
+            .bind(micros(later(now, request.lease)))
+            .bind(micros(now))
+            .bind(micros(now))
+            .bind(functions)
+            .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in rows {
+                match claimed_run(conn, &row, request.owner).await {
+                    Ok(run) => claimed.push(run),
+                    Err(problem) => {
+                        let id: Option<String> = row.try_get("id").ok();
+                        tracing::error!(run_id = ?id, error = %problem, "failing a run whose row does not read");
+                        sqlx::query(
+                            "UPDATE flow_runs
+                             SET status = 'failed', error = ?, error_kind = 'storage', finished_at = ?,
+                                 lease_owner = NULL, lease_expires_at = NULL
+                             WHERE id = ? AND status = 'running'",
+                        )
+                        .bind(flow_core::storable_message(&format!(
+                            "flow could not read this run's stored row: {problem}"
+                        )))
+                        .bind(micros(now))
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                }
+            }
+            Ok(claimed)
+        })
         .await
-        .map_err(db_error)?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let event_id: String = row.get("event_id");
-            let event = sqlx::query("SELECT name, data, ts FROM flow_events WHERE id = ?")
-                .bind(&event_id)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_error)?;
-            let token: i64 = row.get("lease_token");
-            claimed.push(ClaimedRun {
-                lease: Lease {
-                    run_id: RunId(uuid(row.get("id"))?),
-                    token,
-                    owner: Arc::clone(request.owner),
-                },
-                function_id: row.get("function_id"),
-                event: StoredEvent {
-                    id: EventId(uuid(&event_id)?),
-                    name: event.get("name"),
-                    data: parse_json(event.get("data"))?,
-                    ts: time(event.get("ts")),
-                },
-                resumed: token > 1,
-                lost_count: row.get::<i64, _>("lost_count") as u32,
-            });
-        }
-        Ok(claimed)
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -469,6 +473,41 @@ impl Connect for SqliteStore {
     async fn connect(url: &str) -> Result<Self, Error> {
         SqliteStore::connect(url).await
     }
+}
+
+/// A claimed run from its row and its event's; an error names what does not read.
+async fn claimed_run(
+    conn: &mut SqliteConnection,
+    row: &SqliteRow,
+    owner: &Arc<str>,
+) -> Result<ClaimedRun, Error> {
+    let column = |e: sqlx::Error| Error::Database(e.to_string());
+    let event_id: String = row.try_get("event_id").map_err(column)?;
+    let event = sqlx::query("SELECT name, data, ts FROM flow_events WHERE id = ?")
+        .bind(&event_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::Database(format!("its event {event_id} is not stored")))?;
+    let token: i64 = row.try_get("lease_token").map_err(column)?;
+    let data: String = event.try_get("data").map_err(column)?;
+    Ok(ClaimedRun {
+        lease: Lease {
+            run_id: RunId(uuid(row.try_get("id").map_err(column)?)?),
+            token,
+            owner: Arc::clone(owner),
+        },
+        function_id: row.try_get("function_id").map_err(column)?,
+        event: StoredEvent {
+            id: EventId(uuid(&event_id)?),
+            name: event.try_get("name").map_err(column)?,
+            data: parse_json(&data)
+                .map_err(|e| Error::Database(format!("column `data` of its event: {e}")))?,
+            ts: time(event.try_get("ts").map_err(column)?),
+        },
+        resumed: token > 1,
+        lost_count: row.try_get::<i64, _>("lost_count").map_err(column)? as u32,
+    })
 }
 
 fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
