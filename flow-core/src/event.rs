@@ -115,8 +115,10 @@ impl IntoEvent for NewEvent {
     }
 }
 
-/// The rule for event names, shared by `#[derive(Event)]` (at compile time) and
-/// [`NewEvent::raw`]: non-empty, at most 256 bytes, no whitespace.
+/// The rule for event names, shared by `#[derive(Event)]` (at compile time, in
+/// flow-macros' `event.rs`, which repeats it) and [`NewEvent::raw`]: non-empty, at
+/// most 256 bytes, no whitespace or control characters, no `/` at either end. As
+/// in Inngest, names read `app/user.created`: a prefix, `/`, then a dotted name.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("an event name cannot be empty; use a name like \"app/user.created\"".into());
@@ -130,6 +132,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if let Some(c) = name.chars().find(|c| c.is_whitespace()) {
         return Err(format!(
             "event name `{name}` contains whitespace ({c:?}); use a name like \"app/user.created\""
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "event name {name:?} contains a control character ({c:?}); use a name like \
+             \"app/user.created\""
+        ));
+    }
+    if name.starts_with('/') || name.ends_with('/') {
+        return Err(format!(
+            "event name `{name}` starts or ends with `/`; `/` separates the parts of a name, \
+             as in \"app/user.created\""
         ));
     }
     Ok(())
@@ -164,5 +178,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(long.contains("the limit is 256"), "{long}");
+        for slashed in ["/app/user.created", "app/user.created/"] {
+            let err = NewEvent::raw(slashed, Value::Null).unwrap_err().to_string();
+            assert!(err.contains("starts or ends with `/`"), "{err}");
+        }
+        let control = NewEvent::raw("app/user\u{0}created", Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(control.contains("control character"), "{control}");
+        assert!(NewEvent::raw("app/user.created", Value::Null).is_ok());
     }
 }

@@ -55,8 +55,12 @@ pub struct StepArgs {
 pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> FunctionArgs {
     let mut args = FunctionArgs::default();
     let keys = ["event", "id", "retries", "backoff"];
+    let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
+        if given_twice(&meta, &key, &mut seen, "#[function]", errors)? {
+            return Ok(());
+        }
         match key.as_str() {
             "event" => args.event = string_value(&meta, errors, "event", "\"app/user.created\"")?,
             "id" => args.id = id_value(&meta, errors)?,
@@ -89,8 +93,12 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
 pub fn parse_step_args(tokens: TokenStream, errors: &mut Errors) -> StepArgs {
     let mut args = StepArgs::default();
     let keys = ["id", "retries", "backoff"];
+    let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
+        if given_twice(&meta, &key, &mut seen, "#[step]", errors)? {
+            return Ok(());
+        }
         match key.as_str() {
             "id" => args.id = id_value(&meta, errors)?,
             "retries" => args.retries = retries_value(&meta, errors)?,
@@ -106,6 +114,27 @@ pub fn parse_step_args(tokens: TokenStream, errors: &mut Errors) -> StepArgs {
         errors.push(e);
     }
     args
+}
+
+/// Reports a key given a second time, at the second, and skips its value: the
+/// first one stands, and rustc would otherwise keep whichever came last silently.
+fn given_twice(
+    meta: &ParseNestedMeta<'_>,
+    key: &str,
+    seen: &mut Vec<String>,
+    attr: &str,
+    errors: &mut Errors,
+) -> syn::Result<bool> {
+    if !seen.iter().any(|k| k == key) {
+        seen.push(key.to_owned());
+        return Ok(false);
+    }
+    errors.at(
+        &meta.path,
+        format!("`{key}` is given twice in {attr}; keep one of them"),
+    );
+    skip_value(meta)?;
+    Ok(true)
 }
 
 fn path_name(meta: &ParseNestedMeta<'_>) -> String {

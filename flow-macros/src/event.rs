@@ -57,6 +57,19 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
                 "event name `{value}` contains whitespace; use a name like \"app/user.created\""
             ),
         );
+    } else if value.chars().any(char::is_control) {
+        errors.at(
+            &name,
+            "an event name cannot contain control characters; use a name like \"app/user.created\"",
+        );
+    } else if value.starts_with('/') || value.ends_with('/') {
+        errors.at(
+            &name,
+            format!(
+                "event name `{value}` starts or ends with `/`; `/` separates the parts of a \
+                 name, as in \"app/user.created\""
+            ),
+        );
     } else if value.len() > 256 {
         errors.at(
             &name,
