@@ -50,8 +50,10 @@ pub use flow_core::{
     EventId, Failure, FailureKind, FlowError, Function, FunctionDef, IntoEvent, Limits, LostLease,
     ManualClock, NewEvent, ReadStore, RunId, RunStatus, RunView, RunningWorker, SendReceipt,
     StepError, StepErrorKind, StepKind, StepOptions, StepView, Store, SystemClock, WorkerBuilder,
-    WorkerConfig, WorkerReport, function, registered, step,
+    WorkerConfig, WorkerReport, registered,
 };
+// The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
+pub use flow_macros::{Event, function, step};
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};
 #[cfg(feature = "sqlite")]

@@ -41,5 +41,3 @@ pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env,
 };
-
-pub use flow_macros::{Event, function, step};

@@ -65,11 +65,6 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            // sqlx pings a connection when it goes back to the pool anyway; a ping on
-            // acquire would add a round trip before every statement. A connection
-            // that broke in between fails its statement with an I/O error, which is
-            // transient: the committer retries it.
-            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(|e| Error::database(format!("could not connect to {described}: {e}")))?;
