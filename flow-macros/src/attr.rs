@@ -312,12 +312,12 @@ fn backoff_value(
                 if let Some((v, span)) = value {
                     if key == "factor" {
                         if v < 1.0 {
-                            errors.at(span, "`factor` must be at least 1.0 (each wait at least as long as the previous)");
+                            errors.at_span(span, "`factor` must be at least 1.0 (each wait at least as long as the previous)");
                         } else {
                             backoff.factor = Some(v);
                         }
                     } else if !(0.0..=1.0).contains(&v) {
-                        errors.at(span, "`jitter` is a share of the wait: between 0.0 and 1.0");
+                        errors.at_span(span, "`jitter` is a share of the wait: between 0.0 and 1.0");
                     } else {
                         backoff.jitter = Some(v);
                     }
@@ -333,7 +333,7 @@ fn backoff_value(
     if let (Some((initial, _)), Some((max, span))) = (backoff.initial, backoff.max)
         && max < initial
     {
-        errors.at(
+        errors.at_span(
             span,
             "`max` is shorter than `initial`; the longest wait cannot be shorter than the first",
         );

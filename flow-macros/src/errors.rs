@@ -10,8 +10,15 @@ impl Errors {
         self.0.push(error);
     }
 
-    pub fn at(&mut self, span: impl syn::spanned::Spanned, message: impl std::fmt::Display) {
-        self.0.push(syn::Error::new(span.span(), message));
+    /// An error underlining the whole of `tokens` (all of `-1`, `&self`, a type),
+    /// not only its first token.
+    pub fn at(&mut self, tokens: impl quote::ToTokens, message: impl std::fmt::Display) {
+        self.0.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    /// An error at `span` (for spans kept without their tokens).
+    pub fn at_span(&mut self, span: proc_macro2::Span, message: impl std::fmt::Display) {
+        self.0.push(syn::Error::new(span, message));
     }
 
     pub fn is_empty(&self) -> bool {

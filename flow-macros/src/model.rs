@@ -41,7 +41,22 @@ pub fn handler<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Handler<'a>>
         ),
     }
     let event = match inputs.next() {
-        Some(FnArg::Typed(pat)) => Some(&*pat.ty),
+        Some(FnArg::Typed(pat)) => match &*pat.ty {
+            Type::Reference(r) => {
+                let (name, elem) = (&pat.pat, &r.elem);
+                errors.at(
+                    r,
+                    format!(
+                        "take the event by value: write `{}: {}`; each execution of the run \
+                         reads its own copy from the store",
+                        quote::quote!(#name),
+                        quote::quote!(#elem).to_string().replace(' ', "")
+                    ),
+                );
+                None
+            }
+            ty => Some(ty),
+        },
         Some(FnArg::Receiver(r)) => {
             errors.at(r, "a #[function] handler cannot take `self`");
             None
@@ -93,6 +108,14 @@ pub fn step<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Step<'a>> {
         }
     }
     let (output, error) = result_types(&sig.output, &sig.ident, "#[step]", "StepError", errors)?;
+    if let Some(borrowed) = first_reference(output) {
+        errors.at(
+            borrowed,
+            "a step's output is stored as JSON and read back from it on replay, so it \
+             cannot borrow: return an owned type (`String` for `&str`, `Vec<T>` for `&[T]`)",
+        );
+        return None;
+    }
     Some(Step {
         ctx: ctx?,
         output,
@@ -138,6 +161,30 @@ fn ctx_param<'a>(arg: &'a FnArg, attr: &str, errors: &mut Errors) -> Option<&'a 
             );
             None
         }
+    }
+}
+
+/// The first reference inside `ty` (`&str`, `Vec<&T>`, `(&A, B)`), if any.
+fn first_reference(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Reference(_) => Some(ty),
+        Type::Paren(p) => first_reference(&p.elem),
+        Type::Group(g) => first_reference(&g.elem),
+        Type::Array(a) => first_reference(&a.elem),
+        Type::Slice(s) => first_reference(&s.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(first_reference),
+        Type::Path(p) => p
+            .path
+            .segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Type(t) => first_reference(t),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+        _ => None,
     }
 }
 
