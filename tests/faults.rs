@@ -29,6 +29,8 @@ struct Faulty {
     transient: Arc<AtomicU32>,
     /// Renewals fail, as they do for a worker cut off from the database.
     renewals_fail: bool,
+    /// The next this many reads of a run fail transiently.
+    failing_reads: Arc<AtomicU32>,
 }
 
 impl Faulty {
@@ -37,6 +39,7 @@ impl Faulty {
             inner,
             transient: Arc::new(AtomicU32::new(transient)),
             renewals_fail: false,
+            failing_reads: Arc::new(AtomicU32::new(0)),
         }
     }
 }
@@ -118,6 +121,15 @@ impl Store for Faulty {
 
 impl ReadStore for Faulty {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
+        if self
+            .failing_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(flow::Error::Unavailable(
+                "terminating connection due to administrator command (injected by the test)".into(),
+            ));
+        }
         self.inner.run(id).await
     }
 }

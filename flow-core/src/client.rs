@@ -102,19 +102,29 @@ impl<S: ReadStore> Client<S> {
     }
 
     /// Waits until a run has finished (completed, failed or cancelled), for at most `timeout`.
+    /// A transient database error (a connection the server dropped) is retried
+    /// until the timeout; the last one is returned if it never passes.
     pub async fn wait(&self, id: RunId, timeout: Duration) -> Result<RunView, Error> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            let view = self.store.run(id).await?.ok_or(Error::RunNotFound(id))?;
-            if view.status.is_finished() {
-                return Ok(view);
-            }
+            let status = match self.store.run(id).await {
+                Ok(Some(view)) if view.status.is_finished() => return Ok(view),
+                Ok(Some(view)) => view.status,
+                Ok(None) => return Err(Error::RunNotFound(id)),
+                Err(e) if e.is_transient() && started.elapsed() < timeout => {
+                    tracing::debug!(error = %e, "reading the run failed transiently; retrying");
+                    tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if started.elapsed() >= timeout {
                 return Err(Error::Timeout {
                     run: id,
                     waited: timeout,
-                    status: view.status,
+                    status,
                 });
             }
             tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
