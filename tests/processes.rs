@@ -51,7 +51,14 @@ async fn setup() -> Setup {
 
 impl Setup {
     fn start_worker(&self, id: &str, slow_ms: u64) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_flow-test-worker"))
+        self.worker_command(id, slow_ms)
+            .spawn()
+            .expect("start the test worker")
+    }
+
+    fn worker_command(&self, id: &str, slow_ms: u64) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flow-test-worker"));
+        command
             .env("DATABASE_URL", &self.url)
             .env("FLOW_TEST_WORKER_ID", id)
             .env("FLOW_TEST_EFFECTS", &self.effects)
@@ -69,9 +76,8 @@ impl Setup {
             )
             .env("FLOW_TEST_SLOW_MS", slow_ms.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the test worker")
+            .stderr(Stdio::inherit());
+        command
     }
 
     fn effects(&self) -> Vec<Effect> {
@@ -206,8 +212,18 @@ async fn a_worker_killed_mid_step_never_reruns_a_completed_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
     let setup = setup().await;
-    let a = setup.start_worker("a", 5);
-    let b = setup.start_worker("b", 5);
+    // Eight slots each and 20 ms a run: one process alone needs half a second for the
+    // 200 runs, long past the other's first look (at once on PostgreSQL, at its 50 ms
+    // poll on SQLite), so both get work however the claims interleave.
+    let start = |id: &str| {
+        setup
+            .worker_command(id, 20)
+            .env("FLOW_TEST_CONCURRENCY", "8")
+            .spawn()
+            .expect("start the test worker")
+    };
+    let a = start("a");
+    let b = start("b");
     let ready = |child: &Child| {
         let marker = format!(
             "{}.{}",

@@ -1,12 +1,12 @@
 //! The three error types: [`StepError`] (a step failed), [`FlowError`] (a handler
-//! failed) and [`Error`] (the engine itself: configuration, database, limits, leases).
+//! failed) and [`Error`] (the engine itself: configuration, database, limits).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The engine's own errors: configuration, database, limits, lost leases.
+/// The engine's own errors: configuration, database, limits, bad events, runs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -53,9 +53,6 @@ pub enum Error {
     /// Two `#[function]`s share one id.
     #[error("{0}")]
     DuplicateFunction(String),
-    /// A write for a run carried a stale lease token: another worker owns the run now.
-    #[error("lease lost for run {0}: another worker owns it now")]
-    LeaseLost(crate::RunId),
     /// No run has this id.
     #[error("no run with id {0}")]
     RunNotFound(crate::RunId),

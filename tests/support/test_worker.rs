@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use flow::prelude::*;
 
-fn env_ms(name: &str, default: u64) -> u64 {
+fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -53,7 +53,7 @@ async fn extract(ctx: &Ctx, n: i64) -> Result<i64, StepError> {
 #[step]
 async fn transform(ctx: &Ctx, n: i64) -> Result<i64, StepError> {
     effect(ctx, "transform")?;
-    tokio::time::sleep(Duration::from_millis(env_ms("FLOW_TEST_SLOW_MS", 0))).await;
+    tokio::time::sleep(Duration::from_millis(env_u64("FLOW_TEST_SLOW_MS", 0))).await;
     Ok(n * 2)
 }
 
@@ -74,11 +74,12 @@ async fn etl(ctx: &Ctx, event: WorkItem) -> Result<i64, FlowError> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
     let store = <flow::AnyStore as flow::Connect>::connect(&url).await?;
-    let lease = env_ms("FLOW_TEST_LEASE_MS", 1000);
+    let lease = env_u64("FLOW_TEST_LEASE_MS", 1000);
     let mut builder = flow::Worker::builder(store)
+        .concurrency(env_u64("FLOW_TEST_CONCURRENCY", 32) as usize)
         .lease(Duration::from_millis(lease))
         .renew_every(Duration::from_millis(lease / 4))
-        .poll_interval(Duration::from_millis(env_ms(
+        .poll_interval(Duration::from_millis(env_u64(
             "FLOW_TEST_POLL_MS",
             3_600_000,
         )));

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde_json::Value;
 
-use crate::{Error, EventId, RunId, StepKind, StepView, StoredEvent};
+use crate::{EventId, RunId, StepKind, StepView, StoredEvent};
 
 /// A worker's hold on one run. Writes that carry a stale `token` return
 /// [`Error::LeaseLost`].
@@ -113,18 +113,6 @@ pub struct FailedAttempt {
     pub finished_at: DateTime<Utc>,
     /// When the next attempt is due.
     pub retry_at: DateTime<Utc>,
-}
-
-impl Lease {
-    /// The result of a fenced write: it changed `rows` rows, and none means the lease
-    /// is no longer this worker's (or the run no longer runs).
-    pub fn fence(&self, rows: u64) -> Result<(), Error> {
-        if rows == 0 {
-            Err(Error::LeaseLost(self.run_id))
-        } else {
-            Ok(())
-        }
-    }
 }
 
 /// The key under which failed attempts of the handler's own code (outside any
