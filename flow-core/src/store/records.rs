@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::{EventId, RunId, StepKind, StepView, StoredEvent};
 
-/// A worker's hold on one run. Writes that carry a stale `token` return
-/// [`Error::LeaseLost`].
+/// A worker's hold on one run. A transition that carries a stale `token` changes
+/// nothing and is answered [`Committed::LeaseLost`](super::Committed::LeaseLost).
 #[derive(Clone, Debug)]
 pub struct Lease {
     /// The run.
