@@ -14,7 +14,7 @@ use sqlx::postgres::{PgListener, PgRow};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunView, StoredEvent};
@@ -594,25 +594,8 @@ impl CommitInput {
         let mut input = CommitInput::default();
         let mut rows: HashMap<(Uuid, i64), usize> = HashMap::new();
         for (lease, t) in batch {
-            let (status, not_before, output, failure) = match &t.next {
-                Next::Continue => ("running", None, None, None),
-                // A park with no time waits for its other conditions.
-                Next::Park(park) => (
-                    park.status().as_str(),
-                    Some(park.wake.at.unwrap_or(DateTime::<Utc>::MAX_UTC)),
-                    None,
-                    None,
-                ),
-                Next::Release => ("queued", Some(now), None, None),
-                Next::Finish(outcome) => match outcome {
-                    Outcome::Completed(value) => {
-                        (outcome.status().as_str(), None, Some(value.clone()), None)
-                    }
-                    Outcome::Failed(failure) => {
-                        (outcome.status().as_str(), None, None, Some(failure))
-                    }
-                },
-            };
+            let update = t.next.run_update(now);
+            let failure = update.failure;
             // One run row per lease: an UPDATE joined to two input rows of one run
             // applies only one of them. Later transitions of a run come after
             // earlier ones, so the last that leaves the run (park, finish) decides.
@@ -634,9 +617,9 @@ impl CommitInput {
                 }
             };
             if t.next != Next::Continue {
-                input.statuses[row] = status;
-                input.not_before[row] = not_before;
-                input.outputs[row] = output;
+                input.statuses[row] = update.status.as_str();
+                input.not_before[row] = update.not_before;
+                input.outputs[row] = update.output.cloned();
                 input.errors[row] = failure.map(|f| f.message.clone());
                 input.error_kinds[row] = failure.map(|f| f.kind.as_str());
                 input.error_steps[row] = failure.and_then(|f| f.step.clone());
@@ -683,13 +666,7 @@ fn wakeup_payloads(batch: &[(Lease, Transition)]) -> Vec<String> {
     if batch.iter().any(|(_, t)| t.next == Next::Release) {
         payloads.push(String::new());
     }
-    let earliest = batch
-        .iter()
-        .filter_map(|(_, t)| match &t.next {
-            Next::Park(park) => park.wake.at,
-            _ => None,
-        })
-        .min();
+    let earliest = batch.iter().filter_map(|(_, t)| t.next.wake_at()).min();
     if let Some(at) = earliest {
         payloads.push(at.timestamp_micros().to_string());
     }

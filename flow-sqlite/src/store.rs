@@ -14,11 +14,11 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next, Outcome,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
-    AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunView, StoredEvent, later,
+    AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunStatus, RunView, StoredEvent, later,
 };
 
 use crate::{SqliteStore, db_error, micros, time};
@@ -280,10 +280,7 @@ impl Store for SqliteStore {
             .iter()
             .zip(&results)
             .filter(|(_, r)| **r != Committed::LeaseLost)
-            .filter_map(|((_, t), _)| match &t.next {
-                Next::Park(park) => park.wake.at,
-                _ => None,
-            })
+            .filter_map(|((_, t), _)| t.next.wake_at())
             .min();
         if let Some(at) = earliest {
             self.wake(Wakeup::At(at));
@@ -540,23 +537,10 @@ async fn commit_one(
     now: DateTime<Utc>,
 ) -> Result<Committed, Error> {
     let run_id = lease.run_id.0.to_string();
-    let (status, not_before, output, failure) = match &t.next {
-        Next::Continue => ("running", None, None, None),
-        // A park with no time waits for its other conditions.
-        Next::Park(park) => (
-            park.status().as_str(),
-            Some(park.wake.at.map_or(i64::MAX, micros)),
-            None,
-            None,
-        ),
-        Next::Release => ("queued", Some(micros(now)), None, None),
-        Next::Finish(outcome) => match outcome {
-            Outcome::Completed(value) => (outcome.status().as_str(), None, Some(json(value)), None),
-            Outcome::Failed(failure) => (outcome.status().as_str(), None, None, Some(failure)),
-        },
-    };
-    let running = status == "running";
-    let finished = matches!(status, "completed" | "failed" | "cancelled");
+    let update = t.next.run_update(now);
+    let (status, failure) = (update.status, update.failure);
+    let running = status == RunStatus::Running;
+    let finished = status.is_finished();
     let fence = sqlx::query(
         "UPDATE flow_runs
          SET status = ?1,
@@ -569,13 +553,13 @@ async fn commit_one(
              finished_at = CASE WHEN ?11 THEN ?12 END
          WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
     )
-    .bind(status)
-    .bind(not_before)
+    .bind(status.as_str())
+    .bind(update.not_before.map(micros))
     .bind(running)
     .bind(micros(later(now, lease_for)))
     .bind(t.is_progress())
     .bind(t.executing.as_deref())
-    .bind(output)
+    .bind(update.output.map(json))
     .bind(failure.map(|f| f.message.as_str()))
     .bind(failure.map(|f| f.kind.as_str()))
     .bind(failure.and_then(|f| f.step.as_deref()))

@@ -20,7 +20,7 @@ pub use records::{
     Lease, SendReceipt, StepRecord, Wakeup, Wakeups, handler_attempts, stored_error_message,
 };
 pub use transition::{
-    Committed, Failure, FailureKind, Next, Outcome, Park, ParkReason, Transition, WakeOn,
+    Committed, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate, Transition, WakeOn,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls

@@ -68,6 +68,60 @@ pub enum Next {
     Finish(Outcome),
 }
 
+impl Next {
+    /// What this does to the run's row: the status it takes, when it is due again
+    /// (`None` keeps the row's), and how it ended. One place for every backend.
+    pub fn run_update(&self, now: DateTime<Utc>) -> RunUpdate<'_> {
+        let mut update = RunUpdate {
+            status: RunStatus::Running,
+            not_before: None,
+            output: None,
+            failure: None,
+        };
+        match self {
+            Next::Continue => {}
+            Next::Park(park) => {
+                update.status = park.status();
+                // A park with no time waits for its other conditions.
+                update.not_before = Some(park.wake.at.unwrap_or(DateTime::<Utc>::MAX_UTC));
+            }
+            Next::Release => {
+                update.status = RunStatus::Queued;
+                update.not_before = Some(now);
+            }
+            Next::Finish(outcome) => {
+                update.status = outcome.status();
+                match outcome {
+                    Outcome::Completed(value) => update.output = Some(value),
+                    Outcome::Failed(failure) => update.failure = Some(failure),
+                }
+            }
+        }
+        update
+    }
+
+    /// When a parked run wakes, if this parks it on a time.
+    pub fn wake_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Next::Park(park) => park.wake.at,
+            _ => None,
+        }
+    }
+}
+
+/// What a transition does to its run's row ([`Next::run_update`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunUpdate<'a> {
+    /// The status the run takes.
+    pub status: RunStatus,
+    /// When it is due again; `None` keeps the row's.
+    pub not_before: Option<DateTime<Utc>>,
+    /// The handler's output, when it completed.
+    pub output: Option<&'a Value>,
+    /// Why it failed, when it failed.
+    pub failure: Option<&'a Failure>,
+}
+
 /// A run that stops executing for now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Park {
