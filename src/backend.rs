@@ -8,7 +8,7 @@ use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, ReadStore,
     SendReceipt, Store, Transition, Wakeups,
 };
-use flow_core::{Error, NewEvent, RunId, RunView};
+use flow_core::{Error, NewEvent, Now, RunId, RunView};
 
 /// Where data goes when DATABASE_URL is not set: a file in the working directory.
 #[cfg(feature = "sqlite")]
@@ -56,23 +56,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.describe())
     }
 
-    async fn register_functions(
-        &self,
-        functions: &[FunctionInfo],
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         delegate!(self, s => s.register_functions(functions, now).await)
     }
 
-    async fn send(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, Error> {
+    async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         delegate!(self, s => s.send(events, now).await)
     }
 
-    async fn claim(
-        &self,
-        request: ClaimRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedRun>, Error> {
+    async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         delegate!(self, s => s.claim(request, now).await)
     }
 
@@ -84,7 +76,7 @@ impl Store for AnyStore {
         &self,
         batch: &[(Lease, Transition)],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Committed>, Error> {
         delegate!(self, s => s.commit(batch, lease_for, now).await)
     }
@@ -93,17 +85,21 @@ impl Store for AnyStore {
         &self,
         leases: &[Lease],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<RunId>, Error> {
         delegate!(self, s => s.renew(leases, lease_for, now).await)
     }
 
-    async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
+    async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
         delegate!(self, s => s.recover_expired(max_lost, now).await)
     }
 
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         delegate!(self, s => s.next_wakeup(functions).await)
+    }
+
+    async fn database_time(&self) -> Result<DateTime<Utc>, Error> {
+        delegate!(self, s => s.database_time().await)
     }
 
     async fn wakeups(&self) -> Result<Wakeups, Error> {

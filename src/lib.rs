@@ -48,7 +48,7 @@ pub use backend::SendInTransaction;
 pub use flow_core::{
     AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, ERROR_MESSAGE_BYTES, Error, Event,
     EventId, Failure, FailureKind, FlowError, Function, FunctionDef, IntoEvent, Limits, LostLease,
-    ManualClock, NewEvent, ReadStore, RunId, RunStatus, RunView, RunningWorker, SendReceipt,
+    ManualClock, NewEvent, Now, ReadStore, RunId, RunStatus, RunView, RunningWorker, SendReceipt,
     StepError, StepErrorKind, StepKind, StepOptions, StepView, Store, SystemClock, WorkerBuilder,
     WorkerConfig, WorkerReport, registered,
 };

@@ -15,7 +15,9 @@ use flow::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
     Transition, Wakeups,
 };
-use flow::{AnyStore, FailureKind, NewEvent, RunId, RunStatus, RunView, SendReceipt, StepKind};
+use flow::{
+    AnyStore, FailureKind, NewEvent, Now, RunId, RunStatus, RunView, SendReceipt, StepKind,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -48,21 +50,13 @@ impl Store for Faulty {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    async fn register_functions(
-        &self,
-        f: &[FunctionInfo],
-        now: DateTime<Utc>,
-    ) -> Result<(), flow::Error> {
+    async fn register_functions(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.inner.register_functions(f, now).await
     }
-    async fn send(&self, e: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, flow::Error> {
+    async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.inner.send(e, now).await
     }
-    async fn claim(
-        &self,
-        r: ClaimRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedRun>, flow::Error> {
+    async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.inner.claim(r, now).await
     }
     async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
@@ -72,7 +66,7 @@ impl Store for Faulty {
         &self,
         batch: &[(Lease, Transition)],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Committed>, flow::Error> {
         let checkpoints = batch.iter().any(|(_, t)| !t.steps.is_empty());
         if checkpoints
@@ -95,12 +89,7 @@ impl Store for Faulty {
         }
         self.inner.commit(&batch, lease_for, now).await
     }
-    async fn renew(
-        &self,
-        l: &[Lease],
-        d: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<RunId>, flow::Error> {
+    async fn renew(&self, l: &[Lease], d: Duration, now: Now) -> Result<Vec<RunId>, flow::Error> {
         if self.renewals_fail {
             return Err(flow::Error::Unavailable(
                 "connection refused (injected by the test)".into(),
@@ -108,12 +97,16 @@ impl Store for Faulty {
         }
         self.inner.renew(l, d, now).await
     }
-    async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
+    async fn recover_expired(&self, max: u32, now: Now) -> Result<u64, flow::Error> {
         self.inner.recover_expired(max, now).await
     }
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
         self.inner.next_wakeup(f).await
     }
+    async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
+        self.inner.database_time().await
+    }
+
     async fn wakeups(&self) -> Result<Wakeups, flow::Error> {
         self.inner.wakeups().await
     }

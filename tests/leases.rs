@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flow::prelude::*;
 use flow::store::{ClaimRequest, Store, Transition};
-use flow::{Clock, RunStatus, SystemClock};
+use flow::{Clock, Now, RunStatus, SystemClock};
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -272,7 +272,7 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
                     max: 10,
                     lease: Duration::from_secs(1),
                 },
-                now,
+                Now::At(now),
             )
             .await
             .unwrap();
@@ -287,12 +287,12 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
             .commit(
                 &[(claimed[0].lease.clone(), mark)],
                 Duration::from_secs(1),
-                now,
+                Now::At(now),
             )
             .await
             .unwrap();
         now += chrono::Duration::seconds(2);
-        assert_eq!(store.recover_expired(3, now).await.unwrap(), 1);
+        assert_eq!(store.recover_expired(3, Now::At(now)).await.unwrap(), 1);
     }
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!(view.status, RunStatus::Failed);

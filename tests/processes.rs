@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use flow::store::{FunctionInfo, Store};
-use flow::{NewEvent, RunId, RunStatus, RunView};
+use flow::{NewEvent, Now, RunId, RunStatus, RunView};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -37,7 +37,7 @@ async fn setup() -> Setup {
         trigger: "test/work.item".into(),
     };
     store
-        .register_functions(&[etl], chrono::Utc::now())
+        .register_functions(&[etl], Now::Database)
         .await
         .unwrap();
     let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

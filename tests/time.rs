@@ -1,5 +1,6 @@
 //! Sleeps and backoff against an injected clock: parked runs hold no worker, wake
-//! on time on whichever worker is up, also after every worker was restarted.
+//! on time on whichever worker is up, also after every worker was restarted. And
+//! machines whose clocks are off: the database's clock rules their leases and sleeps.
 
 mod common;
 
@@ -252,7 +253,11 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
         max: 1,
         lease: Duration::from_secs(3600),
     };
-    let claimed = store.claim(request, clock.now()).await.unwrap().remove(0);
+    let claimed = store
+        .claim(request, clock.store_now())
+        .await
+        .unwrap()
+        .remove(0);
 
     // This worker is idle: nothing is due before that lease ends, an hour away.
     let _worker = common::spawn_worker(
@@ -269,7 +274,7 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
         .commit(
             &[(claimed.lease.clone(), Transition::next(Next::Park(park)))],
             Duration::from_secs(3600),
-            clock.now(),
+            clock.store_now(),
         )
         .await
         .unwrap();
@@ -331,4 +336,120 @@ fn worker_settings_that_would_spin_are_refused_at_build() {
             .contains("shorter than four fifths of the lease"),
         "{err}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Machines whose clocks are off by a minute.
+
+/// A machine's clock that is `skew` off the true time, as a worker's host can be
+/// without NTP. Like the system clock it leaves the store's times to the database.
+struct Skewed(chrono::Duration);
+
+impl Clock for Skewed {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + self.0
+    }
+
+    fn sleep_until(
+        &self,
+        deadline: chrono::DateTime<chrono::Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        flow::SystemClock.sleep_until(deadline - self.0)
+    }
+
+    fn store_now(&self) -> flow::Now {
+        flow::Now::Database
+    }
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/held")]
+struct Held {}
+
+static HELD_STARTS: AtomicU32 = AtomicU32::new(0);
+static LET_HELD_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+#[step]
+async fn hold(_ctx: &Ctx) -> Result<(), StepError> {
+    HELD_STARTS.fetch_add(1, Ordering::SeqCst);
+    let _ = LET_HELD_GO.acquire().await.expect("open semaphore");
+    Ok(())
+}
+
+#[function(event = "test/held")]
+async fn held(ctx: &Ctx, _event: Held) -> Result<(), FlowError> {
+    Ok(hold(ctx).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_a_minute_ahead_takes_no_live_lease() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    let lease = |builder: flow::WorkerBuilder<flow::AnyStore>| {
+        builder
+            .register::<held>()
+            .register::<probe>()
+            .lease(Duration::from_secs(10))
+            .renew_every(Duration::from_secs(2))
+    };
+    // On time, and busy with the held run (one slot).
+    let _on_time = common::spawn_worker(lease(common::worker(&store)).concurrency(1)).await;
+    let run = client.send(Held {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the held step to start", || async {
+        HELD_STARTS.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    // A minute ahead, the held run's lease looks long expired by this machine's
+    // clock. It recovers expired leases before every claim, so once it has run
+    // the probe it would have taken the held run too.
+    let _ahead = common::spawn_worker(
+        lease(common::worker(&store)).clock(Skewed(chrono::Duration::seconds(60))),
+    )
+    .await;
+    worker_has_looked(&client).await;
+    assert_eq!(HELD_STARTS.load(Ordering::SeqCst), 1, "the live lease held");
+    assert_eq!(status(&client, run).await, RunStatus::Running);
+
+    LET_HELD_GO.add_permits(1);
+    client.result::<()>(run, WAIT).await.unwrap();
+    assert_eq!(HELD_STARTS.load(Ordering::SeqCst), 1);
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/short.nap")]
+struct ShortNap {}
+
+#[function(event = "test/short.nap")]
+async fn short_nap(ctx: &Ctx, _event: ShortNap) -> Result<(), FlowError> {
+    ctx.sleep("nap", Duration::from_secs(3)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_a_minute_behind_runs_new_work_at_once_and_sleeps_in_full() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    let _behind = common::spawn_worker(
+        common::worker(&store)
+            .register::<short_nap>()
+            .clock(Skewed(chrono::Duration::seconds(-60))),
+    )
+    .await;
+    // By this machine's clock the run is due in a minute; by the database's, now
+    // (the wait is shorter than that minute).
+    let run = client.send(ShortNap {}).await.unwrap().runs[0].1;
+    client.result::<()>(run, WAIT).await.unwrap();
+
+    let view = client.run(run).await.unwrap().unwrap();
+    let started = view.started_at.expect("started");
+    let wake_at = view.steps[0].wake_at.expect("a sleep's wake time");
+    let nap = chrono::Duration::seconds(3);
+    // The wake time is on the database's clock: not a minute early (the offset is
+    // measured over a round trip, hence the tolerance of a second).
+    assert!(
+        wake_at >= started + nap - chrono::Duration::seconds(1),
+        "woke at {wake_at}, started at {started}"
+    );
+    assert!(view.finished_at.expect("finished") >= wake_at);
 }

@@ -11,7 +11,7 @@ use flow::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
     Transition, Wakeups,
 };
-use flow::{AnyStore, NewEvent, RunId, RunView, SendReceipt};
+use flow::{AnyStore, NewEvent, Now, RunId, RunView, SendReceipt};
 
 /// The real PostgreSQL store, whose notifications start only after a delay.
 #[derive(Clone)]
@@ -21,21 +21,13 @@ impl Store for LateListener {
     fn describe(&self) -> String {
         self.0.describe()
     }
-    async fn register_functions(
-        &self,
-        f: &[FunctionInfo],
-        now: DateTime<Utc>,
-    ) -> Result<(), flow::Error> {
+    async fn register_functions(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.0.register_functions(f, now).await
     }
-    async fn send(&self, e: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, flow::Error> {
+    async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.0.send(e, now).await
     }
-    async fn claim(
-        &self,
-        r: ClaimRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedRun>, flow::Error> {
+    async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.0.claim(r, now).await
     }
     async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
@@ -45,24 +37,23 @@ impl Store for LateListener {
         &self,
         b: &[(Lease, Transition)],
         d: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Committed>, flow::Error> {
         self.0.commit(b, d, now).await
     }
-    async fn renew(
-        &self,
-        l: &[Lease],
-        d: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<RunId>, flow::Error> {
+    async fn renew(&self, l: &[Lease], d: Duration, now: Now) -> Result<Vec<RunId>, flow::Error> {
         self.0.renew(l, d, now).await
     }
-    async fn recover_expired(&self, max: u32, now: DateTime<Utc>) -> Result<u64, flow::Error> {
+    async fn recover_expired(&self, max: u32, now: Now) -> Result<u64, flow::Error> {
         self.0.recover_expired(max, now).await
     }
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
         self.0.next_wakeup(f).await
     }
+    async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
+        self.0.database_time().await
+    }
+
     async fn wakeups(&self) -> Result<Wakeups, flow::Error> {
         tokio::time::sleep(Duration::from_millis(800)).await;
         self.0.wakeups().await

@@ -75,7 +75,7 @@ impl<S: Store> Client<S> {
         events: impl IntoIterator<Item = E>,
     ) -> Result<SendReceipt, Error> {
         let events = prepare(events, &self.limits)?;
-        let receipt = self.store.send(events, self.clock.now()).await?;
+        let receipt = self.store.send(events, self.clock.store_now()).await?;
         if !receipt.unmatched.is_empty() {
             let mut logged = self
                 .unmatched_logged

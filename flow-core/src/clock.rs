@@ -1,8 +1,10 @@
-//! Time, injected: workers read it from a [`Clock`] and pass it into every query
-//! that compares times, so sleeps, leases and backoff are testable without waiting.
+//! Time, injected: workers read it from a [`Clock`], so sleeps, leases and backoff
+//! are testable without waiting. In production the times that queries compare are
+//! the database's own ([`Now::Database`]): one clock rules every machine.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,22 +20,70 @@ pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The time a store query compares against (due times, lease expiry, the dedupe
+/// window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Now {
+    /// The database's own clock: every worker, however skewed its machine, sees
+    /// the same time, so none takes a live lease or wakes a sleep early.
+    Database,
+    /// This time, from a test clock that moves only when told.
+    At(DateTime<Utc>),
+}
+
+impl Now {
+    /// The time given, or, for [`Now::Database`], this machine's clock: for a
+    /// store whose database lives on this machine (SQLite).
+    pub fn or_local(self) -> DateTime<Utc> {
+        match self {
+            Now::Database => Utc::now(),
+            Now::At(at) => at,
+        }
+    }
+
+    /// The time given, `None` for the database's own.
+    pub fn at(self) -> Option<DateTime<Utc>> {
+        match self {
+            Now::Database => None,
+            Now::At(at) => Some(at),
+        }
+    }
+}
+
+impl From<DateTime<Utc>> for Now {
+    fn from(at: DateTime<Utc>) -> Self {
+        Now::At(at)
+    }
+}
+
 /// A source of time for workers.
 pub trait Clock: Send + Sync + 'static {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
     /// Resolves once [`Clock::now`] has reached `deadline`.
     fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// What store queries compare against. By default this clock's reading, so a
+    /// test clock drives every due time and lease; a clock that reads the machine
+    /// answers [`Now::Database`], and a worker then keeps its readings in step
+    /// with the database's clock.
+    fn store_now(&self) -> Now {
+        Now::At(self.now())
+    }
 }
 
-/// The machine's clock. Machines that share a database must agree on the time to
-/// well within the lease (30 s by default); NTP does that.
+/// The machine's clock. Queries compare the database's own time, and a worker
+/// corrects its readings by the database's clock, so machines whose clocks
+/// disagree still agree on every lease and due time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn store_now(&self) -> Now {
+        Now::Database
     }
 
     fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -89,6 +139,73 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock corrected by the database's: the times a worker computes (a sleep's
+/// wake time, a retry's, its local lease deadline) are then on the clock that its
+/// queries compare them with. The offset is measured against the database now and
+/// then ([`SyncedClock::sync`]); between measurements it holds.
+pub(crate) struct SyncedClock {
+    inner: Arc<dyn Clock>,
+    /// Database time minus this machine's, in microseconds.
+    offset_micros: AtomicI64,
+}
+
+impl SyncedClock {
+    pub fn new(inner: Arc<dyn Clock>) -> Self {
+        SyncedClock {
+            inner,
+            offset_micros: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether there is anything to correct: a clock that drives the store itself
+    /// (a test clock) is the time.
+    pub fn follows_database(&self) -> bool {
+        self.inner.store_now() == Now::Database
+    }
+
+    /// Measures the offset from a reading of the database's clock taken between
+    /// `before` and `after` (this machine's, uncorrected), taking it as read half
+    /// way. Returns the new offset.
+    pub fn sync(
+        &self,
+        before: DateTime<Utc>,
+        database: DateTime<Utc>,
+        after: DateTime<Utc>,
+    ) -> chrono::Duration {
+        let midway = before + (after - before) / 2;
+        let offset = database - midway;
+        self.offset_micros
+            .store(offset.num_microseconds().unwrap_or(0), Ordering::Relaxed);
+        offset
+    }
+
+    /// This machine's reading, uncorrected (for [`SyncedClock::sync`]).
+    pub fn local_now(&self) -> DateTime<Utc> {
+        self.inner.now()
+    }
+
+    fn offset(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(self.offset_micros.load(Ordering::Relaxed))
+    }
+}
+
+impl Clock for SyncedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.now() + self.offset()
+    }
+
+    fn sleep_until(&self, deadline: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.inner.sleep_until(deadline - self.offset())
+    }
+
+    fn store_now(&self) -> Now {
+        match self.inner.store_now() {
+            Now::Database => Now::Database,
+            Now::At(_) => Now::At(self.now()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +218,21 @@ mod tests {
             later(now, Duration::from_secs(1)),
             now + chrono::Duration::seconds(1)
         );
+    }
+
+    #[test]
+    fn a_synced_clock_reads_the_database_time() {
+        let machine = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
+        let synced = SyncedClock::new(Arc::new(machine.clone()));
+        let before = synced.local_now();
+        let after = before + chrono::Duration::milliseconds(10);
+        // The database is a minute behind this machine.
+        let database = before + chrono::Duration::milliseconds(5) - chrono::Duration::seconds(60);
+        assert_eq!(
+            synced.sync(before, database, after),
+            -chrono::Duration::seconds(60)
+        );
+        assert_eq!(synced.now(), machine.now() - chrono::Duration::seconds(60));
     }
 
     #[tokio::test]

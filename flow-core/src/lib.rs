@@ -28,7 +28,7 @@ mod worker;
 pub mod __private;
 
 pub use client::{Client, prepare};
-pub use clock::{Clock, ManualClock, SystemClock, later};
+pub use clock::{Clock, ManualClock, Now, SystemClock, later};
 pub use ctx::Ctx;
 pub use error::{Error, FlowError, StepError, StepErrorKind};
 pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};

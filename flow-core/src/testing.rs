@@ -17,7 +17,7 @@ use crate::store::{
     ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next, Outcome,
     Park, ReadStore, StepRecord, Store, Transition, Wakeup,
 };
-use crate::{NewEvent, RunId, RunStatus, RunView, StepKind};
+use crate::{NewEvent, Now, RunId, RunStatus, RunView, StepKind};
 
 fn start() -> DateTime<Utc> {
     "2026-06-01T12:00:00Z".parse().expect("a valid time")
@@ -36,7 +36,7 @@ async fn announce<S: Store>(store: &S, functions: &[(&str, &str)]) {
         })
         .collect();
     store
-        .register_functions(&infos, start())
+        .register_functions(&infos, Now::At(start()))
         .await
         .expect("register functions");
 }
@@ -60,7 +60,7 @@ async fn claim<S: Store>(
         max,
         lease: Duration::from_secs(30),
     };
-    store.claim(request, at).await.expect("claim")
+    store.claim(request, Now::At(at)).await.expect("claim")
 }
 
 async fn commit<S: Store>(
@@ -69,7 +69,7 @@ async fn commit<S: Store>(
     at: DateTime<Utc>,
 ) -> Vec<Committed> {
     store
-        .commit(batch, Duration::from_secs(30), at)
+        .commit(batch, Duration::from_secs(30), Now::At(at))
         .await
         .expect("commit")
 }
@@ -100,7 +100,10 @@ fn step(key: &str, position: u32, at: DateTime<Utc>) -> StepRecord {
 pub async fn send_starts_one_run_per_announced_function<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/fan"), ("b", "t/fan"), ("c", "t/other")]).await;
     let receipt = store
-        .send(vec![event("t/fan", 1), event("t/nobody", 2)], start())
+        .send(
+            vec![event("t/fan", 1), event("t/nobody", 2)],
+            Now::At(start()),
+        )
         .await
         .expect("send");
     assert_eq!(receipt.event_ids.len(), 2);
@@ -130,7 +133,10 @@ pub async fn send_starts_one_run_per_announced_function<S: Store + ReadStore>(st
 pub async fn receipts_list_runs_in_the_order_sent<S: Store + ReadStore>(store: S) {
     announce(&store, &[("b", "t/ordered"), ("a", "t/ordered")]).await;
     let receipt = store
-        .send((0..20).map(|n| event("t/ordered", n)).collect(), start())
+        .send(
+            (0..20).map(|n| event("t/ordered", n)).collect(),
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let events: Vec<_> = receipt.runs.iter().map(|(event, _)| *event).collect();
@@ -152,7 +158,7 @@ pub async fn producer_ids_deduplicate_for_24_hours<S: Store + ReadStore>(store: 
                 event("t/dedupe", 1).id("same"),
                 event("t/dedupe", 1).id("same"),
             ],
-            start(),
+            Now::At(start()),
         )
         .await
         .expect("send");
@@ -161,7 +167,7 @@ pub async fn producer_ids_deduplicate_for_24_hours<S: Store + ReadStore>(store: 
     let again = store
         .send(
             vec![event("t/dedupe", 1).id("same")],
-            start() + secs(86_399),
+            Now::At(start() + secs(86_399)),
         )
         .await
         .expect("send");
@@ -173,7 +179,7 @@ pub async fn producer_ids_deduplicate_for_24_hours<S: Store + ReadStore>(store: 
     let later = store
         .send(
             vec![event("t/dedupe", 1).id("same")],
-            start() + secs(86_400),
+            Now::At(start() + secs(86_400)),
         )
         .await
         .expect("send");
@@ -189,7 +195,7 @@ pub async fn claims_lease_each_due_run_once<S: Store + ReadStore>(store: S) {
                 .map(|n| event("t/claim", n))
                 .chain([event("t/skip", 9)])
                 .collect(),
-            start(),
+            Now::At(start()),
         )
         .await
         .expect("send");
@@ -228,7 +234,7 @@ pub async fn claims_lease_each_due_run_once<S: Store + ReadStore>(store: S) {
 pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/fence")]).await;
     store
-        .send(vec![event("t/fence", 1)], start())
+        .send(vec![event("t/fence", 1)], Now::At(start()))
         .await
         .expect("send");
     let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
@@ -269,7 +275,7 @@ pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store + ReadStore>(sto
 pub async fn parked_runs_wake_when_due<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/park")]).await;
     store
-        .send(vec![event("t/park", 1)], start())
+        .send(vec![event("t/park", 1)], Now::At(start()))
         .await
         .expect("send");
     let run = claim(&store, "w1", &["a"], 1, start()).await.remove(0);
@@ -343,7 +349,10 @@ pub async fn parked_runs_wake_when_due<S: Store + ReadStore>(store: S) {
 pub async fn failures_and_outcomes_are_recorded<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/finish")]).await;
     store
-        .send(vec![event("t/finish", 1), event("t/finish", 2)], start())
+        .send(
+            vec![event("t/finish", 1), event("t/finish", 2)],
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let runs = claim(&store, "w", &["a"], 2, start()).await;
@@ -427,7 +436,10 @@ pub async fn failures_and_outcomes_are_recorded<S: Store + ReadStore>(store: S) 
 pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/lease")]).await;
     store
-        .send(vec![event("t/lease", 1), event("t/lease", 2)], start())
+        .send(
+            vec![event("t/lease", 1), event("t/lease", 2)],
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let mine = claim(&store, "me", &["a"], 1, start()).await.remove(0);
@@ -436,7 +448,7 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
         .renew(
             std::slice::from_ref(&mine.lease),
             Duration::from_secs(300),
-            start() + secs(20),
+            Now::At(start() + secs(20)),
         )
         .await
         .expect("renew");
@@ -444,7 +456,7 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
     // Their lease (30 s) expires; mine (renewed to 320 s) does not.
     assert_eq!(
         store
-            .recover_expired(2, start() + secs(31))
+            .recover_expired(2, Now::At(start() + secs(31)))
             .await
             .expect("recover"),
         1
@@ -481,7 +493,7 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
     commit(&store, &[(again.lease.clone(), mark)], start() + secs(31)).await;
     assert_eq!(
         store
-            .recover_expired(2, start() + secs(62))
+            .recover_expired(2, Now::At(start() + secs(62)))
             .await
             .expect("recover"),
         1
@@ -519,7 +531,7 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
     // Notifications take effect once the stream exists; give a server a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     store
-        .send(vec![event("t/wake", 1)], start())
+        .send(vec![event("t/wake", 1)], Now::At(start()))
         .await
         .expect("send");
     let first = tokio::time::timeout(Duration::from_secs(10), wakeups.next())
@@ -549,7 +561,10 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
 pub async fn one_commit_mixes_transitions_of_many_runs<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/mix")]).await;
     store
-        .send((0..6).map(|n| event("t/mix", n)).collect(), start())
+        .send(
+            (0..6).map(|n| event("t/mix", n)).collect(),
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let runs = claim(&store, "w", &["a"], 6, start()).await;
@@ -680,7 +695,7 @@ pub async fn one_commit_mixes_transitions_of_many_runs<S: Store + ReadStore>(sto
 pub async fn transitions_of_one_run_in_one_batch_apply_in_order<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/order")]).await;
     store
-        .send(vec![event("t/order", 1)], start())
+        .send(vec![event("t/order", 1)], Now::At(start()))
         .await
         .expect("send");
     let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
@@ -708,7 +723,10 @@ pub async fn transitions_of_one_run_in_one_batch_apply_in_order<S: Store + ReadS
 pub async fn a_recorded_key_keeps_its_first_record<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/twice")]).await;
     store
-        .send(vec![event("t/twice", 1), event("t/twice", 2)], start())
+        .send(
+            vec![event("t/twice", 1), event("t/twice", 2)],
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let runs = claim(&store, "w", &["a"], 2, start()).await;
@@ -764,7 +782,10 @@ pub async fn a_recorded_key_keeps_its_first_record<S: Store + ReadStore>(store: 
 pub async fn parallel_claimers_never_share_a_run<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/race")]).await;
     store
-        .send((0..120).map(|n| event("t/race", n)).collect(), start())
+        .send(
+            (0..120).map(|n| event("t/race", n)).collect(),
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let claimers = (0..4).map(|i| {
@@ -796,7 +817,10 @@ pub async fn parallel_claimers_never_share_a_run<S: Store + ReadStore>(store: S)
 pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/renew")]).await;
     store
-        .send((0..3).map(|n| event("t/renew", n)).collect(), start())
+        .send(
+            (0..3).map(|n| event("t/renew", n)).collect(),
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let runs = claim(&store, "me", &["a"], 3, start()).await;
@@ -817,7 +841,7 @@ pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(stor
         .renew(
             &[runs[0].lease.clone(), stale],
             Duration::from_secs(30),
-            start() + secs(10),
+            Now::At(start() + secs(10)),
         )
         .await
         .expect("renew");
@@ -831,14 +855,14 @@ pub async fn renewal_extends_exactly_the_leases_given<S: Store + ReadStore>(stor
         .renew(
             &[runs[0].lease.clone(), runs[2].lease.clone()],
             Duration::from_secs(30),
-            start() + secs(31),
+            Now::At(start() + secs(31)),
         )
         .await
         .expect("renew");
     assert_eq!(late, [runs[0].lease.run_id]);
     assert_eq!(
         store
-            .recover_expired(10, start() + secs(31))
+            .recover_expired(10, Now::At(start() + secs(31)))
             .await
             .expect("recover"),
         2,
@@ -867,7 +891,10 @@ where
 {
     announce(&store, &[("a", "t/bad")]).await;
     let receipt = store
-        .send((0..3).map(|n| event("t/bad", n)).collect(), start())
+        .send(
+            (0..3).map(|n| event("t/bad", n)).collect(),
+            Now::At(start()),
+        )
         .await
         .expect("send");
     corrupt(store.clone(), receipt.event_ids[1]).await;
@@ -891,6 +918,93 @@ where
     assert!(claim(&store, "w", &["a"], 10, start()).await.is_empty());
 }
 
+/// [`Now::Database`] compares against the database's own clock, which reads
+/// close to the test machine's (the database is local in tests): a run due now is
+/// claimed, one due in an hour is not, and a fresh lease is neither renewed past
+/// nor recovered early.
+pub async fn the_database_clock_rules_when_asked<S: Store + ReadStore>(store: S) {
+    let database = store
+        .database_time()
+        .await
+        .expect("read the database's clock");
+    let drift = (database - Utc::now()).abs();
+    assert!(
+        drift < secs(60),
+        "the database's clock is {drift} off this machine's"
+    );
+    announce(&store, &[("a", "t/db-clock")]).await;
+    let receipt = store
+        .send(
+            vec![event("t/db-clock", 1), event("t/db-clock", 2)],
+            Now::Database,
+        )
+        .await
+        .expect("send");
+    let owner: Arc<str> = "w".into();
+    let functions = vec!["a".to_owned()];
+    let request = || ClaimRequest {
+        owner: &owner,
+        functions: &functions,
+        max: 1,
+        lease: Duration::from_secs(30),
+    };
+    let first = store
+        .claim(request(), Now::Database)
+        .await
+        .expect("claim")
+        .remove(0);
+    let second = store
+        .claim(request(), Now::Database)
+        .await
+        .expect("claim")
+        .remove(0);
+    assert!(view(&store, first.lease.run_id).await.created_at <= Utc::now() + secs(60));
+    let park = Park::sleep(Utc::now() + chrono::Duration::hours(1));
+    let results = store
+        .commit(
+            &[(second.lease.clone(), Transition::next(Next::Park(park)))],
+            Duration::from_secs(30),
+            Now::Database,
+        )
+        .await
+        .expect("commit");
+    assert_eq!(results, [Committed::Written]);
+    assert!(
+        store
+            .claim(request(), Now::Database)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a run due in an hour is not due by the database's clock"
+    );
+    assert_eq!(
+        store
+            .recover_expired(1, Now::Database)
+            .await
+            .expect("recover"),
+        0,
+        "a lease taken just now has not expired by the database's clock"
+    );
+    let renewed = store
+        .renew(
+            std::slice::from_ref(&first.lease),
+            Duration::from_secs(30),
+            Now::Database,
+        )
+        .await
+        .expect("renew");
+    assert_eq!(renewed, [first.lease.run_id]);
+    // By a clock a minute ahead the same lease has expired.
+    assert_eq!(
+        store
+            .recover_expired(3, Now::At(Utc::now() + secs(60)))
+            .await
+            .expect("recover"),
+        1
+    );
+    assert_eq!(receipt.runs.len(), 2);
+}
+
 /// One `#[tokio::test]` per conformance check, each on a fresh store from `$make`
 /// (an expression that evaluates to a future of the store).
 #[macro_export]
@@ -911,6 +1025,7 @@ macro_rules! store_conformance_tests {
             transitions_of_one_run_in_one_batch_apply_in_order,
             parallel_claimers_never_share_a_run,
             renewal_extends_exactly_the_leases_given,
+            the_database_clock_rules_when_asked,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use flow_core::store::SendReceipt;
-use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, RunId};
+use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, Now, RunId};
 
 use crate::db_error;
 
@@ -31,7 +30,7 @@ pub async fn send_in<E: IntoEvent>(
     limits: &Limits,
 ) -> Result<SendReceipt, Error> {
     let events = flow_core::prepare(events, limits)?;
-    send_on(tx, events, Utc::now()).await
+    send_on(tx, events, Now::Database).await
 }
 
 /// The statements of a send, on one connection. Atomic only inside a transaction
@@ -39,7 +38,7 @@ pub async fn send_in<E: IntoEvent>(
 pub(crate) async fn send_on(
     conn: &mut PgConnection,
     events: Vec<NewEvent>,
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<SendReceipt, Error> {
     let mut event_ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
     let accepted = dedupe(conn, &events, &mut event_ids, now).await?;
@@ -56,23 +55,26 @@ pub(crate) async fn send_on(
         names.push(event.name().to_owned());
         datas.push(event.data().clone());
         producer_ids.push(event.producer_id().map(str::to_owned));
-        timestamps.push(event.timestamp().unwrap_or(now));
+        timestamps.push(event.timestamp());
     }
     let mut runs = Vec::new();
     if !ids.is_empty() {
         // One statement: the events, a run per matching function, and one NOTIFY
-        // when any run was created (delivered at commit).
+        // when any run was created (delivered at commit). An event without its
+        // own timestamp takes the send's time.
         let rows = sqlx::query(
-            "WITH ev AS (
+            "WITH clock AS (
+                 SELECT COALESCE($6::timestamptz, now()) AS now
+             ), ev AS (
                  INSERT INTO flow.events (id, name, data, producer_id, ts, received_at)
-                 SELECT u.id, u.name, u.data, u.producer_id, u.ts, $6
+                 SELECT u.id, u.name, u.data, u.producer_id, COALESCE(u.ts, clock.now), clock.now
                  FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
-                      AS u(id, name, data, producer_id, ts)
+                      AS u(id, name, data, producer_id, ts), clock
                  RETURNING id, name
              ), r AS (
                  INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
-                 SELECT gen_random_uuid(), f.id, ev.id, 'queued', $6, $6
-                 FROM ev JOIN flow.functions f ON f.trigger = ev.name
+                 SELECT gen_random_uuid(), f.id, ev.id, 'queued', clock.now, clock.now
+                 FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
                  RETURNING id, event_id, function_id
              ), notified AS (
                  SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM r LIMIT 1) AS any_run
@@ -85,7 +87,7 @@ pub(crate) async fn send_on(
         .bind(&datas)
         .bind(&producer_ids)
         .bind(&timestamps)
-        .bind(now)
+        .bind(now.at())
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
@@ -134,7 +136,7 @@ async fn dedupe(
     conn: &mut PgConnection,
     events: &[NewEvent],
     event_ids: &mut [EventId],
-    now: DateTime<Utc>,
+    now: Now,
 ) -> Result<Vec<usize>, Error> {
     let mut first_of: HashMap<&str, usize> = HashMap::new();
     let mut in_batch_duplicate: Vec<(usize, usize)> = Vec::new();
@@ -158,16 +160,17 @@ async fn dedupe(
         .collect();
     let rows = sqlx::query(
         "INSERT INTO flow.event_ids (producer_id, event_id, expires_at)
-         SELECT u.pid, u.eid, $3 FROM unnest($1::text[], $2::uuid[]) AS u(pid, eid)
+         SELECT u.pid, u.eid, COALESCE($3::timestamptz, now()) + $4 * interval '1 second'
+         FROM unnest($1::text[], $2::uuid[]) AS u(pid, eid)
          ON CONFLICT (producer_id) DO UPDATE
              SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at
-             WHERE flow.event_ids.expires_at <= $4
+             WHERE flow.event_ids.expires_at <= COALESCE($3::timestamptz, now())
          RETURNING producer_id",
     )
     .bind(&pids)
     .bind(&eids)
-    .bind(now + flow_core::store::DEDUPE_WINDOW)
-    .bind(now)
+    .bind(now.at())
+    .bind(flow_core::store::DEDUPE_WINDOW.num_seconds() as f64)
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;

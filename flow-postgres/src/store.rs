@@ -1,6 +1,6 @@
 //! [`Store`] for PostgreSQL. Every write for a leased run is fenced: it matches
 //! the run's id, its current lease token and status `running`, and a write that
-//! matches nothing is [`Error::LeaseLost`].
+//! matches nothing changes nothing (`Committed::LeaseLost`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,15 +14,18 @@ use sqlx::postgres::{PgListener, PgRow};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
-use flow_core::{AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunView, StoredEvent};
+use flow_core::{
+    AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
+};
 
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
-fn expiry(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    flow_core::later(now, lease)
+/// A lease length as the seconds that the queries multiply `interval '1 second'` by.
+fn seconds(lease: Duration) -> f64 {
+    lease.as_secs_f64()
 }
 
 impl Store for PgStore {
@@ -30,28 +33,24 @@ impl Store for PgStore {
         self.described.to_string()
     }
 
-    async fn register_functions(
-        &self,
-        functions: &[FunctionInfo],
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         let ids: Vec<&str> = functions.iter().map(|f| f.id.as_str()).collect();
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
         sqlx::query(
             "INSERT INTO flow.functions (id, trigger, last_seen)
-             SELECT * , $3::timestamptz FROM unnest($1::text[], $2::text[])
+             SELECT * , COALESCE($3::timestamptz, now()) FROM unnest($1::text[], $2::text[])
              ON CONFLICT (id) DO UPDATE SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen",
         )
         .bind(&ids)
         .bind(&triggers)
-        .bind(now)
+        .bind(now.at())
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
         Ok(())
     }
 
-    async fn send(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, Error> {
+    async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         if events.iter().any(|e| e.producer_id().is_some()) {
             // The dedupe claim and the events must commit together.
             let mut tx = self.pool.begin().await.map_err(db_error)?;
@@ -65,32 +64,32 @@ impl Store for PgStore {
         }
     }
 
-    async fn claim(
-        &self,
-        request: ClaimRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedRun>, Error> {
+    async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         let rows = sqlx::query(
-            "WITH due AS (
+            "WITH clock AS (
+                 SELECT COALESCE($1::timestamptz, now()) AS now
+             ), due AS (
                  SELECT id FROM flow.runs
-                 WHERE status IN ('queued', 'sleeping') AND not_before <= $1 AND function_id = ANY($2)
+                 WHERE status IN ('queued', 'sleeping') AND not_before <= (SELECT now FROM clock)
+                   AND function_id = ANY($2)
                  ORDER BY not_before
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED
              )
              UPDATE flow.runs r
              SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
-                 lease_expires_at = $5, started_at = COALESCE(r.started_at, $1)
-             FROM due, flow.events e
+                 lease_expires_at = clock.now + $5 * interval '1 second',
+                 started_at = COALESCE(r.started_at, clock.now)
+             FROM due, flow.events e, clock
              WHERE r.id = due.id AND e.id = r.event_id
              RETURNING r.id, r.function_id, r.lease_token, r.lost_count, e.id AS event_id, e.name,
                        e.data, e.ts",
         )
-        .bind(now)
+        .bind(now.at())
         .bind(request.functions)
         .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
         .bind(&**request.owner)
-        .bind(expiry(now, request.lease))
+        .bind(seconds(request.lease))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -145,34 +144,38 @@ impl Store for PgStore {
         &self,
         batch: &[(Lease, Transition)],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        let input = CommitInput::of(batch, now);
+        let input = CommitInput::of(batch);
         // The run rows (fenced on id + token + `running`), the steps and failed
         // attempts of the runs whose row was updated, and the wake-up hints, in one
         // statement: a batch of many runs' transitions costs one commit. A key that
         // is already recorded keeps its first record.
         let rows = sqlx::query(
-            "WITH t AS (
+            "WITH clock AS (
+                 SELECT COALESCE($12::timestamptz, now()) AS now
+             ), t AS (
                  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
                                       $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                      $10::boolean[])
+                                      $10::boolean[], $33::boolean[])
                      AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
-                          executing, progress)
+                          executing, progress, due_now)
              ), leased AS (
                  UPDATE flow.runs r
                  SET status = t.status,
-                     not_before = COALESCE(t.not_before, r.not_before),
+                     not_before = CASE WHEN t.due_now THEN clock.now
+                                       ELSE COALESCE(t.not_before, r.not_before) END,
                      lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
-                     lease_expires_at = CASE WHEN t.status = 'running' THEN $11::timestamptz END,
+                     lease_expires_at = CASE WHEN t.status = 'running'
+                                             THEN clock.now + $11 * interval '1 second' END,
                      lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
                      current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
                                          WHEN t.progress THEN NULL ELSE r.current_step END,
                      output = t.output, error = t.error, error_kind = t.error_kind,
                      error_step = t.error_step,
                      finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
-                                        THEN $12::timestamptz END
-                 FROM t
+                                        THEN clock.now END
+                 FROM t, clock
                  WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
                  RETURNING r.id, r.lease_token
              ), steps AS (
@@ -216,8 +219,8 @@ impl Store for PgStore {
         .bind(&input.error_steps)
         .bind(&input.executing)
         .bind(&input.progress)
-        .bind(expiry(now, lease_for))
-        .bind(now)
+        .bind(seconds(lease_for))
+        .bind(now.at())
         .bind(&input.steps.run_ids)
         .bind(&input.steps.tokens)
         .bind(&input.steps.keys)
@@ -238,6 +241,7 @@ impl Store for PgStore {
         .bind(&input.failures.finished)
         .bind(&input.failures.retry_at)
         .bind(wakeup_payloads(batch))
+        .bind(&input.due_now)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -285,21 +289,22 @@ impl Store for PgStore {
         &self,
         leases: &[Lease],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<RunId>, Error> {
         let ids: Vec<Uuid> = leases.iter().map(|l| l.run_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let rows = sqlx::query(
-            "UPDATE flow.runs r SET lease_expires_at = $3
+            "UPDATE flow.runs r
+             SET lease_expires_at = COALESCE($4::timestamptz, now()) + $3 * interval '1 second'
              FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)
              WHERE r.id = l.id AND r.lease_token = l.token AND r.status = 'running'
-               AND r.lease_expires_at > $4
+               AND r.lease_expires_at > COALESCE($4::timestamptz, now())
              RETURNING r.id",
         )
         .bind(&ids)
         .bind(&tokens)
-        .bind(expiry(now, lease_for))
-        .bind(now)
+        .bind(seconds(lease_for))
+        .bind(now.at())
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -308,16 +313,18 @@ impl Store for PgStore {
             .collect()
     }
 
-    async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
+    async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
         let rows = sqlx::query(
-            "WITH expired AS (
+            "WITH clock AS (
+                 SELECT COALESCE($1::timestamptz, now()) AS now
+             ), expired AS (
                  SELECT id FROM flow.runs
-                 WHERE status = 'running' AND lease_expires_at < $1
+                 WHERE status = 'running' AND lease_expires_at < (SELECT now FROM clock)
                  FOR UPDATE SKIP LOCKED
              )
              UPDATE flow.runs r
              SET lost_count = r.lost_count + 1,
-                 lost_by = r.lease_owner, lost_at = $1, lost_step = r.current_step,
+                 lost_by = r.lease_owner, lost_at = clock.now, lost_step = r.current_step,
                  lost_after = (SELECT s.key FROM flow.steps s WHERE s.run_id = r.id
                                ORDER BY s.position DESC LIMIT 1),
                  status = CASE WHEN r.lost_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
@@ -329,13 +336,13 @@ impl Store for PgStore {
                             r.lost_count + 1,
                             COALESCE('step `' || r.current_step || '`', 'the code before its next step'))
                      END,
-                 finished_at = CASE WHEN r.lost_count + 1 >= $2 THEN $1 END,
-                 not_before = $1, lease_owner = NULL, lease_expires_at = NULL
-             FROM expired
+                 finished_at = CASE WHEN r.lost_count + 1 >= $2 THEN clock.now END,
+                 not_before = clock.now, lease_owner = NULL, lease_expires_at = NULL
+             FROM expired, clock
              WHERE r.id = expired.id
              RETURNING r.status",
         )
-        .bind(now)
+        .bind(now.at())
         .bind(max_lost as i32)
         .fetch_all(&self.pool)
         .await
@@ -358,6 +365,13 @@ impl Store for PgStore {
         .await
         .map_err(db_error)?;
         Ok(row.get(0))
+    }
+
+    async fn database_time(&self) -> Result<DateTime<Utc>, Error> {
+        sqlx::query_scalar("SELECT now()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)
     }
 
     async fn wakeups(&self) -> Result<Wakeups, Error> {
@@ -471,7 +485,7 @@ impl PgStore {
     async fn fail_unreadable(
         &self,
         runs: Vec<(Uuid, i64, sqlx::Error)>,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<(), Error> {
         let mut ids = Vec::new();
         let mut tokens = Vec::new();
@@ -485,7 +499,8 @@ impl PgStore {
         }
         sqlx::query(
             "UPDATE flow.runs r
-             SET status = 'failed', error = u.message, error_kind = 'storage', finished_at = $4,
+             SET status = 'failed', error = u.message, error_kind = 'storage',
+                 finished_at = COALESCE($4::timestamptz, now()),
                  lease_owner = NULL, lease_expires_at = NULL
              FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, token, message)
              WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'",
@@ -493,7 +508,7 @@ impl PgStore {
         .bind(&ids)
         .bind(&tokens)
         .bind(&messages)
-        .bind(now)
+        .bind(now.at())
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
@@ -552,6 +567,7 @@ struct CommitInput {
     tokens: Vec<i64>,
     statuses: Vec<&'static str>,
     not_before: Vec<Option<DateTime<Utc>>>,
+    due_now: Vec<bool>,
     outputs: Vec<Option<Value>>,
     errors: Vec<Option<String>>,
     error_kinds: Vec<Option<&'static str>>,
@@ -590,11 +606,11 @@ struct FailureArrays {
 }
 
 impl CommitInput {
-    fn of(batch: &[(Lease, Transition)], now: DateTime<Utc>) -> CommitInput {
+    fn of(batch: &[(Lease, Transition)]) -> CommitInput {
         let mut input = CommitInput::default();
         let mut rows: HashMap<(Uuid, i64), usize> = HashMap::new();
         for (lease, t) in batch {
-            let update = t.next.run_update(now);
+            let update = t.next.run_update();
             let failure = update.failure;
             // One run row per lease: an UPDATE joined to two input rows of one run
             // applies only one of them. Later transitions of a run come after
@@ -607,6 +623,7 @@ impl CommitInput {
                     input.tokens.push(lease.token);
                     input.statuses.push("running");
                     input.not_before.push(None);
+                    input.due_now.push(false);
                     input.outputs.push(None);
                     input.errors.push(None);
                     input.error_kinds.push(None);
@@ -618,7 +635,11 @@ impl CommitInput {
             };
             if t.next != Next::Continue {
                 input.statuses[row] = update.status.as_str();
-                input.not_before[row] = update.not_before;
+                (input.not_before[row], input.due_now[row]) = match update.due {
+                    Due::Unchanged => (None, false),
+                    Due::Now => (None, true),
+                    Due::At(at) => (Some(at), false),
+                };
                 input.outputs[row] = update.output.cloned();
                 input.errors[row] = failure.map(|f| f.message.clone());
                 input.error_kinds[row] = failure.map(|f| f.kind.as_str());

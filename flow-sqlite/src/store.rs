@@ -14,11 +14,12 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, Next,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
     ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
-    AttemptView, Error, EventId, LostLease, NewEvent, RunId, RunStatus, RunView, StoredEvent, later,
+    AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
+    later,
 };
 
 use crate::{SqliteStore, db_error, micros, time};
@@ -58,11 +59,9 @@ impl Store for SqliteStore {
         self.described.to_string()
     }
 
-    async fn register_functions(
-        &self,
-        functions: &[FunctionInfo],
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
+        // The database is a file on this machine: its clock is this machine's.
+        let now = now.or_local();
         in_transaction(self, async |conn| {
             for f in functions {
                 sqlx::query(
@@ -81,7 +80,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn send(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<SendReceipt, Error> {
+    async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
+        let now = now.or_local();
         let receipt = in_transaction(self, async |conn| {
             let mut receipt = SendReceipt::default();
             let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
@@ -170,11 +170,8 @@ impl Store for SqliteStore {
         Ok(receipt)
     }
 
-    async fn claim(
-        &self,
-        request: ClaimRequest<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedRun>, Error> {
+    async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
+        let now = now.or_local();
         let functions = serde_json::to_string(request.functions).expect("strings serialize");
         // The claim, the events it hands over, and the failing of rows that do not
         // read, in one transaction: a bad row neither orphans the batch nor stops
@@ -262,8 +259,9 @@ impl Store for SqliteStore {
         &self,
         batch: &[(Lease, Transition)],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<Committed>, Error> {
+        let now = now.or_local();
         // One transaction, one commit, for the whole batch.
         let results = in_transaction(self, async |conn| {
             let mut results = Vec::with_capacity(batch.len());
@@ -292,8 +290,9 @@ impl Store for SqliteStore {
         &self,
         leases: &[Lease],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> Result<Vec<RunId>, Error> {
+        let now = now.or_local();
         in_transaction(self, async |conn| {
             let mut renewed = Vec::new();
             for lease in leases {
@@ -317,7 +316,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recover_expired(&self, max_lost: u32, now: DateTime<Utc>) -> Result<u64, Error> {
+    async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
+        let now = now.or_local();
         let rows = sqlx::query(
             "UPDATE flow_runs
              SET lost_count = lost_count + 1,
@@ -362,6 +362,11 @@ impl Store for SqliteStore {
         .await
         .map_err(db_error)?;
         Ok(next.map(time))
+    }
+
+    async fn database_time(&self) -> Result<DateTime<Utc>, Error> {
+        // The file is on this machine: there is no other clock to agree with.
+        Ok(Utc::now())
     }
 
     async fn wakeups(&self) -> Result<Wakeups, Error> {
@@ -537,7 +542,7 @@ async fn commit_one(
     now: DateTime<Utc>,
 ) -> Result<Committed, Error> {
     let run_id = lease.run_id.0.to_string();
-    let update = t.next.run_update(now);
+    let update = t.next.run_update();
     let (status, failure) = (update.status, update.failure);
     let running = status == RunStatus::Running;
     let finished = status.is_finished();
@@ -554,7 +559,11 @@ async fn commit_one(
          WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
     )
     .bind(status.as_str())
-    .bind(update.not_before.map(micros))
+    .bind(match update.due {
+        Due::Unchanged => None,
+        Due::Now => Some(micros(now)),
+        Due::At(at) => Some(micros(at)),
+    })
     .bind(running)
     .bind(micros(later(now, lease_for)))
     .bind(t.is_progress())

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Error, NewEvent, RunId};
+use crate::{Error, NewEvent, Now, RunId};
 
 pub use read::ReadStore;
 pub use records::{
@@ -20,13 +20,16 @@ pub use records::{
     Lease, SendReceipt, StepRecord, Wakeup, Wakeups, handler_attempts, stored_error_message,
 };
 pub use transition::{
-    Committed, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate, Transition, WakeOn,
+    Committed, Due, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate, Transition,
+    WakeOn,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls
 /// nothing else.
 ///
-/// Every method that compares times takes `now` from the worker's [`Clock`](crate::Clock).
+/// Every method that compares times takes `now` from the worker's
+/// [`Clock::store_now`](crate::Clock::store_now): [`Now::Database`] in production,
+/// where the database's own clock rules, or a test clock's reading.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Where the data lives, for log lines (a URL with its password redacted).
     fn describe(&self) -> String;
@@ -35,7 +38,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn register_functions(
         &self,
         functions: &[FunctionInfo],
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Stores events and, in the same transaction, creates a queued run for every
@@ -44,7 +47,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn send(
         &self,
         events: Vec<NewEvent>,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<SendReceipt, Error>> + Send;
 
     /// Leases up to `max` due runs of the given functions. No run is handed to two
@@ -52,7 +55,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn claim(
         &self,
         request: ClaimRequest<'_>,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<Vec<ClaimedRun>, Error>> + Send;
 
     /// A resumed run's checkpoints and failed-attempt counts, in one query.
@@ -67,7 +70,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         batch: &[(Lease, Transition)],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<Vec<Committed>, Error>> + Send;
 
     /// Extends exactly these leases, each only if it is still current and has not
@@ -76,7 +79,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         leases: &[Lease],
         lease_for: Duration,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<Vec<RunId>, Error>> + Send;
 
     /// Requeues runs whose lease expired; a run lost `max_lost` times in a row
@@ -84,7 +87,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn recover_expired(
         &self,
         max_lost: u32,
-        now: DateTime<Utc>,
+        now: Now,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// The earliest time something may become claimable for these functions: a due
@@ -93,6 +96,10 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         functions: &[String],
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Error>> + Send;
+
+    /// The database's clock, which [`Now::Database`] compares against; a worker
+    /// corrects its own readings by it.
+    fn database_time(&self) -> impl Future<Output = Result<DateTime<Utc>, Error>> + Send;
 
     /// A stream of hints that work was added.
     fn wakeups(&self) -> impl Future<Output = Result<Wakeups, Error>> + Send;

@@ -69,12 +69,12 @@ pub enum Next {
 }
 
 impl Next {
-    /// What this does to the run's row: the status it takes, when it is due again
-    /// (`None` keeps the row's), and how it ended. One place for every backend.
-    pub fn run_update(&self, now: DateTime<Utc>) -> RunUpdate<'_> {
+    /// What this does to the run's row: the status it takes, when it is due again,
+    /// and how it ended. One place for every backend.
+    pub fn run_update(&self) -> RunUpdate<'_> {
         let mut update = RunUpdate {
             status: RunStatus::Running,
-            not_before: None,
+            due: Due::Unchanged,
             output: None,
             failure: None,
         };
@@ -83,11 +83,11 @@ impl Next {
             Next::Park(park) => {
                 update.status = park.status();
                 // A park with no time waits for its other conditions.
-                update.not_before = Some(park.wake.at.unwrap_or(DateTime::<Utc>::MAX_UTC));
+                update.due = Due::At(park.wake.at.unwrap_or(DateTime::<Utc>::MAX_UTC));
             }
             Next::Release => {
                 update.status = RunStatus::Queued;
-                update.not_before = Some(now);
+                update.due = Due::Now;
             }
             Next::Finish(outcome) => {
                 update.status = outcome.status();
@@ -114,12 +114,23 @@ impl Next {
 pub struct RunUpdate<'a> {
     /// The status the run takes.
     pub status: RunStatus,
-    /// When it is due again; `None` keeps the row's.
-    pub not_before: Option<DateTime<Utc>>,
+    /// When it is due again.
+    pub due: Due,
     /// The handler's output, when it completed.
     pub output: Option<&'a Value>,
     /// Why it failed, when it failed.
     pub failure: Option<&'a Failure>,
+}
+
+/// When a run is due again after a transition ([`RunUpdate::due`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// As its row says.
+    Unchanged,
+    /// At once: at the commit's `now`.
+    Now,
+    /// At this time.
+    At(DateTime<Utc>),
 }
 
 /// A run that stops executing for now.

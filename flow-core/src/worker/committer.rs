@@ -123,7 +123,7 @@ async fn commit_retrying<S: Store>(
     let give_up = tokio::time::Instant::now() + lease_for / 2;
     let mut pause = FIRST_PAUSE;
     loop {
-        match store.commit(batch, lease_for, clock.now()).await {
+        match store.commit(batch, lease_for, clock.store_now()).await {
             Ok(results) if results.len() == batch.len() => return Ok(results),
             Ok(results) => {
                 return Err(Error::Database(format!(

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::clock::later;
+use crate::clock::{SyncedClock, later};
 use crate::function::{Function, FunctionDef, Registry, registered};
 use crate::run::core::{RunCore, Stop};
 use crate::store::{ClaimRequest, Connect, FunctionInfo, Lease, Store, Wakeup};
@@ -197,7 +197,7 @@ impl<S: Store> WorkerBuilder<S> {
                 store: self.store,
                 registry,
                 config: self.config,
-                clock: self.clock,
+                clock: Arc::new(SyncedClock::new(self.clock)),
                 owner,
                 runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
@@ -218,7 +218,9 @@ struct Shared<S> {
     store: S,
     registry: Registry,
     config: WorkerConfig,
-    clock: Arc<dyn Clock>,
+    /// The builder's clock, kept in step with the database's when it reads the
+    /// machine's (see [`sync_clock`]).
+    clock: Arc<SyncedClock>,
     owner: Arc<str>,
     /// The runs this worker drives now.
     runs: Mutex<HashMap<RunId, Arc<RunCore>>>,
@@ -302,7 +304,7 @@ impl<S: Store> Worker<S> {
             .collect();
         shared
             .store
-            .register_functions(&infos, shared.clock.now())
+            .register_functions(&infos, shared.clock.store_now())
             .await
     }
 
@@ -343,6 +345,7 @@ impl<S: Store> Worker<S> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, Error> {
+        sync_clock(&self.shared, true).await;
         self.announce().await?;
         let shared = self.shared;
         let served = shared
@@ -503,7 +506,9 @@ async fn claim_loop<S: Store>(
         while let Some(joined) = tasks.try_join_next() {
             count(report, joined);
         }
-        if *stopping.borrow() {
+        // A shutdown begins before the loop is told to stop (`RunningWorker::stop`
+        // begins it at the call): a run it hands back meanwhile is not claimed again.
+        if *stopping.borrow() || shared.shutting_down.load(Ordering::SeqCst) {
             return;
         }
         // Armed before looking for work, so a wake-up during the lookup is not lost.
@@ -522,7 +527,7 @@ async fn claim_loop<S: Store>(
             last_recovery = Some(now);
             match shared
                 .store
-                .recover_expired(shared.config.max_lost, now)
+                .recover_expired(shared.config.max_lost, shared.clock.store_now())
                 .await
             {
                 Ok(0) => {}
@@ -540,7 +545,7 @@ async fn claim_loop<S: Store>(
                 max: free,
                 lease: shared.config.lease,
             };
-            match shared.store.claim(request, now).await {
+            match shared.store.claim(request, shared.clock.store_now()).await {
                 Ok(runs) => {
                     claimed_all = runs.len() == free;
                     for claimed in runs {
@@ -681,6 +686,7 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
     loop {
         let next = later(shared.clock.now(), shared.config.renew_every);
         shared.clock.sleep_until(next).await;
+        sync_clock(&shared, false).await;
         // The executions driven now; only they are judged by this renewal (a run
         // claimed again meanwhile is a new execution with a new token).
         let driven: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
@@ -691,7 +697,7 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
         let started = shared.clock.now();
         match shared
             .store
-            .renew(&leases, shared.config.lease, started)
+            .renew(&leases, shared.config.lease, shared.clock.store_now())
             .await
         {
             Ok(held) => {
@@ -707,6 +713,32 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
             }
             Err(e) => tracing::warn!(error = %e, "could not renew leases"),
         }
+    }
+}
+
+/// Measures how far this machine's clock is from the database's, so that the times
+/// a worker computes (a sleep's wake time, a retry's, its lease deadline) are on
+/// the clock its queries compare them with: a machine a minute behind then neither
+/// ends sleeps early nor keeps runs past their lease. Nothing to do for a test
+/// clock, which drives the store itself. On failure the last offset holds.
+async fn sync_clock<S: Store>(shared: &Shared<S>, first: bool) {
+    let clock = &shared.clock;
+    if !clock.follows_database() {
+        return;
+    }
+    let before = clock.local_now();
+    match shared.store.database_time().await {
+        Ok(database) => {
+            let offset = clock.sync(before, database, clock.local_now());
+            if first && offset.abs() > chrono::Duration::seconds(1) {
+                tracing::warn!(
+                    offset_ms = offset.num_milliseconds(),
+                    "this machine's clock is off the database's; flow corrects its readings by \
+                     the database's clock, but the machine's should be fixed (NTP)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the database's clock"),
     }
 }
 
