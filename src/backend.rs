@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, ReadStore,
-    SendReceipt, Store, Transition, Wakeups,
+    SendReceipt, Settle, Store, Transition, Wakeups,
 };
 use flow_core::{Error, NewEvent, Now, RunId, RunView};
 
@@ -92,6 +92,10 @@ impl Store for AnyStore {
 
     async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
         delegate!(self, s => s.recover_expired(max_lost, now).await)
+    }
+
+    async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
+        delegate!(self, s => s.settle_blocked(run, settle, now).await)
     }
 
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {

@@ -75,9 +75,64 @@ async fn workers_starting_together_migrate_once() {
             .fetch_all(pool)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     // Connecting again applies nothing.
     assert!(flow_postgres::migrate(pool).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_database_of_an_older_schema_is_upgraded_with_its_runs_intact() {
+    use sqlx::{Connection, Executor};
+    let url = common::fresh_database().await;
+    {
+        // A database as version 2 left it, with a run half way through.
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        conn.execute(
+            "CREATE SCHEMA flow;
+             CREATE TABLE flow.schema_migrations
+                 (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO flow.schema_migrations (version) VALUES (1), (2);",
+        )
+        .await
+        .unwrap();
+        conn.execute(include_str!("../flow-postgres/migrations/0001_init.sql"))
+            .await
+            .unwrap();
+        conn.execute(include_str!(
+            "../flow-postgres/migrations/0002_structured_failures.sql"
+        ))
+        .await
+        .unwrap();
+        conn.execute(
+            "INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at, lost_by)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'f', gen_random_uuid(), 'sleeping',
+                     now(), now(), 'w1');
+             INSERT INTO flow.steps (run_id, key, position, kind, output, attempts, started_at,
+                                     finished_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'a', 0, 'run', '1', 1, now(), now()),
+                    ('00000000-0000-0000-0000-000000000001', 'b', 1, 'run', '2', 1, now(), now());",
+        )
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = PgStore::connect(&url).await.unwrap();
+    let (status, lost_by, step_count): (String, String, i32) = sqlx::query_as(
+        "SELECT status, lost_by, step_count FROM flow.runs
+         WHERE id = '00000000-0000-0000-0000-000000000001'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), lost_by.as_str(), step_count),
+        ("sleeping", "w1", 2),
+        "the run keeps its row, and its step count is taken from its records"
+    );
+    sqlx::query("UPDATE flow.runs SET status = 'blocked'")
+        .execute(store.pool())
+        .await
+        .expect("the new status is allowed");
 }
 
 #[tokio::test]

@@ -103,6 +103,15 @@ impl Store for Faulty {
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
         self.inner.next_wakeup(f).await
     }
+    async fn settle_blocked(
+        &self,
+        run: RunId,
+        settle: &flow::store::Settle,
+        now: Now,
+    ) -> Result<bool, flow::Error> {
+        self.inner.settle_blocked(run, settle, now).await
+    }
+
     async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
         self.inner.database_time().await
     }

@@ -1,10 +1,11 @@
-//! Replay: journaled clock and ids, the determinism guard, and runs that must fail
-//! at once (nested steps, handler panics, payloads that do not deserialize, limits).
+//! Replay: journaled clock and ids, and runs that must fail at once (nested steps,
+//! handler panics, payloads that do not deserialize, limits). Runs whose code no
+//! longer replays are held as blocked: tests/blocked.rs.
 
 mod common;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow::prelude::*;
@@ -56,62 +57,6 @@ async fn now_uuid_and_random_are_the_same_on_replay() {
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!(view.steps[0].key, "now");
     assert_eq!(view.steps[0].kind, flow::StepKind::Now);
-}
-
-// ---------------------------------------------------------------------------
-
-#[derive(Event, Serialize, Deserialize)]
-#[event(name = "test/reorder")]
-struct Reorder {}
-
-static REORDERED: AtomicBool = AtomicBool::new(false);
-static RESERVE_TRIES: AtomicU32 = AtomicU32::new(0);
-
-#[step]
-async fn notify_team(_ctx: &Ctx) -> Result<(), StepError> {
-    Ok(())
-}
-
-#[step(backoff(initial = "1ms", max = "2ms"))]
-async fn reserve(_ctx: &Ctx) -> Result<(), StepError> {
-    if RESERVE_TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
-        return Err(StepError::retriable("busy"));
-    }
-    Ok(())
-}
-
-#[step]
-async fn audit(_ctx: &Ctx) -> Result<(), StepError> {
-    Ok(())
-}
-
-/// Calls `audit` first on the replay: code that changes between executions.
-#[function(event = "test/reorder")]
-async fn reorder(ctx: &Ctx, _event: Reorder) -> Result<(), FlowError> {
-    if REORDERED.swap(true, Ordering::SeqCst) {
-        audit(ctx).await?;
-    } else {
-        notify_team(ctx).await?;
-    }
-    reserve(ctx).await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_that_calls_steps_in_another_order_fails_naming_both_ids() {
-    let (store, _) = common::store().await;
-    let _worker = common::spawn_worker(common::worker(&store).register::<reorder>()).await;
-    let client = flow::Client::new(store);
-    let run = client.send(Reorder {}).await.unwrap().runs[0].1;
-    let view = client.wait(run, WAIT).await.unwrap();
-    assert_eq!(view.status, RunStatus::Failed);
-    let error = view.error.unwrap();
-    assert!(error.contains("non-determinism"), "{error}");
-    assert!(
-        error.contains("`audit`") && error.contains("`notify_team`"),
-        "{error}"
-    );
-    assert!(error.contains("position 0"), "{error}");
 }
 
 // ---------------------------------------------------------------------------

@@ -50,6 +50,15 @@ impl Store for LateListener {
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
         self.0.next_wakeup(f).await
     }
+    async fn settle_blocked(
+        &self,
+        run: RunId,
+        settle: &flow::store::Settle,
+        now: Now,
+    ) -> Result<bool, flow::Error> {
+        self.0.settle_blocked(run, settle, now).await
+    }
+
     async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
         self.0.database_time().await
     }

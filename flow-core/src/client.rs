@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::store::{Connect, ReadStore, SendReceipt, Store};
+use crate::store::{Connect, ReadStore, SendReceipt, Settle, Store};
 use crate::{Clock, Error, IntoEvent, Limits, NewEvent, RunId, RunStatus, RunView, SystemClock};
 
 /// Sends events and reads runs. Cheap to clone.
@@ -92,6 +92,35 @@ impl<S: Store> Client<S> {
             }
         }
         Ok(receipt)
+    }
+}
+
+impl<S: Store + ReadStore> Client<S> {
+    /// Ends a [blocked](RunStatus::Blocked) run by an operator's decision, failing
+    /// or cancelling it with a reason (kept beside the error it was blocked with),
+    /// and returns it. Refused, changing nothing, when the run is not blocked: it
+    /// does not exist, has ended, or a worker has resumed it meanwhile.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: flow_core::Client<impl flow_core::Store + flow_core::ReadStore>, run: flow_core::RunId) -> Result<(), flow_core::Error> {
+    /// use flow_core::store::Settle;
+    /// client.settle_blocked(run, Settle::Cancel("order refunded by hand".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn settle_blocked(&self, id: RunId, settle: Settle) -> Result<RunView, Error> {
+        let settled = self
+            .store
+            .settle_blocked(id, &settle, self.clock.store_now())
+            .await?;
+        let view = self.store.run(id).await?;
+        match view {
+            Some(view) if settled => Ok(view),
+            Some(view) => Err(Error::NotBlocked {
+                run: id,
+                status: view.status,
+            }),
+            None => Err(Error::RunNotFound(id)),
+        }
     }
 }
 

@@ -56,6 +56,14 @@ pub enum Error {
     /// No run has this id.
     #[error("no run with id {0}")]
     RunNotFound(crate::RunId),
+    /// Only a blocked run can be settled by an operator.
+    #[error("run {run} is {status}, not blocked: only a blocked run can be settled")]
+    NotBlocked {
+        /// The run.
+        run: crate::RunId,
+        /// Its status now.
+        status: crate::RunStatus,
+    },
     /// Waiting for a run's result took longer than asked.
     #[error("run {run} did not finish within {waited:?} (it is {status})")]
     Timeout {

@@ -76,7 +76,13 @@ impl StepCall {
     {
         let failed_before = match &self.resolution {
             Resolution::Halt => return Err(self.halted().await),
-            Resolution::Replay(record) => return self.replayed(record),
+            Resolution::Replay(record) => {
+                return match self.replayed(record) {
+                    Some(result) => result,
+                    // Blocked: the handler must not see an error it could handle.
+                    None => Err(self.halted().await),
+                };
+            }
             Resolution::Execute { failed_before } => *failed_before,
         };
         let Some(must_mark) = self.core.begin_body() else {
@@ -227,8 +233,7 @@ impl StepCall {
                 {
                     Some(Ok(time)) => time,
                     _ => {
-                        self.core.fail(
-                            FailureKind::Replay,
+                        self.core.block(
                             format!(
                                 "the record of `{}` holds no time; was it written by another kind of step?",
                                 self.key
@@ -257,24 +262,38 @@ impl StepCall {
         }
     }
 
-    fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Result<T, StepError> {
+    /// The recorded result, or `None` when the record no longer reads as `T` (the
+    /// run is then blocked).
+    fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Option<Result<T, StepError>> {
         if let Some(error) = &record.error {
             let error: StepError = serde_json::from_value(error.clone())
                 .unwrap_or_else(|_| StepError::fatal(error.to_string()));
-            return Err(error.in_step(&self.key));
+            return Some(Err(error.in_step(&self.key)));
         }
         let output = record.output.clone().unwrap_or(serde_json::Value::Null);
-        serde_json::from_value(output).map_err(|e| {
-            let message = format!(
-                "the recorded output of step `{}` no longer deserializes into `{}`: {e}; \
-                 a changed output type needs a new step id",
-                self.key,
-                std::any::type_name::<T>()
-            );
-            self.core
-                .fail(FailureKind::Replay, message.clone(), Some(&self.key));
-            StepError::fatal(message)
-        })
+        match serde_path_to_error::deserialize(output) {
+            Ok(value) => Some(Ok(value)),
+            Err(e) => {
+                let path = e.path().to_string();
+                self.core.block(
+                    format!(
+                        "the recorded output of step `{}` no longer deserializes into `{}`{}: \
+                         {}; a changed output type needs a new step id. The run is held as \
+                         blocked until a worker whose code reads the record takes it up",
+                        self.key,
+                        std::any::type_name::<T>(),
+                        if path == "." {
+                            String::new()
+                        } else {
+                            format!(" at `{path}`")
+                        },
+                        e.inner()
+                    ),
+                    Some(&self.key),
+                );
+                None
+            }
+        }
     }
 
     /// Serializes an output, checks its size, and reads it back, so that a live run

@@ -14,8 +14,8 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::store::{
-    ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next, Outcome,
-    Park, ReadStore, StepRecord, Store, Transition, Wakeup,
+    Block, ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next,
+    Outcome, Park, ReadStore, Settle, StepRecord, Store, Transition, Wakeup,
 };
 use crate::{NewEvent, Now, RunId, RunStatus, RunView, StepKind};
 
@@ -918,6 +918,137 @@ where
     assert!(claim(&store, "w", &["a"], 10, start()).await.is_empty());
 }
 
+/// A blocked run shows why, is claimable again at its retry time (counting the
+/// blocks in a row) or at once when its function is announced, keeps the largest
+/// step count it was given, and can be settled by an operator only while blocked.
+pub async fn blocked_runs_are_held_retried_and_settled<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/blocked")]).await;
+    let receipt = store
+        .send(
+            vec![event("t/blocked", 1), event("t/blocked", 2)],
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
+    assert_eq!((run.blocked_count, run.step_count), (0, 0));
+    let recorded = Transition {
+        step_count: Some(2),
+        ..Transition {
+            steps: vec![step("one", 0, start()), step("two", 1, start())],
+            ..Transition::CONTINUE
+        }
+    };
+    let undercount = Transition {
+        step_count: Some(1),
+        ..Transition::CONTINUE
+    };
+    let block = |at| {
+        Transition::next(Next::Block(Block {
+            failure: Failure::new(FailureKind::Replay, "non-determinism: `x` and `y`").in_step("x"),
+            retry_at: at,
+        }))
+    };
+    let written = commit(
+        &store,
+        &[
+            (run.lease.clone(), recorded),
+            (run.lease.clone(), undercount),
+            (run.lease.clone(), block(start() + secs(60))),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(
+        written,
+        [Committed::Written, Committed::Written, Committed::Written]
+    );
+    let held = view(&store, run.lease.run_id).await;
+    assert_eq!(held.status, RunStatus::Blocked);
+    assert_eq!(
+        (held.failure_kind, held.failure_step.as_deref()),
+        (Some(FailureKind::Replay), Some("x"))
+    );
+    assert!(held.error.unwrap_or_default().contains("non-determinism"));
+    assert_eq!(held.finished_at, None);
+    assert!(
+        claim(&store, "w", &["a"], 1, start() + secs(59))
+            .await
+            .iter()
+            .all(|c| c.lease.run_id != run.lease.run_id),
+        "not before its retry time"
+    );
+    let again = claim(&store, "w", &["a"], 2, start() + secs(60))
+        .await
+        .into_iter()
+        .find(|c| c.lease.run_id == run.lease.run_id)
+        .expect("claimed at its retry time");
+    assert_eq!((again.blocked_count, again.step_count), (1, 2));
+    commit(
+        &store,
+        &[(again.lease.clone(), block(start() + secs(3600)))],
+        start(),
+    )
+    .await;
+    // An announce makes it due at once.
+    store
+        .register_functions(
+            &[FunctionInfo {
+                id: "a".into(),
+                trigger: "t/blocked".into(),
+            }],
+            Now::At(start() + secs(61)),
+        )
+        .await
+        .expect("announce");
+    let third = claim(&store, "w", &["a"], 1, start() + secs(61))
+        .await
+        .remove(0);
+    assert_eq!(
+        (third.lease.run_id, third.blocked_count),
+        (run.lease.run_id, 2)
+    );
+    commit(
+        &store,
+        &[(third.lease.clone(), block(start() + secs(3600)))],
+        start(),
+    )
+    .await;
+
+    let fail = Settle::Fail("refunded".into());
+    assert!(
+        store
+            .settle_blocked(run.lease.run_id, &fail, Now::At(start() + secs(62)))
+            .await
+            .expect("settle")
+    );
+    let settled = view(&store, run.lease.run_id).await;
+    assert_eq!(settled.status, RunStatus::Failed);
+    assert_eq!(settled.finished_at, Some(start() + secs(62)));
+    let error = settled.error.unwrap_or_default();
+    assert!(
+        error.contains("refunded") && error.contains("(blocked by: non-determinism"),
+        "{error}"
+    );
+    assert!(
+        !store
+            .settle_blocked(run.lease.run_id, &fail, Now::At(start() + secs(63)))
+            .await
+            .expect("settle"),
+        "a run that is not blocked is not settled"
+    );
+    let other = receipt.runs[1].1;
+    let before = view(&store, other).await.status;
+    assert!(
+        !store
+            .settle_blocked(other, &Settle::Cancel("no".into()), Now::At(start()))
+            .await
+            .expect("settle"),
+        "a run that was never blocked is not settled"
+    );
+    assert_eq!(view(&store, other).await.status, before);
+}
+
 /// [`Now::Database`] compares against the database's own clock, which reads
 /// close to the test machine's (the database is local in tests): a run due now is
 /// claimed, one due in an hour is not, and a fresh lease is neither renewed past
@@ -1026,6 +1157,7 @@ macro_rules! store_conformance_tests {
             parallel_claimers_never_share_a_run,
             renewal_extends_exactly_the_leases_given,
             the_database_clock_rules_when_asked,
+            blocked_runs_are_held_retried_and_settled,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../migrations/0002_structured_failures.sql"),
     ),
+    (3, include_str!("../migrations/0003_blocked_runs.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
-    ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
+    ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
+    stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
@@ -36,10 +37,24 @@ impl Store for PgStore {
     async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         let ids: Vec<&str> = functions.iter().map(|f| f.id.as_str()).collect();
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
+        // A worker that announces a function may be a new deploy whose code
+        // replays the function's blocked runs: they are tried again at once.
         sqlx::query(
-            "INSERT INTO flow.functions (id, trigger, last_seen)
-             SELECT * , COALESCE($3::timestamptz, now()) FROM unnest($1::text[], $2::text[])
-             ON CONFLICT (id) DO UPDATE SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen",
+            "WITH clock AS (
+                 SELECT COALESCE($3::timestamptz, now()) AS now
+             ), announced AS (
+                 INSERT INTO flow.functions (id, trigger, last_seen)
+                 SELECT f.id, f.trigger, clock.now
+                 FROM unnest($1::text[], $2::text[]) AS f(id, trigger), clock
+                 ON CONFLICT (id) DO UPDATE
+                     SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen
+             ), unblocked AS (
+                 UPDATE flow.runs r SET not_before = clock.now
+                 FROM clock
+                 WHERE r.status = 'blocked' AND r.function_id = ANY($1) AND r.not_before > clock.now
+                 RETURNING 1
+             )
+             SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM unblocked LIMIT 1) AS any_run",
         )
         .bind(&ids)
         .bind(&triggers)
@@ -70,7 +85,8 @@ impl Store for PgStore {
                  SELECT COALESCE($1::timestamptz, now()) AS now
              ), due AS (
                  SELECT id FROM flow.runs
-                 WHERE status IN ('queued', 'sleeping') AND not_before <= (SELECT now FROM clock)
+                 WHERE status IN ('queued', 'sleeping', 'blocked')
+                   AND not_before <= (SELECT now FROM clock)
                    AND function_id = ANY($2)
                  ORDER BY not_before
                  LIMIT $3
@@ -82,8 +98,8 @@ impl Store for PgStore {
                  started_at = COALESCE(r.started_at, clock.now)
              FROM due, flow.events e, clock
              WHERE r.id = due.id AND e.id = r.event_id
-             RETURNING r.id, r.function_id, r.lease_token, r.lost_count, e.id AS event_id, e.name,
-                       e.data, e.ts",
+             RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
+                       r.step_count, e.id AS event_id, e.name, e.data, e.ts",
         )
         .bind(now.at())
         .bind(request.functions)
@@ -157,9 +173,9 @@ impl Store for PgStore {
              ), t AS (
                  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
                                       $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                      $10::boolean[], $33::boolean[])
+                                      $10::boolean[], $33::boolean[], $34::integer[])
                      AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
-                          executing, progress, due_now)
+                          executing, progress, due_now, step_count)
              ), leased AS (
                  UPDATE flow.runs r
                  SET status = t.status,
@@ -169,6 +185,9 @@ impl Store for PgStore {
                      lease_expires_at = CASE WHEN t.status = 'running'
                                              THEN clock.now + $11 * interval '1 second' END,
                      lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
+                     blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
+                                          WHEN t.progress THEN 0 ELSE r.blocked_count END,
+                     step_count = GREATEST(r.step_count, COALESCE(t.step_count, 0)),
                      current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
                                          WHEN t.progress THEN NULL ELSE r.current_step END,
                      output = t.output, error = t.error, error_kind = t.error_kind,
@@ -242,6 +261,7 @@ impl Store for PgStore {
         .bind(&input.failures.retry_at)
         .bind(wakeup_payloads(batch))
         .bind(&input.due_now)
+        .bind(&input.step_counts)
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -353,11 +373,29 @@ impl Store for PgStore {
         Ok(rows.len() as u64)
     }
 
+    async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
+        let settled = sqlx::query(
+            "UPDATE flow.runs
+             SET status = $2, error = $3 || COALESCE(' (blocked by: ' || error || ')', ''),
+                 error_kind = $4, finished_at = COALESCE($5::timestamptz, now())
+             WHERE id = $1 AND status = 'blocked'",
+        )
+        .bind(run.0)
+        .bind(settle.status().as_str())
+        .bind(settle.message())
+        .bind(settle.kind().map(|k| k.as_str()))
+        .bind(now.at())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(settled.rows_affected() == 1)
+    }
+
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         let row = sqlx::query(
             "SELECT LEAST(
                  (SELECT min(not_before) FROM flow.runs
-                  WHERE status IN ('queued', 'sleeping') AND function_id = ANY($1)),
+                  WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
                  (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
         )
         .bind(functions)
@@ -543,6 +581,8 @@ fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error>
         },
         resumed: token > 1,
         lost_count: row.try_get::<i32, _>("lost_count")? as u32,
+        blocked_count: row.try_get::<i32, _>("blocked_count")? as u32,
+        step_count: row.try_get::<i32, _>("step_count")? as u32,
     })
 }
 
@@ -568,6 +608,7 @@ struct CommitInput {
     statuses: Vec<&'static str>,
     not_before: Vec<Option<DateTime<Utc>>>,
     due_now: Vec<bool>,
+    step_counts: Vec<Option<i32>>,
     outputs: Vec<Option<Value>>,
     errors: Vec<Option<String>>,
     error_kinds: Vec<Option<&'static str>>,
@@ -624,6 +665,7 @@ impl CommitInput {
                     input.statuses.push("running");
                     input.not_before.push(None);
                     input.due_now.push(false);
+                    input.step_counts.push(None);
                     input.outputs.push(None);
                     input.errors.push(None);
                     input.error_kinds.push(None);
@@ -649,6 +691,10 @@ impl CommitInput {
                 input.executing[row] = t.executing.clone();
             }
             input.progress[row] |= t.is_progress();
+            if let Some(count) = t.step_count {
+                let count = i32::try_from(count).unwrap_or(i32::MAX);
+                input.step_counts[row] = input.step_counts[row].max(Some(count));
+            }
             for step in &t.steps {
                 let s = &mut input.steps;
                 s.run_ids.push(lease.run_id.0);

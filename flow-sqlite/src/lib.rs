@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/0002_structured_failures.sql"),
     ),
+    (3, include_str!("../migrations/0003_blocked_runs.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
-    ReadStore, SendReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
+    ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
+    stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
@@ -75,9 +76,30 @@ impl Store for SqliteStore {
                 .await
                 .map_err(db_error)?;
             }
-            Ok(())
+            // A worker that announces a function may be a new deploy whose code
+            // replays the function's blocked runs: they are tried again at once.
+            let ids = serde_json::to_string(
+                &functions.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+            )
+            .expect("strings serialize");
+            let unblocked = sqlx::query(
+                "UPDATE flow_runs SET not_before = ?1
+                 WHERE status = 'blocked' AND not_before > ?1
+                   AND function_id IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(micros(now))
+            .bind(ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            Ok(unblocked.rows_affected() > 0)
         })
         .await
+        .map(|unblocked| {
+            if unblocked {
+                self.wake(Wakeup::Now);
+            }
+        })
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
@@ -183,11 +205,12 @@ impl Store for SqliteStore {
                      lease_expires_at = ?, started_at = COALESCE(started_at, ?)
                  WHERE id IN (
                      SELECT id FROM flow_runs
-                     WHERE status IN ('queued', 'sleeping') AND not_before <= ?
+                     WHERE status IN ('queued', 'sleeping', 'blocked') AND not_before <= ?
                        AND function_id IN (SELECT value FROM json_each(?))
                      ORDER BY not_before
                      LIMIT ?)
-                 RETURNING id, function_id, lease_token, lost_count, event_id",
+                 RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
+                           event_id",
             )
             .bind(&**request.owner)
             .bind(micros(later(now, request.lease)))
@@ -348,12 +371,31 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
+    async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
+        let settled = sqlx::query(
+            "UPDATE flow_runs
+             SET status = ?2, error = ?3 || COALESCE(' (blocked by: ' || error || ')', ''),
+                 error_kind = ?4, finished_at = ?5
+             WHERE id = ?1 AND status = 'blocked'",
+        )
+        .bind(run.0.to_string())
+        .bind(settle.status().as_str())
+        .bind(settle.message())
+        .bind(settle.kind().map(|k| k.as_str()))
+        .bind(micros(now.or_local()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(settled.rows_affected() == 1)
+    }
+
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         let functions = serde_json::to_string(functions).expect("strings serialize");
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT min(t) FROM (
                  SELECT min(not_before) AS t FROM flow_runs
-                 WHERE status IN ('queued', 'sleeping') AND function_id IN (SELECT value FROM json_each(?))
+                 WHERE status IN ('queued', 'sleeping', 'blocked')
+                   AND function_id IN (SELECT value FROM json_each(?))
                  UNION ALL
                  SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
         )
@@ -509,6 +551,8 @@ async fn claimed_run(
         },
         resumed: token > 1,
         lost_count: row.try_get::<i64, _>("lost_count").map_err(column)? as u32,
+        blocked_count: row.try_get::<i64, _>("blocked_count").map_err(column)? as u32,
+        step_count: row.try_get::<i64, _>("step_count").map_err(column)? as u32,
     })
 }
 
@@ -555,7 +599,10 @@ async fn commit_one(
              lost_count = CASE WHEN ?5 THEN 0 ELSE lost_count END,
              current_step = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?5 THEN NULL ELSE current_step END,
              output = ?7, error = ?8, error_kind = ?9, error_step = ?10,
-             finished_at = CASE WHEN ?11 THEN ?12 END
+             finished_at = CASE WHEN ?11 THEN ?12 END,
+             blocked_count = CASE WHEN ?1 = 'blocked' THEN blocked_count + 1
+                                  WHEN ?5 THEN 0 ELSE blocked_count END,
+             step_count = max(step_count, COALESCE(?15, 0))
          WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
     )
     .bind(status.as_str())
@@ -576,6 +623,7 @@ async fn commit_one(
     .bind(micros(now))
     .bind(&run_id)
     .bind(lease.token)
+    .bind(t.step_count.map(i64::from))
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;

@@ -27,7 +27,7 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     // Opening it again (a restart) applies nothing and keeps the data.
     drop(store);
     let again = SqliteStore::connect(&format!("sqlite://{}", path.display()))
@@ -37,7 +37,7 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .fetch_one(again.pool())
         .await
         .unwrap();
-    assert_eq!(versions, 2);
+    assert_eq!(versions, 3);
 }
 
 #[tokio::test]
@@ -76,4 +76,55 @@ async fn a_schema_newer_than_the_build_is_refused() {
         err.contains("version 999") && err.contains("upgrade flow"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_file_of_an_older_schema_is_upgraded_with_its_runs_intact() {
+    use sqlx::{Connection, Executor};
+    let path = temp_file("older.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    {
+        // A file as version 2 left it, with a run half way through.
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        conn.execute(include_str!("../migrations/0001_init.sql"))
+            .await
+            .unwrap();
+        conn.execute(include_str!("../migrations/0002_structured_failures.sql"))
+            .await
+            .unwrap();
+        conn.execute(
+            "CREATE TABLE flow_schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+             INSERT INTO flow_schema_migrations VALUES (1, 0), (2, 0);
+             INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at,
+                                    error_kind, lost_by)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'f', 'e', 'sleeping', 5, 1,
+                     NULL, 'w1');
+             INSERT INTO flow_steps (run_id, key, position, kind, output, attempts, started_at,
+                                     finished_at)
+             VALUES ('00000000-0000-0000-0000-000000000001', 'a', 0, 'run', '1', 1, 1, 1),
+                    ('00000000-0000-0000-0000-000000000001', 'b', 1, 'run', '2', 1, 1, 1);",
+        )
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let (status, not_before, lost_by, step_count): (String, i64, String, i64) = sqlx::query_as(
+        "SELECT status, not_before, lost_by, step_count FROM flow_runs \
+         WHERE id = '00000000-0000-0000-0000-000000000001'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), not_before, lost_by.as_str(), step_count),
+        ("sleeping", 5, "w1", 2),
+        "the run keeps its row, and its step count is taken from its records"
+    );
+    sqlx::query("UPDATE flow_runs SET status = 'blocked'")
+        .execute(store.pool())
+        .await
+        .expect("the new status is allowed");
 }

@@ -3,7 +3,7 @@
 //! its writer, and what the driver must do next (park, hand back, stop).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -32,8 +32,11 @@ fn current_step() -> Option<String> {
 pub(crate) enum Stop {
     /// Another worker owns the run: drop it, write nothing.
     LeaseLost,
-    /// The run cannot go on (non-determinism, a limit, a refused write): fail it.
+    /// The run cannot go on (a limit, a refused write): fail it.
     Fail(Failure),
+    /// Its code does not replay its record: hold it as `blocked` until code that
+    /// does comes along.
+    Block(Failure),
     /// Hand the run back, claimable at once.
     Release,
 }
@@ -71,6 +74,9 @@ pub(crate) struct RunCore {
     /// on (microseconds of the worker's clock): the lease, less a margin.
     held_until: AtomicI64,
     committer: Committer,
+    /// Step records the run is known to have: loaded, plus those this execution
+    /// committed (see [`Transition::step_count`]).
+    step_count: AtomicU32,
     state: Mutex<RunState>,
     /// Signalled whenever the driver may have something to do.
     pub changed: Notify,
@@ -123,6 +129,7 @@ impl RunCore {
             lease_for,
             held_until: AtomicI64::new(i64::MIN),
             committer,
+            step_count: AtomicU32::new(0),
             state: Mutex::new(RunState::default()),
             changed: Notify::new(),
             ended: AtomicBool::new(false),
@@ -161,17 +168,25 @@ impl RunCore {
 
     /// Writes a transition of this run through the worker's group commit. One that
     /// goes on extends the lease, and so this execution's deadline.
-    pub async fn commit(&self, transition: Transition) -> Result<Committed, Error> {
+    pub async fn commit(&self, mut transition: Transition) -> Result<Committed, Error> {
         let goes_on = transition.next == Next::Continue;
+        // Two commits of this execution in flight at once both count from what was
+        // known before either: an undercount, never an overcount.
+        let count = (!transition.steps.is_empty())
+            .then(|| self.step_count.load(Ordering::SeqCst) + transition.steps.len() as u32);
+        transition.step_count = count;
         let before = self.clock.now();
         let result = self.committer.commit(self.lease.clone(), transition).await;
-        if goes_on
-            && matches!(
-                result,
-                Ok(Committed::Written | Committed::AlreadyRecorded(_))
-            )
-        {
-            self.lease_extended(before);
+        if matches!(
+            result,
+            Ok(Committed::Written | Committed::AlreadyRecorded(_))
+        ) {
+            if let Some(count) = count {
+                self.step_count.fetch_max(count, Ordering::SeqCst);
+            }
+            if goes_on {
+                self.lease_extended(before);
+            }
         }
         result
     }
@@ -233,8 +248,23 @@ impl RunCore {
         }
     }
 
-    /// Fills the memo from a resumed run's checkpoints.
-    pub fn load(&self, checkpoints: Checkpoints, lost_before: bool) {
+    /// Fills the memo from a resumed run's checkpoints; `step_count` is how many
+    /// the run is known to have. Fewer loaded means rows are missing: the run is
+    /// blocked rather than running their steps again.
+    pub fn load(&self, checkpoints: Checkpoints, lost_before: bool, step_count: u32) {
+        let loaded = checkpoints.steps.len() as u32;
+        self.step_count.store(loaded, Ordering::SeqCst);
+        if loaded < step_count {
+            self.block(
+                format!(
+                    "{} of the run's {step_count} step records are missing from the store \
+                     (were rows deleted or restored from an older backup?); the run is held \
+                     so that no completed step runs again",
+                    step_count - loaded
+                ),
+                None,
+            );
+        }
         let mut st = self.state();
         for (key, failed) in checkpoints.failed_attempts {
             st.failed.insert(key, failed);
@@ -256,6 +286,13 @@ impl RunCore {
             }
         }
         self.changed.notify_one();
+    }
+
+    /// Holds the run as `blocked`: its code does not replay its record.
+    pub fn block(&self, message: String, step: Option<&str>) {
+        let mut failure = Failure::new(FailureKind::Replay, message);
+        failure.step = step.map(str::to_owned);
+        self.stop(Stop::Block(failure));
     }
 
     /// Fails the run with a failure of `kind`.
@@ -374,19 +411,23 @@ impl RunCore {
             None => st.recorded_at.get(&position).map(|other| {
                 format!(
                     "replay called {} `{key}` at position {position}, but the record has \
-                     step `{other}` there",
-                    describe_kind(kind)
+                     {} `{other}` there",
+                    describe_kind(kind),
+                    st.recorded
+                        .get(other)
+                        .map_or("step", |rec| describe_kind(rec.kind))
                 )
             }),
         };
         if let Some(detail) = mismatch {
             drop(st);
-            self.fail(
-                FailureKind::Replay,
+            self.block(
                 format!(
                     "non-determinism in function `{}`: {detail}. Steps must be called in the \
                      same order on every execution: move what varies between executions \
-                     (clock, randomness, I/O) into a step, or use ctx.now() / ctx.uuid()",
+                     (clock, randomness, I/O) into a step, or use ctx.now() / ctx.uuid(). \
+                     The run is held as blocked until a worker whose code replays it takes \
+                     it up (roll the deploy back, or keep the old order for runs in flight)",
                     self.function_id
                 ),
                 Some(&key),

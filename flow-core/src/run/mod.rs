@@ -45,6 +45,13 @@ pub enum RunStatus {
     Sleeping,
     /// Parked until an event arrives.
     Waiting,
+    /// Held because its code no longer replays its record (a changed step order, a
+    /// recorded output that no longer deserializes, a missing record). The error
+    /// says why. It resumes, with nothing lost, once a worker's code replays it:
+    /// at once when a worker announces its function (a new deploy), else on a
+    /// backoff of up to six hours. An operator can also fail or cancel it
+    /// ([`Client::settle_blocked`](crate::Client::settle_blocked)).
+    Blocked,
     /// Finished with an output.
     Completed,
     /// Finished with an error.
@@ -61,6 +68,7 @@ impl RunStatus {
             RunStatus::Running => "running",
             RunStatus::Sleeping => "sleeping",
             RunStatus::Waiting => "waiting",
+            RunStatus::Blocked => "blocked",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -91,6 +99,7 @@ impl FromStr for RunStatus {
             "running" => RunStatus::Running,
             "sleeping" => RunStatus::Sleeping,
             "waiting" => RunStatus::Waiting,
+            "blocked" => RunStatus::Blocked,
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,

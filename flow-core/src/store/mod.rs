@@ -17,11 +17,12 @@ use crate::{Error, NewEvent, Now, RunId};
 pub use read::ReadStore;
 pub use records::{
     Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, HANDLER_KEY,
-    Lease, SendReceipt, StepRecord, Wakeup, Wakeups, handler_attempts, stored_error_message,
+    Lease, SendReceipt, Settle, StepRecord, Wakeup, Wakeups, handler_attempts,
+    stored_error_message,
 };
 pub use transition::{
-    Committed, Due, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate, Transition,
-    WakeOn,
+    Block, Committed, Due, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate,
+    Transition, WakeOn,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls
@@ -89,6 +90,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         max_lost: u32,
         now: Now,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Ends a blocked run by an operator's decision; `false` when the run is not
+    /// blocked (it never was, or a worker has resumed it meanwhile).
+    fn settle_blocked(
+        &self,
+        run: RunId,
+        settle: &Settle,
+        now: Now,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The earliest time something may become claimable for these functions: a due
     /// time, or another worker's lease expiring.

@@ -36,6 +36,10 @@ pub struct ClaimedRun {
     pub resumed: bool,
     /// How many workers in a row lost this run without a new checkpoint.
     pub lost_count: u32,
+    /// How many times in a row it was blocked without a new checkpoint.
+    pub blocked_count: u32,
+    /// How many step records it is known to have ([`Transition::step_count`](super::Transition::step_count)).
+    pub step_count: u32,
 }
 
 /// What a worker asks of [`Store::claim`](super::Store::claim).
@@ -182,3 +186,41 @@ pub enum Wakeup {
 
 /// The stream of [`Wakeup`]s a worker listens to.
 pub type Wakeups = Pin<Box<dyn Stream<Item = Wakeup> + Send>>;
+
+/// An operator's decision about a blocked run ([`Store::settle_blocked`](super::Store::settle_blocked)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// It fails (kind `replay`), with this reason beside the replay error.
+    Fail(String),
+    /// It is cancelled, with this reason.
+    Cancel(String),
+}
+
+impl Settle {
+    /// The status the run ends with.
+    pub fn status(&self) -> crate::RunStatus {
+        match self {
+            Settle::Fail(_) => crate::RunStatus::Failed,
+            Settle::Cancel(_) => crate::RunStatus::Cancelled,
+        }
+    }
+
+    /// The message stored on the run; the store appends the error it was blocked
+    /// with, as ` (blocked by: …)`.
+    pub fn message(&self) -> String {
+        let (verb, reason) = match self {
+            Settle::Fail(reason) => ("failed", reason),
+            Settle::Cancel(reason) => ("cancelled", reason),
+        };
+        crate::storable_message(&format!("{verb} by an operator while blocked: {reason}"))
+    }
+
+    /// The failure kind stored: the replay error's for a failed run, none for a
+    /// cancelled one.
+    pub fn kind(&self) -> Option<super::FailureKind> {
+        match self {
+            Settle::Fail(_) => Some(super::FailureKind::Replay),
+            Settle::Cancel(_) => None,
+        }
+    }
+}

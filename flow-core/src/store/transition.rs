@@ -20,6 +20,10 @@ pub struct Transition {
     /// The step the run starts executing, noted only for a run whose earlier workers
     /// were lost, so that the step can be named if the run gives up.
     pub executing: Option<String>,
+    /// How many step records the run has once this commits, as far as the writer
+    /// knows (never more than there are): a resumed run that loads fewer reports
+    /// the missing rows. The store keeps the largest count it was given.
+    pub step_count: Option<u32>,
     /// What the run does next.
     pub next: Next,
 }
@@ -34,6 +38,7 @@ impl Transition {
             steps: Vec::new(),
             failure: None,
             executing: None,
+            step_count: None,
             next,
         }
     }
@@ -64,6 +69,9 @@ pub enum Next {
     /// It is handed back, claimable at once (its worker is shutting down, or could
     /// not go on for a reason that another attempt may not have).
     Release,
+    /// It is held because its code does not replay its record; it is tried again
+    /// at the block's time, or sooner when a worker announces its function.
+    Block(Block),
     /// It ends.
     Finish(Outcome),
 }
@@ -89,6 +97,11 @@ impl Next {
                 update.status = RunStatus::Queued;
                 update.due = Due::Now;
             }
+            Next::Block(block) => {
+                update.status = RunStatus::Blocked;
+                update.due = Due::At(block.retry_at);
+                update.failure = Some(&block.failure);
+            }
             Next::Finish(outcome) => {
                 update.status = outcome.status();
                 match outcome {
@@ -104,6 +117,7 @@ impl Next {
     pub fn wake_at(&self) -> Option<DateTime<Utc>> {
         match self {
             Next::Park(park) => park.wake.at,
+            Next::Block(block) => Some(block.retry_at),
             _ => None,
         }
     }
@@ -118,7 +132,7 @@ pub struct RunUpdate<'a> {
     pub due: Due,
     /// The handler's output, when it completed.
     pub output: Option<&'a Value>,
-    /// Why it failed, when it failed.
+    /// Why it failed, when it failed; why it is held, when it is blocked.
     pub failure: Option<&'a Failure>,
 }
 
@@ -131,6 +145,15 @@ pub enum Due {
     Now,
     /// At this time.
     At(DateTime<Utc>),
+}
+
+/// A run held because its code does not replay its record ([`Next::Block`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    /// What did not replay (kind [`FailureKind::Replay`]), shown on the run.
+    pub failure: Failure,
+    /// When a worker tries it again, whether or not one announces its function.
+    pub retry_at: DateTime<Utc>,
 }
 
 /// A run that stops executing for now.

@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
@@ -15,8 +16,8 @@ use crate::function::HandlerOutcome;
 use crate::run::core::{Decision, RunCore, Stop};
 use crate::step::panic_message;
 use crate::store::{
-    ClaimedRun, Committed, FailedAttempt, Failure, FailureKind, HANDLER_KEY, Next, Outcome, Park,
-    Store, Transition,
+    Block, ClaimedRun, Committed, FailedAttempt, Failure, FailureKind, HANDLER_KEY, Next, Outcome,
+    Park, Store, Transition,
 };
 use crate::{Ctx, FunctionDef, Limits, StepError};
 
@@ -74,11 +75,13 @@ pub(crate) async fn drive<S: Store>(
     async {
         if claimed.resumed {
             match store.load(claimed.lease.run_id).await {
-                Ok(checkpoints) => core.load(checkpoints, claimed.lost_count > 0),
+                Ok(checkpoints) => {
+                    core.load(checkpoints, claimed.lost_count > 0, claimed.step_count)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "could not load checkpoints; handing the run back");
                     core.end();
-                    return settle(&core, End::Decided(Decision::Release)).await;
+                    return settle(&core, End::Decided(Decision::Release), 0).await;
                 }
             }
         }
@@ -126,15 +129,26 @@ pub(crate) async fn drive<S: Store>(
             ),
             other => other,
         };
-        settle(&core, end).await
+        settle(&core, end, claimed.blocked_count).await
     }
     .instrument(span)
     .await
 }
 
+/// How long a blocked run waits before a worker tries it again (unless one announces
+/// its function first): a minute, doubling with each block in a row, at most six
+/// hours. Trying costs a replay and no step body.
+fn blocked_retry(blocked_before: u32) -> Duration {
+    let max = Duration::from_secs(6 * 3600);
+    Duration::from_secs(60)
+        .checked_mul(1u32.checked_shl(blocked_before).unwrap_or(u32::MAX))
+        .map_or(max, |d| d.min(max))
+}
+
 /// What the run does next, from how its handler ended; `None` when it is no
 /// longer this worker's to write.
-fn transition_of(end: End, limits: &Limits) -> Option<(Transition, Exit)> {
+fn transition_of(end: End, core: &RunCore, blocked_before: u32) -> Option<(Transition, Exit)> {
+    let limits = &core.limits;
     let failed = |mut failure: Failure| {
         tracing::error!(error = %failure.message, kind = failure.kind.as_str(), "run failed");
         failure.message = crate::limits::storable_message(&failure.message);
@@ -172,6 +186,19 @@ fn transition_of(end: End, limits: &Limits) -> Option<(Transition, Exit)> {
             ))
         }
         End::Decided(Decision::Stop(Stop::Fail(failure))) => failed(failure),
+        End::Decided(Decision::Stop(Stop::Block(mut failure))) => {
+            let retry_at = later(core.clock.now(), blocked_retry(blocked_before));
+            tracing::error!(
+                error = %failure.message,
+                %retry_at,
+                "the run does not replay; it is held as blocked"
+            );
+            failure.message = crate::limits::storable_message(&failure.message);
+            Some((
+                Transition::next(Next::Block(Block { failure, retry_at })),
+                Exit::Parked,
+            ))
+        }
         End::Decided(Decision::Stop(Stop::LeaseLost)) => None,
         End::Decided(Decision::Stop(Stop::Release) | Decision::Release) => {
             tracing::info!("run handed back");
@@ -210,8 +237,8 @@ fn check_output(output: &Value, limits: &Limits) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn settle(core: &RunCore, end: End) -> Exit {
-    let Some((transition, exit)) = transition_of(end, &core.limits) else {
+async fn settle(core: &RunCore, end: End, blocked_before: u32) -> Exit {
+    let Some((transition, exit)) = transition_of(end, core, blocked_before) else {
         return Exit::Dropped;
     };
     match core.commit(transition).await {
@@ -225,5 +252,18 @@ async fn settle(core: &RunCore, end: End) -> Exit {
             tracing::error!(error = %e, "could not write the run's state; its lease will expire");
             Exit::Dropped
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_runs_are_retried_after_a_minute_doubling_to_six_hours() {
+        assert_eq!(blocked_retry(0), Duration::from_secs(60));
+        assert_eq!(blocked_retry(1), Duration::from_secs(120));
+        assert_eq!(blocked_retry(9), Duration::from_secs(6 * 3600));
+        assert_eq!(blocked_retry(u32::MAX), Duration::from_secs(6 * 3600));
     }
 }
