@@ -106,6 +106,15 @@ impl Store for AnyStore {
         delegate!(self, s => s.database_time().await)
     }
 
+    async fn detached(&self) -> Result<Self, Error> {
+        Ok(match self {
+            #[cfg(feature = "postgres")]
+            AnyStore::Postgres(s) => AnyStore::Postgres(s.detached().await?),
+            #[cfg(feature = "sqlite")]
+            AnyStore::Sqlite(s) => AnyStore::Sqlite(s.detached().await?),
+        })
+    }
+
     async fn wakeups(&self) -> Result<Wakeups, Error> {
         delegate!(self, s => s.wakeups().await)
     }

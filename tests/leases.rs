@@ -64,6 +64,73 @@ async fn a_live_worker_renews_its_lease_through_a_step_longer_than_the_lease() {
 // ---------------------------------------------------------------------------
 
 #[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/crunch")]
+struct Crunch {}
+
+static CRUNCH_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn crunch(_ctx: &Ctx) -> Result<u32, StepError> {
+    if CRUNCH_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+        // Blocks its thread past the lease, as CPU-bound work or a blocking call
+        // made without `spawn_blocking` does.
+        std::thread::sleep(Duration::from_secs(8));
+    }
+    Ok(1)
+}
+
+#[function(event = "test/crunch")]
+async fn crunch_numbers(ctx: &Ctx, _event: Crunch) -> Result<u32, FlowError> {
+    Ok(crunch(ctx).await?)
+}
+
+/// The lease is 6 s, the body blocks the runtime's only thread for 8 s.
+fn crunching(store: &flow::AnyStore) -> flow::WorkerBuilder<flow::AnyStore> {
+    common::worker(store)
+        .register::<crunch_numbers>()
+        .lease(Duration::from_secs(6))
+        .renew_every(Duration::from_secs(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_step_body_that_blocks_the_runtime_keeps_its_lease() {
+    let (store, url) = common::store().await;
+    let _blocked = common::spawn_worker(crunching(&store).worker_id("blocked")).await;
+    // Another worker, on a runtime and connections of its own: it takes the run
+    // over (and runs the step again) if the blocked worker's lease lapses.
+    let (stop_other, other_stopped) = tokio::sync::oneshot::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let store = <flow::AnyStore as flow::Connect>::connect(&url)
+                .await
+                .unwrap();
+            let worker = common::spawn_worker(crunching(&store).worker_id("other")).await;
+            let _ = other_stopped.await;
+            worker.stop().await.unwrap()
+        })
+    });
+
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Crunch {}).await.unwrap().runs[0].1;
+    assert_eq!(client.result::<u32>(run, WAIT).await.unwrap(), 1);
+    assert_eq!(
+        CRUNCH_RUNS.load(Ordering::SeqCst),
+        1,
+        "the lease was renewed while the body blocked: no other worker ran it"
+    );
+    let _ = stop_other.send(());
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/fenced")]
 struct Fenced {}
 

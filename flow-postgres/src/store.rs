@@ -412,6 +412,22 @@ impl Store for PgStore {
             .map_err(db_error)
     }
 
+    async fn detached(&self) -> Result<Self, Error> {
+        // A socket serves only the runtime it was opened on: the renewal thread's
+        // connections are its own. Two: a renewal and a clock reading never wait long.
+        let options = (*self.pool.connect_options()).clone();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(self.pool.options().get_acquire_timeout())
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        Ok(PgStore {
+            pool,
+            described: self.described.clone(),
+        })
+    }
+
     async fn wakeups(&self) -> Result<Wakeups, Error> {
         let mut listener = PgListener::connect_with(&self.pool)
             .await

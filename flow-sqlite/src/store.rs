@@ -411,6 +411,24 @@ impl Store for SqliteStore {
         Ok(Utc::now())
     }
 
+    async fn detached(&self) -> Result<Self, Error> {
+        // A connection handed back to the pool is returned by a task on the runtime
+        // that dropped it: a blocked runtime would keep the only connection. The
+        // renewal thread gets one of its own on the same file (writers take turns
+        // under the busy timeout).
+        let options = (*self.pool.connect_options()).clone();
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(db_error)?;
+        Ok(SqliteStore {
+            pool,
+            wakeups: self.wakeups.clone(),
+            described: self.described.clone(),
+        })
+    }
+
     async fn wakeups(&self) -> Result<Wakeups, Error> {
         let receiver = self.wakeups.subscribe();
         Ok(Box::pin(futures::stream::unfold(

@@ -111,6 +111,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// corrects its own readings by it.
     fn database_time(&self) -> impl Future<Output = Result<DateTime<Utc>, Error>> + Send;
 
+    /// The same database on connections of its own, opened on the runtime that
+    /// awaits this: a worker renews its leases with it on a thread of its own, where
+    /// step bodies that block their runtime's threads cannot delay renewals. The
+    /// default is a clone, for stores whose connections work from any runtime.
+    fn detached(&self) -> impl Future<Output = Result<Self, Error>> + Send {
+        std::future::ready(Ok(self.clone()))
+    }
+
     /// A stream of hints that work was added.
     fn wakeups(&self) -> impl Future<Output = Result<Wakeups, Error>> + Send;
 }

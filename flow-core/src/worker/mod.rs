@@ -345,7 +345,7 @@ impl<S: Store> Worker<S> {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, Error> {
-        sync_clock(&self.shared, true).await;
+        sync_clock(&self.shared, &self.shared.store, true).await;
         self.announce().await?;
         let shared = self.shared;
         let served = shared
@@ -364,8 +364,9 @@ impl<S: Store> Worker<S> {
 
         let mut background = JoinSet::new();
         background.spawn(listen(shared.clone()));
-        background.spawn(renew(shared.clone()));
         background.spawn(watch_leases(shared.clone()));
+        // Ends the renewal thread when dropped, however this returns.
+        let _renewal = spawn_renewal(shared.clone());
 
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Exit> = JoinSet::new();
@@ -680,13 +681,57 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
     }
 }
 
+/// Starts the renewal loop on a thread of its own, with a runtime and database
+/// connections of its own ([`Store::detached`]): a step body that blocks every
+/// thread of the worker's runtime (CPU work, blocking I/O without
+/// `spawn_blocking`) then cannot starve the renewals and lose its run's lease to
+/// another worker. The loop ends when the returned handle is dropped.
+fn spawn_renewal<S: Store>(shared: Arc<Shared<S>>) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("flow-renewal".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the renewal thread's runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let store = match shared.store.detached().await {
+                    Ok(store) => store,
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "could not open the renewal thread's connections; renewing on \
+                             the worker's own, which blocking step bodies can delay"
+                        );
+                        shared.store.clone()
+                    }
+                };
+                tokio::select! {
+                    () = renew(&shared, &store) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+    if let Err(e) = thread {
+        tracing::error!(error = %e, "could not start the renewal thread; leases will lapse");
+    }
+    stop
+}
+
 /// Renews, in one statement, exactly the leases of the executions this worker
 /// drives; an execution whose lease was not renewed is dropped.
-async fn renew<S: Store>(shared: Arc<Shared<S>>) {
+async fn renew<S: Store>(shared: &Shared<S>, store: &S) {
     loop {
         let next = later(shared.clock.now(), shared.config.renew_every);
         shared.clock.sleep_until(next).await;
-        sync_clock(&shared, false).await;
+        sync_clock(shared, store, false).await;
         // The executions driven now; only they are judged by this renewal (a run
         // claimed again meanwhile is a new execution with a new token).
         let driven: Vec<Arc<RunCore>> = lock(&shared.runs).values().cloned().collect();
@@ -695,8 +740,7 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
         }
         let leases: Vec<Lease> = driven.iter().map(|core| core.lease().clone()).collect();
         let started = shared.clock.now();
-        match shared
-            .store
+        match store
             .renew(&leases, shared.config.lease, shared.clock.store_now())
             .await
         {
@@ -721,13 +765,13 @@ async fn renew<S: Store>(shared: Arc<Shared<S>>) {
 /// the clock its queries compare them with: a machine a minute behind then neither
 /// ends sleeps early nor keeps runs past their lease. Nothing to do for a test
 /// clock, which drives the store itself. On failure the last offset holds.
-async fn sync_clock<S: Store>(shared: &Shared<S>, first: bool) {
+async fn sync_clock<S: Store>(shared: &Shared<S>, store: &S, first: bool) {
     let clock = &shared.clock;
     if !clock.follows_database() {
         return;
     }
     let before = clock.local_now();
-    match shared.store.database_time().await {
+    match store.database_time().await {
         Ok(database) => {
             let offset = clock.sync(before, database, clock.local_now());
             if first && offset.abs() > chrono::Duration::seconds(1) {
