@@ -550,3 +550,102 @@ async fn a_worker_that_cannot_renew_stops_its_runs_before_the_lease_lapses() {
     let report = running.stop().await.unwrap();
     assert!(report.lost >= 1, "{report:?}");
 }
+
+// ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/corrupt.step")]
+struct CorruptStep {}
+
+static CORRUPT_STORE: std::sync::OnceLock<AnyStore> = std::sync::OnceLock::new();
+static RECORD_RUNS: AtomicU32 = AtomicU32::new(0);
+static TRIP_TRIES: AtomicU32 = AtomicU32::new(0);
+
+#[step]
+async fn record_it(_ctx: &Ctx) -> Result<u32, StepError> {
+    Ok(RECORD_RUNS.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Its first attempt corrupts the recorded row of `record_it` and fails, so the
+/// run must load that row again.
+#[step(backoff(initial = "1ms", max = "2ms"))]
+async fn trip(ctx: &Ctx) -> Result<(), StepError> {
+    if TRIP_TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
+        let run = ctx.run_id().0;
+        match CORRUPT_STORE.get().unwrap() {
+            AnyStore::Postgres(pg) => {
+                sqlx::query("UPDATE flow.steps SET kind = 'bogus' WHERE run_id = $1")
+                    .bind(run)
+                    .execute(pg.pool())
+                    .await
+                    .unwrap();
+            }
+            AnyStore::Sqlite(lite) => {
+                sqlx::query("UPDATE flow_steps SET kind = 'bogus' WHERE run_id = ?")
+                    .bind(run.to_string())
+                    .execute(lite.pool())
+                    .await
+                    .unwrap();
+            }
+            _ => unreachable!("a backend this test does not know"),
+        }
+        return Err(StepError::retriable("again"));
+    }
+    Ok(())
+}
+
+#[function(event = "test/corrupt.step")]
+async fn corrupt_step(ctx: &Ctx, _event: CorruptStep) -> Result<(), FlowError> {
+    record_it(ctx).await?;
+    trip(ctx).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_that_does_not_read_fails_its_run_instead_of_looping() {
+    let (store, _) = common::store().await;
+    CORRUPT_STORE.set(store.clone()).ok();
+    let _worker = common::spawn_worker(common::worker(&store).register::<corrupt_step>()).await;
+    let client = flow::Client::new(store.clone());
+    let run = client.send(CorruptStep {}).await.unwrap().runs[0].1;
+    // The run's view holds the corrupt step too: reading it is an error that names
+    // the step, not a panic. The run's own row says how it ended.
+    common::eventually(WAIT, "the run to fail", || async {
+        run_row(&store, run).await.0 == "failed"
+    })
+    .await;
+    let (_, kind, error) = run_row(&store, run).await;
+    assert_eq!(kind.as_deref(), Some("storage"));
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("checkpoints") && error.contains("`record_it`") && error.contains("bogus"),
+        "the message says what does not read: {error}"
+    );
+    let read = client.run(run).await.unwrap_err().to_string();
+    assert!(
+        read.contains("`record_it`") && read.contains("bogus"),
+        "{read}"
+    );
+    assert_eq!(RECORD_RUNS.load(Ordering::SeqCst), 1, "no step ran again");
+}
+
+/// A run's status, failure kind and error, read from its row.
+async fn run_row(store: &AnyStore, run: RunId) -> (String, Option<String>, Option<String>) {
+    match store {
+        AnyStore::Postgres(pg) => {
+            sqlx::query_as("SELECT status, error_kind, error FROM flow.runs WHERE id = $1")
+                .bind(run.0)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap()
+        }
+        AnyStore::Sqlite(lite) => {
+            sqlx::query_as("SELECT status, error_kind, error FROM flow_runs WHERE id = ?")
+                .bind(run.0.to_string())
+                .fetch_one(lite.pool())
+                .await
+                .unwrap()
+        }
+        _ => unreachable!("a backend this test does not know"),
+    }
+}

@@ -174,8 +174,10 @@ async fn dedupe(
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;
-    let fresh: std::collections::HashSet<String> =
-        rows.iter().map(|r| r.get::<String, _>(0)).collect();
+    let fresh: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(db_error))
+        .collect::<Result<_, _>>()?;
     let seen: Vec<String> = pids
         .iter()
         .filter(|p| !fresh.contains(*p))
@@ -190,8 +192,8 @@ async fn dedupe(
         .await
         .map_err(db_error)?;
         for row in earlier {
-            let pid: String = row.get(0);
-            event_ids[first_of[pid.as_str()]] = EventId(row.get(1));
+            let pid: String = row.try_get(0).map_err(db_error)?;
+            event_ids[first_of[pid.as_str()]] = EventId(row.try_get(1).map_err(db_error)?);
         }
     }
     for (dup, first) in in_batch_duplicate {

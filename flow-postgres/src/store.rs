@@ -146,10 +146,10 @@ impl Store for PgStore {
         .map_err(db_error)?;
         let mut checkpoints = Checkpoints::default();
         for row in rows {
-            match row.get::<Option<i32>, _>("failed") {
+            match col::<Option<i32>>(&row, "failed")? {
                 Some(failed) => checkpoints
                     .failed_attempts
-                    .push((row.get("key"), failed as u32)),
+                    .push((col(&row, "key")?, failed as u32)),
                 None => checkpoints.steps.push(step_record(&row)?),
             }
         }
@@ -367,7 +367,10 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        if rows.iter().any(|r| r.get::<&str, _>(0) == "queued") {
+        if rows
+            .iter()
+            .any(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "queued"))
+        {
             self.notify().await?;
         }
         Ok(rows.len() as u64)
@@ -402,7 +405,7 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(db_error)
     }
 
     async fn database_time(&self) -> Result<DateTime<Utc>, Error> {
@@ -490,36 +493,38 @@ impl ReadStore for PgStore {
         .await
         .map_err(db_error)?
         .iter()
-        .map(|row| AttemptView {
-            step: row.get("key"),
-            attempt: row.get::<i32, _>("attempt") as u32,
-            error: stored_error_message(&row.get::<Value, _>("error")),
-            retry_at: row.get("retry_at"),
+        .map(|row| {
+            Ok(AttemptView {
+                step: col(row, "key")?,
+                attempt: col::<i32>(row, "attempt")? as u32,
+                error: stored_error_message(&col::<Value>(row, "error")?),
+                retry_at: col(row, "retry_at")?,
+            })
         })
-        .collect();
+        .collect::<Result<_, Error>>()?;
         Ok(Some(RunView {
-            id: RunId(row.get("id")),
-            function_id: row.get("function_id"),
-            event_id: EventId(row.get("event_id")),
-            status: row.get::<&str, _>("status").parse()?,
-            output: row.get("output"),
-            error: row.get("error"),
-            failure_kind: row
-                .get::<Option<&str>, _>("error_kind")
+            id: RunId(col(&row, "id")?),
+            function_id: col(&row, "function_id")?,
+            event_id: EventId(col(&row, "event_id")?),
+            status: col::<&str>(&row, "status")?.parse()?,
+            output: col(&row, "output")?,
+            error: col(&row, "error")?,
+            failure_kind: col::<Option<&str>>(&row, "error_kind")?
                 .map(str::parse)
                 .transpose()?,
-            failure_step: row.get("error_step"),
-            last_lost: row
-                .get::<Option<String>, _>("lost_by")
-                .map(|worker| LostLease {
+            failure_step: col(&row, "error_step")?,
+            last_lost: match col::<Option<String>>(&row, "lost_by")? {
+                Some(worker) => Some(LostLease {
                     worker,
-                    at: row.get("lost_at"),
-                    step: row.get("lost_step"),
-                    after_step: row.get("lost_after"),
+                    at: col(&row, "lost_at")?,
+                    step: col(&row, "lost_step")?,
+                    after_step: col(&row, "lost_after")?,
                 }),
-            created_at: row.get("created_at"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
+                None => None,
+            },
+            created_at: col(&row, "created_at")?,
+            started_at: col(&row, "started_at")?,
+            finished_at: col(&row, "finished_at")?,
             steps,
             handler_attempts: flow_core::store::handler_attempts(&failures),
             failures,
@@ -602,17 +607,31 @@ fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error>
     })
 }
 
+/// A step's record; an error names the step and what does not read.
 fn step_record(row: &PgRow) -> Result<StepRecord, Error> {
+    let key: String = col(row, "key")?;
+    read_step_record(row, key.clone()).map_err(|e| {
+        let detail = match e {
+            Error::Database(message) => message,
+            other => other.to_string(),
+        };
+        Error::Database(format!(
+            "the record of step `{key}` does not read: {detail}"
+        ))
+    })
+}
+
+fn read_step_record(row: &PgRow, key: String) -> Result<StepRecord, Error> {
     Ok(StepRecord {
-        key: row.get("key"),
-        position: row.get::<i32, _>("position") as u32,
-        kind: row.get::<&str, _>("kind").parse()?,
-        output: row.get("output"),
-        error: row.get("error"),
-        attempts: row.get::<i32, _>("attempts") as u32,
-        started_at: row.get("started_at"),
-        finished_at: row.get("finished_at"),
-        wake_at: row.get("wake_at"),
+        key,
+        position: col::<i32>(row, "position")? as u32,
+        kind: col::<&str>(row, "kind")?.parse()?,
+        output: col(row, "output")?,
+        error: col(row, "error")?,
+        attempts: col::<i32>(row, "attempts")? as u32,
+        started_at: col(row, "started_at")?,
+        finished_at: col(row, "finished_at")?,
+        wake_at: col(row, "wake_at")?,
     })
 }
 
@@ -754,4 +773,14 @@ fn wakeup_payloads(batch: &[(Lease, Transition)]) -> Vec<String> {
         payloads.push(at.timestamp_micros().to_string());
     }
     payloads
+}
+
+/// A column's value, or an error naming the column: a row that does not decode
+/// fails what reads it, never the worker or the client.
+fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name)
+        .map_err(|e| Error::Database(format!("column `{name}` does not read: {e}")))
 }

@@ -263,15 +263,15 @@ impl Store for SqliteStore {
         .map(step_record)
         .collect::<Result<Vec<_>, _>>()?;
         let failed_attempts = sqlx::query(
-            "SELECT key, max(attempt) FROM flow_attempts WHERE run_id = ? GROUP BY key",
+            "SELECT key, max(attempt) AS failed FROM flow_attempts WHERE run_id = ? GROUP BY key",
         )
         .bind(run.0.to_string())
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?
         .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u32))
-        .collect();
+        .map(|r| Ok((col::<String>(r, "key")?, col::<i64>(r, "failed")? as u32)))
+        .collect::<Result<_, Error>>()?;
         Ok(Checkpoints {
             steps,
             failed_attempts,
@@ -365,7 +365,10 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        if rows.iter().any(|r| r.get::<&str, _>(0) == "queued") {
+        if rows
+            .iter()
+            .any(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "queued"))
+        {
             self.wake(Wakeup::Now);
         }
         Ok(rows.len() as u64)
@@ -491,39 +494,38 @@ impl ReadStore for SqliteStore {
         .iter()
         .map(|r| {
             Ok(AttemptView {
-                step: r.get("key"),
-                attempt: r.get::<i64, _>("attempt") as u32,
-                error: stored_error_message(&parse_json(r.get("error"))?),
-                retry_at: time(r.get("retry_at")),
+                step: col(r, "key")?,
+                attempt: col::<i64>(r, "attempt")? as u32,
+                error: stored_error_message(&parse_json(col(r, "error")?)?),
+                retry_at: time(col(r, "retry_at")?),
             })
         })
         .collect::<Result<Vec<_>, Error>>()?;
         Ok(Some(RunView {
             id,
-            function_id: row.get("function_id"),
-            event_id: EventId(uuid(row.get("event_id"))?),
-            status: row.get::<&str, _>("status").parse()?,
-            output: row
-                .get::<Option<&str>, _>("output")
+            function_id: col(&row, "function_id")?,
+            event_id: EventId(uuid(col(&row, "event_id")?)?),
+            status: col::<&str>(&row, "status")?.parse()?,
+            output: col::<Option<&str>>(&row, "output")?
                 .map(parse_json)
                 .transpose()?,
-            error: row.get("error"),
-            failure_kind: row
-                .get::<Option<&str>, _>("error_kind")
+            error: col(&row, "error")?,
+            failure_kind: col::<Option<&str>>(&row, "error_kind")?
                 .map(str::parse)
                 .transpose()?,
-            failure_step: row.get("error_step"),
-            last_lost: row
-                .get::<Option<String>, _>("lost_by")
-                .map(|worker| LostLease {
+            failure_step: col(&row, "error_step")?,
+            last_lost: match col::<Option<String>>(&row, "lost_by")? {
+                Some(worker) => Some(LostLease {
                     worker,
-                    at: time(row.get::<Option<i64>, _>("lost_at").unwrap_or_default()),
-                    step: row.get("lost_step"),
-                    after_step: row.get("lost_after"),
+                    at: time(col::<Option<i64>>(&row, "lost_at")?.unwrap_or_default()),
+                    step: col(&row, "lost_step")?,
+                    after_step: col(&row, "lost_after")?,
                 }),
-            created_at: time(row.get("created_at")),
-            started_at: row.get::<Option<i64>, _>("started_at").map(time),
-            finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
+                None => None,
+            },
+            created_at: time(col(&row, "created_at")?),
+            started_at: col::<Option<i64>>(&row, "started_at")?.map(time),
+            finished_at: col::<Option<i64>>(&row, "finished_at")?.map(time),
             steps,
             handler_attempts: flow_core::store::handler_attempts(&failures),
             failures,
@@ -574,23 +576,35 @@ async fn claimed_run(
     })
 }
 
+/// A step's record; an error names the step and what does not read.
 fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
+    let key: String = col(row, "key")?;
+    read_step_record(row, key.clone()).map_err(|e| {
+        let detail = match e {
+            Error::Database(message) => message,
+            other => other.to_string(),
+        };
+        Error::Database(format!(
+            "the record of step `{key}` does not read: {detail}"
+        ))
+    })
+}
+
+fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {
     Ok(StepRecord {
-        key: row.get("key"),
-        position: row.get::<i64, _>("position") as u32,
-        kind: row.get::<&str, _>("kind").parse()?,
-        output: row
-            .get::<Option<&str>, _>("output")
+        key,
+        position: col::<i64>(row, "position")? as u32,
+        kind: col::<&str>(row, "kind")?.parse()?,
+        output: col::<Option<&str>>(row, "output")?
             .map(parse_json)
             .transpose()?,
-        error: row
-            .get::<Option<&str>, _>("error")
+        error: col::<Option<&str>>(row, "error")?
             .map(parse_json)
             .transpose()?,
-        attempts: row.get::<i64, _>("attempts") as u32,
-        started_at: time(row.get("started_at")),
-        finished_at: time(row.get("finished_at")),
-        wake_at: row.get::<Option<i64>, _>("wake_at").map(time),
+        attempts: col::<i64>(row, "attempts")? as u32,
+        started_at: time(col(row, "started_at")?),
+        finished_at: time(col(row, "finished_at")?),
+        wake_at: col::<Option<i64>>(row, "wake_at")?.map(time),
     })
 }
 
@@ -695,4 +709,14 @@ async fn commit_one(
     } else {
         Committed::AlreadyRecorded(recorded)
     })
+}
+
+/// A column's value, or an error naming the column: a row that does not decode
+/// fails what reads it, never the worker or the client.
+fn col<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, Error>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name)
+        .map_err(|e| Error::Database(format!("column `{name}` does not read: {e}")))
 }

@@ -78,10 +78,20 @@ pub(crate) async fn drive<S: Store>(
                 Ok(checkpoints) => {
                     core.load(checkpoints, claimed.lost_count > 0, claimed.step_count)
                 }
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     tracing::error!(error = %e, "could not load checkpoints; handing the run back");
                     core.end();
                     return settle(&core, End::Decided(Decision::Release), 0).await;
+                }
+                Err(e) => {
+                    // Handing it back would only load the same rows again, forever.
+                    core.end();
+                    let failure = Failure::new(
+                        FailureKind::Storage,
+                        format!("flow could not read this run's checkpoints: {e}"),
+                    );
+                    return settle(&core, End::Decided(Decision::Stop(Stop::Fail(failure))), 0)
+                        .await;
                 }
             }
         }
