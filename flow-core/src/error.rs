@@ -342,6 +342,89 @@ mod opt_millis {
     }
 }
 
+/// What a `#[step]` body may fail with: [`StepError`], or any `std::error::Error`
+/// (retriable). Implement it for an error type of your own that is neither, to say
+/// which of its values are worth a retry. `#[step]` converts the body's error
+/// through it, so a type that cannot be converted is one error at the type.
+///
+/// ```
+/// use flow_core::{StepError, StepFailure};
+///
+/// #[derive(Debug)]
+/// enum Charge { Declined, Timeout }
+///
+/// impl StepFailure for Charge {
+///     fn into_step_error(self) -> StepError {
+///         match self {
+///             Charge::Declined => StepError::fatal("card declined"),
+///             Charge::Timeout => StepError::retriable("payment provider timed out"),
+///         }
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a step cannot fail with `{Self}`: a step fails with `StepError` or a type that implements `std::error::Error + Send + Sync + 'static`",
+    label = "not an error a step can fail with",
+    note = "write `Result<T, StepError>` and convert with `.map_err(StepError::retriable)` (or `StepError::fatal`), or implement `std::error::Error` or `flow::StepFailure` for your own type; handlers fail with `FlowError`, steps with `StepError`"
+)]
+pub trait StepFailure {
+    /// The error as the step stores it.
+    fn into_step_error(self) -> StepError;
+}
+
+// Not listed in errors: the trait's own message says what to write.
+#[diagnostic::do_not_recommend]
+impl StepFailure for StepError {
+    fn into_step_error(self) -> StepError {
+        self
+    }
+}
+
+// Not listed in errors: the trait's own message says what to write.
+#[diagnostic::do_not_recommend]
+impl<E: std::error::Error + Send + Sync + 'static> StepFailure for E {
+    fn into_step_error(self) -> StepError {
+        StepError::from(self)
+    }
+}
+
+/// What a `#[function]` handler may fail with: [`FlowError`], a step's
+/// [`StepError`], or any `std::error::Error` (retried with the function's policy).
+/// Implement it for an error type of your own that is neither.
+#[diagnostic::on_unimplemented(
+    message = "a #[function] handler cannot fail with `{Self}`: it fails with `FlowError` or a type that implements `std::error::Error + Send + Sync + 'static`",
+    label = "not an error a handler can fail with",
+    note = "write `Result<T, FlowError>`: `?` converts step errors and any `std::error::Error`; for other values use `FlowError::new(..)` (retried) or `FlowError::fatal(..)`, or implement `flow::HandlerFailure` for your own type"
+)]
+pub trait HandlerFailure {
+    /// The error as the handler's outcome carries it.
+    fn into_flow_error(self) -> FlowError;
+}
+
+// Not listed in errors: the trait's own message says what to write.
+#[diagnostic::do_not_recommend]
+impl HandlerFailure for FlowError {
+    fn into_flow_error(self) -> FlowError {
+        self
+    }
+}
+
+// Not listed in errors: the trait's own message says what to write.
+#[diagnostic::do_not_recommend]
+impl HandlerFailure for StepError {
+    fn into_flow_error(self) -> FlowError {
+        FlowError::from(self)
+    }
+}
+
+// Not listed in errors: the trait's own message says what to write.
+#[diagnostic::do_not_recommend]
+impl<E: std::error::Error + Send + Sync + 'static> HandlerFailure for E {
+    fn into_flow_error(self) -> FlowError {
+        FlowError::from(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub mod __private;
 pub use client::{Client, prepare};
 pub use clock::{Clock, ManualClock, Now, SystemClock, later};
 pub use ctx::Ctx;
-pub use error::{Error, FlowError, StepError, StepErrorKind};
+pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
 pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
 pub use limits::{ERROR_MESSAGE_BYTES, Limits, find_nul, storable_message};

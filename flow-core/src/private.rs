@@ -38,7 +38,7 @@ pub fn decode_event<E: Event>(data: Value) -> Result<E, Failure> {
 }
 
 /// Turns a handler's result into what the driver stores.
-pub fn handler_outcome<T: Serialize, E: Into<FlowError>>(result: Result<T, E>) -> HandlerOutcome {
+pub fn handler_outcome<T: Serialize>(result: Result<T, FlowError>) -> HandlerOutcome {
     match result {
         Ok(output) => match serde_json::to_value(output) {
             Ok(value) => HandlerOutcome::Completed(value),
@@ -47,18 +47,15 @@ pub fn handler_outcome<T: Serialize, E: Into<FlowError>>(result: Result<T, E>) -
                 format!("the handler's output does not serialize: {e}"),
             )),
         },
-        Err(error) => {
-            let error = error.into();
-            match error.step() {
-                Some(step) => HandlerOutcome::Failed(
-                    Failure::new(FailureKind::Step, error.message()).in_step(step),
-                ),
-                None if error.is_fatal() => {
-                    HandlerOutcome::Failed(Failure::new(FailureKind::Handler, error.message()))
-                }
-                None => HandlerOutcome::Retry(Failure::new(FailureKind::Handler, error.message())),
+        Err(error) => match error.step() {
+            Some(step) => HandlerOutcome::Failed(
+                Failure::new(FailureKind::Step, error.message()).in_step(step),
+            ),
+            None if error.is_fatal() => {
+                HandlerOutcome::Failed(Failure::new(FailureKind::Handler, error.message()))
             }
-        }
+            None => HandlerOutcome::Retry(Failure::new(FailureKind::Handler, error.message())),
+        },
     }
 }
 

@@ -19,6 +19,7 @@ pub fn function(
         name,
         event,
         output,
+        error,
     } = model;
     let vis = &item.vis;
     let id = args
@@ -69,6 +70,16 @@ pub fn function(
     let ctx = Ident::new("__flow_ctx", Span::mixed_site());
     let data = Ident::new("__flow_data", Span::mixed_site());
     let decoded = Ident::new("__flow_event", Span::mixed_site());
+    let result = Ident::new("__flow_result", Span::mixed_site());
+    // Spanned at the user's error type: an error type a handler cannot fail with
+    // is one error there.
+    let failure = Ident::new(
+        "__flow_failure",
+        Span::mixed_site().located_at(error.span()),
+    );
+    let into_flow_error = quote_spanned! {error.span()=>
+        <#error as ::flow::HandlerFailure>::into_flow_error(#failure)
+    };
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
             let #decoded = match ::flow::__private::decode_event::<#event>(#data) {
@@ -77,7 +88,11 @@ pub fn function(
                     return ::flow::__private::HandlerOutcome::Failed(problem);
                 }
             };
-            ::flow::__private::handler_outcome(#name(&#ctx, #decoded).await)
+            let #result = #name(&#ctx, #decoded).await;
+            ::flow::__private::handler_outcome(match #result {
+                ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
+                ::core::result::Result::Err(#failure) => ::core::result::Result::Err(#into_flow_error),
+            })
         })
     };
 
@@ -156,6 +171,16 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     // mixed-site, which would move trait errors of the output type from the user's
     // tokens to the attribute.
     let call = Ident::new("__flow_call", Span::call_site());
+    let result = Ident::new("__flow_result", Span::mixed_site());
+    // Spanned at the user's error type: an error type a step cannot fail with is
+    // one error there, not several inside the generated call.
+    let failure = Ident::new(
+        "__flow_failure",
+        Span::mixed_site().located_at(error.span()),
+    );
+    let into_step_error = quote_spanned! {error.span()=>
+        <#error as ::flow::StepFailure>::into_step_error(#failure)
+    };
     quote! {
         #(#attrs)*
         #vis fn #name #generics (#inputs) -> #returns #where_clause {
@@ -169,7 +194,13 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
             );
             async move {
                 #call
-                    .run::<#output, #error, _>(async move #block)
+                    .run::<#output, ::flow::__private::StepError, _>(async move {
+                        let #result: ::core::result::Result<#output, #error> = async move #block.await;
+                        match #result {
+                            ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
+                            ::core::result::Result::Err(#failure) => ::core::result::Result::Err(#into_step_error),
+                        }
+                    })
                     .await
             }
         }

@@ -11,6 +11,7 @@ pub struct Handler<'a> {
     pub name: &'a Ident,
     pub event: &'a Type,
     pub output: &'a Type,
+    pub error: &'a Type,
 }
 
 /// A step: `async fn name(ctx: &Ctx, args…) -> Result<T, E>`.
@@ -78,11 +79,13 @@ pub fn handler<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Handler<'a>>
              pass anything else through the event, or make it a global",
         );
     }
-    let (output, _) = result_types(&sig.output, &sig.ident, "#[function]", "FlowError", errors)?;
+    let (output, error) =
+        result_types(&sig.output, &sig.ident, "#[function]", "FlowError", errors)?;
     Some(Handler {
         name: &sig.ident,
         event: event?,
         output,
+        error,
     })
 }
 
