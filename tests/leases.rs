@@ -251,7 +251,12 @@ async fn graceful_shutdown_lets_the_running_step_finish_and_hands_the_run_back()
     let stopping = tokio::spawn(worker.stop());
     FINISH_STEP.notify_one();
     let report = stopping.await.unwrap().unwrap();
-    assert_eq!((report.released, report.finished), (1, 0), "{report:?}");
+    // Handed back once; or twice, when a claim already in flight as the shutdown
+    // began took the run again (and handed it straight back).
+    assert!(
+        report.finished == 0 && (1..=2).contains(&report.released),
+        "{report:?}"
+    );
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!(view.status, RunStatus::Queued);
     assert_eq!(view.steps.len(), 1, "the in-flight step was checkpointed");

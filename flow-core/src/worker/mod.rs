@@ -539,7 +539,10 @@ async fn claim_loop<S: Store>(
 
         let free = shared.config.concurrency.saturating_sub(tasks.len());
         let mut claimed_all = false;
-        if free > 0 {
+        // Looked at again just before claiming, after the recovery statement: a run
+        // handed back by a shutdown that began meanwhile is left to other workers.
+        // (A claim already in flight when it begins hands its runs back at once.)
+        if free > 0 && !shared.shutting_down.load(Ordering::SeqCst) {
             let request = ClaimRequest {
                 owner: &shared.owner,
                 functions: &functions,
@@ -770,21 +773,44 @@ async fn sync_clock<S: Store>(shared: &Shared<S>, store: &S, first: bool) {
     if !clock.follows_database() {
         return;
     }
-    let before = clock.local_now();
-    match store.database_time().await {
-        Ok(database) => {
-            let offset = clock.sync(before, database, clock.local_now());
-            if first && offset.abs() > chrono::Duration::seconds(1) {
-                tracing::warn!(
-                    offset_ms = offset.num_milliseconds(),
-                    "this machine's clock is off the database's; flow corrects its readings by \
-                     the database's clock, but the machine's should be fixed (NTP)"
-                );
+    // Of a few readings, the one with the shortest round trip: the first may
+    // include opening a connection, which would skew "half way" by tens of ms.
+    let mut best: Option<(chrono::Duration, Reading)> = None;
+    for _ in 0..CLOCK_READINGS {
+        let before = clock.local_now();
+        match store.database_time().await {
+            Ok(database) => {
+                let after = clock.local_now();
+                let round_trip = after - before;
+                if best.is_none_or(|(shortest, ..)| round_trip < shortest) {
+                    best = Some((round_trip, (before, database, after)));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the database's clock");
+                break;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not read the database's clock"),
+    }
+    let Some((_, (before, database, after))) = best else {
+        return;
+    };
+    let offset = clock.sync(before, database, after);
+    if first && offset.abs() > chrono::Duration::seconds(1) {
+        tracing::warn!(
+            offset_ms = offset.num_milliseconds(),
+            "this machine's clock is off the database's; flow corrects its readings by \
+             the database's clock, but the machine's should be fixed (NTP)"
+        );
     }
 }
+
+/// Readings of the database's clock per measurement of the offset.
+const CLOCK_READINGS: usize = 3;
+
+/// This machine's clock before a reading of the database's, the reading, and this
+/// machine's clock after it.
+type Reading = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 
 /// Stops every execution whose local lease deadline passed without a renewal (the
 /// database unreachable, the renewals failing): the lease is about to lapse, and
