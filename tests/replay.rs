@@ -96,6 +96,36 @@ async fn a_step_inside_a_step_fails_the_run_naming_both() {
     assert!(view.steps.is_empty(), "nothing was checkpointed");
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/nap.in.step")]
+struct NapInStep {}
+
+#[step]
+async fn wait_for_payment(ctx: &Ctx) -> Result<(), StepError> {
+    ctx.sleep("grace", Duration::from_secs(60)).await
+}
+
+#[function(event = "test/nap.in.step")]
+async fn nap_in_step(ctx: &Ctx, _event: NapInStep) -> Result<(), FlowError> {
+    Ok(wait_for_payment(ctx).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_inside_a_step_fails_the_run_saying_where_sleeps_go() {
+    let (store, _) = common::store().await;
+    let _worker = common::spawn_worker(common::worker(&store).register::<nap_in_step>()).await;
+    let client = flow::Client::new(store);
+    let run = client.send(NapInStep {}).await.unwrap().runs[0].1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.unwrap();
+    assert!(
+        error.contains("sleep `grace` was called inside the body of step `wait_for_payment`")
+            && error.contains("from the function body between steps"),
+        "{error}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 
 #[derive(Event, Serialize, Deserialize)]

@@ -157,15 +157,35 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     };
     let backoff = backoff_override(&args.backoff);
     let generics = &sig.generics;
-    let where_clause = &sig.generics.where_clause;
+    // A generic step gets what its output and error must be as bounds of its own,
+    // so its body compiles and a caller whose type falls short is told at the call.
+    let mut where_clause = sig.generics.where_clause.clone();
+    let generic = !generics.params.is_empty();
+    if generic {
+        let clause = where_clause.get_or_insert_with(|| syn::WhereClause {
+            where_token: Default::default(),
+            predicates: Default::default(),
+        });
+        clause
+            .predicates
+            .push(syn::parse_quote!(#output: ::flow::__private::Output));
+        clause
+            .predicates
+            .push(syn::parse_quote!(#error: ::flow::StepFailure + ::core::marker::Send));
+    }
+    let where_clause = &where_clause;
     let inputs = &sig.inputs;
     // Spanned at the fn name: a step whose future is not `Send` is reported there.
     let returns = quote_spanned! {name.span()=>
         impl ::core::future::Future<Output = ::core::result::Result<#output, ::flow::__private::StepError>>
             + ::core::marker::Send
     };
-    let output_check = quote_spanned! {output.span()=>
-        let _ = ::flow::__private::assert_output::<#output>;
+    let output_check = if generic {
+        TokenStream::new()
+    } else {
+        quote_spanned! {output.span()=>
+            let _ = ::flow::__private::assert_output::<#output>;
+        }
     };
     // Prefixed: the body may use any other name (`call`, `ctx2`, `event`). Not
     // mixed-site, which would move trait errors of the output type from the user's

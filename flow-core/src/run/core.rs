@@ -371,10 +371,24 @@ impl RunCore {
             drop(st);
             self.fail(
                 FailureKind::Usage,
-                format!(
-                    "step `{key}` was called inside the body of step `{outer}`; steps cannot \
-                     nest: call `{key}` from the function body, or make it a plain async fn"
-                ),
+                match kind {
+                    StepKind::Sleep => format!(
+                        "sleep `{key}` was called inside the body of step `{outer}`; a step \
+                         body cannot sleep durably (the run cannot park while a body runs): \
+                         call ctx.sleep from the function body between steps, or use \
+                         tokio::time::sleep for a short wait inside the step"
+                    ),
+                    StepKind::Now => format!(
+                        "ctx.now() was called inside the body of step `{outer}`; a step body \
+                         runs once, so read the clock directly there (chrono::Utc::now()), or \
+                         call ctx.now() from the function body"
+                    ),
+                    StepKind::Run => format!(
+                        "step `{key}` was called inside the body of step `{outer}`; steps \
+                         cannot nest: call `{key}` from the function body, or make it a plain \
+                         async fn"
+                    ),
+                },
                 Some(&outer),
             );
             return (key, position, Resolution::Halt);
