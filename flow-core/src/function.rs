@@ -21,6 +21,33 @@ pub enum HandlerOutcome {
     Retry(crate::store::Failure),
 }
 
+impl HandlerOutcome {
+    /// A handler's result as the driver stores it: its output as JSON, or how its
+    /// error ends the run (a propagated step error and a fatal one fail it; any
+    /// other is tried again).
+    pub fn of<T: crate::Storable>(result: Result<T, crate::FlowError>) -> HandlerOutcome {
+        use crate::store::{Failure, FailureKind};
+        match result {
+            Ok(output) => match serde_json::to_value(output) {
+                Ok(value) => HandlerOutcome::Completed(value),
+                Err(e) => HandlerOutcome::Failed(Failure::new(
+                    FailureKind::Handler,
+                    format!("the handler's output does not serialize: {e}"),
+                )),
+            },
+            Err(error) => match error.step() {
+                Some(step) => HandlerOutcome::Failed(
+                    Failure::new(FailureKind::Step, error.message()).in_step(step),
+                ),
+                None if error.is_fatal() => {
+                    HandlerOutcome::Failed(Failure::new(FailureKind::Handler, error.message()))
+                }
+                None => HandlerOutcome::Retry(Failure::new(FailureKind::Handler, error.message())),
+            },
+        }
+    }
+}
+
 /// The type-erased entry point the macro generates for a handler.
 pub type HandlerFn = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
 

@@ -33,7 +33,7 @@ pub use ctx::Ctx;
 pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
 pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
-pub use limits::{ERROR_MESSAGE_BYTES, Limits, find_nul, storable_message};
+pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_message};
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::StepCall;

@@ -121,6 +121,21 @@ impl Default for Limits {
     }
 }
 
+/// What flow can store as a step's or a handler's output: serialized to JSON and
+/// read back on replay, and sent between threads. Implemented for every type that
+/// is `Serialize + DeserializeOwned + Send + 'static`; the macros require it of
+/// outputs, with a message that names both derives.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a step or function output: it must be Serialize + Deserialize",
+    label = "not serializable",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or return a type that has them"
+)]
+pub trait Storable: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+// Not shown in errors: the trait's own message names both derives at once.
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Storable for T {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,6 @@ pub use inventory;
 pub use serde_json::Value;
 pub use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::store::{Failure, FailureKind};
 
 /// Starts a step call: its key and position are taken now, at call time.
@@ -21,14 +18,19 @@ pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall 
 
 /// Reads a run's event data into the handler's event type, naming the type and
 /// the serde path of what does not fit.
-pub fn decode_event<E: Event>(data: Value) -> Result<E, Failure> {
+/// `name` is `<E as Event>::NAME`, which the macro spans at the user's event type:
+/// a type that is not an event is then one error there, not a second one here.
+pub fn decode_event<E: serde::de::DeserializeOwned>(
+    data: Value,
+    name: &'static str,
+) -> Result<E, Failure> {
     serde_path_to_error::deserialize::<_, E>(data).map_err(|e| {
         let path = e.path().to_string();
         Failure::new(
             FailureKind::Event,
             format!(
                 "the data of event `{}` does not deserialize into `{}`: at `{}`: {}",
-                E::NAME,
+                name,
                 std::any::type_name::<E>(),
                 path,
                 e.into_inner()
@@ -36,40 +38,6 @@ pub fn decode_event<E: Event>(data: Value) -> Result<E, Failure> {
         )
     })
 }
-
-/// Turns a handler's result into what the driver stores.
-pub fn handler_outcome<T: Serialize>(result: Result<T, FlowError>) -> HandlerOutcome {
-    match result {
-        Ok(output) => match serde_json::to_value(output) {
-            Ok(value) => HandlerOutcome::Completed(value),
-            Err(e) => HandlerOutcome::Failed(Failure::new(
-                FailureKind::Handler,
-                format!("the handler's output does not serialize: {e}"),
-            )),
-        },
-        Err(error) => match error.step() {
-            Some(step) => HandlerOutcome::Failed(
-                Failure::new(FailureKind::Step, error.message()).in_step(step),
-            ),
-            None if error.is_fatal() => {
-                HandlerOutcome::Failed(Failure::new(FailureKind::Handler, error.message()))
-            }
-            None => HandlerOutcome::Retry(Failure::new(FailureKind::Handler, error.message())),
-        },
-    }
-}
-
-/// Outputs of steps and handlers: stored as JSON and read back.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a step or function output: it must be Serialize + Deserialize",
-    label = "not serializable",
-    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or return a type that has them"
-)]
-pub trait Output: Serialize + DeserializeOwned + Send + 'static {}
-impl<T: Serialize + DeserializeOwned + Send + 'static> Output for T {}
-
-/// Spanned at the user's return type by the macros.
-pub fn assert_output<T: Output>() {}
 
 /// The name `#[derive(Event)]` gives a type whose `#[event(name)]` it refused (and
 /// reported), so that `#[function]` does not report the same mistake again.

@@ -59,7 +59,8 @@ impl StepCall {
     /// Runs the body (unless the record has the result) and checkpoints it.
     pub async fn run<T, E, Fut>(self, body: Fut) -> Result<T, StepError>
     where
-        T: Serialize + DeserializeOwned + Send + 'static,
+        // One bound with flow's message, which the macro spans at the user's type.
+        T: crate::Storable,
         E: Into<StepError>,
         Fut: Future<Output = Result<T, E>>,
     {

@@ -58,9 +58,6 @@ pub fn function(
             }
         };
     };
-    let output_check = quote_spanned! {output.span()=>
-        let _ = ::flow::__private::assert_output::<#output>;
-    };
     // Spanned at the fn name: a handler future that is not `Send` is reported there.
     // The locals are interpolated with call-site spans, so that a name coming from
     // another macro's expansion (another hygiene context) still finds them.
@@ -71,6 +68,11 @@ pub fn function(
     let data = Ident::new("__flow_data", Span::mixed_site());
     let decoded = Ident::new("__flow_event", Span::mixed_site());
     let result = Ident::new("__flow_result", Span::mixed_site());
+    // Spanned at the user's output type: an output that cannot be stored is one
+    // error there.
+    let outcome = quote_spanned! {output.span()=>
+        ::flow::HandlerOutcome::of::<#output>(#result)
+    };
     // Spanned at the user's error type: an error type a handler cannot fail with
     // is one error there.
     let failure = Ident::new(
@@ -80,19 +82,21 @@ pub fn function(
     let into_flow_error = quote_spanned! {error.span()=>
         <#error as ::flow::HandlerFailure>::into_flow_error(#failure)
     };
+    let event_name = quote_spanned! {event.span()=> <#event as ::flow::Event>::NAME };
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
-            let #decoded = match ::flow::__private::decode_event::<#event>(#data) {
+            let #decoded = match ::flow::__private::decode_event::<#event>(#data, #event_name) {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
                     return ::flow::__private::HandlerOutcome::Failed(problem);
                 }
             };
             let #result = #name(&#ctx, #decoded).await;
-            ::flow::__private::handler_outcome(match #result {
+            let #result = match #result {
                 ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
                 ::core::result::Result::Err(#failure) => ::core::result::Result::Err(#into_flow_error),
-            })
+            };
+            #outcome
         })
     };
 
@@ -111,7 +115,6 @@ pub fn function(
             ) -> ::core::pin::Pin<::std::boxed::Box<
                 dyn ::core::future::Future<Output = ::flow::__private::HandlerOutcome> + ::core::marker::Send,
             >> {
-                #output_check
                 #boxed
             }
         }
@@ -168,7 +171,7 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
         });
         clause
             .predicates
-            .push(syn::parse_quote!(#output: ::flow::__private::Output));
+            .push(syn::parse_quote!(#output: ::flow::Storable));
         clause
             .predicates
             .push(syn::parse_quote!(#error: ::flow::StepFailure + ::core::marker::Send));
@@ -180,17 +183,16 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
         impl ::core::future::Future<Output = ::core::result::Result<#output, ::flow::__private::StepError>>
             + ::core::marker::Send
     };
-    let output_check = if generic {
-        TokenStream::new()
-    } else {
-        quote_spanned! {output.span()=>
-            let _ = ::flow::__private::assert_output::<#output>;
-        }
-    };
     // Prefixed: the body may use any other name (`call`, `ctx2`, `event`). Not
     // mixed-site, which would move trait errors of the output type from the user's
     // tokens to the attribute.
     let call = Ident::new("__flow_call", Span::call_site());
+    // Spanned at the user's output type: an output that cannot be stored is one
+    // error there (the bound is `Output`, with flow's message).
+    let body = Ident::new("__flow_body", Span::mixed_site());
+    let run = quote_spanned! {output.span()=>
+        async move { ::flow::StepCall::run::<#output, ::flow::StepError, _>(#call, #body).await }
+    };
     let result = Ident::new("__flow_result", Span::mixed_site());
     // Spanned at the user's error type: an error type a step cannot fail with is
     // one error there, not several inside the generated call.
@@ -204,7 +206,6 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis fn #name #generics (#inputs) -> #returns #where_clause {
-            #output_check
             // The key is taken now, at call time, so `join!` and spawned steps are
             // numbered in call order.
             let #call = ::flow::__private::step_call(
@@ -212,17 +213,14 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
                 #id,
                 ::flow::__private::StepOptions { retries: #retries, backoff: #backoff },
             );
-            async move {
-                #call
-                    .run::<#output, ::flow::__private::StepError, _>(async move {
-                        let #result: ::core::result::Result<#output, #error> = async move #block.await;
-                        match #result {
-                            ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
-                            ::core::result::Result::Err(#failure) => ::core::result::Result::Err(#into_step_error),
-                        }
-                    })
-                    .await
-            }
+            let #body = async move {
+                let #result: ::core::result::Result<#output, #error> = async move #block.await;
+                match #result {
+                    ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),
+                    ::core::result::Result::Err(#failure) => ::core::result::Result::Err(#into_step_error),
+                }
+            };
+            #run
         }
     }
 }

@@ -2,8 +2,9 @@
 //! `#[derive(Event)]`. They parse, check and expand; the generated code calls
 //! `::flow::__private`, whose functions are tested in flow-core.
 //!
-//! Each macro reports every mistake at once, at the user's tokens, and still emits
-//! the user's item so one mistake does not cascade.
+//! Each macro reports every mistake at once, at the user's tokens, and in place of
+//! a refused item emits a fallback with the signature the message asks for (and no
+//! body), so that one mistake does not cascade into errors at its callers.
 
 use proc_macro::TokenStream;
 use quote::quote;
@@ -48,8 +49,34 @@ pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
         (Some(model), Some(event)) if errors.is_empty() => {
             expand::function(&item, &args, event, &model).into()
         }
-        _ => with_errors(&item, &errors),
+        _ => handler_fallback(&item, &errors),
     }
+}
+
+/// A refused handler with the signature the message asks for, `-> Result<T,
+/// FlowError>` with `T` from what it returns, and no body, plus the errors: its
+/// body's `?` and `Ok(..)` would otherwise each add an error to the one that
+/// matters. Nothing calls a handler but the worker, so nothing else depends on it.
+fn handler_fallback(item: &ItemFn, errors: &Errors) -> TokenStream {
+    let errors = errors.to_compile_errors();
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = item;
+    let name = &sig.ident;
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let inputs = &sig.inputs;
+    let output = model::output_of(&sig.output);
+    quote! {
+        #(#attrs)*
+        #[allow(unused_variables, clippy::all)]
+        #vis async fn #name #generics (#inputs) -> ::core::result::Result<#output, ::flow::FlowError>
+        #where_clause {
+            ::core::unreachable!("flow: this #[function] did not compile")
+        }
+        #errors
+    }
+    .into()
 }
 
 /// Makes an async fn `(ctx: &Ctx, ...) -> Result<T, E>` a checkpointed step: its
@@ -64,18 +91,41 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
     let model = model::step(&item, &mut errors);
     match model {
         Some(model) if errors.is_empty() => expand::step(&item, &args, &model).into(),
-        _ => with_errors(&item, &errors),
+        _ => step_fallback(&item, &errors),
     }
 }
 
-/// The user's item unchanged, plus the errors: one mistake must not cascade into
-/// "cannot find function" errors at every call site.
-fn with_errors(item: &ItemFn, errors: &Errors) -> TokenStream {
+/// A refused step as its callers expect it, plus the errors: `(ctx: &Ctx, args…)
+/// -> Result<T, StepError>`, with `ctx` moved first (or added) and `T` taken from
+/// what it returns. Its body is not emitted: the callers then type-check against
+/// what the message says to write, and report nothing more (thiserror's fallback).
+fn step_fallback(item: &ItemFn, errors: &Errors) -> TokenStream {
     let errors = errors.to_compile_errors();
-    // A missing `async` is reported once, not at every `.await` in the body.
-    let mut item = item.clone();
-    if item.sig.asyncness.is_none() {
-        item.sig.asyncness = Some(syn::Token![async](item.sig.fn_token.span));
+    let ItemFn {
+        attrs, vis, sig, ..
+    } = item;
+    let name = &sig.ident;
+    let generics = &sig.generics;
+    let where_clause = &sig.generics.where_clause;
+    let output = model::output_of(&sig.output);
+    let mut inputs: Vec<&syn::FnArg> = sig.inputs.iter().collect();
+    let ctx_first = match inputs.iter().position(|arg| model::is_ctx_param(arg)) {
+        Some(at) => {
+            let ctx = inputs.remove(at);
+            quote!(#ctx)
+        }
+        None => quote!(_ctx: &::flow::Ctx),
+    };
+    let rest = inputs.iter();
+    quote! {
+        #(#attrs)*
+        #[allow(unused_variables, clippy::all)]
+        #vis fn #name #generics (#ctx_first #(, #rest)*) -> impl ::core::future::Future<
+            Output = ::core::result::Result<#output, ::flow::StepError>,
+        > + ::core::marker::Send #where_clause {
+            async move { ::core::unreachable!("flow: this #[step] did not compile") }
+        }
+        #errors
     }
-    quote!(#item #errors).into()
+    .into()
 }

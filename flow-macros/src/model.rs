@@ -139,19 +139,45 @@ fn check_async(item: &ItemFn, attr: &str, errors: &mut Errors) {
 }
 
 /// The `ctx: &Ctx` parameter; its binding's ident.
+/// Whether `ty` is `&Ctx` (by its last path segment).
+fn is_ctx_ref(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(r) if r.mutability.is_none() => {
+            matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Ctx"))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a parameter is `name: &Ctx`.
+pub fn is_ctx_param(arg: &FnArg) -> bool {
+    matches!(arg, FnArg::Typed(typed) if is_ctx_ref(&typed.ty))
+}
+
+/// What a fn returns on success: `T` of `Result<T, E>`, else the type itself, `()`
+/// when it declares none. For fallback items, which keep callers type-checking.
+pub fn output_of(output: &ReturnType) -> Type {
+    let ReturnType::Type(_, ty) = output else {
+        return syn::parse_quote!(());
+    };
+    if let Type::Path(p) = &**ty
+        && let Some(last) = p.path.segments.last()
+        && last.ident == "Result"
+        && let PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(GenericArgument::Type(ok)) = args.args.first()
+    {
+        return ok.clone();
+    }
+    (**ty).clone()
+}
+
 fn ctx_param<'a>(arg: &'a FnArg, attr: &str, errors: &mut Errors) -> Option<&'a Ident> {
     let help = format!("the first parameter of a {attr} must be `ctx: &Ctx`");
     let FnArg::Typed(typed) = arg else {
         errors.at(arg, format!("{help}, not `self`"));
         return None;
     };
-    let is_ctx_ref = match &*typed.ty {
-        Type::Reference(r) if r.mutability.is_none() => {
-            matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Ctx"))
-        }
-        _ => false,
-    };
-    if !is_ctx_ref {
+    if !is_ctx_ref(&typed.ty) {
         errors.at(&typed.ty, help);
         return None;
     }

@@ -17,15 +17,15 @@ async fn fetch_lines(ctx: &Ctx, order: i64) -> Result<Vec<i64>, StepError> {
 }
 
 #[step(id = "sum-lines")]
-async fn sum(_ctx: &Ctx, lines: &[i64]) -> Result<Receipt, std::io::Error> {
-    Ok(Receipt { total: lines.iter().sum() })
+async fn sum(_ctx: &Ctx, lines: &[i64]) -> Result<i64, std::io::Error> {
+    Ok(lines.iter().sum())
 }
 
 #[function(event = "shop/order.placed", id = "price-order", retries = 5, backoff(initial = "1s"))]
 async fn price_order(ctx: &Ctx, event: OrderPlaced) -> Result<Receipt, FlowError> {
     let lines = fetch_lines(ctx, event.order).await?;
-    let receipt = sum(ctx, &lines).await?;
-    let doubled = ctx.run("double", || async { Ok::<_, StepError>(receipt.total * 2) }).await?;
+    let total = sum(ctx, &lines).await?;
+    let doubled = ctx.run("double", || async { Ok::<_, StepError>(total * 2) }).await?;
     Ok(Receipt { total: doubled })
 }
 

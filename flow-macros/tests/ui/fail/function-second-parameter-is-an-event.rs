@@ -24,7 +24,7 @@ async fn sum(_ctx: &Ctx, lines: &[i64]) -> Result<Receipt, std::io::Error> {
 
 #[function(event = "shop/order.placed", id = "price-order", retries = 5, backoff(initial = "1s"))]
 async fn price_order(ctx: &Ctx, event: Receipt) -> Result<Receipt, FlowError> {
-    let lines = fetch_lines(ctx, event.order).await?;
+    let lines = fetch_lines(ctx, event.total).await?;
     let receipt = sum(ctx, &lines).await?;
     let doubled = ctx.run("double", || async { Ok::<_, StepError>(receipt.total * 2) }).await?;
     Ok(Receipt { total: doubled })
