@@ -32,8 +32,9 @@ pub struct PgStore {
 /// Connection settings for [`PgStore`].
 #[derive(Clone, Debug)]
 pub struct PgStoreOptions {
-    /// Pool size (default 10). A worker checkpoints from many runs at once; one
-    /// more connection is taken for LISTEN.
+    /// Pool size (default 10). A worker checkpoints from many runs at once; it
+    /// also opens one connection for LISTEN and a pool of two of its own for lease
+    /// renewals (on a thread of their own, see `Store::detached`).
     pub max_connections: u32,
     /// How long to wait for a connection (default 10 s).
     pub acquire_timeout: Duration,
