@@ -139,6 +139,17 @@ impl Clock for ManualClock {
     }
 }
 
+/// One reading of the database's clock ([`SyncedClock::sync`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reading {
+    /// This machine's clock just before the query.
+    pub before: DateTime<Utc>,
+    /// The database's clock, as the query read it.
+    pub database: DateTime<Utc>,
+    /// This machine's clock just after the answer.
+    pub after: DateTime<Utc>,
+}
+
 /// A clock corrected by the database's: the times a worker computes (a sleep's
 /// wake time, a retry's, its local lease deadline) are then on the clock that its
 /// queries compare them with. The offset is measured against the database now and
@@ -163,20 +174,20 @@ impl SyncedClock {
         self.inner.store_now() == Now::Database
     }
 
-    /// Measures the offset from a reading of the database's clock taken between
-    /// `before` and `after` (this machine's, uncorrected), taking it as read half
-    /// way. Returns the new offset.
-    pub fn sync(
-        &self,
-        before: DateTime<Utc>,
-        database: DateTime<Utc>,
-        after: DateTime<Utc>,
-    ) -> chrono::Duration {
-        let midway = before + (after - before) / 2;
-        let offset = database - midway;
+    /// Measures the offset from readings of the database's clock, each taken
+    /// between this machine's (uncorrected) `before` and `after`: of them, the one
+    /// with the shortest round trip, taken as read half way (a longer trip, such as
+    /// one that opened a connection, skews "half way"). Returns the new offset, or
+    /// `None` (the offset unchanged) without readings.
+    pub fn sync(&self, readings: &[Reading]) -> Option<chrono::Duration> {
+        let best = readings
+            .iter()
+            .min_by_key(|reading| reading.after - reading.before)?;
+        let midway = best.before + (best.after - best.before) / 2;
+        let offset = best.database - midway;
         self.offset_micros
             .store(offset.num_microseconds().unwrap_or(0), Ordering::Relaxed);
-        offset
+        Some(offset)
     }
 
     /// This machine's reading, uncorrected (for [`SyncedClock::sync`]).
@@ -221,18 +232,31 @@ mod tests {
     }
 
     #[test]
-    fn a_synced_clock_reads_the_database_time() {
+    fn a_synced_clock_reads_the_database_time_over_its_shortest_round_trip() {
         let machine = ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap());
         let synced = SyncedClock::new(Arc::new(machine.clone()));
-        let before = synced.local_now();
-        let after = before + chrono::Duration::milliseconds(10);
-        // The database is a minute behind this machine.
-        let database = before + chrono::Duration::milliseconds(5) - chrono::Duration::seconds(60);
-        assert_eq!(
-            synced.sync(before, database, after),
-            -chrono::Duration::seconds(60)
-        );
-        assert_eq!(synced.now(), machine.now() - chrono::Duration::seconds(60));
+        let ms = chrono::Duration::milliseconds;
+        let t = synced.local_now();
+        // The database is a minute behind this machine. The first reading took
+        // 90 ms (it opened a connection) and was answered 10 ms in; the second
+        // took 2 ms and was answered half way.
+        let minute = chrono::Duration::seconds(60);
+        let readings = [
+            Reading {
+                before: t,
+                database: t + ms(10) - minute,
+                after: t + ms(90),
+            },
+            Reading {
+                before: t + ms(100),
+                database: t + ms(101) - minute,
+                after: t + ms(102),
+            },
+        ];
+        assert_eq!(synced.sync(&readings), Some(-minute));
+        assert_eq!(synced.now(), machine.now() - minute);
+        assert_eq!(synced.sync(&[]), None, "no reading keeps the offset");
+        assert_eq!(synced.now(), machine.now() - minute);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::clock::{SyncedClock, later};
+use crate::clock::{Reading, SyncedClock, later};
 use crate::function::{Function, FunctionDef, Registry, registered};
 use crate::run::core::{RunCore, Stop};
 use crate::store::{ClaimRequest, Connect, FunctionInfo, Lease, Store, Wakeup};
@@ -773,29 +773,25 @@ async fn sync_clock<S: Store>(shared: &Shared<S>, store: &S, first: bool) {
     if !clock.follows_database() {
         return;
     }
-    // Of a few readings, the one with the shortest round trip: the first may
-    // include opening a connection, which would skew "half way" by tens of ms.
-    let mut best: Option<(chrono::Duration, Reading)> = None;
+    // A few readings: the first may include opening a connection.
+    let mut readings = Vec::with_capacity(CLOCK_READINGS);
     for _ in 0..CLOCK_READINGS {
         let before = clock.local_now();
         match store.database_time().await {
-            Ok(database) => {
-                let after = clock.local_now();
-                let round_trip = after - before;
-                if best.is_none_or(|(shortest, ..)| round_trip < shortest) {
-                    best = Some((round_trip, (before, database, after)));
-                }
-            }
+            Ok(database) => readings.push(Reading {
+                before,
+                database,
+                after: clock.local_now(),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the database's clock");
                 break;
             }
         }
     }
-    let Some((_, (before, database, after))) = best else {
+    let Some(offset) = clock.sync(&readings) else {
         return;
     };
-    let offset = clock.sync(before, database, after);
     if first && offset.abs() > chrono::Duration::seconds(1) {
         tracing::warn!(
             offset_ms = offset.num_milliseconds(),
@@ -807,10 +803,6 @@ async fn sync_clock<S: Store>(shared: &Shared<S>, store: &S, first: bool) {
 
 /// Readings of the database's clock per measurement of the offset.
 const CLOCK_READINGS: usize = 3;
-
-/// This machine's clock before a reading of the database's, the reading, and this
-/// machine's clock after it.
-type Reading = (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
 
 /// Stops every execution whose local lease deadline passed without a renewal (the
 /// database unreachable, the renewals failing): the lease is about to lapse, and
