@@ -918,6 +918,39 @@ where
     assert!(claim(&store, "w", &["a"], 10, start()).await.is_empty());
 }
 
+/// Run ids are UUIDs of version 7, ordered by when the run was created (to the
+/// millisecond), so new runs' index entries stay together.
+pub async fn run_ids_are_ordered_by_creation<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/ordered-ids"), ("b", "t/ordered-ids")]).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let receipt = store
+            .send(vec![event("t/ordered-ids", n)], Now::At(start()))
+            .await
+            .expect("send");
+        ids.push(
+            receipt
+                .runs
+                .iter()
+                .map(|(_, run)| run.0)
+                .collect::<Vec<_>>(),
+        );
+        // The next send is in a later millisecond.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for batch in &ids {
+        assert_eq!(batch.len(), 2);
+        for id in batch {
+            assert_eq!(id.get_version_num(), 7, "{id}");
+        }
+    }
+    for pair in ids.windows(2) {
+        let earlier = pair[0].iter().max().expect("two runs");
+        let later = pair[1].iter().min().expect("two runs");
+        assert!(earlier < later, "{earlier} was created before {later}");
+    }
+}
+
 /// A blocked run shows why, is claimable again at its retry time (counting the
 /// blocks in a row) or at once when its function is announced, keeps the largest
 /// step count it was given, and can be settled by an operator only while blocked.
@@ -1158,6 +1191,7 @@ macro_rules! store_conformance_tests {
             renewal_extends_exactly_the_leases_given,
             the_database_clock_rules_when_asked,
             blocked_runs_are_held_retried_and_settled,
+            run_ids_are_ordered_by_creation,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -16,6 +16,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0002_structured_failures.sql"),
     ),
     (3, include_str!("../migrations/0003_blocked_runs.sql")),
+    (
+        4,
+        include_str!("../migrations/0004_time_ordered_run_ids.sql"),
+    ),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -73,7 +73,7 @@ pub(crate) async fn send_on(
                  RETURNING id, name
              ), r AS (
                  INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
-                 SELECT gen_random_uuid(), f.id, ev.id, 'queued', clock.now, clock.now
+                 SELECT flow.uuid_v7(), f.id, ev.id, 'queued', clock.now, clock.now
                  FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
                  RETURNING id, event_id, function_id
              ), notified AS (
