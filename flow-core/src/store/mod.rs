@@ -35,7 +35,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Where the data lives, for log lines (a URL with its password redacted).
     fn describe(&self) -> String;
 
-    /// Records the functions a worker serves, so sends create their runs.
+    /// Records the functions a worker serves, so sends create their runs, and
+    /// makes their blocked runs due at once: the worker may be a deploy whose code
+    /// replays them.
     fn register_functions(
         &self,
         functions: &[FunctionInfo],
