@@ -208,29 +208,6 @@ static DEBIT_RUNS: AtomicU32 = AtomicU32::new(0);
 static CREDIT_RUNS: AtomicU32 = AtomicU32::new(0);
 static SETTLE_TRIES: AtomicU32 = AtomicU32::new(0);
 
-/// Deletes a step's row behind the engine's back, as a bad restore would.
-async fn delete_step(store: &AnyStore, run: RunId, key: &str) {
-    match store {
-        AnyStore::Postgres(pg) => {
-            sqlx::query("DELETE FROM flow.steps WHERE run_id = $1 AND key = $2")
-                .bind(run.0)
-                .bind(key)
-                .execute(pg.pool())
-                .await
-                .unwrap();
-        }
-        AnyStore::Sqlite(lite) => {
-            sqlx::query("DELETE FROM flow_steps WHERE run_id = ? AND key = ?")
-                .bind(run.0.to_string())
-                .bind(key)
-                .execute(lite.pool())
-                .await
-                .unwrap();
-        }
-        _ => unreachable!("a backend this test does not know"),
-    }
-}
-
 #[step]
 async fn debit(_ctx: &Ctx) -> Result<(), StepError> {
     DEBIT_RUNS.fetch_add(1, Ordering::SeqCst);
@@ -247,7 +224,14 @@ async fn credit(_ctx: &Ctx) -> Result<(), StepError> {
 #[step(backoff(initial = "1ms", max = "2ms"))]
 async fn settle_books(ctx: &Ctx) -> Result<(), StepError> {
     if SETTLE_TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
-        delete_step(STORE.get().unwrap(), ctx.run_id(), "credit").await;
+        // Lost behind the engine's back, as a bad restore would lose it.
+        common::execute_for_run(
+            STORE.get().unwrap(),
+            ctx.run_id(),
+            "DELETE FROM flow.steps WHERE run_id = $1 AND key = 'credit'",
+            "DELETE FROM flow_steps WHERE run_id = ? AND key = 'credit'",
+        )
+        .await;
         return Err(StepError::retriable("books locked"));
     }
     Ok(())

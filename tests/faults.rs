@@ -571,24 +571,13 @@ async fn record_it(_ctx: &Ctx) -> Result<u32, StepError> {
 #[step(backoff(initial = "1ms", max = "2ms"))]
 async fn trip(ctx: &Ctx) -> Result<(), StepError> {
     if TRIP_TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
-        let run = ctx.run_id().0;
-        match CORRUPT_STORE.get().unwrap() {
-            AnyStore::Postgres(pg) => {
-                sqlx::query("UPDATE flow.steps SET kind = 'bogus' WHERE run_id = $1")
-                    .bind(run)
-                    .execute(pg.pool())
-                    .await
-                    .unwrap();
-            }
-            AnyStore::Sqlite(lite) => {
-                sqlx::query("UPDATE flow_steps SET kind = 'bogus' WHERE run_id = ?")
-                    .bind(run.to_string())
-                    .execute(lite.pool())
-                    .await
-                    .unwrap();
-            }
-            _ => unreachable!("a backend this test does not know"),
-        }
+        common::execute_for_run(
+            CORRUPT_STORE.get().unwrap(),
+            ctx.run_id(),
+            "UPDATE flow.steps SET kind = 'bogus' WHERE run_id = $1",
+            "UPDATE flow_steps SET kind = 'bogus' WHERE run_id = ?",
+        )
+        .await;
         return Err(StepError::retriable("again"));
     }
     Ok(())
@@ -611,10 +600,10 @@ async fn a_checkpoint_that_does_not_read_fails_its_run_instead_of_looping() {
     // The run's view holds the corrupt step too: reading it is an error that names
     // the step, not a panic. The run's own row says how it ended.
     common::eventually(WAIT, "the run to fail", || async {
-        run_row(&store, run).await.0 == "failed"
+        common::run_row(&store, run).await.0 == "failed"
     })
     .await;
-    let (_, kind, error) = run_row(&store, run).await;
+    let (_, kind, error) = common::run_row(&store, run).await;
     assert_eq!(kind.as_deref(), Some("storage"));
     let error = error.unwrap_or_default();
     assert!(
@@ -627,25 +616,4 @@ async fn a_checkpoint_that_does_not_read_fails_its_run_instead_of_looping() {
         "{read}"
     );
     assert_eq!(RECORD_RUNS.load(Ordering::SeqCst), 1, "no step ran again");
-}
-
-/// A run's status, failure kind and error, read from its row.
-async fn run_row(store: &AnyStore, run: RunId) -> (String, Option<String>, Option<String>) {
-    match store {
-        AnyStore::Postgres(pg) => {
-            sqlx::query_as("SELECT status, error_kind, error FROM flow.runs WHERE id = $1")
-                .bind(run.0)
-                .fetch_one(pg.pool())
-                .await
-                .unwrap()
-        }
-        AnyStore::Sqlite(lite) => {
-            sqlx::query_as("SELECT status, error_kind, error FROM flow_runs WHERE id = ?")
-                .bind(run.0.to_string())
-                .fetch_one(lite.pool())
-                .await
-                .unwrap()
-        }
-        _ => unreachable!("a backend this test does not know"),
-    }
 }

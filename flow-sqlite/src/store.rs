@@ -579,15 +579,7 @@ async fn claimed_run(
 /// A step's record; an error names the step and what does not read.
 fn step_record(row: &SqliteRow) -> Result<StepRecord, Error> {
     let key: String = col(row, "key")?;
-    read_step_record(row, key.clone()).map_err(|e| {
-        let detail = match e {
-            Error::Database(message) => message,
-            other => other.to_string(),
-        };
-        Error::Database(format!(
-            "the record of step `{key}` does not read: {detail}"
-        ))
-    })
+    read_step_record(row, key.clone()).map_err(|e| StepRecord::unreadable(&key, e))
 }
 
 fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {

@@ -134,3 +134,56 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Runs `postgres` or `sqlite` (the same statement in each dialect) on the store's
+/// own pool with the run's id as its one parameter: for tests that change rows
+/// behind the engine's back, as a bad restore or a schema drift would.
+pub async fn execute_for_run(
+    store: &AnyStore,
+    run: flow::RunId,
+    postgres: &'static str,
+    sqlite: &'static str,
+) {
+    match store {
+        AnyStore::Postgres(pg) => {
+            sqlx::query(postgres)
+                .bind(run.0)
+                .execute(pg.pool())
+                .await
+                .unwrap();
+        }
+        AnyStore::Sqlite(lite) => {
+            sqlx::query(sqlite)
+                .bind(run.0.to_string())
+                .execute(lite.pool())
+                .await
+                .unwrap();
+        }
+        _ => unreachable!("a backend these tests do not know"),
+    }
+}
+
+/// A run's status, failure kind and error, read from its row (for a run whose
+/// view does not read).
+pub async fn run_row(
+    store: &AnyStore,
+    run: flow::RunId,
+) -> (String, Option<String>, Option<String>) {
+    match store {
+        AnyStore::Postgres(pg) => {
+            sqlx::query_as("SELECT status, error_kind, error FROM flow.runs WHERE id = $1")
+                .bind(run.0)
+                .fetch_one(pg.pool())
+                .await
+                .unwrap()
+        }
+        AnyStore::Sqlite(lite) => {
+            sqlx::query_as("SELECT status, error_kind, error FROM flow_runs WHERE id = ?")
+                .bind(run.0.to_string())
+                .fetch_one(lite.pool())
+                .await
+                .unwrap()
+        }
+        _ => unreachable!("a backend these tests do not know"),
+    }
+}

@@ -79,6 +79,18 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// The error for a stored record of step `key` that does not read, naming the
+    /// step beside what does not read (a store's column error).
+    pub fn unreadable(key: &str, error: crate::Error) -> crate::Error {
+        let detail = match error {
+            crate::Error::Database(message) => message,
+            other => other.to_string(),
+        };
+        crate::Error::Database(format!(
+            "the record of step `{key}` does not read: {detail}"
+        ))
+    }
+
     /// The record as [`Client::run`](crate::Client::run) shows it.
     pub fn into_view(self) -> StepView {
         StepView {
