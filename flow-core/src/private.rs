@@ -1,14 +1,14 @@
 //! What the macros' generated code calls. Not a public API: names may change in
 //! any release.
 
-pub use crate::function::{FunctionDef, HandlerFn, HandlerOutcome, Registration};
+pub use crate::function::{FunctionDef, Registration};
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
-pub use crate::step::StepCall;
-pub use crate::{Ctx, Event, FlowError, StepError};
+pub use crate::{Ctx, Event, StepError};
 pub use inventory;
 pub use serde_json::Value;
 pub use std::time::Duration;
 
+use crate::StepCall;
 use crate::store::{Failure, FailureKind};
 
 /// Starts a step call: its key and position are taken now, at call time.

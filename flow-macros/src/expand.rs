@@ -88,7 +88,7 @@ pub fn function(
             let #decoded = match ::flow::__private::decode_event::<#event>(#data, #event_name) {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
-                    return ::flow::__private::HandlerOutcome::Failed(problem);
+                    return ::flow::HandlerOutcome::Failed(problem);
                 }
             };
             let #result = #name(&#ctx, #decoded).await;
@@ -113,7 +113,7 @@ pub fn function(
                 #ctx: ::flow::__private::Ctx,
                 #data: ::flow::__private::Value,
             ) -> ::core::pin::Pin<::std::boxed::Box<
-                dyn ::core::future::Future<Output = ::flow::__private::HandlerOutcome> + ::core::marker::Send,
+                dyn ::core::future::Future<Output = ::flow::HandlerOutcome> + ::core::marker::Send,
             >> {
                 #boxed
             }
