@@ -176,10 +176,13 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
     let mut rows = Vec::new();
     let progress = |what: &str| eprintln!("flow-bench: {what}");
 
-    // The baseline runs in every invocation: every ratio is against this run's.
+    // The baseline runs in every invocation, and its rows are always printed: every
+    // ratio is against this run's best single-row INSERT rate, ours or pgbench's.
     progress("baseline");
     let db = bench.database("baseline").await?;
+    baseline::prepare(&db.url).await?;
     let mut best_insert: f64 = 0.0;
+    let clients_label = |clients: u32| format!("{clients} client{}", if clients == 1 { "" } else { "s" });
     for with_update in [false, true] {
         for clients in [1, 8, 32] {
             let tps = baseline::transactions_per_second(
@@ -192,23 +195,43 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
             if !with_update {
                 best_insert = best_insert.max(tps);
             }
-            if wanted("baseline") {
+            rows.push(Row {
+                scenario: format!(
+                    "baseline: {}, {}",
+                    if with_update {
+                        "INSERT + UPDATE"
+                    } else {
+                        "INSERT"
+                    },
+                    clients_label(clients)
+                ),
+                unit: "tx/s".into(),
+                throughput: Some(tps),
+                ..Row::default()
+            });
+        }
+    }
+    for clients in [1, 8, 32] {
+        let scenario = format!("baseline: pgbench INSERT, {}", clients_label(clients));
+        match baseline::pgbench(&db.url, clients, Duration::from_secs(args.baseline_secs)) {
+            Ok(tps) => {
+                best_insert = best_insert.max(tps);
                 rows.push(Row {
-                    scenario: format!(
-                        "baseline: {}, {clients} client{}",
-                        if with_update {
-                            "INSERT + UPDATE"
-                        } else {
-                            "INSERT"
-                        },
-                        if clients == 1 { "" } else { "s" }
-                    ),
+                    scenario,
                     unit: "tx/s".into(),
                     throughput: Some(tps),
                     ..Row::default()
                 });
             }
+            Err(why) => rows.push(Row {
+                scenario,
+                note: why,
+                ..Row::default()
+            }),
         }
+    }
+    for row in &mut rows {
+        row.ratio = row.throughput.map(|tps| tps / best_insert);
     }
     db.drop().await?;
 

@@ -3,6 +3,7 @@
 //! under leases with a fencing token, each checkpoint is one statement, and
 //! wake-ups come through LISTEN/NOTIFY with a polling fallback in the worker.
 
+mod held;
 mod migrate;
 mod send;
 mod store;
@@ -22,19 +23,32 @@ pub use url::redact;
 /// The channel `send` notifies and workers listen on.
 pub(crate) const WAKEUP_CHANNEL: &str = "flow_wakeup";
 
-/// A flow store in a PostgreSQL database. Cheap to clone (a pool handle).
-#[derive(Clone, Debug)]
+/// A flow store in a PostgreSQL database. Cheap to clone: clones share the pool
+/// and the connections held for hot statements.
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections kept open for the statements a worker and a client run one
+    /// after another (claims, commits, sends), which skip the pool's pings.
+    held: std::sync::Arc<held::Held>,
     described: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.described)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Connection settings for [`PgStore`].
 #[derive(Clone, Debug)]
 pub struct PgStoreOptions {
-    /// Pool size (default 10). A worker checkpoints from many runs at once; it
-    /// also opens one connection for LISTEN and a pool of two of its own for lease
-    /// renewals (on a thread of their own, see `Store::detached`).
+    /// Pool size (default 10). Beside the pool a store holds up to three
+    /// connections for its hot statements (a worker's claims and commits, a
+    /// client's sends), and a worker opens one connection for LISTEN and, on a
+    /// thread of its own, a store for lease renewals (see `Store::detached`).
     pub max_connections: u32,
     /// How long to wait for a connection (default 10 s).
     pub acquire_timeout: Duration,
@@ -89,10 +103,16 @@ impl PgStore {
         if !applied.is_empty() {
             tracing::info!(database = %described, versions = ?applied, "applied flow migrations");
         }
-        Ok(PgStore {
+        Ok(PgStore::on(pool, described.into()))
+    }
+
+    fn on(pool: PgPool, described: std::sync::Arc<str>) -> PgStore {
+        let held = held::Held::new((*pool.connect_options()).clone());
+        PgStore {
             pool,
-            described: described.into(),
-        })
+            held,
+            described,
+        }
     }
 
     /// The pool, for the application's own queries and transactions.

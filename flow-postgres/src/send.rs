@@ -1,5 +1,5 @@
-//! Sending events: store them and create their runs in one transaction, on the
-//! store's pool or inside the caller's own transaction.
+//! Sending events: store them and create their runs in one transaction, on a
+//! connection of the store's or inside the caller's own transaction.
 
 use std::collections::HashMap;
 
@@ -30,18 +30,18 @@ pub async fn send_in<E: IntoEvent>(
     limits: &Limits,
 ) -> Result<SendReceipt, Error> {
     let events = flow_core::prepare(events, limits)?;
-    send_on(tx, events, Now::Database).await
+    send_on(tx, &events, Now::Database).await
 }
 
 /// The statements of a send, on one connection. Atomic only inside a transaction
 /// when producer ids need the dedupe statement; without them it is one statement.
 pub(crate) async fn send_on(
     conn: &mut PgConnection,
-    events: Vec<NewEvent>,
+    events: &[NewEvent],
     now: Now,
 ) -> Result<SendReceipt, Error> {
     let mut event_ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
-    let accepted = dedupe(conn, &events, &mut event_ids, now).await?;
+    let accepted = dedupe(conn, events, &mut event_ids, now).await?;
     let duplicates = events.len() - accepted.len();
 
     let mut ids = Vec::with_capacity(accepted.len());

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use flow_core::store::{
@@ -22,6 +22,7 @@ use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
 };
 
+use crate::held::on_conn;
 use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
 
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
@@ -39,76 +40,83 @@ impl Store for PgStore {
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
         // A worker that announces a function may be a new deploy whose code
         // replays the function's blocked runs: they are tried again at once.
-        sqlx::query(
-            "WITH clock AS (
-                 SELECT COALESCE($3::timestamptz, now()) AS now
-             ), announced AS (
-                 INSERT INTO flow.functions (id, trigger, last_seen)
-                 SELECT f.id, f.trigger, clock.now
-                 FROM unnest($1::text[], $2::text[]) AS f(id, trigger), clock
-                 ON CONFLICT (id) DO UPDATE
-                     SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen
-             ), unblocked AS (
-                 UPDATE flow.runs r SET not_before = clock.now
-                 FROM clock
-                 WHERE r.status = 'blocked' AND r.function_id = ANY($1) AND r.not_before > clock.now
-                 RETURNING 1
-             )
-             SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM unblocked LIMIT 1) AS any_run",
-        )
-        .bind(&ids)
-        .bind(&triggers)
-        .bind(now.at())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "WITH clock AS (
+                     SELECT COALESCE($3::timestamptz, now()) AS now
+                 ), announced AS (
+                     INSERT INTO flow.functions (id, trigger, last_seen)
+                     SELECT f.id, f.trigger, clock.now
+                     FROM unnest($1::text[], $2::text[]) AS f(id, trigger), clock
+                     ON CONFLICT (id) DO UPDATE
+                         SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen
+                 ), unblocked AS (
+                     UPDATE flow.runs r SET not_before = clock.now
+                     FROM clock
+                     WHERE r.status = 'blocked' AND r.function_id = ANY($1) AND r.not_before > clock.now
+                     RETURNING 1
+                 )
+                 SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM unblocked LIMIT 1) AS any_run",
+            )
+            .bind(&ids)
+            .bind(&triggers)
+            .bind(now.at())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         Ok(())
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         if events.iter().any(|e| e.producer_id().is_some()) {
-            // The dedupe claim and the events must commit together.
-            let mut tx = self.pool.begin().await.map_err(db_error)?;
-            let receipt = send_on(&mut tx, events, now).await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(receipt)
+            // The dedupe claim and the events commit together. Safe to repeat: a
+            // repeat finds its producer ids taken.
+            on_conn!(self, repeat = true, |conn| async {
+                let mut tx = conn.begin().await.map_err(db_error)?;
+                let receipt = send_on(&mut tx, &events, now).await?;
+                tx.commit().await.map_err(db_error)?;
+                Ok(receipt)
+            })
         } else {
-            // One statement, atomic on its own.
-            let mut conn = self.pool.acquire().await.map_err(db_error)?;
-            send_on(&mut conn, events, now).await
+            // One statement, atomic on its own. Not repeated: a failure after the
+            // server committed would store the events twice.
+            on_conn!(self, repeat = false, |conn| send_on(conn, &events, now))
         }
     }
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
-        let rows = sqlx::query(
-            "WITH clock AS (
-                 SELECT COALESCE($1::timestamptz, now()) AS now
-             ), due AS (
-                 SELECT id FROM flow.runs
-                 WHERE status IN ('queued', 'sleeping', 'blocked')
-                   AND not_before <= (SELECT now FROM clock)
-                   AND function_id = ANY($2)
-                 ORDER BY not_before
-                 LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE flow.runs r
-             SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
-                 lease_expires_at = clock.now + $5 * interval '1 second',
-                 started_at = COALESCE(r.started_at, clock.now)
-             FROM due, flow.events e, clock
-             WHERE r.id = due.id AND e.id = r.event_id
-             RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
-                       r.step_count, e.id AS event_id, e.name, e.data, e.ts",
-        )
-        .bind(now.at())
-        .bind(request.functions)
-        .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
-        .bind(&**request.owner)
-        .bind(seconds(request.lease))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "WITH clock AS (
+                     SELECT COALESCE($1::timestamptz, now()) AS now
+                 ), due AS (
+                     SELECT id FROM flow.runs
+                     WHERE status IN ('queued', 'sleeping', 'blocked')
+                       AND not_before <= (SELECT now FROM clock)
+                       AND function_id = ANY($2)
+                     ORDER BY not_before
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE flow.runs r
+                 SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
+                     lease_expires_at = clock.now + $5 * interval '1 second',
+                     started_at = COALESCE(r.started_at, clock.now)
+                 FROM due, flow.events e, clock
+                 WHERE r.id = due.id AND e.id = r.event_id
+                 RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
+                           r.step_count, e.id AS event_id, e.name, e.data, e.ts",
+            )
+            .bind(now.at())
+            .bind(request.functions)
+            .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
+            .bind(&**request.owner)
+            .bind(seconds(request.lease))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         let mut claimed = Vec::with_capacity(rows.len());
         let mut unreadable = Vec::new();
         for row in &rows {
@@ -132,18 +140,20 @@ impl Store for PgStore {
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
             "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at,
-                    NULL::integer AS failed
-             FROM flow.steps WHERE run_id = $1
-             UNION ALL
-             SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, max(attempt)
-             FROM flow.attempts WHERE run_id = $1 GROUP BY key",
+                        NULL::integer AS failed
+                 FROM flow.steps WHERE run_id = $1
+                 UNION ALL
+                 SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, max(attempt)
+                 FROM flow.attempts WHERE run_id = $1 GROUP BY key",
         )
         .bind(run.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+        })?;
         let mut checkpoints = Checkpoints::default();
         for row in rows {
             match col::<Option<i32>>(&row, "failed")? {
@@ -167,66 +177,67 @@ impl Store for PgStore {
         // attempts of the runs whose row was updated, and the wake-up hints, in one
         // statement: a batch of many runs' transitions costs one commit. A key that
         // is already recorded keeps its first record.
-        let rows = sqlx::query(
+        let rows = on_conn!(self, repeat = false, |conn| async {
+            sqlx::query(
             "WITH clock AS (
-                 SELECT COALESCE($12::timestamptz, now()) AS now
-             ), t AS (
-                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
-                                      $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                      $10::boolean[], $33::boolean[], $34::integer[])
-                     AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
-                          executing, progress, due_now, step_count)
-             ), leased AS (
-                 UPDATE flow.runs r
-                 SET status = t.status,
-                     not_before = CASE WHEN t.due_now THEN clock.now
-                                       ELSE COALESCE(t.not_before, r.not_before) END,
-                     lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
-                     lease_expires_at = CASE WHEN t.status = 'running'
-                                             THEN clock.now + $11 * interval '1 second' END,
-                     lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
-                     blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
-                                          WHEN t.progress THEN 0 ELSE r.blocked_count END,
-                     step_count = GREATEST(r.step_count, COALESCE(t.step_count, 0)),
-                     current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
-                                         WHEN t.progress THEN NULL ELSE r.current_step END,
-                     output = t.output, error = t.error, error_kind = t.error_kind,
-                     error_step = t.error_step,
-                     finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
-                                        THEN clock.now END
-                 FROM t, clock
-                 WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
-                 RETURNING r.id, r.lease_token
-             ), steps AS (
-                 INSERT INTO flow.steps
-                     (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
-                 SELECT s.run_id, s.key, s.position, s.kind, s.output, s.error, s.attempts,
-                        s.started_at, s.finished_at, s.wake_at
-                 FROM unnest($13::uuid[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
-                             $18::jsonb[], $19::jsonb[], $20::integer[], $21::timestamptz[],
-                             $22::timestamptz[], $23::timestamptz[])
-                     AS s(run_id, token, key, position, kind, output, error, attempts, started_at,
-                          finished_at, wake_at)
-                 JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
-                 ON CONFLICT (run_id, key) DO NOTHING
-                 RETURNING run_id, key
-             ), attempts AS (
-                 INSERT INTO flow.attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
-                 SELECT a.run_id, a.key, a.attempt, a.error, a.started_at, a.finished_at, a.retry_at
-                 FROM unnest($24::uuid[], $25::bigint[], $26::text[], $27::integer[], $28::jsonb[],
-                             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[])
-                     AS a(run_id, token, key, attempt, error, started_at, finished_at, retry_at)
-                 JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
-                 ON CONFLICT (run_id, key, attempt) DO NOTHING
-                 RETURNING run_id
-             ), notified AS (
-                 SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
-                 WHERE EXISTS (SELECT 1 FROM leased)
-             )
-             SELECT 'run' AS what, id AS run_id, lease_token AS token, NULL::text AS key FROM leased
-             UNION ALL SELECT 'step', run_id, NULL, key FROM steps
-             UNION ALL SELECT 'attempt', run_id, NULL, NULL FROM attempts
-             UNION ALL SELECT 'notify', NULL, NULL, NULL FROM notified",
+                     SELECT COALESCE($12::timestamptz, now()) AS now
+                 ), t AS (
+                     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
+                                          $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                          $10::boolean[], $33::boolean[], $34::integer[])
+                         AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
+                              executing, progress, due_now, step_count)
+                 ), leased AS (
+                     UPDATE flow.runs r
+                     SET status = t.status,
+                         not_before = CASE WHEN t.due_now THEN clock.now
+                                           ELSE COALESCE(t.not_before, r.not_before) END,
+                         lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
+                         lease_expires_at = CASE WHEN t.status = 'running'
+                                                 THEN clock.now + $11 * interval '1 second' END,
+                         lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
+                         blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
+                                              WHEN t.progress THEN 0 ELSE r.blocked_count END,
+                         step_count = GREATEST(r.step_count, COALESCE(t.step_count, 0)),
+                         current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
+                                             WHEN t.progress THEN NULL ELSE r.current_step END,
+                         output = t.output, error = t.error, error_kind = t.error_kind,
+                         error_step = t.error_step,
+                         finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
+                                            THEN clock.now END
+                     FROM t, clock
+                     WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
+                     RETURNING r.id, r.lease_token
+                 ), steps AS (
+                     INSERT INTO flow.steps
+                         (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
+                     SELECT s.run_id, s.key, s.position, s.kind, s.output, s.error, s.attempts,
+                            s.started_at, s.finished_at, s.wake_at
+                     FROM unnest($13::uuid[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
+                                 $18::jsonb[], $19::jsonb[], $20::integer[], $21::timestamptz[],
+                                 $22::timestamptz[], $23::timestamptz[])
+                         AS s(run_id, token, key, position, kind, output, error, attempts, started_at,
+                              finished_at, wake_at)
+                     JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
+                     ON CONFLICT (run_id, key) DO NOTHING
+                     RETURNING run_id, key
+                 ), attempts AS (
+                     INSERT INTO flow.attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
+                     SELECT a.run_id, a.key, a.attempt, a.error, a.started_at, a.finished_at, a.retry_at
+                     FROM unnest($24::uuid[], $25::bigint[], $26::text[], $27::integer[], $28::jsonb[],
+                                 $29::timestamptz[], $30::timestamptz[], $31::timestamptz[])
+                         AS a(run_id, token, key, attempt, error, started_at, finished_at, retry_at)
+                     JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
+                     ON CONFLICT (run_id, key, attempt) DO NOTHING
+                     RETURNING run_id
+                 ), notified AS (
+                     SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
+                     WHERE EXISTS (SELECT 1 FROM leased)
+                 )
+                 SELECT 'run' AS what, id AS run_id, lease_token AS token, NULL::text AS key FROM leased
+                 UNION ALL SELECT 'step', run_id, NULL, key FROM steps
+                 UNION ALL SELECT 'attempt', run_id, NULL, NULL FROM attempts
+                 UNION ALL SELECT 'notify', NULL, NULL, NULL FROM notified",
         )
         .bind(&input.run_ids)
         .bind(&input.tokens)
@@ -262,9 +273,10 @@ impl Store for PgStore {
         .bind(wakeup_payloads(batch))
         .bind(&input.due_now)
         .bind(&input.step_counts)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+        })?;
         let mut leased = HashSet::new();
         let mut inserted = HashSet::new();
         for row in &rows {
@@ -313,60 +325,64 @@ impl Store for PgStore {
     ) -> Result<Vec<RunId>, Error> {
         let ids: Vec<Uuid> = leases.iter().map(|l| l.run_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
-        let rows = sqlx::query(
-            "UPDATE flow.runs r
-             SET lease_expires_at = COALESCE($4::timestamptz, now()) + $3 * interval '1 second'
-             FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)
-             WHERE r.id = l.id AND r.lease_token = l.token AND r.status = 'running'
-               AND r.lease_expires_at > COALESCE($4::timestamptz, now())
-             RETURNING r.id",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(seconds(lease_for))
-        .bind(now.at())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "UPDATE flow.runs r
+                 SET lease_expires_at = COALESCE($4::timestamptz, now()) + $3 * interval '1 second'
+                 FROM unnest($1::uuid[], $2::bigint[]) AS l(id, token)
+                 WHERE r.id = l.id AND r.lease_token = l.token AND r.status = 'running'
+                   AND r.lease_expires_at > COALESCE($4::timestamptz, now())
+                 RETURNING r.id",
+            )
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(seconds(lease_for))
+            .bind(now.at())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         rows.iter()
             .map(|r| Ok(RunId(r.try_get(0).map_err(db_error)?)))
             .collect()
     }
 
     async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
             "WITH clock AS (
-                 SELECT COALESCE($1::timestamptz, now()) AS now
-             ), expired AS (
-                 SELECT id FROM flow.runs
-                 WHERE status = 'running' AND lease_expires_at < (SELECT now FROM clock)
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE flow.runs r
-             SET lost_count = r.lost_count + 1,
-                 lost_by = r.lease_owner, lost_at = clock.now, lost_step = r.current_step,
-                 lost_after = (SELECT s.key FROM flow.steps s WHERE s.run_id = r.id
-                               ORDER BY s.position DESC LIMIT 1),
-                 status = CASE WHEN r.lost_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
-                 error_kind = CASE WHEN r.lost_count + 1 >= $2 THEN 'lost' END,
-                 error_step = CASE WHEN r.lost_count + 1 >= $2 THEN r.current_step END,
-                 error = CASE WHEN r.lost_count + 1 >= $2 THEN
-                     format('its worker was lost %s times in a row without a new checkpoint, '
-                            'the last time in %s; a step that kills its worker is not retried forever',
-                            r.lost_count + 1,
-                            COALESCE('step `' || r.current_step || '`', 'the code before its next step'))
-                     END,
-                 finished_at = CASE WHEN r.lost_count + 1 >= $2 THEN clock.now END,
-                 not_before = clock.now, lease_owner = NULL, lease_expires_at = NULL
-             FROM expired, clock
-             WHERE r.id = expired.id
-             RETURNING r.status",
+                     SELECT COALESCE($1::timestamptz, now()) AS now
+                 ), expired AS (
+                     SELECT id FROM flow.runs
+                     WHERE status = 'running' AND lease_expires_at < (SELECT now FROM clock)
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE flow.runs r
+                 SET lost_count = r.lost_count + 1,
+                     lost_by = r.lease_owner, lost_at = clock.now, lost_step = r.current_step,
+                     lost_after = (SELECT s.key FROM flow.steps s WHERE s.run_id = r.id
+                                   ORDER BY s.position DESC LIMIT 1),
+                     status = CASE WHEN r.lost_count + 1 >= $2 THEN 'failed' ELSE 'queued' END,
+                     error_kind = CASE WHEN r.lost_count + 1 >= $2 THEN 'lost' END,
+                     error_step = CASE WHEN r.lost_count + 1 >= $2 THEN r.current_step END,
+                     error = CASE WHEN r.lost_count + 1 >= $2 THEN
+                         format('its worker was lost %s times in a row without a new checkpoint, '
+                                'the last time in %s; a step that kills its worker is not retried forever',
+                                r.lost_count + 1,
+                                COALESCE('step `' || r.current_step || '`', 'the code before its next step'))
+                         END,
+                     finished_at = CASE WHEN r.lost_count + 1 >= $2 THEN clock.now END,
+                     not_before = clock.now, lease_owner = NULL, lease_expires_at = NULL
+                 FROM expired, clock
+                 WHERE r.id = expired.id
+                 RETURNING r.status",
         )
         .bind(now.at())
         .bind(max_lost as i32)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+        })?;
         if rows
             .iter()
             .any(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "queued"))
@@ -377,58 +393,60 @@ impl Store for PgStore {
     }
 
     async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
-        let settled = sqlx::query(
-            "UPDATE flow.runs
-             SET status = $2, error = $3 || COALESCE(' (blocked by: ' || error || ')', ''),
-                 error_kind = $4, finished_at = COALESCE($5::timestamptz, now())
-             WHERE id = $1 AND status = 'blocked'",
-        )
-        .bind(run.0)
-        .bind(settle.status().as_str())
-        .bind(settle.message())
-        .bind(settle.kind().map(|k| k.as_str()))
-        .bind(now.at())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let settled = on_conn!(self, repeat = false, |conn| async {
+            sqlx::query(
+                "UPDATE flow.runs
+                 SET status = $2, error = $3 || COALESCE(' (blocked by: ' || error || ')', ''),
+                     error_kind = $4, finished_at = COALESCE($5::timestamptz, now())
+                 WHERE id = $1 AND status = 'blocked'",
+            )
+            .bind(run.0)
+            .bind(settle.status().as_str())
+            .bind(settle.message())
+            .bind(settle.kind().map(|k| k.as_str()))
+            .bind(now.at())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         Ok(settled.rows_affected() == 1)
     }
 
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
-        let row = sqlx::query(
-            "SELECT LEAST(
-                 (SELECT min(not_before) FROM flow.runs
-                  WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
-                 (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
-        )
-        .bind(functions)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
+        let row = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "SELECT LEAST(
+                     (SELECT min(not_before) FROM flow.runs
+                      WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
+                     (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
+            )
+            .bind(functions)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         row.try_get(0).map_err(db_error)
     }
 
     async fn database_time(&self) -> Result<DateTime<Utc>, Error> {
-        sqlx::query_scalar("SELECT now()")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)
+        on_conn!(self, repeat = true, |conn| async {
+            sqlx::query_scalar("SELECT now()")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)
+        })
     }
 
     async fn detached(&self) -> Result<Self, Error> {
         // A socket serves only the runtime it was opened on: the renewal thread's
-        // connections are its own. Two: a renewal and a clock reading never wait long.
+        // connections are its own, opened when it first uses them. Its renewals and
+        // clock readings take turns on one held connection; the pool is a spare.
         let options = (*self.pool.connect_options()).clone();
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .acquire_timeout(self.pool.options().get_acquire_timeout())
-            .connect_with(options)
-            .await
-            .map_err(db_error)?;
-        Ok(PgStore {
-            pool,
-            described: self.described.clone(),
-        })
+            .connect_lazy_with(options);
+        Ok(PgStore::on(pool, self.described.clone()))
     }
 
     async fn wakeups(&self) -> Result<Wakeups, Error> {
@@ -456,80 +474,84 @@ impl Store for PgStore {
 impl ReadStore for PgStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         // One snapshot: the run, its steps and its attempts as of one moment.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(db_error)?;
-        let Some(row) = sqlx::query(
-            "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
+        on_conn!(self, repeat = true, |conn| read_run(conn, id))
+    }
+}
+
+/// A run's view, read in one read-only snapshot.
+async fn read_run(conn: &mut sqlx::PgConnection, id: RunId) -> Result<Option<RunView>, Error> {
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(db_error)?;
+    let Some(row) = sqlx::query(
+        "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
                     created_at, started_at, finished_at, lost_by, lost_at, lost_step, lost_after
              FROM flow.runs WHERE id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        else {
-            return Ok(None);
-        };
-        let steps = sqlx::query(
-            "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
+    )
+    .bind(id.0)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db_error)?
+    else {
+        return Ok(None);
+    };
+    let steps = sqlx::query(
+        "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
              FROM flow.steps WHERE run_id = $1 ORDER BY position",
-        )
-        .bind(id.0)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| step_record(row).map(StepRecord::into_view))
-        .collect::<Result<Vec<_>, _>>()?;
-        let failures: Vec<AttemptView> = sqlx::query(
-            "SELECT key, attempt, error, retry_at FROM flow.attempts WHERE run_id = $1
+    )
+    .bind(id.0)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .iter()
+    .map(|row| step_record(row).map(StepRecord::into_view))
+    .collect::<Result<Vec<_>, _>>()?;
+    let failures: Vec<AttemptView> = sqlx::query(
+        "SELECT key, attempt, error, retry_at FROM flow.attempts WHERE run_id = $1
              ORDER BY finished_at, key, attempt",
-        )
-        .bind(id.0)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|row| {
-            Ok(AttemptView {
-                step: col(row, "key")?,
-                attempt: col::<i32>(row, "attempt")? as u32,
-                error: stored_error_message(&col::<Value>(row, "error")?),
-                retry_at: col(row, "retry_at")?,
-            })
+    )
+    .bind(id.0)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .iter()
+    .map(|row| {
+        Ok(AttemptView {
+            step: col(row, "key")?,
+            attempt: col::<i32>(row, "attempt")? as u32,
+            error: stored_error_message(&col::<Value>(row, "error")?),
+            retry_at: col(row, "retry_at")?,
         })
-        .collect::<Result<_, Error>>()?;
-        Ok(Some(RunView {
-            id: RunId(col(&row, "id")?),
-            function_id: col(&row, "function_id")?,
-            event_id: EventId(col(&row, "event_id")?),
-            status: col::<&str>(&row, "status")?.parse()?,
-            output: col(&row, "output")?,
-            error: col(&row, "error")?,
-            failure_kind: col::<Option<&str>>(&row, "error_kind")?
-                .map(str::parse)
-                .transpose()?,
-            failure_step: col(&row, "error_step")?,
-            last_lost: match col::<Option<String>>(&row, "lost_by")? {
-                Some(worker) => Some(LostLease {
-                    worker,
-                    at: col(&row, "lost_at")?,
-                    step: col(&row, "lost_step")?,
-                    after_step: col(&row, "lost_after")?,
-                }),
-                None => None,
-            },
-            created_at: col(&row, "created_at")?,
-            started_at: col(&row, "started_at")?,
-            finished_at: col(&row, "finished_at")?,
-            steps,
-            handler_attempts: flow_core::store::handler_attempts(&failures),
-            failures,
-        }))
-    }
+    })
+    .collect::<Result<_, Error>>()?;
+    Ok(Some(RunView {
+        id: RunId(col(&row, "id")?),
+        function_id: col(&row, "function_id")?,
+        event_id: EventId(col(&row, "event_id")?),
+        status: col::<&str>(&row, "status")?.parse()?,
+        output: col(&row, "output")?,
+        error: col(&row, "error")?,
+        failure_kind: col::<Option<&str>>(&row, "error_kind")?
+            .map(str::parse)
+            .transpose()?,
+        failure_step: col(&row, "error_step")?,
+        last_lost: match col::<Option<String>>(&row, "lost_by")? {
+            Some(worker) => Some(LostLease {
+                worker,
+                at: col(&row, "lost_at")?,
+                step: col(&row, "lost_step")?,
+                after_step: col(&row, "lost_after")?,
+            }),
+            None => None,
+        },
+        created_at: col(&row, "created_at")?,
+        started_at: col(&row, "started_at")?,
+        finished_at: col(&row, "finished_at")?,
+        steps,
+        handler_attempts: flow_core::store::handler_attempts(&failures),
+        failures,
+    }))
 }
 
 impl Connect for PgStore {
@@ -556,30 +578,34 @@ impl PgStore {
             tokens.push(token);
             messages.push(flow_core::storable_message(&message));
         }
-        sqlx::query(
-            "UPDATE flow.runs r
-             SET status = 'failed', error = u.message, error_kind = 'storage',
-                 finished_at = COALESCE($4::timestamptz, now()),
-                 lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, token, message)
-             WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(&messages)
-        .bind(now.at())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "UPDATE flow.runs r
+                 SET status = 'failed', error = u.message, error_kind = 'storage',
+                     finished_at = COALESCE($4::timestamptz, now()),
+                     lease_owner = NULL, lease_expires_at = NULL
+                 FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, token, message)
+                 WHERE r.id = u.id AND r.lease_token = u.token AND r.status = 'running'",
+            )
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&messages)
+            .bind(now.at())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
         Ok(())
     }
 
     async fn notify(&self) -> Result<(), Error> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WAKEUP_CHANNEL)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        on_conn!(self, repeat = true, |conn| async {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WAKEUP_CHANNEL)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)
+        })?;
         Ok(())
     }
 }
