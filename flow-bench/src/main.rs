@@ -182,7 +182,8 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
     let db = bench.database("baseline").await?;
     baseline::prepare(&db.url).await?;
     let mut best_insert: f64 = 0.0;
-    let clients_label = |clients: u32| format!("{clients} client{}", if clients == 1 { "" } else { "s" });
+    let clients_label =
+        |clients: u32| format!("{clients} client{}", if clients == 1 { "" } else { "s" });
     for with_update in [false, true] {
         for clients in [1, 8, 32] {
             let tps = baseline::transactions_per_second(
