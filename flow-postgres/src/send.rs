@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -30,17 +31,26 @@ pub async fn send_in<E: IntoEvent>(
     limits: &Limits,
 ) -> Result<SendReceipt, Error> {
     let events = flow_core::prepare(events, limits)?;
-    send_on(tx, &events, Now::Database).await
+    let ids = new_event_ids(events.len());
+    send_on(tx, &events, &ids, Now::Database).await
 }
 
-/// The statements of a send, on one connection. Atomic only inside a transaction
-/// when producer ids need the dedupe statement; without them it is one statement.
+/// Fresh ids for the events of one send, made once: a send tried again after a
+/// transient failure keeps them, and so can tell whether its first try committed.
+pub(crate) fn new_event_ids(count: usize) -> Vec<EventId> {
+    (0..count).map(|_| EventId(Uuid::now_v7())).collect()
+}
+
+/// The statements of a send, on one connection, with the events' fresh ids.
+/// Atomic only inside a transaction when producer ids need the dedupe statement;
+/// without them it is one statement.
 pub(crate) async fn send_on(
     conn: &mut PgConnection,
     events: &[NewEvent],
+    fresh_ids: &[EventId],
     now: Now,
 ) -> Result<SendReceipt, Error> {
-    let mut event_ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
+    let mut event_ids = fresh_ids.to_vec();
     let accepted = dedupe(conn, events, &mut event_ids, now).await?;
     let duplicates = events.len() - accepted.len();
 
@@ -57,12 +67,12 @@ pub(crate) async fn send_on(
         producer_ids.push(event.producer_id().map(str::to_owned));
         timestamps.push(event.timestamp());
     }
-    let mut runs = Vec::new();
+    let mut run_rows = Vec::new();
     if !ids.is_empty() {
         // One statement: the events, a run per matching function, and one NOTIFY
         // when any run was created (delivered at commit). An event without its
         // own timestamp takes the send's time.
-        let rows = sqlx::query(
+        run_rows = sqlx::query(
             "WITH clock AS (
                  SELECT COALESCE($6::timestamptz, now()) AS now
              ), ev AS (
@@ -91,37 +101,119 @@ pub(crate) async fn send_on(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-        // In the order of the events sent (then by function), whatever order the
-        // database inserted them in.
-        let position: HashMap<Uuid, usize> =
-            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut found = rows
-            .iter()
-            .map(|row| {
-                let event: Uuid = row.try_get("event_id").map_err(db_error)?;
-                let function: String = row.try_get("function_id").map_err(db_error)?;
-                let run: Uuid = row.try_get("id").map_err(db_error)?;
-                Ok((
-                    position.get(&event).copied().unwrap_or(usize::MAX),
-                    function,
-                    event,
-                    run,
-                ))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        found.sort();
-        runs = found
-            .into_iter()
-            .map(|(_, _, event, run)| (EventId(event), RunId(run)))
-            .collect();
     }
+    receipt(event_ids, &ids, &names, &run_rows, duplicates)
+}
+
+/// The receipt of a send tried before with these fresh ids, read back, when its
+/// first try committed though its answer was lost (the connection broke after the
+/// commit); `None` when nothing of it is stored, so that it must be sent.
+pub(crate) async fn stored_receipt(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+    fresh_ids: &[EventId],
+) -> Result<Option<SendReceipt>, Error> {
+    let fresh: Vec<Uuid> = fresh_ids.iter().map(|id| id.0).collect();
+    let stored = sqlx::query("SELECT id, name FROM flow.events WHERE id = ANY($1)")
+        .bind(&fresh)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let mut names: HashMap<Uuid, String> = HashMap::new();
+    for row in &stored {
+        names.insert(
+            row.try_get("id").map_err(db_error)?,
+            row.try_get("name").map_err(db_error)?,
+        );
+    }
+    // An event not stored was a duplicate: its id is the one its producer id names.
+    let pids: Vec<String> = events
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, id)| !names.contains_key(id))
+        .filter_map(|(event, _)| event.producer_id().map(str::to_owned))
+        .collect();
+    let mut earlier: HashMap<String, Uuid> = HashMap::new();
+    if !pids.is_empty() {
+        for row in sqlx::query(
+            "SELECT producer_id, event_id FROM flow.event_ids WHERE producer_id = ANY($1)",
+        )
+        .bind(&pids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+        {
+            earlier.insert(
+                row.try_get(0).map_err(db_error)?,
+                row.try_get(1).map_err(db_error)?,
+            );
+        }
+    }
+    let event_ids = events
+        .iter()
+        .zip(fresh_ids)
+        .map(
+            |(event, id)| match (names.contains_key(&id.0), event.producer_id()) {
+                (false, Some(pid)) => earlier.get(pid).map_or(*id, |e| EventId(*e)),
+                _ => *id,
+            },
+        )
+        .collect();
+    let ids: Vec<Uuid> = fresh
+        .iter()
+        .filter(|id| names.contains_key(id))
+        .copied()
+        .collect();
+    let stored_names: Vec<String> = ids.iter().map(|id| names[id].clone()).collect();
+    let run_rows =
+        sqlx::query("SELECT id, event_id, function_id FROM flow.runs WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    let duplicates = events.len() - ids.len();
+    receipt(event_ids, &ids, &stored_names, &run_rows, duplicates).map(Some)
+}
+
+/// A send's receipt from the events it stored (`ids`, with their `names`) and the
+/// rows of the runs they started: runs in the order of the events sent (then by
+/// function), whatever order the database inserted them in.
+fn receipt(
+    event_ids: Vec<EventId>,
+    ids: &[Uuid],
+    names: &[String],
+    run_rows: &[PgRow],
+    duplicates: usize,
+) -> Result<SendReceipt, Error> {
+    let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut found = run_rows
+        .iter()
+        .map(|row| {
+            let event: Uuid = row.try_get("event_id").map_err(db_error)?;
+            let function: String = row.try_get("function_id").map_err(db_error)?;
+            let run: Uuid = row.try_get("id").map_err(db_error)?;
+            Ok((
+                position.get(&event).copied().unwrap_or(usize::MAX),
+                function,
+                event,
+                run,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    found.sort();
     let mut receipt = SendReceipt {
         event_ids,
-        runs,
+        runs: found
+            .into_iter()
+            .map(|(_, _, event, run)| (EventId(event), RunId(run)))
+            .collect(),
         duplicates,
         unmatched: Vec::new(),
     };
-    for (id, name) in ids.iter().zip(&names) {
+    for (id, name) in ids.iter().zip(names) {
         if !receipt.runs.iter().any(|(event, _)| event.0 == *id) {
             receipt.note_unmatched(name);
         }

@@ -23,7 +23,8 @@ use flow_core::{
 };
 
 use crate::held::on_conn;
-use crate::{PgStore, WAKEUP_CHANNEL, db_error, send::send_on};
+use crate::send::{new_event_ids, send_on, stored_receipt};
+use crate::{PgStore, WAKEUP_CHANNEL, db_error};
 
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
 fn seconds(lease: Duration) -> f64 {
@@ -69,20 +70,30 @@ impl Store for PgStore {
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
-        if events.iter().any(|e| e.producer_id().is_some()) {
-            // The dedupe claim and the events commit together. Safe to repeat: a
-            // repeat finds its producer ids taken.
-            on_conn!(self, repeat = true, |conn| async {
-                let mut tx = conn.begin().await.map_err(db_error)?;
-                let receipt = send_on(&mut tx, &events, now).await?;
-                tx.commit().await.map_err(db_error)?;
-                Ok(receipt)
-            })
-        } else {
-            // One statement, atomic on its own. Not repeated: a failure after the
-            // server committed would store the events twice.
-            on_conn!(self, repeat = false, |conn| send_on(conn, &events, now))
-        }
+        let ids = new_event_ids(events.len());
+        let dedupes = events.iter().any(|e| e.producer_id().is_some());
+        // Safe to repeat: a try after a transient failure first looks for its
+        // events, which the first try may have committed before its answer was lost.
+        let (events, ids) = (&events, &ids);
+        let mut tried = false;
+        on_conn!(self, repeat = true, |conn| {
+            let again = std::mem::replace(&mut tried, true);
+            async move {
+                if again && let Some(receipt) = stored_receipt(conn, events, ids).await? {
+                    return Ok(receipt);
+                }
+                if dedupes {
+                    // The dedupe claim and the events commit together.
+                    let mut tx = conn.begin().await.map_err(db_error)?;
+                    let receipt = send_on(&mut tx, events, ids, now).await?;
+                    tx.commit().await.map_err(db_error)?;
+                    Ok(receipt)
+                } else {
+                    // One statement, atomic on its own.
+                    send_on(conn, events, ids, now).await
+                }
+            }
+        })
     }
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
