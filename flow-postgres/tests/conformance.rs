@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::fresh;
+async fn fresh() -> flow_postgres::PgStore {
+    common::connect(&common::fresh_database().await).await
+}
 
 flow_core::store_conformance_tests!(fresh());
 

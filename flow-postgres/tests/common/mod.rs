@@ -38,11 +38,6 @@ pub async fn fresh_database() -> String {
     format!("{}/{name}{query}", &base[..host_end])
 }
 
-/// A store on a fresh database, with a small pool.
-pub async fn fresh() -> flow_postgres::PgStore {
-    connect(&fresh_database().await).await
-}
-
 /// A store on `url`, with a small pool.
 pub async fn connect(url: &str) -> flow_postgres::PgStore {
     let options = flow_postgres::PgStoreOptions {
