@@ -5,136 +5,15 @@
 
 mod common;
 
-use std::sync::Arc;
+use common::faulty::Faulty;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use flow::prelude::*;
-use flow::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
-    Transition, Wakeups,
-};
-use flow::{
-    AnyStore, FailureKind, NewEvent, Now, RunId, RunStatus, RunView, SendReceipt, StepKind,
-};
+use flow::{AnyStore, FailureKind, NewEvent, RunStatus, StepKind};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The real store, with faults on its commits: the first `transient` commits that
-/// carry a checkpoint fail as a dropped connection would, before reaching the
-/// database; a step key `poison` reaches the database with a NUL character in it,
-/// which PostgreSQL refuses.
-#[derive(Clone)]
-struct Faulty {
-    inner: AnyStore,
-    transient: Arc<AtomicU32>,
-    /// Renewals fail, as they do for a worker cut off from the database.
-    renewals_fail: bool,
-    /// The next this many reads of a run fail transiently.
-    failing_reads: Arc<AtomicU32>,
-}
-
-impl Faulty {
-    fn new(inner: AnyStore, transient: u32) -> Self {
-        Faulty {
-            inner,
-            transient: Arc::new(AtomicU32::new(transient)),
-            renewals_fail: false,
-            failing_reads: Arc::new(AtomicU32::new(0)),
-        }
-    }
-}
-
-impl Store for Faulty {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn register_functions(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
-        self.inner.register_functions(f, now).await
-    }
-    async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
-        self.inner.send(e, now).await
-    }
-    async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
-        self.inner.claim(r, now).await
-    }
-    async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
-        self.inner.load(run).await
-    }
-    async fn commit(
-        &self,
-        batch: &[(Lease, Transition)],
-        lease_for: Duration,
-        now: Now,
-    ) -> Result<Vec<Committed>, flow::Error> {
-        let checkpoints = batch.iter().any(|(_, t)| !t.steps.is_empty());
-        if checkpoints
-            && self
-                .transient
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(flow::Error::Unavailable(
-                "connection reset by peer (injected by the test)".into(),
-            ));
-        }
-        let mut batch = batch.to_vec();
-        for (_, t) in &mut batch {
-            for step in &mut t.steps {
-                if step.key == "poison" {
-                    step.key = "poison\0".into();
-                }
-            }
-        }
-        self.inner.commit(&batch, lease_for, now).await
-    }
-    async fn renew(&self, l: &[Lease], d: Duration, now: Now) -> Result<Vec<RunId>, flow::Error> {
-        if self.renewals_fail {
-            return Err(flow::Error::Unavailable(
-                "connection refused (injected by the test)".into(),
-            ));
-        }
-        self.inner.renew(l, d, now).await
-    }
-    async fn recover_expired(&self, max: u32, now: Now) -> Result<u64, flow::Error> {
-        self.inner.recover_expired(max, now).await
-    }
-    async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
-        self.inner.next_wakeup(f).await
-    }
-    async fn settle_blocked(
-        &self,
-        run: RunId,
-        settle: &flow::store::Settle,
-        now: Now,
-    ) -> Result<bool, flow::Error> {
-        self.inner.settle_blocked(run, settle, now).await
-    }
-
-    async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
-        self.inner.database_time().await
-    }
-
-    async fn wakeups(&self) -> Result<Wakeups, flow::Error> {
-        self.inner.wakeups().await
-    }
-}
-
-impl ReadStore for Faulty {
-    async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
-        if self
-            .failing_reads
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(flow::Error::Unavailable(
-                "terminating connection due to administrator command (injected by the test)".into(),
-            ));
-        }
-        self.inner.run(id).await
-    }
-}
 
 fn worker(store: Faulty) -> flow::WorkerBuilder<Faulty> {
     flow_core::Worker::builder(store)

@@ -119,10 +119,12 @@ impl StepCall {
         Fut: Future<Output = Result<T, E>>,
     {
         let attempt = failed_before + 1;
-        if must_mark {
-            // Rare path: only for runs whose workers were lost before.
+        // The predecessor's checkpoint, if it was left for the run's next write,
+        // commits before this body starts; with it, for a run whose workers were
+        // lost before (rare), the note that this step is the one executing.
+        if must_mark || self.core.has_unwritten() {
             let mark = Transition {
-                executing: Some(self.key.clone()),
+                executing: must_mark.then(|| self.key.clone()),
                 ..Transition::CONTINUE
             };
             if !self.core.commit_or_stop(mark, &self.key).await {
@@ -153,7 +155,10 @@ impl StepCall {
         let error = match result {
             Ok((value, output)) => {
                 let record = self.record(started_at, finished_at, attempt, Some(output), None);
-                return self.write(record).await.then_some(Ok(value));
+                return match self.core.defer(record) {
+                    Ok(()) => Some(Ok(value)),
+                    Err(record) => self.write(*record).await.then_some(Ok(value)),
+                };
             }
             Err(error) => error.in_step(&self.key),
         };

@@ -1,6 +1,8 @@
 //! Test support: a fresh database per test, a worker in the background, counters.
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use std::future::Future;
 use std::time::Duration;
 

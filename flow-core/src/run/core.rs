@@ -22,6 +22,14 @@ tokio::task_local! {
     pub(crate) static CURRENT_STEP: String;
 }
 
+std::thread_local! {
+    /// The run whose handler this thread is polling now (its core's address), set
+    /// by the driver for the length of one poll: a step may leave its checkpoint
+    /// for the run's next write only when it returns inside that poll, since the
+    /// driver then sees the handler wait and writes what is left.
+    static POLLING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn current_step() -> Option<String> {
     CURRENT_STEP.try_with(|key| key.clone()).ok()
 }
@@ -106,6 +114,11 @@ struct RunState {
     shutting_down: bool,
     /// The run was lost by earlier workers: name the first step it executes.
     mark_next_step: bool,
+    /// Checkpoints of steps that returned while the handler was being polled, not
+    /// yet written: they ride on the run's next write (see [`RunCore::defer`]).
+    unwritten: Vec<StepRecord>,
+    /// The step whose carried checkpoint the database refused, for the failure.
+    refused: Option<String>,
 }
 
 impl RunCore {
@@ -166,9 +179,14 @@ impl RunCore {
         &self.lease
     }
 
-    /// Writes a transition of this run through the worker's group commit. One that
+    /// Writes a transition of this run through the worker's group commit, with the
+    /// checkpoints left for it ([`RunCore::defer`]) in front of its own. One that
     /// goes on extends the lease, and so this execution's deadline.
     pub async fn commit(&self, mut transition: Transition) -> Result<Committed, Error> {
+        let unwritten = std::mem::take(&mut self.state().unwritten);
+        // Kept to be carried again should this write fail.
+        let carried = (!unwritten.is_empty()).then(|| unwritten.clone());
+        transition.steps.splice(0..0, unwritten);
         let goes_on = transition.next == Next::Continue;
         // Two commits of this execution in flight at once both count from what was
         // known before either: an undercount, never an overcount.
@@ -177,10 +195,11 @@ impl RunCore {
         transition.step_count = count;
         let before = self.clock.now();
         let result = self.committer.commit(self.lease.clone(), transition).await;
-        if matches!(
-            result,
-            Ok(Committed::Written | Committed::AlreadyRecorded(_))
-        ) {
+        let result = match (result, carried) {
+            (Err(e), Some(carried)) => self.carried_failed(e, carried).await,
+            (result, _) => result,
+        };
+        if let Ok(Committed::Written | Committed::AlreadyRecorded(_)) = result {
             if let Some(count) = count {
                 self.step_count.fetch_max(count, Ordering::SeqCst);
             }
@@ -189,6 +208,109 @@ impl RunCore {
             }
         }
         result
+    }
+
+    /// A write that carried checkpoints failed with `error`. A transient failure
+    /// leaves them for the run's next write (a hand-back keeps them). One the
+    /// database refused is told apart: the checkpoints are written alone, and if
+    /// they are what it refuses, the failure names their step
+    /// ([`RunCore::refusal`]); if not, the write's own part was refused.
+    async fn carried_failed(
+        &self,
+        error: Error,
+        carried: Vec<StepRecord>,
+    ) -> Result<Committed, Error> {
+        if error.is_transient() {
+            self.carry_again(carried);
+            return Err(error);
+        }
+        let step = carried[0].key.clone();
+        let alone = Transition {
+            steps: carried.clone(),
+            ..Transition::CONTINUE
+        };
+        match self.committer.commit(self.lease.clone(), alone).await {
+            Ok(Committed::LeaseLost) => Ok(Committed::LeaseLost),
+            Ok(_) => Err(error),
+            Err(e) if e.is_transient() => {
+                self.carry_again(carried);
+                Err(e)
+            }
+            Err(e) => {
+                self.state().refused = Some(step);
+                Err(e)
+            }
+        }
+    }
+
+    fn carry_again(&self, mut carried: Vec<StepRecord>) {
+        let mut st = self.state();
+        carried.append(&mut st.unwritten);
+        st.unwritten = carried;
+    }
+
+    /// The failure of a run whose write the database refused with `error`: it names
+    /// the step whose checkpoint was refused, else `step`, else the run's end.
+    pub fn refusal(&self, error: &Error, step: Option<&str>) -> Failure {
+        let step = self.state().refused.take().or(step.map(str::to_owned));
+        let message = match &step {
+            Some(step) => format!("the database refused to store step `{step}`: {error}"),
+            None => format!("the database refused to store the run's end: {error}"),
+        };
+        let failure = Failure::new(FailureKind::Storage, message);
+        match step {
+            Some(step) => failure.in_step(&step),
+            None => failure,
+        }
+    }
+
+    /// Leaves a step's checkpoint for the run's next write instead of writing it
+    /// now, when that is safe; false when the caller must write it itself.
+    ///
+    /// Safe when the step returns inside the driver's poll of the handler and no
+    /// other step body is running: the checkpoint is then written before the next
+    /// step body starts, with the run's park or finish, or, if the handler waits
+    /// on anything else, as soon as it does ([`RunCore::flush`]). A lone run's last
+    /// checkpoint and its finish so share one statement, as do a step's checkpoint
+    /// and the next step's start mark or a sleep's record.
+    pub fn defer(&self, record: StepRecord) -> Result<(), Box<StepRecord>> {
+        let polled = POLLING.with(|p| p.get()) == self as *const RunCore as usize;
+        let mut st = self.state();
+        if polled && st.inflight == 1 && st.stop.is_none() {
+            st.unwritten.push(record);
+            Ok(())
+        } else {
+            Err(Box::new(record))
+        }
+    }
+
+    /// Whether checkpoints wait for the run's next write.
+    pub fn has_unwritten(&self) -> bool {
+        !self.state().unwritten.is_empty()
+    }
+
+    /// Writes the checkpoints left for the run's next write, if any; false when
+    /// they were not kept (the run is stopping).
+    pub async fn flush(&self) -> bool {
+        let first = self.state().unwritten.first().map(|r| r.key.clone());
+        match first {
+            Some(step) => self.commit_or_stop(Transition::CONTINUE, &step).await,
+            None => true,
+        }
+    }
+
+    /// Polls `handler` as this run's handler: steps that return inside the poll may
+    /// leave their checkpoints for the run's next write ([`RunCore::defer`]).
+    pub fn poll_handler<F: std::future::Future + Unpin>(
+        &self,
+        handler: &mut F,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let me = self as *const RunCore as usize;
+        let before = POLLING.with(|p| p.replace(me));
+        let polled = std::pin::Pin::new(handler).poll(cx);
+        POLLING.with(|p| p.set(before));
+        polled
     }
 
     /// Writes a transition of a run that goes on; when it is not kept, stops the run
@@ -211,13 +333,7 @@ impl RunCore {
             }
             Err(e) => {
                 tracing::error!(step, error = %e, "the database refused the write; the run fails");
-                self.stop(Stop::Fail(
-                    Failure::new(
-                        FailureKind::Storage,
-                        format!("the database refused to store step `{step}`: {e}"),
-                    )
-                    .in_step(step),
-                ));
+                self.stop(Stop::Fail(self.refusal(&e, Some(step))));
                 false
             }
         }

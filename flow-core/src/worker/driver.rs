@@ -2,8 +2,11 @@
 //! and writes how it left the worker (finished, parked, handed back) as one
 //! transition through the worker's group commit.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -103,7 +106,10 @@ pub(crate) async fn drive<S: Store>(
         }
         let ctx = Ctx { core: core.clone() };
         // Boxed by the macro, hence Unpin: it can be dropped before the run's end is written.
-        let mut handler = AssertUnwindSafe((def.handler)(ctx, claimed.event.data)).catch_unwind();
+        let mut handler = Flushing::new(
+            AssertUnwindSafe((def.handler)(ctx, claimed.event.data)).catch_unwind(),
+            core.clone(),
+        );
         let end = loop {
             let changed = core.changed.notified();
             tokio::pin!(changed);
@@ -143,6 +149,49 @@ pub(crate) async fn drive<S: Store>(
     }
     .instrument(span)
     .await
+}
+
+/// The handler, polled as its run's ([`RunCore::poll_handler`]): whenever it waits
+/// with checkpoints left for the run's next write (a step returned and the handler
+/// went on to await something that is not a step), they are written before it is
+/// polled again. So a checkpoint waits on no code the engine does not control.
+struct Flushing<F> {
+    handler: F,
+    core: Arc<RunCore>,
+    flush: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+}
+
+impl<F> Flushing<F> {
+    fn new(handler: F, core: Arc<RunCore>) -> Self {
+        Flushing {
+            handler,
+            core,
+            flush: None,
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Flushing<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        if let Some(flush) = &mut this.flush {
+            // A refused write stops the run; the driver sees it in the core.
+            ready!(flush.as_mut().poll(cx));
+            this.flush = None;
+        }
+        let polled = this.core.poll_handler(&mut this.handler, cx);
+        if polled.is_pending() && this.core.has_unwritten() {
+            let core = this.core.clone();
+            let mut flush: Pin<Box<dyn Future<Output = bool> + Send>> =
+                Box::pin(async move { core.flush().await });
+            if flush.as_mut().poll(cx).is_pending() {
+                this.flush = Some(flush);
+            }
+        }
+        polled
+    }
 }
 
 /// How long a blocked run waits before a worker tries it again (unless one announces
@@ -257,10 +306,25 @@ async fn settle(core: &RunCore, end: End, blocked_before: u32) -> Exit {
             tracing::info!("lease lost before the run's end was written; another worker owns it");
             Exit::Dropped
         }
-        Err(e) => {
+        Err(e) if e.is_transient() => {
             // The lease expires and another worker replays the run from its checkpoints.
             tracing::error!(error = %e, "could not write the run's state; its lease will expire");
             Exit::Dropped
+        }
+        Err(e) => {
+            // Refused: writing it again would be refused again, on every worker. The
+            // run fails, once, naming the checkpoint refused (or its end).
+            let failure = core.refusal(&e, None);
+            tracing::error!(error = %failure.message, "the database refused the run's end; the run fails");
+            let failed = Transition::next(Next::Finish(Outcome::Failed(failure)));
+            match core.commit(failed).await {
+                Ok(Committed::Written | Committed::AlreadyRecorded(_)) => Exit::Finished,
+                Ok(Committed::LeaseLost) => Exit::Dropped,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not write the run's failure; its lease will expire");
+                    Exit::Dropped
+                }
+            }
         }
     }
 }
