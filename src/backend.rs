@@ -81,6 +81,16 @@ impl Store for AnyStore {
         delegate!(self, s => s.commit(batch, lease_for, now).await)
     }
 
+    async fn commit_and_claim(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: ClaimRequest<'_>,
+        lease_for: Duration,
+        now: Now,
+    ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
+        delegate!(self, s => s.commit_and_claim(batch, claim, lease_for, now).await)
+    }
+
     async fn renew(
         &self,
         leases: &[Lease],

@@ -230,6 +230,103 @@ pub async fn claims_lease_each_due_run_once<S: Store + ReadStore>(store: S) {
     assert_eq!(view.status, RunStatus::Running);
 }
 
+/// A commit claims in the same round trip: the runs that were due, whatever became
+/// of the batch's transitions (one fenced out here). Whether the claim also takes
+/// a run the batch itself made due (a hand-back here) is the backend's choice.
+pub async fn a_commit_claims_in_the_same_round_trip<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/refill")]).await;
+    store
+        .send(
+            (0..4).map(|n| event("t/refill", n)).collect(),
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let mut held = claim(&store, "w", &["a"], 2, start()).await;
+    let (finishing, released) = (held.remove(0), held.remove(0));
+    let stale = Lease {
+        token: finishing.lease.token + 7,
+        ..finishing.lease.clone()
+    };
+    let owner: Arc<str> = "w".into();
+    let functions = vec!["a".to_owned()];
+    let request = ClaimRequest {
+        owner: &owner,
+        functions: &functions,
+        max: 10,
+        lease: Duration::from_secs(30),
+    };
+    let batch = [
+        (
+            finishing.lease.clone(),
+            Transition::next(Next::Finish(Outcome::Completed(json!("done")))),
+        ),
+        (released.lease.clone(), Transition::next(Next::Release)),
+        (stale, Transition::step(step("late", 0, start()))),
+    ];
+    let (committed, claimed) = store
+        .commit_and_claim(
+            &batch,
+            request.clone(),
+            Duration::from_secs(30),
+            Now::At(start()),
+        )
+        .await
+        .expect("commit and claim");
+    assert_eq!(
+        committed,
+        [Committed::Written, Committed::Written, Committed::LeaseLost]
+    );
+    let took_back = claimed
+        .iter()
+        .any(|c| c.lease.run_id == released.lease.run_id);
+    assert_eq!(
+        claimed.len(),
+        if took_back { 3 } else { 2 },
+        "the runs that were due"
+    );
+    for run in &claimed {
+        assert!(
+            run.lease.run_id != finishing.lease.run_id,
+            "a finished run is not claimed"
+        );
+        assert_eq!(run.function_id.as_str(), "a");
+        assert_eq!(run.event.name, "t/refill");
+        assert_eq!(
+            view(&store, run.lease.run_id).await.status,
+            RunStatus::Running
+        );
+    }
+    assert_eq!(
+        view(&store, finishing.lease.run_id).await.status,
+        RunStatus::Completed
+    );
+    // The hand-back is claimable by the next claim if this one did not take it.
+    let again = store
+        .commit_and_claim(
+            &[],
+            request.clone(),
+            Duration::from_secs(30),
+            Now::At(start()),
+        )
+        .await
+        .expect("claim the hand-back");
+    assert_eq!(
+        again.1.iter().map(|c| c.lease.run_id).collect::<Vec<_>>(),
+        if took_back {
+            vec![]
+        } else {
+            vec![released.lease.run_id]
+        }
+    );
+    // With nothing due, a commit claims nothing.
+    let empty = store
+        .commit_and_claim(&[], request, Duration::from_secs(30), Now::At(start()))
+        .await
+        .expect("claim nothing");
+    assert!(empty.0.is_empty() && empty.1.is_empty());
+}
+
 /// A checkpoint with the run's current token is kept; one with a stale token is not.
 pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/fence")]).await;
@@ -1179,6 +1276,7 @@ macro_rules! store_conformance_tests {
             receipts_list_runs_in_the_order_sent,
             producer_ids_deduplicate_for_24_hours,
             claims_lease_each_due_run_once,
+            a_commit_claims_in_the_same_round_trip,
             checkpoints_are_fenced_by_the_lease_token,
             parked_runs_wake_when_due,
             failures_and_outcomes_are_recorded,

@@ -128,32 +128,14 @@ impl Store for PgStore {
             .await
             .map_err(db_error)
         })?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut unreadable = Vec::new();
-        for row in &rows {
-            match claimed_run(row, request.owner) {
-                Ok(run) => claimed.push(run),
-                Err(e) => match (
-                    row.try_get::<Uuid, _>("id"),
-                    row.try_get::<i64, _>("lease_token"),
-                ) {
-                    (Ok(id), Ok(token)) => unreadable.push((id, token, e)),
-                    _ => {
-                        tracing::error!(error = %e, "a claimed run's row does not decode, not even its id")
-                    }
-                },
-            }
-        }
-        if !unreadable.is_empty() {
-            self.fail_unreadable(unreadable, now).await?;
-        }
-        Ok(claimed)
+        self.claimed_runs(rows.iter().collect(), request.owner, now)
+            .await
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
         let rows = on_conn!(self, repeat = true, |conn| async {
             sqlx::query(
-            "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at,
+                "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at,
                         NULL::integer AS failed
                  FROM flow.steps WHERE run_id = $1
                  UNION ALL
@@ -183,149 +165,18 @@ impl Store for PgStore {
         lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        let input = CommitInput::of(batch);
-        // The run rows (fenced on id + token + `running`), the steps and failed
-        // attempts of the runs whose row was updated, and the wake-up hints, in one
-        // statement: a batch of many runs' transitions costs one commit. A key that
-        // is already recorded keeps its first record.
-        let rows = on_conn!(self, repeat = false, |conn| async {
-            sqlx::query(
-            "WITH clock AS (
-                     SELECT COALESCE($12::timestamptz, now()) AS now
-                 ), t AS (
-                     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
-                                          $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                          $10::boolean[], $33::boolean[], $34::integer[])
-                         AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
-                              executing, progress, due_now, step_count)
-                 ), leased AS (
-                     UPDATE flow.runs r
-                     SET status = t.status,
-                         not_before = CASE WHEN t.due_now THEN clock.now
-                                           ELSE COALESCE(t.not_before, r.not_before) END,
-                         lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
-                         lease_expires_at = CASE WHEN t.status = 'running'
-                                                 THEN clock.now + $11 * interval '1 second' END,
-                         lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
-                         blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
-                                              WHEN t.progress THEN 0 ELSE r.blocked_count END,
-                         step_count = GREATEST(r.step_count, COALESCE(t.step_count, 0)),
-                         current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
-                                             WHEN t.progress THEN NULL ELSE r.current_step END,
-                         output = t.output, error = t.error, error_kind = t.error_kind,
-                         error_step = t.error_step,
-                         finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
-                                            THEN clock.now END
-                     FROM t, clock
-                     WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
-                     RETURNING r.id, r.lease_token
-                 ), steps AS (
-                     INSERT INTO flow.steps
-                         (run_id, key, position, kind, output, error, attempts, started_at, finished_at, wake_at)
-                     SELECT s.run_id, s.key, s.position, s.kind, s.output, s.error, s.attempts,
-                            s.started_at, s.finished_at, s.wake_at
-                     FROM unnest($13::uuid[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
-                                 $18::jsonb[], $19::jsonb[], $20::integer[], $21::timestamptz[],
-                                 $22::timestamptz[], $23::timestamptz[])
-                         AS s(run_id, token, key, position, kind, output, error, attempts, started_at,
-                              finished_at, wake_at)
-                     JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
-                     ON CONFLICT (run_id, key) DO NOTHING
-                     RETURNING run_id, key
-                 ), attempts AS (
-                     INSERT INTO flow.attempts (run_id, key, attempt, error, started_at, finished_at, retry_at)
-                     SELECT a.run_id, a.key, a.attempt, a.error, a.started_at, a.finished_at, a.retry_at
-                     FROM unnest($24::uuid[], $25::bigint[], $26::text[], $27::integer[], $28::jsonb[],
-                                 $29::timestamptz[], $30::timestamptz[], $31::timestamptz[])
-                         AS a(run_id, token, key, attempt, error, started_at, finished_at, retry_at)
-                     JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
-                     ON CONFLICT (run_id, key, attempt) DO NOTHING
-                     RETURNING run_id
-                 ), notified AS (
-                     SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
-                     WHERE EXISTS (SELECT 1 FROM leased)
-                 )
-                 SELECT 'run' AS what, id AS run_id, lease_token AS token, NULL::text AS key FROM leased
-                 UNION ALL SELECT 'step', run_id, NULL, key FROM steps
-                 UNION ALL SELECT 'attempt', run_id, NULL, NULL FROM attempts
-                 UNION ALL SELECT 'notify', NULL, NULL, NULL FROM notified",
-        )
-        .bind(&input.run_ids)
-        .bind(&input.tokens)
-        .bind(&input.statuses)
-        .bind(&input.not_before)
-        .bind(&input.outputs)
-        .bind(&input.errors)
-        .bind(&input.error_kinds)
-        .bind(&input.error_steps)
-        .bind(&input.executing)
-        .bind(&input.progress)
-        .bind(seconds(lease_for))
-        .bind(now.at())
-        .bind(&input.steps.run_ids)
-        .bind(&input.steps.tokens)
-        .bind(&input.steps.keys)
-        .bind(&input.steps.positions)
-        .bind(&input.steps.kinds)
-        .bind(&input.steps.outputs)
-        .bind(&input.steps.errors)
-        .bind(&input.steps.attempts)
-        .bind(&input.steps.started)
-        .bind(&input.steps.finished)
-        .bind(&input.steps.wakes)
-        .bind(&input.failures.run_ids)
-        .bind(&input.failures.tokens)
-        .bind(&input.failures.keys)
-        .bind(&input.failures.attempts)
-        .bind(&input.failures.errors)
-        .bind(&input.failures.started)
-        .bind(&input.failures.finished)
-        .bind(&input.failures.retry_at)
-        .bind(wakeup_payloads(batch))
-        .bind(&input.due_now)
-        .bind(&input.step_counts)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)
-        })?;
-        let mut leased = HashSet::new();
-        let mut inserted = HashSet::new();
-        for row in &rows {
-            match row.try_get::<&str, _>("what").map_err(db_error)? {
-                "run" => {
-                    leased.insert((
-                        row.try_get::<Uuid, _>("run_id").map_err(db_error)?,
-                        row.try_get::<i64, _>("token").map_err(db_error)?,
-                    ));
-                }
-                "step" => {
-                    inserted.insert((
-                        row.try_get::<Uuid, _>("run_id").map_err(db_error)?,
-                        row.try_get::<String, _>("key").map_err(db_error)?,
-                    ));
-                }
-                _ => {}
-            }
-        }
-        Ok(batch
-            .iter()
-            .map(|(lease, transition)| {
-                if !leased.contains(&(lease.run_id.0, lease.token)) {
-                    return Committed::LeaseLost;
-                }
-                let recorded: Vec<String> = transition
-                    .steps
-                    .iter()
-                    .filter(|s| !inserted.contains(&(lease.run_id.0, s.key.clone())))
-                    .map(|s| s.key.clone())
-                    .collect();
-                if recorded.is_empty() {
-                    Committed::Written
-                } else {
-                    Committed::AlreadyRecorded(recorded)
-                }
-            })
-            .collect())
+        Ok(self.commit_claiming(batch, None, lease_for, now).await?.0)
+    }
+
+    async fn commit_and_claim(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: ClaimRequest<'_>,
+        lease_for: Duration,
+        now: Now,
+    ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
+        self.commit_claiming(batch, Some(claim), lease_for, now)
+            .await
     }
 
     async fn renew(
@@ -361,7 +212,7 @@ impl Store for PgStore {
     async fn recover_expired(&self, max_lost: u32, now: Now) -> Result<u64, Error> {
         let rows = on_conn!(self, repeat = true, |conn| async {
             sqlx::query(
-            "WITH clock AS (
+                "WITH clock AS (
                      SELECT COALESCE($1::timestamptz, now()) AS now
                  ), expired AS (
                      SELECT id FROM flow.runs
@@ -427,9 +278,9 @@ impl Store for PgStore {
         let row = on_conn!(self, repeat = true, |conn| async {
             sqlx::query(
                 "SELECT LEAST(
-                     (SELECT min(not_before) FROM flow.runs
-                      WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
-                     (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
+                 (SELECT min(not_before) FROM flow.runs
+                  WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
+                 (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
             )
             .bind(functions)
             .fetch_one(&mut *conn)
@@ -497,8 +348,8 @@ async fn read_run(conn: &mut sqlx::PgConnection, id: RunId) -> Result<Option<Run
         .map_err(db_error)?;
     let Some(row) = sqlx::query(
         "SELECT id, function_id, event_id, status, output, error, error_kind, error_step,
-                    created_at, started_at, finished_at, lost_by, lost_at, lost_step, lost_after
-             FROM flow.runs WHERE id = $1",
+                created_at, started_at, finished_at, lost_by, lost_at, lost_step, lost_after
+         FROM flow.runs WHERE id = $1",
     )
     .bind(id.0)
     .fetch_optional(&mut *tx)
@@ -509,7 +360,7 @@ async fn read_run(conn: &mut sqlx::PgConnection, id: RunId) -> Result<Option<Run
     };
     let steps = sqlx::query(
         "SELECT key, position, kind, output, error, attempts, started_at, finished_at, wake_at
-             FROM flow.steps WHERE run_id = $1 ORDER BY position",
+         FROM flow.steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(id.0)
     .fetch_all(&mut *tx)
@@ -520,7 +371,7 @@ async fn read_run(conn: &mut sqlx::PgConnection, id: RunId) -> Result<Option<Run
     .collect::<Result<Vec<_>, _>>()?;
     let failures: Vec<AttemptView> = sqlx::query(
         "SELECT key, attempt, error, retry_at FROM flow.attempts WHERE run_id = $1
-             ORDER BY finished_at, key, attempt",
+         ORDER BY finished_at, key, attempt",
     )
     .bind(id.0)
     .fetch_all(&mut *tx)
@@ -572,6 +423,150 @@ impl Connect for PgStore {
 }
 
 impl PgStore {
+    /// The commit statement: the run rows (fenced on id + token + `running`), the
+    /// steps and failed attempts of the runs whose row was updated, the wake-up
+    /// hints, and the claim if there is one, in one statement: a batch of many
+    /// runs' transitions, and the runs that replace those that left, cost one
+    /// commit. A key that is already recorded keeps its first record.
+    async fn commit_claiming(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: Option<ClaimRequest<'_>>,
+        lease_for: Duration,
+        now: Now,
+    ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
+        let input = CommitInput::of(batch);
+        let no_functions: &[String] = &[];
+        let (claim_functions, claim_max, claim_owner, claim_lease) = match &claim {
+            Some(c) => (
+                c.functions,
+                i64::try_from(c.max).unwrap_or(i64::MAX),
+                Some(&**c.owner),
+                c.lease,
+            ),
+            None => (no_functions, 0, None, lease_for),
+        };
+        let rows = on_conn!(self, repeat = false, |conn| async {
+            sqlx::query(COMMIT)
+                .bind(&input.run_ids)
+                .bind(&input.tokens)
+                .bind(&input.statuses)
+                .bind(&input.not_before)
+                .bind(&input.outputs)
+                .bind(&input.errors)
+                .bind(&input.error_kinds)
+                .bind(&input.error_steps)
+                .bind(&input.executing)
+                .bind(&input.progress)
+                .bind(seconds(lease_for))
+                .bind(now.at())
+                .bind(&input.steps.run_ids)
+                .bind(&input.steps.tokens)
+                .bind(&input.steps.keys)
+                .bind(&input.steps.positions)
+                .bind(&input.steps.kinds)
+                .bind(&input.steps.outputs)
+                .bind(&input.steps.errors)
+                .bind(&input.steps.attempts)
+                .bind(&input.steps.started)
+                .bind(&input.steps.finished)
+                .bind(&input.steps.wakes)
+                .bind(&input.failures.run_ids)
+                .bind(&input.failures.tokens)
+                .bind(&input.failures.keys)
+                .bind(&input.failures.attempts)
+                .bind(&input.failures.errors)
+                .bind(&input.failures.started)
+                .bind(&input.failures.finished)
+                .bind(&input.failures.retry_at)
+                .bind(wakeup_payloads(batch))
+                .bind(&input.due_now)
+                .bind(&input.step_counts)
+                .bind(claim_functions)
+                .bind(claim_max)
+                .bind(claim_owner)
+                .bind(seconds(claim_lease))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)
+        })?;
+        let mut leased = HashSet::new();
+        let mut inserted = HashSet::new();
+        let mut claimed_rows = Vec::new();
+        for row in &rows {
+            match row.try_get::<&str, _>("what").map_err(db_error)? {
+                "run" => {
+                    leased.insert((
+                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
+                        row.try_get::<i64, _>("lease_token").map_err(db_error)?,
+                    ));
+                }
+                "claimed" => claimed_rows.push(row),
+                "step" => {
+                    inserted.insert((
+                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
+                        row.try_get::<String, _>("key").map_err(db_error)?,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let claimed = match &claim {
+            Some(claim) => self.claimed_runs(claimed_rows, claim.owner, now).await?,
+            None => Vec::new(),
+        };
+        let committed = batch
+            .iter()
+            .map(|(lease, transition)| {
+                if !leased.contains(&(lease.run_id.0, lease.token)) {
+                    return Committed::LeaseLost;
+                }
+                let recorded: Vec<String> = transition
+                    .steps
+                    .iter()
+                    .filter(|s| !inserted.contains(&(lease.run_id.0, s.key.clone())))
+                    .map(|s| s.key.clone())
+                    .collect();
+                if recorded.is_empty() {
+                    Committed::Written
+                } else {
+                    Committed::AlreadyRecorded(recorded)
+                }
+            })
+            .collect();
+        Ok((committed, claimed))
+    }
+
+    /// The runs a claim leased, from their rows; a row that does not decode fails
+    /// its run (naming the column) instead of stopping the claim.
+    async fn claimed_runs(
+        &self,
+        rows: Vec<&PgRow>,
+        owner: &Arc<str>,
+        now: Now,
+    ) -> Result<Vec<ClaimedRun>, Error> {
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for row in rows {
+            match claimed_run(row, owner) {
+                Ok(run) => claimed.push(run),
+                Err(e) => match (
+                    row.try_get::<Uuid, _>("id"),
+                    row.try_get::<i64, _>("lease_token"),
+                ) {
+                    (Ok(id), Ok(token)) => unreadable.push((id, token, e)),
+                    _ => {
+                        tracing::error!(error = %e, "a claimed run's row does not decode, not even its id")
+                    }
+                },
+            }
+        }
+        if !unreadable.is_empty() {
+            self.fail_unreadable(unreadable, now).await?;
+        }
+        Ok(claimed)
+    }
+
     /// Fails claimed runs whose row does not decode, naming the column, so that one
     /// bad row neither stops the worker nor comes back at every claim.
     async fn fail_unreadable(
@@ -813,3 +808,98 @@ where
     row.try_get(name)
         .map_err(|e| Error::Database(format!("column `{name}` does not read: {e}")))
 }
+
+/// The commit statement ([`PgStore::commit_claiming`]); `$36` is 0 when nothing
+/// is claimed.
+const COMMIT: &str = "WITH clock AS (
+         SELECT COALESCE($12::timestamptz, now()) AS now
+     ), t AS (
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
+                              $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
+                              $10::boolean[], $33::boolean[], $34::integer[])
+             AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
+                  executing, progress, due_now, step_count)
+     ), leased AS (
+         UPDATE flow.runs r
+         SET status = t.status,
+             not_before = CASE WHEN t.due_now THEN clock.now
+                               ELSE COALESCE(t.not_before, r.not_before) END,
+             lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
+             lease_expires_at = CASE WHEN t.status = 'running'
+                                     THEN clock.now + $11 * interval '1 second' END,
+             lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
+             blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
+                                  WHEN t.progress THEN 0 ELSE r.blocked_count END,
+             step_count = GREATEST(r.step_count, COALESCE(t.step_count, 0)),
+             current_step = CASE WHEN t.executing IS NOT NULL THEN t.executing
+                                 WHEN t.progress THEN NULL ELSE r.current_step END,
+             output = t.output, error = t.error, error_kind = t.error_kind,
+             error_step = t.error_step,
+             finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
+                                THEN clock.now END
+         FROM t, clock
+         WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
+         RETURNING r.id, r.lease_token
+     ), steps AS (
+         INSERT INTO flow.steps
+             (run_id, key, position, kind, output, error, attempts, started_at, finished_at,
+              wake_at)
+         SELECT s.run_id, s.key, s.position, s.kind, s.output, s.error, s.attempts,
+                s.started_at, s.finished_at, s.wake_at
+         FROM unnest($13::uuid[], $14::bigint[], $15::text[], $16::integer[], $17::text[],
+                     $18::jsonb[], $19::jsonb[], $20::integer[], $21::timestamptz[],
+                     $22::timestamptz[], $23::timestamptz[])
+             AS s(run_id, token, key, position, kind, output, error, attempts, started_at,
+                  finished_at, wake_at)
+         JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
+         ON CONFLICT (run_id, key) DO NOTHING
+         RETURNING run_id, key
+     ), attempts AS (
+         INSERT INTO flow.attempts
+             (run_id, key, attempt, error, started_at, finished_at, retry_at)
+         SELECT a.run_id, a.key, a.attempt, a.error, a.started_at, a.finished_at,
+                a.retry_at
+         FROM unnest($24::uuid[], $25::bigint[], $26::text[], $27::integer[], $28::jsonb[],
+                     $29::timestamptz[], $30::timestamptz[], $31::timestamptz[])
+             AS a(run_id, token, key, attempt, error, started_at, finished_at, retry_at)
+         JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
+         ON CONFLICT (run_id, key, attempt) DO NOTHING
+         RETURNING run_id
+     ), due AS (
+         SELECT id FROM flow.runs
+         WHERE status IN ('queued', 'sleeping', 'blocked')
+           AND not_before <= (SELECT now FROM clock)
+           AND function_id = ANY($35)
+         ORDER BY not_before
+         LIMIT $36
+         FOR UPDATE SKIP LOCKED
+     ), claimed AS (
+         UPDATE flow.runs r
+         SET status = 'running', lease_owner = $37, lease_token = r.lease_token + 1,
+             lease_expires_at = clock.now + $38 * interval '1 second',
+             started_at = COALESCE(r.started_at, clock.now)
+         FROM due, clock
+         WHERE r.id = due.id
+         RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
+                   r.step_count, r.event_id
+     ), notified AS (
+         SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
+         WHERE EXISTS (SELECT 1 FROM leased)
+     )
+     SELECT 'run' AS what, id, lease_token, NULL::text AS key, NULL::text AS function_id,
+            NULL::integer AS lost_count, NULL::integer AS blocked_count,
+            NULL::integer AS step_count, NULL::uuid AS event_id, NULL::text AS name,
+            NULL::jsonb AS data, NULL::timestamptz AS ts
+     FROM leased
+     UNION ALL SELECT 'step', run_id, NULL, key,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM steps
+     UNION ALL SELECT 'attempt', run_id, NULL, NULL,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM attempts
+     UNION ALL SELECT 'notify', NULL, NULL, NULL,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM notified
+     UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
+                      c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
+     FROM claimed c JOIN flow.events e ON e.id = c.event_id";

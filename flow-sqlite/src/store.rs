@@ -194,60 +194,10 @@ impl Store for SqliteStore {
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         let now = now.or_local();
-        let functions = serde_json::to_string(request.functions).expect("strings serialize");
         // The claim, the events it hands over, and the failing of rows that do not
         // read, in one transaction: a bad row neither orphans the batch nor stops
         // the worker.
-        in_transaction(self, async |conn| {
-            let rows = sqlx::query(
-                "UPDATE flow_runs
-                 SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
-                     lease_expires_at = ?, started_at = COALESCE(started_at, ?)
-                 WHERE id IN (
-                     SELECT id FROM flow_runs
-                     WHERE status IN ('queued', 'sleeping', 'blocked') AND not_before <= ?
-                       AND function_id IN (SELECT value FROM json_each(?))
-                     ORDER BY not_before
-                     LIMIT ?)
-                 RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
-                           event_id",
-            )
-            .bind(&**request.owner)
-            .bind(micros(later(now, request.lease)))
-            .bind(micros(now))
-            .bind(micros(now))
-            .bind(functions)
-            .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
-            let mut claimed = Vec::with_capacity(rows.len());
-            for row in rows {
-                match claimed_run(conn, &row, request.owner).await {
-                    Ok(run) => claimed.push(run),
-                    Err(problem) => {
-                        let id: Option<String> = row.try_get("id").ok();
-                        tracing::error!(run_id = ?id, error = %problem, "failing a run whose row does not read");
-                        sqlx::query(
-                            "UPDATE flow_runs
-                             SET status = 'failed', error = ?, error_kind = 'storage', finished_at = ?,
-                                 lease_owner = NULL, lease_expires_at = NULL
-                             WHERE id = ? AND status = 'running'",
-                        )
-                        .bind(flow_core::storable_message(&format!(
-                            "flow could not read this run's stored row: {problem}"
-                        )))
-                        .bind(micros(now))
-                        .bind(id)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db_error)?;
-                    }
-                }
-            }
-            Ok(claimed)
-        })
-        .await
+        in_transaction(self, async |conn| claim_on(conn, &request, now).await).await
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -294,19 +244,31 @@ impl Store for SqliteStore {
             Ok(results)
         })
         .await?;
-        if batch.iter().any(|(_, t)| t.next == Next::Release) {
-            self.wake(Wakeup::Now);
-        }
-        let earliest = batch
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| **r != Committed::LeaseLost)
-            .filter_map(|((_, t), _)| t.next.wake_at())
-            .min();
-        if let Some(at) = earliest {
-            self.wake(Wakeup::At(at));
-        }
+        self.announce_commit(batch, &results);
         Ok(results)
+    }
+
+    async fn commit_and_claim(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: ClaimRequest<'_>,
+        lease_for: Duration,
+        now: Now,
+    ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
+        let local = now.or_local();
+        // One transaction: the batch, then the claim (which may take back what
+        // the batch made due).
+        let (results, claimed) = in_transaction(self, async |conn| {
+            let mut results = Vec::with_capacity(batch.len());
+            for (lease, t) in batch {
+                results.push(commit_one(conn, lease, t, lease_for, local).await?);
+            }
+            let claimed = claim_on(conn, &claim, local).await?;
+            Ok((results, claimed))
+        })
+        .await?;
+        self.announce_commit(batch, &results);
+        Ok((results, claimed))
     }
 
     async fn renew(
@@ -396,11 +358,11 @@ impl Store for SqliteStore {
         let functions = serde_json::to_string(functions).expect("strings serialize");
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT min(t) FROM (
-                 SELECT min(not_before) AS t FROM flow_runs
-                 WHERE status IN ('queued', 'sleeping', 'blocked')
-                   AND function_id IN (SELECT value FROM json_each(?))
-                 UNION ALL
-                 SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
+             SELECT min(not_before) AS t FROM flow_runs
+             WHERE status IN ('queued', 'sleeping', 'blocked')
+               AND function_id IN (SELECT value FROM json_each(?))
+             UNION ALL
+             SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
         )
         .bind(functions)
         .fetch_one(&self.pool)
@@ -533,6 +495,25 @@ impl ReadStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The wake-ups a committed batch announces: "now" for a hand-back, the
+    /// earliest due time of the runs it parked.
+    fn announce_commit(&self, batch: &[(Lease, Transition)], results: &[Committed]) {
+        if batch.iter().any(|(_, t)| t.next == Next::Release) {
+            self.wake(Wakeup::Now);
+        }
+        let earliest = batch
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| **r != Committed::LeaseLost)
+            .filter_map(|((_, t), _)| t.next.wake_at())
+            .min();
+        if let Some(at) = earliest {
+            self.wake(Wakeup::At(at));
+        }
+    }
+}
+
 impl Connect for SqliteStore {
     async fn connect(url: &str) -> Result<Self, Error> {
         SqliteStore::connect(url).await
@@ -540,6 +521,62 @@ impl Connect for SqliteStore {
 }
 
 /// A claimed run from its row and its event's; an error names what does not read.
+/// A claim on `conn`, inside the caller's transaction.
+async fn claim_on(
+    conn: &mut SqliteConnection,
+    request: &ClaimRequest<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClaimedRun>, Error> {
+    let functions = serde_json::to_string(request.functions).expect("strings serialize");
+    let rows = sqlx::query(
+        "UPDATE flow_runs
+         SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
+             lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+         WHERE id IN (
+             SELECT id FROM flow_runs
+             WHERE status IN ('queued', 'sleeping', 'blocked') AND not_before <= ?
+               AND function_id IN (SELECT value FROM json_each(?))
+             ORDER BY not_before
+             LIMIT ?)
+         RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
+                   event_id",
+    )
+    .bind(&**request.owner)
+    .bind(micros(later(now, request.lease)))
+    .bind(micros(now))
+    .bind(micros(now))
+    .bind(functions)
+    .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        match claimed_run(conn, &row, request.owner).await {
+            Ok(run) => claimed.push(run),
+            Err(problem) => {
+                let id: Option<String> = row.try_get("id").ok();
+                tracing::error!(run_id = ?id, error = %problem, "failing a run whose row does not read");
+                sqlx::query(
+                    "UPDATE flow_runs
+                     SET status = 'failed', error = ?, error_kind = 'storage', finished_at = ?,
+                         lease_owner = NULL, lease_expires_at = NULL
+                     WHERE id = ? AND status = 'running'",
+                )
+                .bind(flow_core::storable_message(&format!(
+                    "flow could not read this run's stored row: {problem}"
+                )))
+                .bind(micros(now))
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
 async fn claimed_run(
     conn: &mut SqliteConnection,
     row: &SqliteRow,

@@ -76,6 +76,31 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<Vec<Committed>, Error>> + Send;
 
+    /// [`Store::commit`] and, in the same round trip and commit, [`Store::claim`]:
+    /// a busy worker fills the slots its finished runs freed without a statement
+    /// (and a WAL flush) of its own. Whether the claim sees what the batch itself
+    /// made due (a hand-back, a park due at once) is the backend's choice: either
+    /// is correct, since a claim starts a new execution. An error means nothing
+    /// was written and nothing claimed. The default runs the two one after the
+    /// other (a failed claim then claims nothing); a backend that can do both at
+    /// once overrides it.
+    fn commit_and_claim(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: ClaimRequest<'_>,
+        lease_for: Duration,
+        now: Now,
+    ) -> impl Future<Output = Result<(Vec<Committed>, Vec<ClaimedRun>), Error>> + Send {
+        async move {
+            let committed = self.commit(batch, lease_for, now).await?;
+            let claimed = self.claim(claim, now).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "a claim after a commit failed; claiming later");
+                Vec::new()
+            });
+            Ok((committed, claimed))
+        }
+    }
+
     /// Extends exactly these leases, each only if it is still current and has not
     /// expired; returns the runs whose lease was extended.
     fn renew(
