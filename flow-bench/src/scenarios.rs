@@ -123,7 +123,7 @@ impl Database {
             if Instant::now() > deadline {
                 return Err(format!("only {done} of {n} runs finished within {timeout:?}").into());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

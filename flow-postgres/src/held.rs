@@ -48,7 +48,13 @@ pub(crate) struct Slot {
 impl Held {
     pub fn new(options: PgConnectOptions) -> Arc<Held> {
         Arc::new(Held {
-            options,
+            // The hot statements find their rows through primary keys and the
+            // queue's index in order; estimates of a queue table are wrong by orders
+            // of magnitude between analyzes (a fresh burst of runs reads as a handful
+            // of rows), and with them the planner picks bitmap scans that fetch and
+            // sort every queued run (and every dead index entry) to claim three.
+            // Only these connections, which run nothing but flow's statements.
+            options: options.options([("enable_bitmapscan", "off"), ("enable_seqscan", "off")]),
             slots: std::array::from_fn(|_| Mutex::new(None)),
         })
     }

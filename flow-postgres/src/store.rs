@@ -109,15 +109,21 @@ impl Store for PgStore {
                      ORDER BY not_before
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED
+                 ), claimed AS (
+                     UPDATE flow.runs r
+                     SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
+                         lease_expires_at = clock.now + $5 * interval '1 second',
+                         started_at = COALESCE(r.started_at, clock.now)
+                     FROM clock
+                     WHERE r.id = ANY(ARRAY(SELECT id FROM due))
+                     RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
+                               r.step_count, r.event_id
                  )
-                 UPDATE flow.runs r
-                 SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
-                     lease_expires_at = clock.now + $5 * interval '1 second',
-                     started_at = COALESCE(r.started_at, clock.now)
-                 FROM due, flow.events e, clock
-                 WHERE r.id = due.id AND e.id = r.event_id
-                 RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
-                           r.step_count, e.id AS event_id, e.name, e.data, e.ts",
+                 -- By arrays of ids, as in the commit statement (see COMMIT).
+                 SELECT c.*, e.name, e.data, e.ts
+                 FROM claimed c
+                 JOIN (SELECT * FROM flow.events
+                       WHERE id = ANY(ARRAY(SELECT event_id FROM claimed))) e ON e.id = c.event_id",
             )
             .bind(now.at())
             .bind(request.functions)
@@ -810,7 +816,11 @@ where
 }
 
 /// The commit statement ([`PgStore::commit_claiming`]); `$36` is 0 when nothing
-/// is claimed.
+/// is claimed. Every row it touches is found through a primary key by an array
+/// of ids (`r.id = ANY($1)`, `= ANY(ARRAY(...))`): a prepared statement's generic
+/// plan guesses the sizes of its unnests and of the claim's LIMIT, and would
+/// otherwise walk a whole index of leased rows (dead entries included, one per
+/// checkpoint since the last vacuum) or hash-join against whole tables.
 const COMMIT: &str = "WITH clock AS (
          SELECT COALESCE($12::timestamptz, now()) AS now
      ), t AS (
@@ -838,7 +848,8 @@ const COMMIT: &str = "WITH clock AS (
              finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
                                 THEN clock.now END
          FROM t, clock
-         WHERE r.id = t.run_id AND r.lease_token = t.token AND r.status = 'running'
+         WHERE r.id = ANY($1) AND r.id = t.run_id AND r.lease_token = t.token
+           AND r.status = 'running'
          RETURNING r.id, r.lease_token
      ), steps AS (
          INSERT INTO flow.steps
@@ -878,10 +889,13 @@ const COMMIT: &str = "WITH clock AS (
          SET status = 'running', lease_owner = $37, lease_token = r.lease_token + 1,
              lease_expires_at = clock.now + $38 * interval '1 second',
              started_at = COALESCE(r.started_at, clock.now)
-         FROM due, clock
-         WHERE r.id = due.id
+         FROM clock
+         WHERE r.id = ANY(ARRAY(SELECT id FROM due))
          RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
                    r.step_count, r.event_id
+     ), claimed_events AS (
+         SELECT e.id, e.name, e.data, e.ts FROM flow.events e
+         WHERE e.id = ANY(ARRAY(SELECT event_id FROM claimed))
      ), notified AS (
          SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
          WHERE EXISTS (SELECT 1 FROM leased)
@@ -902,4 +916,4 @@ const COMMIT: &str = "WITH clock AS (
      FROM notified
      UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
                       c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
-     FROM claimed c JOIN flow.events e ON e.id = c.event_id";
+     FROM claimed c JOIN claimed_events e ON e.id = c.event_id";

@@ -9,7 +9,7 @@ pub(crate) use committer::Committer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::clock::{Reading, SyncedClock, later};
 use crate::function::{Function, FunctionDef, Registry, registered};
 use crate::run::core::{RunCore, Stop};
-use crate::store::{ClaimRequest, Connect, FunctionInfo, Lease, Store, Wakeup};
+use crate::store::{ClaimRequest, ClaimedRun, Connect, FunctionInfo, Lease, Store, Wakeup};
 use crate::{Clock, Error, Limits, RunId, SystemClock};
 use driver::{Exit, drive};
 
@@ -192,6 +192,7 @@ impl<S: Store> WorkerBuilder<S> {
             Some(id) => id.as_str().into(),
             None => default_worker_id().into(),
         };
+        let slots = self.config.concurrency;
         Ok(Worker {
             shared: Arc::new(Shared {
                 store: self.store,
@@ -204,6 +205,10 @@ impl<S: Store> WorkerBuilder<S> {
                 work_now: AtomicBool::new(false),
                 due_hint: Mutex::new(None),
                 shutting_down: AtomicBool::new(false),
+                free: AtomicUsize::new(slots),
+                more_due: AtomicBool::new(true),
+                committing: AtomicBool::new(false),
+                handed: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -233,6 +238,16 @@ struct Shared<S> {
     /// Set once a graceful shutdown begins: runs finish the step bodies they are
     /// running and are handed back at their next step call.
     shutting_down: AtomicBool,
+    /// Slots neither driving a run nor reserved by a claim in flight.
+    free: AtomicUsize,
+    /// Whether runs may be due: the last claim filled every slot it asked for, or
+    /// work was announced since. Only then does a commit claim.
+    more_due: AtomicBool,
+    /// Set while the committer forms and writes a batch: a slot freed meanwhile is
+    /// filled by the claim it makes.
+    committing: AtomicBool,
+    /// Runs a commit claimed, with the time of the claim, for the claim loop to drive.
+    handed: Mutex<Vec<(ClaimedRun, DateTime<Utc>)>>,
 }
 
 impl<S> Shared<S> {
@@ -250,6 +265,58 @@ impl<S> Shared<S> {
     fn wake_now(&self) {
         self.work_now.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Reserves up to `max` free slots for a claim; returns how many.
+    fn reserve(&self, max: usize) -> usize {
+        let mut taken = 0;
+        let _ = self
+            .free
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |free| {
+                taken = free.min(max);
+                Some(free - taken)
+            });
+        taken
+    }
+
+    /// Gives back slots a claim reserved and did not fill.
+    fn unreserve(&self, slots: usize) {
+        self.free.fetch_add(slots, Ordering::SeqCst);
+    }
+
+    fn free_slots(&self) -> usize {
+        self.free.load(Ordering::SeqCst)
+    }
+
+    /// A run's task ended. While a commit is being written and runs are due, that
+    /// commit's claim fills the slot (the committer wakes the claim loop if no
+    /// commit follows it); otherwise the claim loop does.
+    fn slot_freed(&self) {
+        self.free.fetch_add(1, Ordering::SeqCst);
+        if !(self.committing.load(Ordering::SeqCst) && self.more_due.load(Ordering::SeqCst)) {
+            self.wake_now();
+        }
+    }
+
+    /// Runs a commit claimed, for the claim loop to drive; each holds a reserved slot.
+    fn hand_over(&self, claimed: Vec<ClaimedRun>, at: DateTime<Utc>) {
+        if claimed.is_empty() {
+            return;
+        }
+        lock(&self.handed).extend(claimed.into_iter().map(|run| (run, at)));
+        self.wake.notify_one();
+    }
+
+    fn take_handed(&self) -> Vec<(ClaimedRun, DateTime<Utc>)> {
+        std::mem::take(&mut *lock(&self.handed))
+    }
+
+    fn has_handed(&self) -> bool {
+        !lock(&self.handed).is_empty()
     }
 
     fn hint_due(&self, at: DateTime<Utc>) {
@@ -370,12 +437,14 @@ impl<S: Store> Worker<S> {
 
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Exit> = JoinSet::new();
+        // The group commit; it ends once the last run holding a handle is done.
+        let committer = Committer::spawn(shared.clone());
         // The claim loop stops between statements, never in the middle of a claim:
         // runs a claim leased are driven (and handed back) like any other.
         let (stop, stopping) = watch::channel(false);
         {
             // It logs and retries every failure; it ends only when asked to stop.
-            let claiming = claim_loop(&shared, &mut tasks, &mut report, stopping);
+            let claiming = claim_loop(&shared, &mut tasks, &mut report, &committer, stopping);
             tokio::pin!(claiming, shutdown);
             tokio::select! {
                 () = &mut claiming => {}
@@ -389,8 +458,13 @@ impl<S: Store> Worker<S> {
 
         // Graceful shutdown: running step bodies finish and are checkpointed; every
         // run is then handed back at its next step call (also those the last claim
-        // handed over).
+        // handed over, and those a commit's claim did: the committer hands back the
+        // ones it claims once the shutdown has begun).
         shared.begin_shutdown();
+        for (claimed, at) in shared.take_handed() {
+            spawn_run(&shared, &mut tasks, claimed, at, &committer);
+        }
+        drop(committer);
         let grace = tokio::time::sleep(shared.config.shutdown_grace);
         tokio::pin!(grace);
         loop {
@@ -490,26 +564,25 @@ async fn claim_loop<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
     report: &mut WorkerReport,
+    committer: &Committer,
     mut stopping: watch::Receiver<bool>,
 ) {
     let functions = shared.registry.ids();
-    // Ends once the last run holding a handle is done.
-    let committer = Committer::spawn(
-        shared.store.clone(),
-        shared.config.lease,
-        shared.clock.clone(),
-    );
     let mut last_recovery: Option<DateTime<Utc>> = None;
-    // After an idle wait recovery always runs (the wait may have ended at another
-    // worker's lease expiry); while busy, at most every quarter lease.
-    let mut waited = true;
+    // At start and after an idle wait that ended at its deadline (which may be
+    // another worker's lease expiring), recovery runs; while busy, at most every
+    // quarter lease. A wake-up by a notification or a freed slot runs none.
+    let mut recovery_now = true;
     loop {
         while let Some(joined) = tasks.try_join_next() {
             count(report, joined);
         }
+        for (claimed, at) in shared.take_handed() {
+            spawn_run(shared, tasks, claimed, at, committer);
+        }
         // A shutdown begins before the loop is told to stop (`RunningWorker::stop`
         // begins it at the call): a run it hands back meanwhile is not claimed again.
-        if *stopping.borrow() || shared.shutting_down.load(Ordering::SeqCst) {
+        if *stopping.borrow() || shared.is_shutting_down() {
             return;
         }
         // Armed before looking for work, so a wake-up during the lookup is not lost.
@@ -519,11 +592,11 @@ async fn claim_loop<S: Store>(
         shared.work_now.store(false, Ordering::SeqCst);
 
         let now = shared.clock.now();
-        let recovery_due = waited
+        let recovery_due = recovery_now
             || last_recovery.is_none_or(|at| {
                 now - at >= chrono::Duration::from_std(shared.config.lease / 4).unwrap_or_default()
             });
-        waited = false;
+        recovery_now = false;
         if recovery_due {
             last_recovery = Some(now);
             match shared
@@ -532,17 +605,24 @@ async fn claim_loop<S: Store>(
                 .await
             {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(runs = n, "recovered runs whose worker was lost"),
+                Ok(n) => {
+                    tracing::info!(runs = n, "recovered runs whose worker was lost");
+                    shared.more_due.store(true, Ordering::SeqCst);
+                }
                 Err(e) => tracing::warn!(error = %e, "could not recover expired leases"),
             }
         }
 
-        let free = shared.config.concurrency.saturating_sub(tasks.len());
-        let mut claimed_all = false;
         // Looked at again just before claiming, after the recovery statement: a run
         // handed back by a shutdown that began meanwhile is left to other workers.
         // (A claim already in flight when it begins hands its runs back at once.)
-        if free > 0 && !shared.shutting_down.load(Ordering::SeqCst) {
+        let free = if shared.is_shutting_down() {
+            0
+        } else {
+            shared.reserve(usize::MAX)
+        };
+        let mut claimed_all = false;
+        if free > 0 {
             let request = ClaimRequest {
                 owner: &shared.owner,
                 functions: &functions,
@@ -552,17 +632,21 @@ async fn claim_loop<S: Store>(
             match shared.store.claim(request, shared.clock.store_now()).await {
                 Ok(runs) => {
                     claimed_all = runs.len() == free;
+                    shared.more_due.store(claimed_all, Ordering::SeqCst);
+                    shared.unreserve(free - runs.len());
                     for claimed in runs {
-                        spawn_run(shared, tasks, claimed, now, &committer);
+                        spawn_run(shared, tasks, claimed, now, committer);
                     }
                 }
                 Err(e) => {
+                    shared.unreserve(free);
                     tracing::warn!(error = %e, "claim failed; retrying after the poll interval")
                 }
             }
         }
-        if claimed_all {
-            // More may be due: claim again once a slot frees up.
+        if claimed_all || (free == 0 && shared.more_due.load(Ordering::SeqCst)) {
+            // More may be due: claim again once a slot frees up (or a commit's
+            // claim hands runs over).
             tokio::select! {
                 _ = woken => {}
                 _ = stopping.changed() => {}
@@ -582,7 +666,6 @@ async fn claim_loop<S: Store>(
         } else {
             poll_deadline
         };
-        waited = true;
         // Sleep until the deadline, or until there may be work now. A due time
         // announced by another worker only moves the deadline: no query until then.
         let mut deadline = deadline;
@@ -590,12 +673,19 @@ async fn claim_loop<S: Store>(
             if let Some(hint) = lock(&shared.due_hint).take() {
                 deadline = deadline.min(hint);
             }
-            if deadline <= shared.clock.now() || shared.work_now.load(Ordering::SeqCst) {
+            if deadline <= shared.clock.now() {
+                recovery_now = true;
+                break;
+            }
+            if shared.work_now.load(Ordering::SeqCst) || shared.has_handed() {
                 break;
             }
             tokio::select! {
                 _ = woken.as_mut() => {}
-                _ = shared.clock.sleep_until(deadline) => break,
+                _ = shared.clock.sleep_until(deadline) => {
+                    recovery_now = true;
+                    break;
+                }
                 _ = stopping.changed() => break,
             }
             woken.set(shared.wake.notified());
@@ -614,6 +704,7 @@ fn spawn_run<S: Store>(
     let Some(def) = shared.registry.get(&claimed.function_id) else {
         // The claim query only returns runs of functions we serve.
         tracing::error!(function = %claimed.function_id, "claimed a run of a function this worker does not serve");
+        shared.unreserve(1);
         return;
     };
     let run_id = claimed.lease.run_id;
@@ -645,7 +736,7 @@ fn spawn_run<S: Store>(
             runs.remove(&run_id);
         }
         drop(runs);
-        shared.wake_now();
+        shared.slot_freed();
         exit
     });
 }
@@ -670,7 +761,10 @@ async fn listen<S: Store>(shared: Arc<Shared<S>>) {
                 shared.wake_now();
                 while let Some(wakeup) = stream.next().await {
                     match wakeup {
-                        Wakeup::Now => shared.wake_now(),
+                        Wakeup::Now => {
+                            shared.more_due.store(true, Ordering::SeqCst);
+                            shared.wake_now();
+                        }
                         Wakeup::At(at) => shared.hint_due(at),
                     }
                 }
