@@ -816,11 +816,14 @@ where
 }
 
 /// The commit statement ([`PgStore::commit_claiming`]); `$36` is 0 when nothing
-/// is claimed. Every row it touches is found through a primary key by an array
-/// of ids (`r.id = ANY($1)`, `= ANY(ARRAY(...))`): a prepared statement's generic
-/// plan guesses the sizes of its unnests and of the claim's LIMIT, and would
-/// otherwise walk a whole index of leased rows (dead entries included, one per
-/// checkpoint since the last vacuum) or hash-join against whole tables.
+/// is claimed. Every row it touches is found through a primary key: a prepared
+/// statement's generic plan takes each unnest for 10 rows and a fresh queue table
+/// for a handful, and would otherwise walk the index of leased rows (dead entries
+/// included) once per transition of the batch, or hash-join against whole tables.
+/// So the fence compares `status` with `(SELECT 'running')`, which the planner
+/// cannot match to that partial index, leaving the lookup of each transition's
+/// row by its id; the claimed rows and their events are found by
+/// `= ANY(ARRAY(...))` of their ids.
 const COMMIT: &str = "WITH clock AS (
          SELECT COALESCE($12::timestamptz, now()) AS now
      ), t AS (
@@ -848,8 +851,8 @@ const COMMIT: &str = "WITH clock AS (
              finished_at = CASE WHEN t.status IN ('completed', 'failed', 'cancelled')
                                 THEN clock.now END
          FROM t, clock
-         WHERE r.id = ANY($1) AND r.id = t.run_id AND r.lease_token = t.token
-           AND r.status = 'running'
+         WHERE r.id = t.run_id AND r.lease_token = t.token
+           AND r.status = (SELECT 'running')
          RETURNING r.id, r.lease_token
      ), steps AS (
          INSERT INTO flow.steps
