@@ -97,45 +97,12 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
-        let rows = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query(
-                "WITH clock AS (
-                     SELECT COALESCE($1::timestamptz, now()) AS now
-                 ), due AS (
-                     SELECT id FROM flow.runs
-                     WHERE status IN ('queued', 'sleeping', 'blocked')
-                       AND not_before <= (SELECT now FROM clock)
-                       AND function_id = ANY($2)
-                     ORDER BY not_before
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                 ), claimed AS (
-                     UPDATE flow.runs r
-                     SET status = 'running', lease_owner = $4, lease_token = r.lease_token + 1,
-                         lease_expires_at = clock.now + $5 * interval '1 second',
-                         started_at = COALESCE(r.started_at, clock.now)
-                     FROM clock
-                     WHERE r.id = ANY(ARRAY(SELECT id FROM due))
-                     RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
-                               r.step_count, r.event_id
-                 )
-                 -- By arrays of ids, as in the commit statement (see COMMIT).
-                 SELECT c.*, e.name, e.data, e.ts
-                 FROM claimed c
-                 JOIN (SELECT * FROM flow.events
-                       WHERE id = ANY(ARRAY(SELECT event_id FROM claimed))) e ON e.id = c.event_id",
-            )
-            .bind(now.at())
-            .bind(request.functions)
-            .bind(i64::try_from(request.max).unwrap_or(i64::MAX))
-            .bind(&**request.owner)
-            .bind(seconds(request.lease))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)
-        })?;
-        self.claimed_runs(rows.iter().collect(), request.owner, now)
-            .await
+        // The commit statement with no transitions is the claim alone.
+        let lease = request.lease;
+        Ok(self
+            .commit_claiming(&[], Some(request), lease, now)
+            .await?
+            .1)
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -452,7 +419,8 @@ impl PgStore {
             ),
             None => (no_functions, 0, None, lease_for),
         };
-        let rows = on_conn!(self, repeat = false, |conn| async {
+        // A claim alone is safe to repeat; a batch is retried by the committer.
+        let rows = on_conn!(self, repeat = batch.is_empty(), |conn| async {
             sqlx::query(COMMIT)
                 .bind(&input.run_ids)
                 .bind(&input.tokens)
