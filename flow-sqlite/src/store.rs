@@ -234,18 +234,7 @@ impl Store for SqliteStore {
         lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        let now = now.or_local();
-        // One transaction, one commit, for the whole batch.
-        let results = in_transaction(self, async |conn| {
-            let mut results = Vec::with_capacity(batch.len());
-            for (lease, t) in batch {
-                results.push(commit_one(conn, lease, t, lease_for, now).await?);
-            }
-            Ok(results)
-        })
-        .await?;
-        self.announce_commit(batch, &results);
-        Ok(results)
+        Ok(self.commit_claiming(batch, None, lease_for, now).await?.0)
     }
 
     async fn commit_and_claim(
@@ -255,20 +244,8 @@ impl Store for SqliteStore {
         lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
-        let local = now.or_local();
-        // One transaction: the batch, then the claim (which may take back what
-        // the batch made due).
-        let (results, claimed) = in_transaction(self, async |conn| {
-            let mut results = Vec::with_capacity(batch.len());
-            for (lease, t) in batch {
-                results.push(commit_one(conn, lease, t, lease_for, local).await?);
-            }
-            let claimed = claim_on(conn, &claim, local).await?;
-            Ok((results, claimed))
-        })
-        .await?;
-        self.announce_commit(batch, &results);
-        Ok((results, claimed))
+        self.commit_claiming(batch, Some(&claim), lease_for, now)
+            .await
     }
 
     async fn renew(
@@ -496,6 +473,32 @@ impl ReadStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The batch, then the claim if there is one (which may take back what the
+    /// batch made due), in one transaction: one commit for the whole of it.
+    async fn commit_claiming(
+        &self,
+        batch: &[(Lease, Transition)],
+        claim: Option<&ClaimRequest<'_>>,
+        lease_for: Duration,
+        now: Now,
+    ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
+        let now = now.or_local();
+        let (results, claimed) = in_transaction(self, async |conn| {
+            let mut results = Vec::with_capacity(batch.len());
+            for (lease, t) in batch {
+                results.push(commit_one(conn, lease, t, lease_for, now).await?);
+            }
+            let claimed = match claim {
+                Some(claim) => claim_on(conn, claim, now).await?,
+                None => Vec::new(),
+            };
+            Ok((results, claimed))
+        })
+        .await?;
+        self.announce_commit(batch, &results);
+        Ok((results, claimed))
+    }
+
     /// The wake-ups a committed batch announces: "now" for a hand-back, the
     /// earliest due time of the runs it parked.
     fn announce_commit(&self, batch: &[(Lease, Transition)], results: &[Committed]) {
