@@ -198,13 +198,9 @@ async fn commit_retrying<S: Store>(
     loop {
         let now = clock.store_now();
         let answer = match &claim {
-            Some(claim) => {
-                store
-                    .commit_and_claim(batch, claim.clone(), lease_for, now)
-                    .await
-            }
+            Some(claim) => store.commit_and_claim(batch, claim.clone(), now).await,
             None => store
-                .commit(batch, lease_for, now)
+                .commit(batch, now)
                 .await
                 .map(|results| (results, Vec::new())),
         };
