@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FunctionInfo, Lease, ReadStore,
-    SendReceipt, Settle, Store, Transition, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FinishWatch, FunctionInfo, Lease,
+    ReadStore, SendReceipt, Settle, Store, Transition, Wakeups,
 };
 use flow_core::{Error, NewEvent, Now, RunId, RunView};
 
@@ -131,6 +131,10 @@ impl Store for AnyStore {
 impl ReadStore for AnyStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         delegate!(self, s => s.run(id).await)
+    }
+
+    async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
+        delegate!(self, s => s.watch_finish(run).await)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use flow::{AnyStore, PgStore, PgStoreOptions};
+use flow::{AnyStore, PgStore, PgStoreOptions, RunStatus};
 use sqlx::{Connection, PgPool, Row as _};
 
 use crate::functions::{FanOut, Retry, Sleeper, ThreeSteps};
@@ -221,15 +221,10 @@ pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
         let sent_us = now_us();
         let receipt = db.client.send(ThreeSteps { sent_us, n: i }).await?;
         let run = receipt.runs[0].1;
-        loop {
-            let status: String = sqlx::query_scalar("SELECT status FROM flow.runs WHERE id = $1")
-                .bind(run.0)
-                .fetch_one(&db.pool)
-                .await?;
-            if status == "completed" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
+        // As a user waits: woken by the finish's announcement, not a poll.
+        let view = db.client.wait(run, Duration::from_secs(60)).await?;
+        if view.status != RunStatus::Completed {
+            return Err(format!("run {run} ended {}", view.status).into());
         }
     }
     let usage = procs.usage();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::store::{Connect, ReadStore, SendReceipt, Settle, Store};
+use crate::store::{Connect, FinishWatch, ReadStore, SendReceipt, Settle, Store};
 use crate::{Clock, Error, IntoEvent, Limits, NewEvent, RunId, RunStatus, RunView, SystemClock};
 
 /// Sends events and reads runs. Cheap to clone.
@@ -133,31 +133,53 @@ impl<S: ReadStore> Client<S> {
     /// Waits until a run has finished (completed, failed or cancelled), for at most `timeout`.
     /// A transient database error (a connection the server dropped) is retried
     /// until the timeout; the last one is returned if it never passes.
+    ///
+    /// Where the store announces finishes ([`ReadStore::watch_finish`]), the run is
+    /// read again as soon as its finish is announced, and otherwise polled at
+    /// most every second as a backstop; else it is polled with backoff up to
+    /// every 200 ms.
     pub async fn wait(&self, id: RunId, timeout: Duration) -> Result<RunView, Error> {
         let started = tokio::time::Instant::now();
+        // Watched before the first read: a finish in between is announced.
+        let mut watch = match self.store.watch_finish(id).await {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch for the run's finish; polling");
+                FinishWatch::none(id)
+            }
+        };
+        let longest = if watch.announces() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(200)
+        };
         let mut pause = Duration::from_millis(2);
         loop {
             let status = match self.store.run(id).await {
                 Ok(Some(view)) if view.status.is_finished() => return Ok(view),
-                Ok(Some(view)) => view.status,
+                Ok(Some(view)) => Some(view.status),
                 Ok(None) => return Err(Error::RunNotFound(id)),
                 Err(e) if e.is_transient() && started.elapsed() < timeout => {
                     tracing::debug!(error = %e, "reading the run failed transiently; retrying");
-                    tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                    continue;
+                    None
                 }
                 Err(e) => return Err(e),
             };
-            if started.elapsed() >= timeout {
+            if let Some(status) = status
+                && started.elapsed() >= timeout
+            {
                 return Err(Error::Timeout {
                     run: id,
                     waited: timeout,
                     status,
                 });
             }
-            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
+            let left = timeout.saturating_sub(started.elapsed());
+            tokio::select! {
+                () = watch.announced(), if status.is_some() => {}
+                () = tokio::time::sleep(pause.min(left)) => {}
+            }
+            pause = (pause * 2).min(longest);
         }
     }
 

@@ -1002,6 +1002,75 @@ where
     assert!(claim(&store, "w", &["a"], 10, start()).await.is_empty());
 }
 
+/// A finish committed after a watch was made is announced to it, whether the
+/// run ends in a batch with other runs' transitions or alone, completed or
+/// failed; a park is not announced.
+pub async fn finishes_are_announced_to_watches<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/watch")]).await;
+    store
+        .send(
+            vec![event("t/watch", 1), event("t/watch", 2)],
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let mut held = claim(&store, "w", &["a"], 2, start()).await;
+    let (completing, failing) = (held.remove(0), held.remove(0));
+    let mut completed = store
+        .watch_finish(completing.lease.run_id)
+        .await
+        .expect("watch");
+    let mut failed = store
+        .watch_finish(failing.lease.run_id)
+        .await
+        .expect("watch");
+    // Announced before the finish: it has not happened yet.
+    assert!(completed.announces() && failed.announces());
+    let park = Park::sleep(start() + secs(1));
+    let parked = commit(
+        &store,
+        &[
+            (
+                completing.lease.clone(),
+                Transition::next(Next::Finish(Outcome::Completed(json!("done")))),
+            ),
+            (failing.lease.clone(), Transition::next(Next::Park(park))),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(parked, [Committed::Written, Committed::Written]);
+    tokio::time::timeout(Duration::from_secs(10), completed.announced())
+        .await
+        .expect("the completed run's finish is announced");
+    // The commit's announcement has arrived whole: the parked run is not in it.
+    assert!(
+        futures::FutureExt::now_or_never(failed.announced()).is_none(),
+        "a park is not announced as a finish"
+    );
+
+    let again = claim(&store, "w", &["a"], 1, start() + secs(1)).await;
+    assert_eq!(again[0].lease.run_id, failing.lease.run_id);
+    let failure = Failure::new(FailureKind::Step, "it broke");
+    let ended = commit(
+        &store,
+        &[(
+            again[0].lease.clone(),
+            Transition::next(Next::Finish(Outcome::Failed(failure))),
+        )],
+        start() + secs(1),
+    )
+    .await;
+    assert_eq!(ended, [Committed::Written]);
+    tokio::time::timeout(Duration::from_secs(10), failed.announced())
+        .await
+        .expect("the failed run's finish is announced");
+    assert_eq!(
+        view(&store, failing.lease.run_id).await.status,
+        RunStatus::Failed
+    );
+}
+
 /// Run ids are UUIDs of version 7, ordered by when the run was created (to the
 /// millisecond), so new runs' index entries stay together.
 pub async fn run_ids_are_ordered_by_creation<S: Store + ReadStore>(store: S) {
@@ -1276,6 +1345,7 @@ macro_rules! store_conformance_tests {
             the_database_clock_rules_when_asked,
             blocked_runs_are_held_retried_and_settled,
             run_ids_are_ordered_by_creation,
+            finishes_are_announced_to_watches,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -3,6 +3,7 @@
 //! under leases with a fencing token, each checkpoint is one statement, and
 //! wake-ups come through LISTEN/NOTIFY with a polling fallback in the worker.
 
+mod finish;
 mod held;
 mod migrate;
 mod send;
@@ -31,6 +32,8 @@ pub struct PgStore {
     /// Connections kept open for the statements a worker and a client run one
     /// after another (claims, commits, sends), which skip the pool's pings.
     held: std::sync::Arc<held::Held>,
+    /// Passes announced finishes to this store's waiting clients.
+    listening: std::sync::Arc<finish::Listening>,
     described: std::sync::Arc<str>,
 }
 
@@ -48,7 +51,9 @@ pub struct PgStoreOptions {
     /// Pool size (default 10). Beside the pool a store holds up to three
     /// connections for its hot statements (a worker's claims and commits, a
     /// client's sends), and a worker opens one connection for LISTEN and, on a
-    /// thread of its own, a store for lease renewals (see `Store::detached`).
+    /// thread of its own, a store for lease renewals (see `Store::detached`). A
+    /// store whose client has waited for a run keeps one more connection open,
+    /// listening for finishes.
     pub max_connections: u32,
     /// How long to wait for a connection (default 10 s).
     pub acquire_timeout: Duration,
@@ -111,6 +116,7 @@ impl PgStore {
         PgStore {
             pool,
             held,
+            listening: std::sync::Arc::default(),
             described,
         }
     }

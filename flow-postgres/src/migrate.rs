@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         4,
         include_str!("../migrations/0004_time_ordered_run_ids.sql"),
     ),
+    (5, include_str!("../migrations/0005_run_watchers.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

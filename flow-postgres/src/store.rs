@@ -14,8 +14,8 @@ use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
-    ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
+    Lease, Next, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
     stored_error_message,
 };
 use flow_core::{
@@ -303,6 +303,10 @@ impl ReadStore for PgStore {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         // One snapshot: the run, its steps and its attempts as of one moment.
         on_conn!(self, repeat = true, |conn| read_run(conn, id))
+    }
+
+    async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
+        self.watch(run).await
     }
 }
 
@@ -812,7 +816,7 @@ const COMMIT: &str = "WITH clock AS (
          FROM t, clock
          WHERE r.id = t.run_id AND r.lease_token = t.token
            AND r.status = (SELECT 'running')
-         RETURNING r.id, r.lease_token
+         RETURNING r.id, r.lease_token, r.status
      ), steps AS (
          INSERT INTO flow.steps
              (run_id, key, position, kind, output, error, attempts, started_at, finished_at,
@@ -861,6 +865,16 @@ const COMMIT: &str = "WITH clock AS (
      ), notified AS (
          SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
          WHERE EXISTS (SELECT 1 FROM leased)
+     ), unwatched AS (
+         DELETE FROM flow.run_watchers w
+         WHERE w.run_id = ANY(ARRAY(
+             SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')))
+         RETURNING w.run_id
+     ), announced AS (
+         SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
+         FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
+               FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
+         GROUP BY chunk
      )
      SELECT 'run' AS what, id, lease_token, NULL::text AS key, NULL::text AS function_id,
             NULL::integer AS lost_count, NULL::integer AS blocked_count,
@@ -876,6 +890,9 @@ const COMMIT: &str = "WITH clock AS (
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM notified
+     UNION ALL SELECT 'notify', NULL, NULL, NULL,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM announced
      UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
                       c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
      FROM claimed c JOIN claimed_events e ON e.id = c.event_id";

@@ -18,13 +18,16 @@ use sqlx::{Executor, SqlitePool};
 use tokio::sync::broadcast;
 
 use flow_core::Error;
-use flow_core::store::Wakeup;
+use flow_core::store::{Finishes, Wakeup};
 
 /// A flow store in an SQLite file. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
     wakeups: Arc<broadcast::Sender<Wakeup>>,
+    /// Finished runs, announced to the clients of this process that wait for
+    /// them (a client in another process polls).
+    finishes: Finishes,
     described: Arc<str>,
 }
 
@@ -85,6 +88,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             wakeups,
+            finishes: Finishes::default(),
             described: format!("sqlite://{}", key.display()).into(),
         })
     }

@@ -14,8 +14,8 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FunctionInfo, Lease, Next,
-    ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
+    Lease, Next, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
     stored_error_message,
 };
 use flow_core::{
@@ -364,6 +364,7 @@ impl Store for SqliteStore {
         Ok(SqliteStore {
             pool,
             wakeups: self.wakeups.clone(),
+            finishes: self.finishes.clone(),
             described: self.described.clone(),
         })
     }
@@ -392,6 +393,10 @@ impl Store for SqliteStore {
 }
 
 impl ReadStore for SqliteStore {
+    async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
+        Ok(self.finishes.watch(run))
+    }
+
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         // One snapshot: the run, its steps and its attempts as of one moment.
         let mut tx = self.pool.begin_with("BEGIN").await.map_err(db_error)?;
@@ -495,9 +500,17 @@ impl SqliteStore {
         Ok((results, claimed))
     }
 
-    /// The wake-ups a committed batch announces: "now" for a hand-back, the
-    /// earliest due time of the runs it parked.
+    /// What a committed batch announces: to workers, "now" for a hand-back and the
+    /// earliest due time of the runs it parked; to waiting clients, the runs it
+    /// finished.
     fn announce_commit(&self, batch: &[(Lease, Transition)], results: &[Committed]) {
+        let finished: Vec<RunId> = batch
+            .iter()
+            .zip(results)
+            .filter(|((_, t), r)| matches!(t.next, Next::Finish(_)) && **r != Committed::LeaseLost)
+            .map(|((lease, _), _)| lease.run_id)
+            .collect();
+        self.finishes.announce(finished);
         if batch.iter().any(|(_, t)| t.next == Next::Release) {
             self.wake(Wakeup::Now);
         }

@@ -3,6 +3,7 @@
 //! Every write for a leased run carries the lease's fencing token and changes
 //! nothing when the token is stale.
 
+mod finish;
 mod read;
 mod records;
 mod transition;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, NewEvent, Now, RunId};
 
+pub use finish::{FinishWatch, Finishes};
 pub use read::ReadStore;
 pub use records::{
     Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, HANDLER_KEY,

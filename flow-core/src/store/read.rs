@@ -3,10 +3,19 @@
 
 use std::future::Future;
 
+use super::FinishWatch;
 use crate::{Error, RunId, RunView};
 
 /// Reading runs back. Implemented by each backend beside [`Store`](super::Store).
 pub trait ReadStore: Clone + Send + Sync + 'static {
     /// A run with its steps and failed attempts.
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunView>, Error>> + Send;
+
+    /// A watch that resolves when `run` may have finished, made before the waiter
+    /// first reads the run: a finish committed after this returns is announced.
+    /// Announcements are a hint to read again, never the answer. The default
+    /// announces nothing, and waiters poll.
+    fn watch_finish(&self, run: RunId) -> impl Future<Output = Result<FinishWatch, Error>> + Send {
+        std::future::ready(Ok(FinishWatch::none(run)))
+    }
 }
