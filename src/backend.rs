@@ -75,18 +75,20 @@ impl Store for AnyStore {
     async fn commit(
         &self,
         batch: &[(Lease, Transition)],
+        lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        delegate!(self, s => s.commit(batch, now).await)
+        delegate!(self, s => s.commit(batch, lease_for, now).await)
     }
 
     async fn commit_and_claim(
         &self,
         batch: &[(Lease, Transition)],
         claim: ClaimRequest<'_>,
+        lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
-        delegate!(self, s => s.commit_and_claim(batch, claim, now).await)
+        delegate!(self, s => s.commit_and_claim(batch, claim, lease_for, now).await)
     }
 
     async fn renew(

@@ -356,7 +356,11 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
             ..Transition::CONTINUE
         };
         store
-            .commit(&[(claimed[0].lease.clone(), mark)], Now::At(now))
+            .commit(
+                &[(claimed[0].lease.clone(), mark)],
+                Duration::from_secs(1),
+                Now::At(now),
+            )
             .await
             .unwrap();
         now += chrono::Duration::seconds(2);

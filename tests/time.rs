@@ -273,6 +273,7 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     let parked = store
         .commit(
             &[(claimed.lease.clone(), Transition::next(Next::Park(park)))],
+            Duration::from_secs(3600),
             clock.store_now(),
         )
         .await

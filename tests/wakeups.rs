@@ -36,9 +36,10 @@ impl Store for LateListener {
     async fn commit(
         &self,
         b: &[(Lease, Transition)],
+        d: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, flow::Error> {
-        self.0.commit(b, now).await
+        self.0.commit(b, d, now).await
     }
     async fn renew(&self, l: &[Lease], d: Duration, now: Now) -> Result<Vec<RunId>, flow::Error> {
         self.0.renew(l, d, now).await

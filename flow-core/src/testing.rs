@@ -68,7 +68,10 @@ async fn commit<S: Store>(
     batch: &[(Lease, Transition)],
     at: DateTime<Utc>,
 ) -> Vec<Committed> {
-    store.commit(batch, Now::At(at)).await.expect("commit")
+    store
+        .commit(batch, Duration::from_secs(30), Now::At(at))
+        .await
+        .expect("commit")
 }
 
 async fn view<S: ReadStore>(store: &S, run: RunId) -> RunView {
@@ -262,7 +265,12 @@ pub async fn a_commit_claims_in_the_same_round_trip<S: Store + ReadStore>(store:
         (stale, Transition::step(step("late", 0, start()))),
     ];
     let (committed, claimed) = store
-        .commit_and_claim(&batch, request.clone(), Now::At(start()))
+        .commit_and_claim(
+            &batch,
+            request.clone(),
+            Duration::from_secs(30),
+            Now::At(start()),
+        )
         .await
         .expect("commit and claim");
     assert_eq!(
@@ -295,7 +303,12 @@ pub async fn a_commit_claims_in_the_same_round_trip<S: Store + ReadStore>(store:
     );
     // The hand-back is claimable by the next claim if this one did not take it.
     let again = store
-        .commit_and_claim(&[], request.clone(), Now::At(start()))
+        .commit_and_claim(
+            &[],
+            request.clone(),
+            Duration::from_secs(30),
+            Now::At(start()),
+        )
         .await
         .expect("claim the hand-back");
     assert_eq!(
@@ -308,7 +321,7 @@ pub async fn a_commit_claims_in_the_same_round_trip<S: Store + ReadStore>(store:
     );
     // With nothing due, a commit claims nothing.
     let empty = store
-        .commit_and_claim(&[], request, Now::At(start()))
+        .commit_and_claim(&[], request, Duration::from_secs(30), Now::At(start()))
         .await
         .expect("claim nothing");
     assert!(empty.0.is_empty() && empty.1.is_empty());
@@ -1280,6 +1293,7 @@ pub async fn the_database_clock_rules_when_asked<S: Store + ReadStore>(store: S)
     let results = store
         .commit(
             &[(second.lease.clone(), Transition::next(Next::Park(park)))],
+            Duration::from_secs(30),
             Now::Database,
         )
         .await

@@ -98,7 +98,11 @@ impl Store for PgStore {
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         // The commit statement with no transitions is the claim alone.
-        Ok(self.commit_claiming(&[], Some(request), now).await?.1)
+        let lease = request.lease;
+        Ok(self
+            .commit_claiming(&[], Some(request), lease, now)
+            .await?
+            .1)
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -131,18 +135,21 @@ impl Store for PgStore {
     async fn commit(
         &self,
         batch: &[(Lease, Transition)],
+        lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        Ok(self.commit_claiming(batch, None, now).await?.0)
+        Ok(self.commit_claiming(batch, None, lease_for, now).await?.0)
     }
 
     async fn commit_and_claim(
         &self,
         batch: &[(Lease, Transition)],
         claim: ClaimRequest<'_>,
+        lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
-        self.commit_claiming(batch, Some(claim), now).await
+        self.commit_claiming(batch, Some(claim), lease_for, now)
+            .await
     }
 
     async fn renew(
@@ -402,6 +409,7 @@ impl PgStore {
         &self,
         batch: &[(Lease, Transition)],
         claim: Option<ClaimRequest<'_>>,
+        lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
         let input = CommitInput::of(batch);
@@ -413,7 +421,7 @@ impl PgStore {
                 Some(&**c.owner),
                 c.lease,
             ),
-            None => (no_functions, 0, None, Duration::ZERO),
+            None => (no_functions, 0, None, lease_for),
         };
         // A claim alone is safe to repeat; a batch is retried by the committer.
         let rows = on_conn!(self, repeat = batch.is_empty(), |conn| async {
@@ -428,7 +436,7 @@ impl PgStore {
                 .bind(&input.error_steps)
                 .bind(&input.executing)
                 .bind(&input.progress)
-                .bind(seconds(claim_lease))
+                .bind(seconds(lease_for))
                 .bind(now.at())
                 .bind(&input.steps.run_ids)
                 .bind(&input.steps.tokens)
@@ -455,6 +463,7 @@ impl PgStore {
                 .bind(claim_functions)
                 .bind(claim_max)
                 .bind(claim_owner)
+                .bind(seconds(claim_lease))
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)
@@ -802,7 +811,7 @@ const COMMIT: &str = "WITH clock AS (
                                ELSE COALESCE(t.not_before, r.not_before) END,
              lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
              lease_expires_at = CASE WHEN t.status = 'running'
-                                     THEN r.lease_expires_at END,
+                                     THEN clock.now + $11 * interval '1 second' END,
              lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
              blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
                                   WHEN t.progress THEN 0 ELSE r.blocked_count END,
@@ -853,7 +862,7 @@ const COMMIT: &str = "WITH clock AS (
      ), claimed AS (
          UPDATE flow.runs r
          SET status = 'running', lease_owner = $37, lease_token = r.lease_token + 1,
-             lease_expires_at = clock.now + $11 * interval '1 second',
+             lease_expires_at = clock.now + $38 * interval '1 second',
              started_at = COALESCE(r.started_at, clock.now)
          FROM clock
          WHERE r.id = ANY(ARRAY(SELECT id FROM due))

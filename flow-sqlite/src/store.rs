@@ -231,18 +231,21 @@ impl Store for SqliteStore {
     async fn commit(
         &self,
         batch: &[(Lease, Transition)],
+        lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, Error> {
-        Ok(self.commit_claiming(batch, None, now).await?.0)
+        Ok(self.commit_claiming(batch, None, lease_for, now).await?.0)
     }
 
     async fn commit_and_claim(
         &self,
         batch: &[(Lease, Transition)],
         claim: ClaimRequest<'_>,
+        lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
-        self.commit_claiming(batch, Some(&claim), now).await
+        self.commit_claiming(batch, Some(&claim), lease_for, now)
+            .await
     }
 
     async fn renew(
@@ -481,13 +484,14 @@ impl SqliteStore {
         &self,
         batch: &[(Lease, Transition)],
         claim: Option<&ClaimRequest<'_>>,
+        lease_for: Duration,
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
         let now = now.or_local();
         let (results, claimed) = in_transaction(self, async |conn| {
             let mut results = Vec::with_capacity(batch.len());
             for (lease, t) in batch {
-                results.push(commit_one(conn, lease, t, now).await?);
+                results.push(commit_one(conn, lease, t, lease_for, now).await?);
             }
             let claimed = match claim {
                 Some(claim) => claim_on(conn, claim, now).await?,
@@ -655,6 +659,7 @@ async fn commit_one(
     conn: &mut SqliteConnection,
     lease: &Lease,
     t: &Transition,
+    lease_for: Duration,
     now: DateTime<Utc>,
 ) -> Result<Committed, Error> {
     let run_id = lease.run_id.0.to_string();
@@ -667,15 +672,15 @@ async fn commit_one(
          SET status = ?1,
              not_before = COALESCE(?2, not_before),
              lease_owner = CASE WHEN ?3 THEN lease_owner END,
-             lease_expires_at = CASE WHEN ?3 THEN lease_expires_at END,
-             lost_count = CASE WHEN ?4 THEN 0 ELSE lost_count END,
-             current_step = CASE WHEN ?5 IS NOT NULL THEN ?5 WHEN ?4 THEN NULL ELSE current_step END,
-             output = ?6, error = ?7, error_kind = ?8, error_step = ?9,
-             finished_at = CASE WHEN ?10 THEN ?11 END,
+             lease_expires_at = CASE WHEN ?3 THEN ?4 END,
+             lost_count = CASE WHEN ?5 THEN 0 ELSE lost_count END,
+             current_step = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?5 THEN NULL ELSE current_step END,
+             output = ?7, error = ?8, error_kind = ?9, error_step = ?10,
+             finished_at = CASE WHEN ?11 THEN ?12 END,
              blocked_count = CASE WHEN ?1 = 'blocked' THEN blocked_count + 1
-                                  WHEN ?4 THEN 0 ELSE blocked_count END,
-             step_count = max(step_count, COALESCE(?14, 0))
-         WHERE id = ?12 AND lease_token = ?13 AND status = 'running'",
+                                  WHEN ?5 THEN 0 ELSE blocked_count END,
+             step_count = max(step_count, COALESCE(?15, 0))
+         WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
     )
     .bind(status.as_str())
     .bind(match update.due {
@@ -684,6 +689,7 @@ async fn commit_one(
         Due::At(at) => Some(micros(at)),
     })
     .bind(running)
+    .bind(micros(later(now, lease_for)))
     .bind(t.is_progress())
     .bind(t.executing.as_deref())
     .bind(update.output.map(json))

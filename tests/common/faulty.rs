@@ -69,6 +69,7 @@ impl Store for Faulty {
     async fn commit(
         &self,
         batch: &[(Lease, Transition)],
+        lease_for: Duration,
         now: Now,
     ) -> Result<Vec<Committed>, flow::Error> {
         let checkpoints = batch.iter().any(|(_, t)| !t.steps.is_empty());
@@ -100,7 +101,7 @@ impl Store for Faulty {
                 }
             }
         }
-        self.inner.commit(&batch, now).await
+        self.inner.commit(&batch, lease_for, now).await
     }
     async fn renew(&self, l: &[Lease], d: Duration, now: Now) -> Result<Vec<RunId>, flow::Error> {
         if self.renewals_fail {

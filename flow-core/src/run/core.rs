@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::store::{
-    Checkpoints, Committed, Failure, FailureKind, Lease, Park, StepRecord, Transition,
+    Checkpoints, Committed, Failure, FailureKind, Lease, Next, Park, StepRecord, Transition,
 };
 use crate::worker::Committer;
 use crate::{Backoff, Clock, Error, Limits, RunId, StepKind};
@@ -180,27 +180,32 @@ impl RunCore {
     }
 
     /// Writes a transition of this run through the worker's group commit, with the
-    /// checkpoints left for it ([`RunCore::defer`]) in front of its own. It leaves
-    /// the lease alone: the renewal loop extends it.
+    /// checkpoints left for it ([`RunCore::defer`]) in front of its own. One that
+    /// goes on extends the lease, and so this execution's deadline.
     pub async fn commit(&self, mut transition: Transition) -> Result<Committed, Error> {
         let unwritten = std::mem::take(&mut self.state().unwritten);
         // Kept to be carried again should this write fail.
         let carried = (!unwritten.is_empty()).then(|| unwritten.clone());
         transition.steps.splice(0..0, unwritten);
+        let goes_on = transition.next == Next::Continue;
         // Two commits of this execution in flight at once both count from what was
         // known before either: an undercount, never an overcount.
         let count = (!transition.steps.is_empty())
             .then(|| self.step_count.load(Ordering::SeqCst) + transition.steps.len() as u32);
         transition.step_count = count;
+        let before = self.clock.now();
         let result = self.committer.commit(self.lease.clone(), transition).await;
         let result = match (result, carried) {
             (Err(e), Some(carried)) => self.carried_failed(e, carried).await,
             (result, _) => result,
         };
-        if let (Ok(Committed::Written | Committed::AlreadyRecorded(_)), Some(count)) =
-            (&result, count)
-        {
-            self.step_count.fetch_max(count, Ordering::SeqCst);
+        if let Ok(Committed::Written | Committed::AlreadyRecorded(_)) = result {
+            if let Some(count) = count {
+                self.step_count.fetch_max(count, Ordering::SeqCst);
+            }
+            if goes_on {
+                self.lease_extended(before);
+            }
         }
         result
     }

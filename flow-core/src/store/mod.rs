@@ -69,13 +69,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Writes transitions of any number of runs in one statement or transaction (one
     /// commit for the whole batch), each fenced by its lease. Returns, per
     /// transition and in order, what was written: a transition whose lease is lost
-    /// changes nothing and does not stop the others. A commit leaves the lease's
-    /// expiry alone: only [`Store::renew`] extends it, so that a checkpoint of a
-    /// run that goes on changes no indexed column (in PostgreSQL, a HOT update).
-    /// An error means nothing of the batch was written.
+    /// changes nothing and does not stop the others. `lease_for` extends the lease
+    /// of runs that go on. An error means nothing of the batch was written.
     fn commit(
         &self,
         batch: &[(Lease, Transition)],
+        lease_for: Duration,
         now: Now,
     ) -> impl Future<Output = Result<Vec<Committed>, Error>> + Send;
 
@@ -91,10 +90,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         batch: &[(Lease, Transition)],
         claim: ClaimRequest<'_>,
+        lease_for: Duration,
         now: Now,
     ) -> impl Future<Output = Result<(Vec<Committed>, Vec<ClaimedRun>), Error>> + Send {
         async move {
-            let committed = self.commit(batch, now).await?;
+            let committed = self.commit(batch, lease_for, now).await?;
             let claimed = self.claim(claim, now).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "a claim after a commit failed; claiming later");
                 Vec::new()

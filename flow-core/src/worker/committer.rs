@@ -198,9 +198,13 @@ async fn commit_retrying<S: Store>(
     loop {
         let now = clock.store_now();
         let answer = match &claim {
-            Some(claim) => store.commit_and_claim(batch, claim.clone(), now).await,
+            Some(claim) => {
+                store
+                    .commit_and_claim(batch, claim.clone(), lease_for, now)
+                    .await
+            }
             None => store
-                .commit(batch, now)
+                .commit(batch, lease_for, now)
                 .await
                 .map(|results| (results, Vec::new())),
         };
