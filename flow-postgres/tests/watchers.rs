@@ -67,7 +67,10 @@ async fn a_finish_deletes_its_watch_rows_and_an_ended_watch_its_own() {
         (finishing.clone(), done),
         (going_on.clone(), Transition::CONTINUE),
     ];
-    store.commit(&batch, Now::Database).await.unwrap();
+    store
+        .commit(&batch, Duration::from_secs(30), Now::Database)
+        .await
+        .unwrap();
     // Deleted by the finishing statement itself.
     assert_eq!(watch_rows(&url, finishing.run_id).await, 0);
     for watch in [&mut first, &mut second] {

@@ -9,7 +9,7 @@ pub(crate) use committer::Committer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -204,6 +204,7 @@ impl<S: Store> WorkerBuilder<S> {
                 wake: Notify::new(),
                 work_now: AtomicBool::new(false),
                 due_hint: Mutex::new(None),
+                sleeping_until: AtomicI64::new(i64::MIN),
                 shutting_down: AtomicBool::new(false),
                 free: AtomicUsize::new(slots),
                 more_due: AtomicBool::new(true),
@@ -233,8 +234,12 @@ struct Shared<S> {
     wake: Notify,
     /// Set with `wake` when there may be work to claim now.
     work_now: AtomicBool,
-    /// The earliest due time other workers announced since the loop last looked.
+    /// The earliest due time parks announced since the loop last looked.
     due_hint: Mutex<Option<DateTime<Utc>>>,
+    /// The deadline the idle claim loop sleeps until (microseconds since the
+    /// epoch), or `i64::MIN` while it does not sleep: only a hint earlier than it
+    /// wakes the loop.
+    sleeping_until: AtomicI64,
     /// Set once a graceful shutdown begins: runs finish the step bodies they are
     /// running and are handed back at their next step call.
     shutting_down: AtomicBool,
@@ -319,11 +324,18 @@ impl<S> Shared<S> {
         !lock(&self.handed).is_empty()
     }
 
+    /// A run is due at `at`. Only a claim loop asleep until later is woken: a busy
+    /// one reads the next due time when it goes idle, and one asleep until sooner
+    /// takes the hint when it wakes. (The loop publishes its deadline before it
+    /// takes the hint, and this stores the hint before it reads the deadline, so
+    /// one of the two always sees the other.)
     fn hint_due(&self, at: DateTime<Utc>) {
         let mut hint = lock(&self.due_hint);
         *hint = Some(hint.map_or(at, |h| h.min(at)));
         drop(hint);
-        self.wake.notify_one();
+        if at.timestamp_micros() < self.sleeping_until.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -670,8 +682,14 @@ async fn claim_loop<S: Store>(
         // announced by another worker only moves the deadline: no query until then.
         let mut deadline = deadline;
         loop {
+            shared
+                .sleeping_until
+                .store(deadline.timestamp_micros(), Ordering::SeqCst);
             if let Some(hint) = lock(&shared.due_hint).take() {
                 deadline = deadline.min(hint);
+                shared
+                    .sleeping_until
+                    .store(deadline.timestamp_micros(), Ordering::SeqCst);
             }
             if deadline <= shared.clock.now() {
                 recovery_now = true;
@@ -691,6 +709,7 @@ async fn claim_loop<S: Store>(
             woken.set(shared.wake.notified());
             woken.as_mut().enable();
         }
+        shared.sleeping_until.store(i64::MIN, Ordering::SeqCst);
     }
 }
 
