@@ -140,19 +140,11 @@ impl<S: ReadStore> Client<S> {
     /// every 200 ms.
     pub async fn wait(&self, id: RunId, timeout: Duration) -> Result<RunView, Error> {
         let started = tokio::time::Instant::now();
-        // Watched before the first read: a finish in between is announced.
-        let mut watch = match self.store.watch_finish(id).await {
-            Ok(watch) => watch,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot watch for the run's finish; polling");
-                FinishWatch::none(id)
-            }
-        };
-        let longest = if watch.announces() {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_millis(200)
-        };
+        // Watched once the run is seen unfinished (a finished run costs one read),
+        // then read again at once: a finish before the watch began is seen then,
+        // and one after it is announced.
+        let mut watch = FinishWatch::none(id);
+        let mut watching = false;
         let mut pause = Duration::from_millis(2);
         loop {
             let status = match self.store.run(id).await {
@@ -174,6 +166,19 @@ impl<S: ReadStore> Client<S> {
                     status,
                 });
             }
+            if status.is_some() && !watching {
+                watching = true;
+                watch = self.store.watch_finish(id).await.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "cannot watch for the run's finish; polling");
+                    FinishWatch::none(id)
+                });
+                continue;
+            }
+            let longest = if watch.announces() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(200)
+            };
             let left = timeout.saturating_sub(started.elapsed());
             tokio::select! {
                 () = watch.announced(), if status.is_some() => {}

@@ -11,8 +11,9 @@ pub trait ReadStore: Clone + Send + Sync + 'static {
     /// A run with its steps and failed attempts.
     fn run(&self, id: RunId) -> impl Future<Output = Result<Option<RunView>, Error>> + Send;
 
-    /// A watch that resolves when `run` may have finished, made before the waiter
-    /// first reads the run: a finish committed after this returns is announced.
+    /// A watch that resolves when `run` may have finished: a worker's commit that
+    /// finishes it after this returns is announced (a read after this returns sees
+    /// an earlier finish). Finishes by recovery or `settle_blocked` are not.
     /// Announcements are a hint to read again, never the answer. The default
     /// announces nothing, and waiters poll.
     fn watch_finish(&self, run: RunId) -> impl Future<Output = Result<FinishWatch, Error>> + Send {
