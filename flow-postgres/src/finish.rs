@@ -77,19 +77,24 @@ impl PgStore {
         self.listening.ensure(&self.pool).await?;
         let watch = self.listening.finishes.watch(run);
         let watcher = Uuid::now_v7();
-        on_conn!(self, repeat = true, |conn| async {
-            sqlx::query("INSERT INTO flow.run_watchers (run_id, watcher) VALUES ($1, $2)")
-                .bind(run.0)
-                .bind(watcher)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)
-        })?;
+        self.watcher_row(
+            "INSERT INTO flow.run_watchers (run_id, watcher) VALUES ($1, $2)",
+            run,
+            watcher,
+        )
+        .await?;
         let store = self.clone();
         Ok(watch.on_drop(move || {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    if let Err(e) = store.unwatch(run, watcher).await {
+                    let deleted = store
+                        .watcher_row(
+                            "DELETE FROM flow.run_watchers WHERE run_id = $1 AND watcher = $2",
+                            run,
+                            watcher,
+                        )
+                        .await;
+                    if let Err(e) = deleted {
                         tracing::debug!(error = %e, "could not delete a finished wait's row");
                     }
                 });
@@ -97,9 +102,11 @@ impl PgStore {
         }))
     }
 
-    async fn unwatch(&self, run: RunId, watcher: Uuid) -> Result<(), Error> {
+    /// One statement on a watcher's row (`$1` the run, `$2` the watcher); safe to
+    /// repeat.
+    async fn watcher_row(&self, sql: &'static str, run: RunId, watcher: Uuid) -> Result<(), Error> {
         on_conn!(self, repeat = true, |conn| async {
-            sqlx::query("DELETE FROM flow.run_watchers WHERE run_id = $1 AND watcher = $2")
+            sqlx::query(sql)
                 .bind(run.0)
                 .bind(watcher)
                 .execute(&mut *conn)
