@@ -71,8 +71,9 @@ fn parse(payload: &str) -> Vec<RunId> {
 
 impl PgStore {
     /// A watch of `run`'s finish: listening first, then the row that asks for the
-    /// announcement. The row is deleted when the watch ends, unless the finish
-    /// deleted it.
+    /// announcement. The watch deletes its row when it ends; if the finish deleted
+    /// it already, that DELETE finds nothing (a finish by recovery or
+    /// `settle_blocked` leaves the row).
     pub(crate) async fn watch(&self, run: RunId) -> Result<FinishWatch, Error> {
         self.listening.ensure(&self.pool).await?;
         let watch = self.listening.finishes.watch(run);
