@@ -1,6 +1,7 @@
 //! Leases: renewal keeps a long step's run, a stale worker's late write is refused,
 //! graceful shutdown finishes in-flight steps and hands the rest back, and a run
-//! whose workers keep dying gives up naming its step.
+//! whose workers keep dying gives up naming its step; a busy worker still
+//! recovers the runs of a worker that was lost.
 
 mod common;
 
@@ -373,4 +374,92 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
         error.contains("lost 3 times in a row") && error.contains("step `first_step`"),
         "{error}"
     );
+}
+
+// ---------------------------------------------------------------------------
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/hold")]
+struct Hold {}
+
+static HOLD_STARTED: AtomicU32 = AtomicU32::new(0);
+static HOLD_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[step]
+async fn hold_step(_ctx: &Ctx) -> Result<u32, StepError> {
+    HOLD_STARTED.fetch_add(1, Ordering::SeqCst);
+    while !HOLD_RELEASED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(1)
+}
+
+#[function(event = "test/hold")]
+async fn hold(ctx: &Ctx, _event: Hold) -> Result<u32, FlowError> {
+    Ok(hold_step(ctx).await?)
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/orphan")]
+struct Orphan {}
+
+#[function(event = "test/orphan")]
+async fn orphan(_ctx: &Ctx, _event: Orphan) -> Result<u32, FlowError> {
+    Ok(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_recovers_a_lost_workers_run_on_its_own_timer() {
+    let (store, _) = common::store().await;
+    // Every slot busy and an hourly poll: nothing but the recovery timer (every
+    // quarter lease, 1 s) looks at expired leases while the step runs.
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .register::<hold>()
+            .register::<orphan>()
+            .concurrency(1)
+            .poll_interval(Duration::from_secs(3600))
+            .lease(Duration::from_secs(4))
+            .renew_every(Duration::from_millis(500)),
+    )
+    .await;
+    let client = flow::Client::new(store.clone());
+    let held = client.send(Hold {}).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the holding step to start", || async {
+        HOLD_STARTED.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // A worker that claims the other run and is never heard of again.
+    let lost = client.send(Orphan {}).await.unwrap().runs[0].1;
+    let owner: Arc<str> = "ghost".into();
+    let claimed = store
+        .claim(
+            ClaimRequest {
+                owner: &owner,
+                functions: &["orphan".to_string()],
+                max: 1,
+                lease: Duration::from_secs(1),
+            },
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the ghost holds the run");
+    common::eventually(WAIT, "the busy worker to recover the run", || async {
+        let view = client.run(lost).await.unwrap().unwrap();
+        view.last_lost.is_some_and(|l| &*l.worker == "ghost")
+    })
+    .await;
+    assert_eq!(
+        HOLD_STARTED.load(Ordering::SeqCst),
+        1,
+        "still busy with the first run"
+    );
+    HOLD_RELEASED.store(true, Ordering::SeqCst);
+    for run in [held, lost] {
+        assert_eq!(
+            client.wait(run, WAIT).await.unwrap().status,
+            RunStatus::Completed
+        );
+    }
 }

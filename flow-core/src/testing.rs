@@ -621,26 +621,37 @@ pub async fn leases_are_renewed_recovered_and_given_up<S: Store + ReadStore>(sto
     );
 }
 
-/// Sends and releases announce "now"; parks announce their due time.
+/// Sends and releases announce "now"; parks announce their due time, unless the
+/// worker said not to ([`Transition::announce_wake`]).
 pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/wake")]).await;
     let mut wakeups = store.wakeups().await.expect("listen");
     // Notifications take effect once the stream exists; give a server a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     store
-        .send(vec![event("t/wake", 1)], Now::At(start()))
+        .send(
+            vec![event("t/wake", 1), event("t/wake", 2)],
+            Now::At(start()),
+        )
         .await
         .expect("send");
     let first = tokio::time::timeout(Duration::from_secs(10), wakeups.next())
         .await
         .expect("a wake-up");
     assert_eq!(first, Some(Wakeup::Now));
-    let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
+    let mut runs = claim(&store, "w", &["a"], 2, start()).await;
+    let (quiet, loud) = (runs.remove(0), runs.remove(0));
+    // Parked first, but not to be announced: the next wake-up is the other park's.
+    let unannounced = Transition {
+        announce_wake: false,
+        ..Transition::next(Next::Park(Park::retry(start() + secs(1))))
+    };
+    commit(&store, &[(quiet.lease.clone(), unannounced)], start()).await;
     let due = start() + secs(5);
     commit(
         &store,
         &[(
-            run.lease.clone(),
+            loud.lease.clone(),
             Transition::next(Next::Park(Park::retry(due))),
         )],
         start(),
@@ -650,6 +661,39 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
         .await
         .expect("a wake-up");
     assert_eq!(parked, Some(Wakeup::At(due)));
+}
+
+/// A write that goes on extends the lease only when asked
+/// ([`Transition::extend_lease`]); otherwise the lease keeps its expiry, which
+/// [`Store::next_wakeup`] reports.
+pub async fn a_commit_extends_the_lease_only_when_asked<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/extend")]).await;
+    store
+        .send(vec![event("t/extend", 1)], Now::At(start()))
+        .await
+        .expect("send");
+    let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
+    let functions = ["a".to_string()];
+    let expiry = async || store.next_wakeup(&functions).await.expect("next wake-up");
+    assert_eq!(
+        expiry().await,
+        Some(start() + secs(30)),
+        "the claim's lease"
+    );
+    let kept = Transition {
+        extend_lease: false,
+        ..Transition::step(step("one", 0, start() + secs(10)))
+    };
+    assert_eq!(
+        commit(&store, &[(run.lease.clone(), kept)], start() + secs(10)).await,
+        [Committed::Written]
+    );
+    assert_eq!(expiry().await, Some(start() + secs(30)), "left alone");
+    let extended = Transition::step(step("two", 1, start() + secs(20)));
+    commit(&store, &[(run.lease.clone(), extended)], start() + secs(20)).await;
+    assert_eq!(expiry().await, Some(start() + secs(50)), "extended by 30 s");
+    let recorded = view(&store, run.lease.run_id).await;
+    assert_eq!(recorded.steps.len(), 2, "both checkpoints are written");
 }
 
 /// One commit carries checkpoints, failed attempts, parks, hand-backs and finishes
@@ -1348,6 +1392,7 @@ macro_rules! store_conformance_tests {
             failures_and_outcomes_are_recorded,
             leases_are_renewed_recovered_and_given_up,
             wakeups_announce_new_work,
+            a_commit_extends_the_lease_only_when_asked,
             one_commit_mixes_transitions_of_many_runs,
             a_recorded_key_keeps_its_first_record,
             transitions_of_one_run_in_one_batch_apply_in_order,

@@ -464,6 +464,7 @@ impl PgStore {
                 .bind(claim_max)
                 .bind(claim_owner)
                 .bind(seconds(claim_lease))
+                .bind(&input.extend)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)
@@ -652,6 +653,7 @@ struct CommitInput {
     error_steps: Vec<Option<String>>,
     executing: Vec<Option<String>>,
     progress: Vec<bool>,
+    extend: Vec<bool>,
     steps: StepArrays,
     failures: FailureArrays,
 }
@@ -709,6 +711,7 @@ impl CommitInput {
                     input.error_steps.push(None);
                     input.executing.push(None);
                     input.progress.push(false);
+                    input.extend.push(false);
                     input.run_ids.len() - 1
                 }
             };
@@ -728,6 +731,7 @@ impl CommitInput {
                 input.executing[row] = t.executing.clone();
             }
             input.progress[row] |= t.is_progress();
+            input.extend[row] |= t.extend_lease;
             if let Some(count) = t.step_count {
                 let count = i32::try_from(count).unwrap_or(i32::MAX);
                 input.step_counts[row] = input.step_counts[row].max(Some(count));
@@ -763,14 +767,19 @@ impl CommitInput {
 }
 
 /// The NOTIFY payloads a batch sends: empty ("claim now") when it hands runs back,
-/// and the earliest due time of the runs it parks, so that a run parked by a worker
-/// that then stops still wakes on time elsewhere.
+/// and the earliest due time of the runs it parks that are to be announced
+/// ([`Transition::announce_wake`]), so that a run parked by a worker that then
+/// stops still wakes on time elsewhere.
 fn wakeup_payloads(batch: &[(Lease, Transition)]) -> Vec<String> {
     let mut payloads = Vec::new();
     if batch.iter().any(|(_, t)| t.next == Next::Release) {
         payloads.push(String::new());
     }
-    let earliest = batch.iter().filter_map(|(_, t)| t.next.wake_at()).min();
+    let earliest = batch
+        .iter()
+        .filter(|(_, t)| t.announce_wake)
+        .filter_map(|(_, t)| t.next.wake_at())
+        .min();
     if let Some(at) = earliest {
         payloads.push(at.timestamp_micros().to_string());
     }
@@ -801,17 +810,19 @@ const COMMIT: &str = "WITH clock AS (
      ), t AS (
          SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
                               $5::jsonb[], $6::text[], $7::text[], $8::text[], $9::text[],
-                              $10::boolean[], $33::boolean[], $34::integer[])
+                              $10::boolean[], $33::boolean[], $34::integer[],
+                              $39::boolean[])
              AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
-                  executing, progress, due_now, step_count)
+                  executing, progress, due_now, step_count, extend)
      ), leased AS (
          UPDATE flow.runs r
          SET status = t.status,
              not_before = CASE WHEN t.due_now THEN clock.now
                                ELSE COALESCE(t.not_before, r.not_before) END,
              lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
-             lease_expires_at = CASE WHEN t.status = 'running'
-                                     THEN clock.now + $11 * interval '1 second' END,
+             lease_expires_at = CASE WHEN t.status <> 'running' THEN NULL
+                                     WHEN t.extend THEN clock.now + $11 * interval '1 second'
+                                     ELSE r.lease_expires_at END,
              lost_count = CASE WHEN t.progress THEN 0 ELSE r.lost_count END,
              blocked_count = CASE WHEN t.status = 'blocked' THEN r.blocked_count + 1
                                   WHEN t.progress THEN 0 ELSE r.blocked_count END,

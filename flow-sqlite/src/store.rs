@@ -505,7 +505,7 @@ impl SqliteStore {
     }
 
     /// What a committed batch announces: to workers, "now" for a hand-back and the
-    /// earliest due time of the runs it parked; to waiting clients, the runs it
+    /// earliest due time of the runs it parked that are to be announced; to waiting clients, the runs it
     /// finished.
     fn announce_commit(&self, batch: &[(Lease, Transition)], results: &[Committed]) {
         let finished: Vec<RunId> = batch
@@ -521,7 +521,7 @@ impl SqliteStore {
         let earliest = batch
             .iter()
             .zip(results)
-            .filter(|(_, r)| **r != Committed::LeaseLost)
+            .filter(|((_, t), r)| t.announce_wake && **r != Committed::LeaseLost)
             .filter_map(|((_, t), _)| t.next.wake_at())
             .min();
         if let Some(at) = earliest {
@@ -672,7 +672,8 @@ async fn commit_one(
          SET status = ?1,
              not_before = COALESCE(?2, not_before),
              lease_owner = CASE WHEN ?3 THEN lease_owner END,
-             lease_expires_at = CASE WHEN ?3 THEN ?4 END,
+             lease_expires_at = CASE WHEN NOT ?3 THEN NULL WHEN ?16 THEN ?4
+                                     ELSE lease_expires_at END,
              lost_count = CASE WHEN ?5 THEN 0 ELSE lost_count END,
              current_step = CASE WHEN ?6 IS NOT NULL THEN ?6 WHEN ?5 THEN NULL ELSE current_step END,
              output = ?7, error = ?8, error_kind = ?9, error_step = ?10,
@@ -701,6 +702,7 @@ async fn commit_one(
     .bind(&run_id)
     .bind(lease.token)
     .bind(t.step_count.map(i64::from))
+    .bind(t.extend_lease)
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;

@@ -78,6 +78,9 @@ pub(crate) struct RunCore {
     pub limits: Limits,
     lease: Lease,
     lease_for: Duration,
+    /// How far ahead a park's wake time is announced to other workers (the
+    /// worker's poll interval; see [`Transition::announce_wake`]).
+    announce_within: Duration,
     /// Until when this execution may go on without a renewal or a commit that goes
     /// on (microseconds of the worker's clock): the lease, less a margin.
     held_until: AtomicI64,
@@ -126,10 +129,9 @@ impl RunCore {
         def: &'static crate::FunctionDef,
         lease: Lease,
         claimed_at: DateTime<Utc>,
-        lease_for: Duration,
+        config: &crate::worker::WorkerConfig,
         committer: Committer,
         clock: std::sync::Arc<dyn Clock>,
-        limits: Limits,
     ) -> Self {
         let core = RunCore {
             run_id: lease.run_id,
@@ -137,9 +139,10 @@ impl RunCore {
             retries: def.retries,
             backoff: def.backoff,
             clock,
-            limits,
+            limits: config.limits,
             lease,
-            lease_for,
+            lease_for: config.lease,
+            announce_within: config.poll_interval,
             held_until: AtomicI64::new(i64::MIN),
             committer,
             step_count: AtomicU32::new(0),
@@ -164,6 +167,13 @@ impl RunCore {
     /// worker may take the run over soon, so it must stop.
     pub fn lease_overdue(&self, now: DateTime<Utc>) -> bool {
         now.timestamp_micros() >= self.held_until.load(Ordering::SeqCst)
+    }
+
+    /// Whether less than half of the lease is left at `now`: a write that goes on
+    /// then extends it (see [`Transition::extend_lease`]).
+    fn lease_half_gone(&self, now: DateTime<Utc>) -> bool {
+        let half = crate::clock::later(now, self.lease_for / 2);
+        half.timestamp_micros() >= self.held_until.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> MutexGuard<'_, RunState> {
@@ -194,6 +204,12 @@ impl RunCore {
             .then(|| self.step_count.load(Ordering::SeqCst) + transition.steps.len() as u32);
         transition.step_count = count;
         let before = self.clock.now();
+        transition.extend_lease = goes_on && self.lease_half_gone(before);
+        transition.announce_wake = transition
+            .next
+            .wake_at()
+            .is_some_and(|at| at <= crate::clock::later(before, self.announce_within));
+        let extends = transition.extend_lease;
         let result = self.committer.commit(self.lease.clone(), transition).await;
         let result = match (result, carried) {
             (Err(e), Some(carried)) => self.carried_failed(e, carried).await,
@@ -203,7 +219,7 @@ impl RunCore {
             if let Some(count) = count {
                 self.step_count.fetch_max(count, Ordering::SeqCst);
             }
-            if goes_on {
+            if extends {
                 self.lease_extended(before);
             }
         }

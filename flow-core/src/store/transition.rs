@@ -26,10 +26,20 @@ pub struct Transition {
     pub step_count: Option<u32>,
     /// What the run does next.
     pub next: Next,
+    /// For a run that goes on: whether this write extends its lease. A write that
+    /// leaves the lease alone changes no indexed column of a checkpoint's run row
+    /// (PostgreSQL then updates it in place, a HOT update); the worker asks for it
+    /// once less than half its lease is left, and renewals do the rest.
+    pub extend_lease: bool,
+    /// For a park: whether other workers are told of its wake time at once (a
+    /// NOTIFY in PostgreSQL, which serializes committers). A worker asks for it
+    /// when the time is within its poll interval; others learn of later times at
+    /// their next poll, before the run is due.
+    pub announce_wake: bool,
 }
 
 impl Transition {
-    /// Nothing added; the run goes on (extends the lease).
+    /// Nothing added; the run goes on (and its lease is extended).
     pub const CONTINUE: Transition = Transition::next(Next::Continue);
 
     /// A transition that adds nothing and then does `next`.
@@ -40,6 +50,8 @@ impl Transition {
             executing: None,
             step_count: None,
             next,
+            extend_lease: true,
+            announce_wake: true,
         }
     }
 
@@ -61,7 +73,8 @@ impl Transition {
 /// What a run does after a transition.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Next {
-    /// It goes on executing on this worker; the lease is extended.
+    /// It goes on executing on this worker (its lease is extended as
+    /// [`Transition::extend_lease`] says).
     Continue,
     /// It stops executing until one of its wake conditions holds, and gives up its
     /// lease. It holds no worker slot and no memory meanwhile.

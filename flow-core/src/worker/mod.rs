@@ -205,6 +205,7 @@ impl<S: Store> WorkerBuilder<S> {
                 work_now: AtomicBool::new(false),
                 due_hint: Mutex::new(None),
                 sleeping_until: AtomicI64::new(i64::MIN),
+                last_recovery: AtomicI64::new(i64::MIN),
                 shutting_down: AtomicBool::new(false),
                 free: AtomicUsize::new(slots),
                 more_due: AtomicBool::new(true),
@@ -240,6 +241,9 @@ struct Shared<S> {
     /// epoch), or `i64::MIN` while it does not sleep: only a hint earlier than it
     /// wakes the loop.
     sleeping_until: AtomicI64,
+    /// When this worker last recovered expired leases (microseconds since the
+    /// epoch, on its clock), by its timer or its claim loop.
+    last_recovery: AtomicI64,
     /// Set once a graceful shutdown begins: runs finish the step bodies they are
     /// running and are handed back at their next step call.
     shutting_down: AtomicBool,
@@ -444,6 +448,7 @@ impl<S: Store> Worker<S> {
         let mut background = JoinSet::new();
         background.spawn(listen(shared.clone()));
         background.spawn(watch_leases(shared.clone()));
+        background.spawn(recover_periodically(shared.clone()));
         // Ends the renewal thread when dropped, however this returns.
         let _renewal = spawn_renewal(shared.clone());
 
@@ -580,10 +585,10 @@ async fn claim_loop<S: Store>(
     mut stopping: watch::Receiver<bool>,
 ) {
     let functions = shared.registry.ids();
-    let mut last_recovery: Option<DateTime<Utc>> = None;
     // At start and after an idle wait that ended at its deadline (which may be
-    // another worker's lease expiring), recovery runs; while busy, at most every
-    // quarter lease. A wake-up by a notification or a freed slot runs none.
+    // another worker's lease expiring), recovery runs before the claim; while the
+    // worker is busy, its timer runs it (`recover_periodically`). A wake-up by a
+    // notification or a freed slot runs none.
     let mut recovery_now = true;
     loop {
         while let Some(joined) = tasks.try_join_next() {
@@ -604,25 +609,8 @@ async fn claim_loop<S: Store>(
         shared.work_now.store(false, Ordering::SeqCst);
 
         let now = shared.clock.now();
-        let recovery_due = recovery_now
-            || last_recovery.is_none_or(|at| {
-                now - at >= chrono::Duration::from_std(shared.config.lease / 4).unwrap_or_default()
-            });
-        recovery_now = false;
-        if recovery_due {
-            last_recovery = Some(now);
-            match shared
-                .store
-                .recover_expired(shared.config.max_lost, shared.clock.store_now())
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(runs = n, "recovered runs whose worker was lost");
-                    shared.more_due.store(true, Ordering::SeqCst);
-                }
-                Err(e) => tracing::warn!(error = %e, "could not recover expired leases"),
-            }
+        if std::mem::take(&mut recovery_now) {
+            recover(shared).await;
         }
 
         // Looked at again just before claiming, after the recovery statement: a run
@@ -713,6 +701,51 @@ async fn claim_loop<S: Store>(
     }
 }
 
+/// Requeues the runs whose lease expired (any worker's); when there are some,
+/// the claim loop is told to claim.
+async fn recover<S: Store>(shared: &Shared<S>) {
+    shared
+        .last_recovery
+        .store(shared.clock.now().timestamp_micros(), Ordering::SeqCst);
+    match shared
+        .store
+        .recover_expired(shared.config.max_lost, shared.clock.store_now())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(runs = n, "recovered runs whose worker was lost");
+            shared.more_due.store(true, Ordering::SeqCst);
+            shared.wake_now();
+        }
+        Err(e) => tracing::warn!(error = %e, "could not recover expired leases"),
+    }
+}
+
+/// Recovers expired leases every quarter lease since the last recovery, also
+/// while the worker is too busy for its claim loop to come round (its claims
+/// ride on commits): a lost worker's runs are then taken over within about a
+/// quarter lease of expiring by any live worker, busy or idle.
+async fn recover_periodically<S: Store>(shared: Arc<Shared<S>>) {
+    let every = shared.config.lease / 4;
+    loop {
+        let last = shared.last_recovery.load(Ordering::SeqCst);
+        let next = if last == i64::MIN {
+            later(shared.clock.now(), every)
+        } else {
+            later(
+                DateTime::from_timestamp_micros(last).unwrap_or_default(),
+                every,
+            )
+        };
+        shared.clock.sleep_until(next).await;
+        // The claim loop may have recovered meanwhile.
+        if shared.last_recovery.load(Ordering::SeqCst) == last {
+            recover(&shared).await;
+        }
+    }
+}
+
 fn spawn_run<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
@@ -731,10 +764,9 @@ fn spawn_run<S: Store>(
         def,
         claimed.lease.clone(),
         claimed_at,
-        shared.config.lease,
+        &shared.config,
         committer.clone(),
         shared.clock.clone(),
-        shared.config.limits,
     ));
     // This worker may still drive an older execution whose lease expired (a long
     // pause without renewals): that one lost its lease to this claim.
