@@ -70,14 +70,12 @@ async fn inner(_ctx: &Ctx) -> Result<u8, StepError> {
     Ok(1)
 }
 
-#[step]
-async fn outer(ctx: &Ctx) -> Result<u8, StepError> {
-    inner(ctx).await
-}
-
+// Inside a `#[step]` body this is a compile error (the ui case
+// step-cannot-call-a-step); a closure step sees the handler's `ctx`, so there the
+// run-time check is what stops it.
 #[function(event = "test/nested")]
 async fn nested(ctx: &Ctx, _event: Nested) -> Result<u8, FlowError> {
-    Ok(outer(ctx).await?)
+    Ok(ctx.run("outer", || async { inner(ctx).await }).await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,14 +98,15 @@ async fn a_step_inside_a_step_fails_the_run_naming_both() {
 #[event(name = "test/nap.in.step")]
 struct NapInStep {}
 
-#[step]
-async fn wait_for_payment(ctx: &Ctx) -> Result<(), StepError> {
-    ctx.sleep("grace", Duration::from_secs(60)).await
-}
-
+// As above: a compile error in a `#[step]` body (step-cannot-sleep), a run-time
+// one in a closure step.
 #[function(event = "test/nap.in.step")]
 async fn nap_in_step(ctx: &Ctx, _event: NapInStep) -> Result<(), FlowError> {
-    Ok(wait_for_payment(ctx).await?)
+    Ok(ctx
+        .run("wait_for_payment", || async {
+            ctx.sleep("grace", Duration::from_secs(60)).await
+        })
+        .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

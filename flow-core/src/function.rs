@@ -70,12 +70,12 @@ pub struct FunctionDef {
 
 /// Implemented by `#[function]` on a type of the same name as the handler fn, so
 /// the function can be named in type position: `builder.register::<my_fn>()`.
+///
+/// It names no types of the handler's: an associated `type Event = E` would make a
+/// `pub` handler taking a private event type an error (E0446, a private type in a
+/// public interface) where plain Rust accepts the fn. What needs the types (typed
+/// invoke) takes them as generic parameters of a trait, which do not have that rule.
 pub trait Function {
-    /// The event that triggers it (an [`Event`](crate::Event); not a bound here, so that a handler
-    /// whose parameter is not an event is reported once, at that parameter).
-    type Event;
-    /// What the handler returns on success.
-    type Output;
     /// Its definition.
     const DEF: &'static FunctionDef;
 }

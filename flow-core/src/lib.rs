@@ -18,6 +18,7 @@ mod limits;
 mod retry;
 mod run;
 mod step;
+mod step_body;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,6 +38,7 @@ pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_messa
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::StepCall;
+pub use step_body::{StartsSteps, StepCtx};
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env,

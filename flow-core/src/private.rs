@@ -11,6 +11,11 @@ pub use std::time::Duration;
 use crate::StepCall;
 use crate::store::{Failure, FailureKind};
 
+/// The `ctx` a step's body sees: steps cannot be started from it.
+pub fn step_body_ctx(ctx: &Ctx) -> crate::StepCtx {
+    crate::StepCtx::of(ctx)
+}
+
 /// Starts a step call: its key and position are taken now, at call time.
 pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall {
     StepCall::new(ctx, id, options)

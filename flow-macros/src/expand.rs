@@ -120,8 +120,6 @@ pub fn function(
         }
 
         impl ::flow::Function for #name {
-            type Event = #event;
-            type Output = #output;
             const DEF: &'static ::flow::__private::FunctionDef = &::flow::__private::FunctionDef {
                 id: #id,
                 trigger: #event_lit,
@@ -177,7 +175,15 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
             .push(syn::parse_quote!(#error: ::flow::StepFailure + ::core::marker::Send));
     }
     let where_clause = &where_clause;
-    let inputs = &sig.inputs;
+    // A step is started from anything that `StartsSteps` (the run's `&Ctx`), which
+    // a step body's `StepCtx` does not: a step called inside another step's body is
+    // then one error, flow's, at the user's argument (a coercion to `dyn` reports
+    // once, where a generic bound would also report at the call and its `.await`).
+    let mut inputs = sig.inputs.clone();
+    if let Some(syn::FnArg::Typed(first)) = inputs.first_mut() {
+        let span = first.ty.span();
+        *first.ty = syn::parse_quote_spanned!(span=> &dyn ::flow::StartsSteps);
+    }
     // Spanned at the fn name: a step whose future is not `Send` is reported there.
     let returns = quote_spanned! {name.span()=>
         impl ::core::future::Future<Output = ::core::result::Result<#output, ::flow::__private::StepError>>
@@ -206,6 +212,7 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis fn #name #generics (#inputs) -> #returns #where_clause {
+            let #ctx: &::flow::Ctx = ::flow::StartsSteps::starting_ctx(#ctx);
             // The key is taken now, at call time, so `join!` and spawned steps are
             // numbered in call order.
             let #call = ::flow::__private::step_call(
@@ -214,6 +221,9 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
                 ::flow::__private::StepOptions { retries: #retries, backoff: #backoff },
             );
             let #body = async move {
+                // The body's `ctx`: it cannot start steps, sleep or read the journal.
+                #[allow(unused_variables)]
+                let #ctx = &::flow::__private::step_body_ctx(#ctx);
                 let #result: ::core::result::Result<#output, #error> = async move #block.await;
                 match #result {
                     ::core::result::Result::Ok(output) => ::core::result::Result::Ok(output),

@@ -21,7 +21,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// One line per step body start, appended in one write (O_APPEND keeps lines whole).
-fn effect(ctx: &Ctx, step: &str) -> Result<(), StepError> {
+fn effect(ctx: &flow::StepCtx, step: &str) -> Result<(), StepError> {
     let path = std::env::var("FLOW_TEST_EFFECTS").map_err(StepError::fatal)?;
     let line = format!(
         "{} {} {} {}\n",
