@@ -46,12 +46,12 @@ pub use backend::DEFAULT_SQLITE_URL;
 #[cfg(feature = "postgres")]
 pub use backend::SendInTransaction;
 pub use flow_core::{
-    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, ERROR_MESSAGE_BYTES, Error, Event,
-    EventId, Failure, FailureKind, FlowError, Function, FunctionDef, HandlerFailure,
-    HandlerOutcome, IntoEvent, Limits, LostLease, ManualClock, NewEvent, Now, ReadStore, RunId,
-    RunStatus, RunView, RunningWorker, SendReceipt, StartsSteps, StepCall, StepCtx, StepError,
-    StepErrorKind, StepFailure, StepKind, StepOptions, StepView, Storable, Store, SystemClock,
-    WorkerBuilder, WorkerConfig, WorkerReport, registered,
+    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, DEFAULT_CONCURRENCY,
+    ERROR_MESSAGE_BYTES, Error, Event, EventId, Failure, FailureKind, FlowError, Function,
+    FunctionDef, HandlerFailure, HandlerOutcome, IntoEvent, Limits, LostLease, ManualClock,
+    NewEvent, Now, ReadStore, RunId, RunStatus, RunView, RunningWorker, SendReceipt, StartsSteps,
+    StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView,
+    Storable, Store, SystemClock, WorkerBuilder, WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
 pub use flow_macros::{Event, function, step};

@@ -60,7 +60,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         only: Vec::new(),
         baseline_secs: 3,
         sleepers: None,
-        concurrency: 32,
+        concurrency: flow::DEFAULT_CONCURRENCY,
     };
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -123,17 +123,29 @@ async fn main() {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("worker") {
         argv.next();
-        let (mut url, mut concurrency) = (None, 32);
+        let (mut url, mut concurrency) = (None, flow::DEFAULT_CONCURRENCY);
         while let Some(arg) = argv.next() {
             match arg.as_str() {
                 "--url" => url = argv.next(),
                 "--concurrency" => {
-                    concurrency = argv.next().and_then(|v| v.parse().ok()).unwrap_or(32)
+                    concurrency = argv
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(flow::DEFAULT_CONCURRENCY)
                 }
                 _ => {}
             }
         }
         let url = url.expect("flow-bench worker --url URL");
+        // A worker's warnings (failed or retried writes, lost leases) explain a bad
+        // figure, so they reach the bench's stderr; RUST_LOG overrides the level.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
         if let Err(e) = workers::serve(&url, concurrency).await {
             eprintln!("flow-bench worker: {e}");
             std::process::exit(1);

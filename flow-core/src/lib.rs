@@ -41,5 +41,6 @@ pub use step::StepCall;
 pub use step_body::{StartsSteps, StepCtx};
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
-    RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport, database_url_from_env,
+    DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
+    database_url_from_env,
 };

@@ -74,7 +74,10 @@ impl Held {
                 *guard = None;
             }
             if guard.is_none() {
-                let conn = PgConnection::connect_with(&self.options)
+                let mut conn = PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(db_error)?;
+                crate::nodelay::disable_nagle(&mut conn)
                     .await
                     .map_err(db_error)?;
                 *guard = Some(Slot {

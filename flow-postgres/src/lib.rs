@@ -6,6 +6,7 @@
 mod finish;
 mod held;
 mod migrate;
+mod nodelay;
 mod send;
 mod store;
 mod url;
@@ -18,6 +19,8 @@ use sqlx::postgres::PgPoolOptions;
 use flow_core::Error;
 
 pub use migrate::migrate;
+#[doc(hidden)]
+pub use nodelay::tcp_nodelay_of_local_port;
 pub use send::send_in;
 pub use url::redact;
 
@@ -85,6 +88,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .after_connect(|conn, _| Box::pin(nodelay::disable_nagle(conn)))
             .connect(url)
             .await
             .map_err(|e| Error::database(format!("could not connect to {described}: {e}")))?;

@@ -244,3 +244,51 @@ async fn a_send_whose_answer_is_lost_after_its_commit_is_stored_once() {
     assert_eq!(receipt.runs.len(), 2);
     assert!(receipt.runs.iter().all(|(e, _)| *e == receipt.event_ids[0]));
 }
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on, which holds a statement of more than
+/// one TCP segment for the server's delayed ACK (40 ms): every connection the
+/// store opens over TCP has it off, the held ones, the pool's and the listener's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_the_store_opens_has_nagle_off() {
+    let url = common::fresh_database().await;
+    let store = common::connect(&url).await;
+    announce(&store, &[("f", "test/nagle")]).await;
+    // A send and a read on the held connections, statements through the pool
+    // while they are all busy, and the LISTEN connection of a wait.
+    let receipt = store
+        .send(
+            vec![NewEvent::raw("test/nagle", json!({})).unwrap()],
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    let run = receipt.runs[0].1;
+    let reads = (0..8).map(|_| store.run(run));
+    for read in futures::future::join_all(reads).await {
+        assert!(read.unwrap().is_some());
+    }
+    let _watch = store.watch_finish(run).await.unwrap();
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&common::server_url())
+        .await
+        .unwrap();
+    let ports: Vec<i32> = sqlx::query_scalar(
+        "SELECT client_port FROM pg_stat_activity WHERE datname = $1 AND client_port IS NOT NULL",
+    )
+    .bind(&database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        ports.len() >= 4,
+        "held, pooled and listening connections: {ports:?}"
+    );
+    for port in ports {
+        let port = u16::try_from(port).unwrap();
+        assert_eq!(
+            flow_postgres::tcp_nodelay_of_local_port(port),
+            Some(true),
+            "the connection from port {port} has Nagle's algorithm on"
+        );
+    }
+}

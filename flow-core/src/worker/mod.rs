@@ -25,6 +25,15 @@ use crate::store::{ClaimRequest, ClaimedRun, Connect, FunctionInfo, Lease, Store
 use crate::{Clock, Error, Limits, RunId, SystemClock};
 use driver::{Exit, drive};
 
+/// Runs a worker drives at once unless told otherwise. Chosen by measurement
+/// (docs/BENCHMARKS.md, stop 23): a worker's commits carry the writes of all of its
+/// runs, so more slots mean fewer WAL flushes per step. One worker did 12,900
+/// steps/s at 32 slots, 18,900 at 64, 25,900 at 128 (1.2x pgbench's best
+/// single-row INSERT on the same server) and 31,900 at 256. 128 meets the target
+/// with room, keeps what one worker takes from the queue (and holds while its
+/// steps run) to 128 runs, under 1 MiB of memory, and opens no more connections.
+pub const DEFAULT_CONCURRENCY: usize = 128;
+
 /// Worker settings; every default is documented on its builder method.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -84,7 +93,7 @@ impl WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 32,
+            concurrency: DEFAULT_CONCURRENCY,
             lease: Duration::from_secs(30),
             renew_every: Duration::from_secs(10),
             poll_interval: Duration::from_secs(5),
@@ -105,7 +114,7 @@ pub struct WorkerBuilder<S> {
 }
 
 impl<S: Store> WorkerBuilder<S> {
-    /// Runs driven at once (default 32).
+    /// Runs driven at once (default [`DEFAULT_CONCURRENCY`], 128).
     pub fn concurrency(mut self, runs: usize) -> Self {
         self.config.concurrency = runs.max(1);
         self
