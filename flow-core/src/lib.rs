@@ -18,7 +18,6 @@ mod limits;
 mod retry;
 mod run;
 mod step;
-mod step_body;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -30,7 +29,7 @@ pub mod __private;
 
 pub use client::{Client, prepare};
 pub use clock::{Clock, ManualClock, Now, SystemClock, later};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, StartsSteps, StepCtx};
 pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
 pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
@@ -38,7 +37,6 @@ pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_messa
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::StepCall;
-pub use step_body::{StartsSteps, StepCtx};
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,

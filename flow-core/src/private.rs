@@ -18,7 +18,7 @@ pub fn step_body_ctx(ctx: &Ctx) -> crate::StepCtx {
 
 /// Starts a step call: its key and position are taken now, at call time.
 pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall {
-    StepCall::new(ctx, id, options)
+    StepCall::new(&ctx.core, id, options)
 }
 
 /// Reads a run's event data into the handler's event type, naming the type and

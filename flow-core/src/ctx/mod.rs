@@ -1,5 +1,9 @@
-//! [`Ctx`]: a run's handle inside its handler and steps. The state behind it lives
-//! in `run::core`.
+//! [`Ctx`]: a run's handle inside its handler, and (`in_step`) what a step's body
+//! gets instead. The state behind both lives in `run::core`.
+
+mod in_step;
+
+pub use in_step::{StartsSteps, StepCtx};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,7 +72,7 @@ impl Ctx {
         F: FnOnce() -> Fut + Send + 'a,
         Fut: Future<Output = Result<T, E>> + Send + 'a,
     {
-        let call = StepCall::new(self, id, options);
+        let call = StepCall::new(&self.core, id, options);
         async move { call.run_lazy(body).await }
     }
 
@@ -92,13 +96,13 @@ impl Ctx {
         id: &str,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StepError>> + Send + use<> {
-        StepCall::new_kind(self, id, StepKind::Sleep, StepOptions::DEFAULT).sleep(until)
+        StepCall::new_kind(&self.core, id, StepKind::Sleep, StepOptions::DEFAULT).sleep(until)
     }
 
     /// The current time, journaled: recorded once, the same on every replay. It
     /// takes its place in the run's order when it is called.
     pub fn now(&self) -> impl Future<Output = DateTime<Utc>> + Send + use<> {
-        StepCall::new_kind(self, "now", StepKind::Now, StepOptions::DEFAULT).now()
+        StepCall::new_kind(&self.core, "now", StepKind::Now, StepOptions::DEFAULT).now()
     }
 
     /// A UUID that is the same on every replay: derived from the run id and how many

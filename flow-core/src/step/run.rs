@@ -1,61 +1,20 @@
-//! One step call: resolved against the record when it is made (so `join!` and
-//! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
+//! `run`: a step's body, executed once (retried on failure) and checkpointed, or
+//! its recorded result on replay.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::run::core::{CURRENT_STEP, Resolution, RunCore};
+use super::{BodyGuard, StepCall, panic_message};
+use crate::StepError;
+use crate::run::core::{CURRENT_STEP, Resolution};
 use crate::store::{FailedAttempt, FailureKind, Park, StepRecord, Transition};
-use crate::{Ctx, StepError, StepKind, StepOptions};
-
-/// A step call, made by `#[step]` fns and [`Ctx::run`]. Its key and position are
-/// fixed when it is created.
-pub struct StepCall {
-    core: Arc<RunCore>,
-    key: String,
-    position: u32,
-    kind: StepKind,
-    options: StepOptions,
-    resolution: Resolution,
-}
 
 impl StepCall {
-    /// Resolves a call of step `id`, now.
-    pub fn new(ctx: &Ctx, id: &str, options: StepOptions) -> Self {
-        Self::new_kind(ctx, id, StepKind::Run, options)
-    }
-
-    pub(crate) fn new_kind(ctx: &Ctx, id: &str, kind: StepKind, options: StepOptions) -> Self {
-        let core = ctx.core.clone();
-        if let Err(problem) = check_step_id(id) {
-            core.fail(FailureKind::Usage, problem, None);
-            return StepCall {
-                core,
-                key: id.to_owned(),
-                position: 0,
-                kind,
-                options,
-                resolution: Resolution::Halt,
-            };
-        }
-        let (key, position, resolution) = core.resolve(id, kind);
-        StepCall {
-            core,
-            key,
-            position,
-            kind,
-            options,
-            resolution,
-        }
-    }
-
     /// Runs the body (unless the record has the result) and checkpoints it.
     pub async fn run<T, E, Fut>(self, body: Fut) -> Result<T, StepError>
     where
@@ -199,75 +158,6 @@ impl StepCall {
         None
     }
 
-    /// A durable sleep until `until`.
-    pub(crate) async fn sleep(self, until: DateTime<Utc>) -> Result<(), StepError> {
-        let wake_at = match &self.resolution {
-            Resolution::Halt => return Err(self.halted().await),
-            Resolution::Replay(record) => record.wake_at.unwrap_or(until),
-            Resolution::Execute { .. } => {
-                let Some(_) = self.core.begin_body() else {
-                    return Err(self.halted().await);
-                };
-                let guard = BodyGuard(&self.core);
-                let now = self.core.clock.now();
-                let mut record = self.record(now, now, 1, None, None);
-                record.wake_at = Some(until);
-                let written = self.write(record).await;
-                drop(guard);
-                if !written {
-                    return Err(self.halted().await);
-                }
-                until
-            }
-        };
-        if wake_at <= self.core.clock.now() {
-            return Ok(());
-        }
-        self.core.park(Park::sleep(wake_at));
-        Err(self.halted().await)
-    }
-
-    /// A journaled clock reading.
-    pub(crate) async fn now(self) -> DateTime<Utc> {
-        match &self.resolution {
-            Resolution::Halt => self.halted_clock().await,
-            Resolution::Replay(record) => {
-                match record
-                    .output
-                    .as_ref()
-                    .map(|o| serde_json::from_value(o.clone()))
-                {
-                    Some(Ok(time)) => time,
-                    _ => {
-                        self.core.block(
-                            format!(
-                                "the record of `{}` holds no time; was it written by another kind of step?",
-                                self.key
-                            ),
-                            Some(&self.key),
-                        );
-                        self.halted_clock().await
-                    }
-                }
-            }
-            Resolution::Execute { .. } => {
-                let Some(_) = self.core.begin_body() else {
-                    return self.halted_clock().await;
-                };
-                let guard = BodyGuard(&self.core);
-                let now = self.core.clock.now();
-                let output = serde_json::to_value(now).expect("timestamps serialize");
-                let record = self.record(now, now, 1, Some(output), None);
-                let written = self.write(record).await;
-                drop(guard);
-                if !written {
-                    return self.halted_clock().await;
-                }
-                now
-            }
-        }
-    }
-
     /// The recorded result, or `None` when the record no longer reads as `T` (the
     /// run is then blocked).
     fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Option<Result<T, StepError>> {
@@ -344,111 +234,5 @@ impl StepCall {
             ))
         })?;
         Ok((back, json))
-    }
-
-    fn record(
-        &self,
-        started_at: DateTime<Utc>,
-        finished_at: DateTime<Utc>,
-        attempts: u32,
-        output: Option<serde_json::Value>,
-        error: Option<serde_json::Value>,
-    ) -> StepRecord {
-        StepRecord {
-            key: self.key.clone(),
-            position: self.position,
-            kind: self.kind,
-            output,
-            error,
-            attempts,
-            started_at,
-            finished_at,
-            wake_at: None,
-        }
-    }
-
-    /// Writes a checkpoint; false when it was not kept (the run is stopping).
-    async fn write(&self, record: StepRecord) -> bool {
-        self.core
-            .commit_or_stop(Transition::step(record), &self.key)
-            .await
-    }
-
-    /// Waits while the run's execution goes on without this call (it parks or
-    /// stops; in the handler, the driver then drops this future), and once the
-    /// execution has ended returns the error a call from a task that outlived it
-    /// gets.
-    async fn halted(&self) -> StepError {
-        self.core.until_ended().await;
-        StepError::fatal(format!(
-            "`{}` was called, or still running, after its run's execution on this worker \
-             ended (the run finished, parked, or was handed back or taken over); steps \
-             in a task spawned off the handler must be awaited before the handler returns",
-            self.key
-        ))
-        .in_step(&self.key)
-    }
-
-    /// [`StepCall::halted`] for `ctx.now()`, which has no error: once the execution
-    /// has ended it returns the clock's reading, recorded nowhere.
-    async fn halted_clock(&self) -> DateTime<Utc> {
-        self.core.until_ended().await;
-        self.core.clock.now()
-    }
-}
-
-/// Keeps the driver from parking while a body runs; released on every exit path,
-/// also when the step's future is dropped.
-struct BodyGuard<'a>(&'a RunCore);
-
-impl Drop for BodyGuard<'_> {
-    fn drop(&mut self) {
-        self.0.end_body();
-    }
-}
-
-fn check_step_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("a step id cannot be empty".into());
-    }
-    if id.contains(':') {
-        return Err(format!(
-            "step id `{id}` contains `:`, which flow uses to number repeated calls (`id:1`); \
-             use another character"
-        ));
-    }
-    Ok(())
-}
-
-/// Takes the box itself: a `&Box<dyn Any>` would coerce to a `dyn Any` that is the box.
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn floats_read_back_from_json_bit_for_bit() {
-        // serde_json's default parser may be one ULP off; outputs must not be.
-        for bits in [
-            0x3fefeb6fa7e2cfd4u64,
-            0x3f827ff5d2ea7a50,
-            0x3fb999999999999a,
-        ] {
-            let x = f64::from_bits(bits);
-            let back: f64 = serde_json::from_slice(&serde_json::to_vec(&x).unwrap()).unwrap();
-            assert_eq!(back.to_bits(), x.to_bits());
-        }
-        for i in 0..10_000u64 {
-            let x = (i.wrapping_mul(0x9e3779b97f4a7c15) >> 11) as f64 / (1u64 << 53) as f64;
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
-            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
-        }
     }
 }
