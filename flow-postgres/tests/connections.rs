@@ -253,8 +253,8 @@ async fn every_connection_the_store_opens_has_nagle_off() {
     let url = common::fresh_database().await;
     let store = common::connect(&url).await;
     announce(&store, &[("f", "test/nagle")]).await;
-    // A send and a read on the held connections, statements through the pool
-    // while they are all busy, and the LISTEN connection of a wait.
+    // A send on a held connection, a connection of the pool held here, and the
+    // LISTEN connection of a wait.
     let receipt = store
         .send(
             vec![NewEvent::raw("test/nagle", json!({})).unwrap()],
@@ -262,33 +262,44 @@ async fn every_connection_the_store_opens_has_nagle_off() {
         )
         .await
         .unwrap();
-    let run = receipt.runs[0].1;
-    let reads = (0..8).map(|_| store.run(run));
-    for read in futures::future::join_all(reads).await {
-        assert!(read.unwrap().is_some());
-    }
-    let _watch = store.watch_finish(run).await.unwrap();
+    let mut pooled = store.pool().acquire().await.unwrap();
+    let pooled_port: Option<i32> = sqlx::query_scalar("SELECT inet_client_port()")
+        .fetch_one(&mut *pooled)
+        .await
+        .unwrap();
+    let pooled_port = pooled_port.expect("the tests connect over TCP");
+    let _watch = store.watch_finish(receipt.runs[0].1).await.unwrap();
     let database = url.rsplit('/').next().unwrap().to_owned();
     let mut admin = sqlx::PgConnection::connect(&common::server_url())
         .await
         .unwrap();
-    let ports: Vec<i32> = sqlx::query_scalar(
-        "SELECT client_port FROM pg_stat_activity WHERE datname = $1 AND client_port IS NOT NULL",
-    )
-    .bind(&database)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(
-        ports.len() >= 4,
-        "held, pooled and listening connections: {ports:?}"
-    );
-    for port in ports {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ports = loop {
+        let rows: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT client_port, query FROM pg_stat_activity
+             WHERE datname = $1 AND client_port IS NOT NULL",
+        )
+        .bind(&database)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        if rows.iter().any(|(_, q)| q.starts_with("LISTEN")) {
+            break rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no LISTEN connection: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(ports.iter().any(|(p, _)| *p == pooled_port), "{ports:?}");
+    assert!(ports.len() >= 3, "held, pooled and listening: {ports:?}");
+    for (port, query) in ports {
         let port = u16::try_from(port).unwrap();
         assert_eq!(
             flow_postgres::tcp_nodelay_of_local_port(port),
             Some(true),
-            "the connection from port {port} has Nagle's algorithm on"
+            "the connection from port {port} (last statement: {query}) has Nagle's algorithm on"
         );
     }
 }
