@@ -11,10 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
+use super::writes::Committer;
 use crate::store::{
     Checkpoints, Committed, Failure, FailureKind, Lease, Next, Park, StepRecord, Transition,
 };
-use crate::worker::Committer;
 use crate::{Backoff, Clock, Error, Limits, RunId, StepKind};
 
 tokio::task_local! {
@@ -67,6 +67,17 @@ pub(crate) enum Resolution {
     Execute { failed_before: u32 },
     /// The run is stopping: never resolve.
     Halt,
+}
+
+/// The worker's settings an execution follows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunSettings {
+    /// How long each extension of the lease lasts.
+    pub lease_for: Duration,
+    /// How far ahead a park's wake time is announced to other workers (the
+    /// worker's poll interval; see [`Transition::announce_wake`]).
+    pub announce_within: Duration,
+    pub limits: Limits,
 }
 
 pub(crate) struct RunCore {
@@ -129,7 +140,7 @@ impl RunCore {
         def: &'static crate::FunctionDef,
         lease: Lease,
         claimed_at: DateTime<Utc>,
-        config: &crate::worker::WorkerConfig,
+        settings: RunSettings,
         committer: Committer,
         clock: std::sync::Arc<dyn Clock>,
     ) -> Self {
@@ -139,10 +150,10 @@ impl RunCore {
             retries: def.retries,
             backoff: def.backoff,
             clock,
-            limits: config.limits,
+            limits: settings.limits,
             lease,
-            lease_for: config.lease,
-            announce_within: config.poll_interval,
+            lease_for: settings.lease_for,
+            announce_within: settings.announce_within,
             held_until: AtomicI64::new(i64::MIN),
             committer,
             step_count: AtomicU32::new(0),

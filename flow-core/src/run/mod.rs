@@ -1,7 +1,9 @@
 //! What a run is: ids, statuses and views as stored and read back (here), and the
-//! state one execution of a run keeps while a worker drives it (`core`).
+//! state one execution of a run keeps while a worker drives it (`core`), and the
+//! handle its writes go through (`writes`).
 
 pub(crate) mod core;
+pub(crate) mod writes;
 
 use std::fmt;
 use std::str::FromStr;

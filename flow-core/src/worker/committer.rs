@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use crate::run::writes::{Committer, WriteRequest};
 use crate::store::{ClaimRequest, ClaimedRun, Committed, Lease, Next, Store, Transition};
 use crate::{Clock, Error};
 
@@ -34,46 +35,18 @@ const MAX_BATCH: usize = 512;
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
-struct Request {
-    lease: Lease,
-    transition: Transition,
-    reply: oneshot::Sender<Result<Committed, Error>>,
-}
-
-/// A handle to a worker's commit task. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct Committer {
-    requests: mpsc::UnboundedSender<Request>,
-}
-
-impl Committer {
-    /// Starts the task; it ends when every handle is dropped. Transient failures
-    /// are retried for at most half a lease: by then the lease may lapse, and
-    /// another worker will take the run over from its checkpoints.
-    pub(super) fn spawn<S: Store>(shared: Arc<Shared<S>>) -> Committer {
-        let (requests, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(shared, incoming));
-        Committer { requests }
-    }
-
-    /// Writes one transition with its run's lease; resolves once its batch committed.
-    pub async fn commit(&self, lease: Lease, transition: Transition) -> Result<Committed, Error> {
-        let stopped = || Error::Unavailable("the worker's commit task has stopped".into());
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request {
-                lease,
-                transition,
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
-    }
+/// Starts the task and returns its handle; the task ends when every handle is
+/// dropped. Transient failures are retried for at most half a lease: by then the
+/// lease may lapse, and another worker will take the run over from its checkpoints.
+pub(super) fn spawn<S: Store>(shared: Arc<Shared<S>>) -> Committer {
+    let (requests, incoming) = mpsc::unbounded_channel();
+    tokio::spawn(write_batches(shared, incoming));
+    Committer::new(requests)
 }
 
 async fn write_batches<S: Store>(
     shared: Arc<Shared<S>>,
-    mut incoming: mpsc::UnboundedReceiver<Request>,
+    mut incoming: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
     let functions = shared.registry.ids();
     let lease_for = shared.config.lease;
@@ -82,7 +55,7 @@ async fn write_batches<S: Store>(
     while let Some(first) = incoming.recv().await {
         shared.committing.store(true, Ordering::SeqCst);
         let mut next = Some(first);
-        while let Some(Request {
+        while let Some(WriteRequest {
             lease,
             transition,
             reply,

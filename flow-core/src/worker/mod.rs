@@ -5,7 +5,8 @@
 mod committer;
 mod driver;
 
-pub(crate) use committer::Committer;
+use crate::run::core::RunSettings;
+use crate::run::writes::Committer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -464,7 +465,7 @@ impl<S: Store> Worker<S> {
         let mut report = WorkerReport::default();
         let mut tasks: JoinSet<Exit> = JoinSet::new();
         // The group commit; it ends once the last run holding a handle is done.
-        let committer = Committer::spawn(shared.clone());
+        let committer = committer::spawn(shared.clone());
         // The claim loop stops between statements, never in the middle of a claim:
         // runs a claim leased are driven (and handed back) like any other.
         let (stop, stopping) = watch::channel(false);
@@ -773,7 +774,11 @@ fn spawn_run<S: Store>(
         def,
         claimed.lease.clone(),
         claimed_at,
-        &shared.config,
+        RunSettings {
+            lease_for: shared.config.lease,
+            announce_within: shared.config.poll_interval,
+            limits: shared.config.limits,
+        },
         committer.clone(),
         shared.clock.clone(),
     ));
