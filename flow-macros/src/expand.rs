@@ -40,8 +40,10 @@ pub fn function(
     // The trigger must equal the event type's declared name: a const assertion at the
     // user's `event = "..."` literal. A const panic takes one string, so the message is
     // concatenated at compile time.
+    // A statement of the array length the other generated items live in (below),
+    // which is evaluated at compile time.
     let name_check = quote_spanned! {event_lit.span()=>
-        const _: () = {
+        {
             const TRIGGER: &str = #event_lit;
             const NAME: &str = <#event as ::flow::__private::Event>::NAME;
             const PARTS: [&str; 9] = [
@@ -56,7 +58,7 @@ pub fn function(
             {
                 ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
             }
-        };
+        }
     };
     // Spanned at the fn name: a handler future that is not `Send` is reported there.
     // The locals are interpolated with call-site spans, so that a name coming from
@@ -75,12 +77,15 @@ pub fn function(
     };
     // Spanned at the user's error type: an error type a handler cannot fail with
     // is one error there.
-    let failure = Ident::new(
-        "__flow_failure",
-        Span::mixed_site().located_at(error.span()),
-    );
+    // Call-site hygiene, so that its span joins the tokens around it (a call
+    // with a mixed-site argument would be reported at the attribute); the
+    // user's code never runs inside the arm that binds it.
+    let failure = Ident::new("__flow_failure", error.span());
+    // The trait's method, not `<E as ...>`: the generated code then names the
+    // user's error type nowhere, so a type not in scope is one error, in the
+    // user's signature.
     let into_flow_error = quote_spanned! {error.span()=>
-        <#error as ::flow::HandlerFailure>::into_flow_error(#failure)
+        ::flow::HandlerFailure::into_flow_error(#failure)
     };
     let event_name = quote_spanned! {event.span()=> <#event as ::flow::Event>::NAME };
     let boxed = quote_spanned! {name.span()=>
@@ -100,13 +105,20 @@ pub fn function(
         })
     };
 
-    quote! {
-        #item
-
-        #[doc = #doc]
-        #[allow(non_camel_case_types)]
-        #vis struct #name {}
-
+    let def = quote! {
+        &::flow::__private::FunctionDef {
+            id: #id,
+            trigger: #event_lit,
+            retries: #retries,
+            backoff: #backoff,
+            handler: #name::#handler,
+            location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+        }
+    };
+    // The handler the worker calls, the `Function` impl, the registration and the
+    // trigger check.
+    let generated = quote! {
+        #[allow(non_local_definitions)]
         impl #name {
             #[doc(hidden)]
             fn #handler(
@@ -119,15 +131,9 @@ pub fn function(
             }
         }
 
+        #[allow(non_local_definitions)]
         impl ::flow::Function for #name {
-            const DEF: &'static ::flow::__private::FunctionDef = &::flow::__private::FunctionDef {
-                id: #id,
-                trigger: #event_lit,
-                retries: #retries,
-                backoff: #backoff,
-                handler: #name::#handler,
-                location: ::core::concat!(::core::file!(), ":", ::core::line!()),
-            };
+            const DEF: &'static ::flow::__private::FunctionDef = #def;
         }
 
         ::flow::__private::inventory::submit! {
@@ -135,6 +141,34 @@ pub fn function(
         }
 
         #name_check
+    };
+
+    // The user's fn as written, but for its `&Ctx`, which names flow's type: the
+    // macro took it for flow's already, so a missing import is no error there.
+    let mut item = item.clone();
+    if let Some(syn::FnArg::Typed(first)) = item.sig.inputs.first_mut() {
+        let span = first.ty.span();
+        *first.ty = syn::parse_quote_spanned!(span=> &::flow::Ctx);
+    }
+
+    // Everything but the struct lives in the array length of its one field. An
+    // attribute cannot tell a free fn from one in an `impl` block, where no struct
+    // or impl may stand: there the struct is then the one item rustc refuses
+    // ("struct is not supported in `trait`s or `impl`s"), instead of one error for
+    // each generated item.
+    quote! {
+        #item
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #vis struct #name {
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            registration: [(); {
+                #generated
+                0
+            }],
+        }
     }
 }
 
@@ -202,12 +236,13 @@ pub fn step(item: &ItemFn, args: &StepArgs, model: &Step<'_>) -> TokenStream {
     let result = Ident::new("__flow_result", Span::mixed_site());
     // Spanned at the user's error type: an error type a step cannot fail with is
     // one error there, not several inside the generated call.
-    let failure = Ident::new(
-        "__flow_failure",
-        Span::mixed_site().located_at(error.span()),
-    );
+    // Call-site hygiene, so that its span joins the tokens around it (a call
+    // with a mixed-site argument would be reported at the attribute); the
+    // user's code never runs inside the arm that binds it.
+    let failure = Ident::new("__flow_failure", error.span());
+    // As for handlers: the user's error type is named once, in the body's type.
     let into_step_error = quote_spanned! {error.span()=>
-        <#error as ::flow::StepFailure>::into_step_error(#failure)
+        ::flow::StepFailure::into_step_error(#failure)
     };
     quote! {
         #(#attrs)*

@@ -95,7 +95,7 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// A refused step as its callers expect it, plus the errors: `(ctx: &Ctx, args…)
+/// A refused step as its callers expect it, plus the errors: `(ctx, args…)
 /// -> Result<T, StepError>`, with `ctx` moved first (or added) and `T` taken from
 /// what it returns. Its body is not emitted: the callers then type-check against
 /// what the message says to write, and report nothing more (thiserror's fallback).
@@ -109,13 +109,11 @@ fn step_fallback(item: &ItemFn, errors: &Errors) -> TokenStream {
     let where_clause = &sig.generics.where_clause;
     let output = model::output_of(&sig.output);
     let mut inputs: Vec<&syn::FnArg> = sig.inputs.iter().collect();
-    let ctx_first = match inputs.iter().position(|arg| model::is_ctx_param(arg)) {
-        Some(at) => {
-            let ctx = inputs.remove(at);
-            quote!(#ctx)
-        }
-        None => quote!(_ctx: &::flow::Ctx),
-    };
+    if let Some(at) = inputs.iter().position(|arg| model::is_ctx_param(arg)) {
+        inputs.remove(at);
+    }
+    // What a step takes its run from, as the expansion has it.
+    let ctx_first = quote!(_ctx: &dyn ::flow::StartsSteps);
     let rest = inputs.iter();
     quote! {
         #(#attrs)*
