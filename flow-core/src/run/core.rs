@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::writes::Committer;
+use super::writes::{Committer, Unwritten};
 use crate::store::{
     Checkpoints, Committed, Failure, FailureKind, Lease, Next, Park, StepRecord, Transition,
 };
@@ -205,8 +205,9 @@ impl RunCore {
     /// goes on extends the lease, and so this execution's deadline.
     pub async fn commit(&self, mut transition: Transition) -> Result<Committed, Error> {
         let unwritten = std::mem::take(&mut self.state().unwritten);
-        // Kept to be carried again should this write fail.
-        let carried = (!unwritten.is_empty()).then(|| unwritten.clone());
+        // Should this write fail, the committer hands the transition back, and
+        // these first records are carried again.
+        let carried = unwritten.len();
         transition.steps.splice(0..0, unwritten);
         let goes_on = transition.next == Next::Continue;
         // Two commits of this execution in flight at once both count from what was
@@ -221,10 +222,16 @@ impl RunCore {
             .wake_at()
             .is_some_and(|at| at <= crate::clock::later(before, self.announce_within));
         let extends = transition.extend_lease;
-        let result = self.committer.commit(self.lease.clone(), transition).await;
-        let result = match (result, carried) {
-            (Err(e), Some(carried)) => self.carried_failed(e, carried).await,
-            (result, _) => result,
+        let result = match self.committer.commit(self.lease.clone(), transition).await {
+            Ok(committed) => Ok(committed),
+            Err(Unwritten {
+                error,
+                transition: Some(mut transition),
+            }) if carried > 0 => {
+                let carried = transition.steps.drain(..carried).collect();
+                self.carried_failed(error, carried).await
+            }
+            Err(unwritten) => Err(unwritten.error),
         };
         if let Ok(Committed::Written | Committed::AlreadyRecorded(_)) = result {
             if let Some(count) = count {
@@ -253,19 +260,21 @@ impl RunCore {
         }
         let step = carried[0].key.clone();
         let alone = Transition {
-            steps: carried.clone(),
+            steps: carried,
             ..Transition::CONTINUE
         };
         match self.committer.commit(self.lease.clone(), alone).await {
             Ok(Committed::LeaseLost) => Ok(Committed::LeaseLost),
             Ok(_) => Err(error),
-            Err(e) if e.is_transient() => {
-                self.carry_again(carried);
-                Err(e)
+            Err(Unwritten { error, transition }) if error.is_transient() => {
+                if let Some(transition) = transition {
+                    self.carry_again(transition.steps);
+                }
+                Err(error)
             }
-            Err(e) => {
+            Err(unwritten) => {
                 self.state().refused = Some(step);
-                Err(e)
+                Err(unwritten.error)
             }
         }
     }

@@ -11,7 +11,16 @@ use crate::store::{Committed, Lease, Transition};
 pub(crate) struct WriteRequest {
     pub lease: Lease,
     pub transition: Transition,
-    pub reply: oneshot::Sender<Result<Committed, Error>>,
+    pub reply: oneshot::Sender<Result<Committed, Unwritten>>,
+}
+
+/// A write that failed, with its transition handed back: the run may carry its
+/// checkpoints again without having kept a copy.
+pub(crate) struct Unwritten {
+    pub error: Error,
+    /// `None` when the commit task ended before it answered (it panicked): the
+    /// write is then lost as in a crash, and its steps run again on replay.
+    pub transition: Option<Box<Transition>>,
 }
 
 /// A handle to a worker's commit task. Cheap to clone.
@@ -26,9 +35,17 @@ impl Committer {
         Committer { requests }
     }
 
-    /// Writes one transition with its run's lease; resolves once its batch committed.
-    pub async fn commit(&self, lease: Lease, transition: Transition) -> Result<Committed, Error> {
-        let stopped = || Error::Unavailable("the worker's commit task has stopped".into());
+    /// Writes one transition with its run's lease; resolves once its batch
+    /// committed. A failed write hands its transition back.
+    pub async fn commit(
+        &self,
+        lease: Lease,
+        transition: Transition,
+    ) -> Result<Committed, Unwritten> {
+        let stopped = |transition| Unwritten {
+            error: Error::Unavailable("the worker's commit task has stopped".into()),
+            transition,
+        };
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(WriteRequest {
@@ -36,7 +53,7 @@ impl Committer {
                 transition,
                 reply,
             })
-            .map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+            .map_err(|refused| stopped(Some(Box::new(refused.0.transition))))?;
+        answer.await.unwrap_or_else(|_| Err(stopped(None)))
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use crate::run::writes::{Committer, WriteRequest};
+use crate::run::writes::{Committer, Unwritten, WriteRequest};
 use crate::store::{ClaimRequest, ClaimedRun, Committed, Lease, Next, Store, Transition};
 use crate::{Clock, Error};
 
@@ -51,7 +51,7 @@ async fn write_batches<S: Store>(
     let functions = shared.registry.ids();
     let lease_for = shared.config.lease;
     let mut batch: Vec<(Lease, Transition)> = Vec::new();
-    let mut replies: Vec<oneshot::Sender<Result<Committed, Error>>> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<Result<Committed, Unwritten>>> = Vec::new();
     while let Some(first) = incoming.recv().await {
         shared.committing.store(true, Ordering::SeqCst);
         let mut next = Some(first);
@@ -123,10 +123,14 @@ async fn write_batches<S: Store>(
                 release(&shared, shared.take_handed()).await;
             }
         }
-        for (reply, result) in replies.drain(..).zip(results) {
-            let _ = reply.send(result);
+        for ((reply, result), (_, transition)) in
+            replies.drain(..).zip(results).zip(batch.drain(..))
+        {
+            let _ = reply.send(result.map_err(|error| Unwritten {
+                error,
+                transition: Some(Box::new(transition)),
+            }));
         }
-        batch.clear();
         // A slot freed while this commit ran was left to it (see
         // `Shared::slot_freed`): with no commit to follow, the claim loop fills it.
         shared.committing.store(false, Ordering::SeqCst);
