@@ -108,6 +108,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.settle_blocked(run, settle, now).await)
     }
 
+    async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
+        delegate!(self, s => s.cancel(run, reason, now).await)
+    }
+
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         delegate!(self, s => s.next_wakeup(functions).await)
     }

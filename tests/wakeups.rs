@@ -58,6 +58,9 @@ impl Store for LateListener {
     ) -> Result<bool, flow::Error> {
         self.0.settle_blocked(run, settle, now).await
     }
+    async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, flow::Error> {
+        self.0.cancel(run, reason, now).await
+    }
 
     async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
         self.0.database_time().await

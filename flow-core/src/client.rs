@@ -112,13 +112,45 @@ impl<S: Store + ReadStore> Client<S> {
             .store
             .settle_blocked(id, &settle, self.clock.store_now())
             .await?;
-        let view = self.store.run(id).await?;
-        match view {
-            Some(view) if settled => Ok(view),
-            Some(view) => Err(Error::NotBlocked {
-                run: id,
-                status: view.status,
-            }),
+        self.changed_or(id, settled, |status| Error::NotBlocked { run: id, status })
+            .await
+    }
+
+    /// Cancels a run that has not ended and returns it, whatever it is doing: a
+    /// queued, sleeping or blocked run never runs again; a running one finishes
+    /// the step body it is in (whose result is then not kept), and no step starts
+    /// after the cancel. The run ends `cancelled` with `reason` as its error.
+    /// Refused, changing nothing, when the run does not exist or has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: flow_core::Client<impl flow_core::Store + flow_core::ReadStore>, run: flow_core::RunId) -> Result<(), flow_core::Error> {
+    /// client.cancel(run, "the customer closed the order").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(&self, id: RunId, reason: impl Into<String>) -> Result<RunView, Error> {
+        let reason = format!("cancelled: {}", reason.into());
+        let cancelled = self
+            .store
+            .cancel(id, &reason, self.clock.store_now())
+            .await?;
+        self.changed_or(id, cancelled, |status| Error::AlreadyEnded {
+            run: id,
+            status,
+        })
+        .await
+    }
+
+    /// The run after a change the store made (`changed`), or the error `refused`
+    /// builds from its status when the store changed nothing.
+    async fn changed_or(
+        &self,
+        id: RunId,
+        changed: bool,
+        refused: impl FnOnce(crate::RunStatus) -> Error,
+    ) -> Result<RunView, Error> {
+        match self.store.run(id).await? {
+            Some(view) if changed => Ok(view),
+            Some(view) => Err(refused(view.status)),
             None => Err(Error::RunNotFound(id)),
         }
     }

@@ -56,6 +56,16 @@ pub enum Error {
     /// No run has this id.
     #[error("no run with id {0}")]
     RunNotFound(crate::RunId),
+    /// A run that has ended cannot be cancelled.
+    #[error(
+        "run {run} has already ended ({status}): only a run that has not ended can be cancelled"
+    )]
+    AlreadyEnded {
+        /// The run.
+        run: crate::RunId,
+        /// How it ended.
+        status: crate::RunStatus,
+    },
     /// Only a blocked run can be settled by an operator.
     #[error("run {run} is {status}, not blocked: only a blocked run can be settled")]
     NotBlocked {

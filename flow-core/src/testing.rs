@@ -663,6 +663,112 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
     assert_eq!(parked, Some(Wakeup::At(due)));
 }
 
+/// A cancel ends a run that has not ended, whatever it does: a queued one is never
+/// claimed, a running one's holder is fenced out of its next write and renewal,
+/// a watcher is told; an ended or unknown run is left alone.
+pub async fn runs_are_cancelled_whatever_they_do<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/cancel")]).await;
+    let receipt = store
+        .send(
+            vec![
+                event("t/cancel", 1),
+                event("t/cancel", 2),
+                event("t/cancel", 3),
+            ],
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let mut held = claim(&store, "w", &["a"], 2, start()).await;
+    let (running, finished) = (held.remove(0), held.remove(0));
+    let queued = receipt
+        .runs
+        .iter()
+        .map(|(_, run)| *run)
+        .find(|run| *run != running.lease.run_id && *run != finished.lease.run_id)
+        .expect("a run left queued");
+    commit(
+        &store,
+        &[(finished.lease.clone(), finish(Outcome::Completed(json!(1))))],
+        start(),
+    )
+    .await;
+    let mut watch = store.watch_finish(queued).await.expect("watch");
+    let at = Now::At(start() + secs(1));
+    assert!(
+        store
+            .cancel(queued, "cancelled: by hand", at)
+            .await
+            .expect("cancel")
+    );
+    assert!(
+        store
+            .cancel(running.lease.run_id, "cancelled: by hand", at)
+            .await
+            .expect("cancel")
+    );
+    if watch.announces() {
+        tokio::time::timeout(Duration::from_secs(10), watch.announced())
+            .await
+            .expect("the cancel is announced to the run's watcher");
+    }
+    for run in [queued, running.lease.run_id] {
+        let view = view(&store, run).await;
+        assert_eq!(view.status, RunStatus::Cancelled);
+        assert_eq!(view.error.as_deref(), Some("cancelled: by hand"));
+        assert_eq!(view.finished_at, Some(start() + secs(1)));
+    }
+    assert!(
+        claim(&store, "w", &["a"], 10, start() + secs(2))
+            .await
+            .is_empty(),
+        "a cancelled run is never claimed"
+    );
+    let late = Transition::step(step("one", 0, start() + secs(2)));
+    assert_eq!(
+        commit(&store, &[(running.lease.clone(), late)], start() + secs(2)).await,
+        [Committed::LeaseLost],
+        "the cancelled run's worker is fenced out"
+    );
+    let renewed = store
+        .renew(
+            std::slice::from_ref(&running.lease),
+            Duration::from_secs(30),
+            Now::At(start() + secs(2)),
+        )
+        .await
+        .expect("renew");
+    assert!(renewed.is_empty(), "and its lease is not renewed");
+    assert!(view(&store, running.lease.run_id).await.steps.is_empty());
+    // Ended, cancelled again, or unknown: nothing changes.
+    assert!(
+        !store
+            .cancel(finished.lease.run_id, "cancelled: late", at)
+            .await
+            .expect("cancel")
+    );
+    assert_eq!(
+        view(&store, finished.lease.run_id).await.status,
+        RunStatus::Completed
+    );
+    assert!(
+        !store
+            .cancel(queued, "cancelled: twice", at)
+            .await
+            .expect("cancel")
+    );
+    assert_eq!(
+        view(&store, queued).await.error.as_deref(),
+        Some("cancelled: by hand")
+    );
+    assert!(
+        !store
+            .cancel(RunId(uuid::Uuid::now_v7()), "cancelled", at)
+            .await
+            .expect("cancel")
+    );
+}
+
 /// A write that goes on extends the lease only when asked
 /// ([`Transition::extend_lease`]); otherwise the lease keeps its expiry, which
 /// [`Store::next_wakeup`] reports.
@@ -1393,6 +1499,7 @@ macro_rules! store_conformance_tests {
             leases_are_renewed_recovered_and_given_up,
             wakeups_announce_new_work,
             a_commit_extends_the_lease_only_when_asked,
+            runs_are_cancelled_whatever_they_do,
             one_commit_mixes_transitions_of_many_runs,
             a_recorded_key_keeps_its_first_record,
             transitions_of_one_run_in_one_batch_apply_in_order,

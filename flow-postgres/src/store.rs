@@ -227,6 +227,40 @@ impl Store for PgStore {
         Ok(rows.len() as u64)
     }
 
+    async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
+        // Safe to repeat: a second try finds the run ended and changes nothing.
+        // The announcement is selected so that it runs (a CTE nothing reads is not).
+        let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query_as(
+                "WITH clock AS (
+                     SELECT COALESCE($3::timestamptz, now()) AS now
+                 ), cancelled AS (
+                     UPDATE flow.runs r
+                     SET status = 'cancelled', error = $2, error_kind = NULL, error_step = NULL,
+                         finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
+                     FROM clock
+                     WHERE r.id = $1 AND r.status NOT IN ('completed', 'failed', 'cancelled')
+                     RETURNING r.id
+                 ), unwatched AS (
+                     DELETE FROM flow.run_watchers w
+                     WHERE w.run_id IN (SELECT id FROM cancelled)
+                     RETURNING w.run_id
+                 ), announced AS (
+                     SELECT pg_notify('flow_finished', c.id::text) FROM cancelled c
+                     WHERE EXISTS (SELECT 1 FROM unwatched)
+                 )
+                 SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)",
+            )
+            .bind(run.0)
+            .bind(reason)
+            .bind(now.at())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        Ok(cancelled == 1)
+    }
+
     async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
         let settled = on_conn!(self, repeat = false, |conn| async {
             sqlx::query(

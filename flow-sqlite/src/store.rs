@@ -313,6 +313,26 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
+    async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
+        let cancelled = sqlx::query(
+            "UPDATE flow_runs
+             SET status = 'cancelled', error = ?2, error_kind = NULL, error_step = NULL,
+                 finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(run.0.to_string())
+        .bind(reason)
+        .bind(micros(now.or_local()))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let cancelled = cancelled.rows_affected() == 1;
+        if cancelled {
+            self.finishes.announce(vec![run]);
+        }
+        Ok(cancelled)
+    }
+
     async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
         let settled = sqlx::query(
             "UPDATE flow_runs

@@ -125,6 +125,9 @@ impl Store for Faulty {
     ) -> Result<bool, flow::Error> {
         self.inner.settle_blocked(run, settle, now).await
     }
+    async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, flow::Error> {
+        self.inner.cancel(run, reason, now).await
+    }
 
     async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
         self.inner.database_time().await

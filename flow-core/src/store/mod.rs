@@ -120,6 +120,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
+    /// Cancels a run that has not ended, whatever it is doing: queued, sleeping,
+    /// blocked or running (its worker's next write or renewal is then refused, so
+    /// no step starts after this commits; a step body in flight runs to its end,
+    /// and its checkpoint is not kept). Announced to the run's watchers. `false`
+    /// when the run does not exist or has ended.
+    fn cancel(
+        &self,
+        run: RunId,
+        reason: &str,
+        now: Now,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
     /// Ends a blocked run by an operator's decision; `false` when the run is not
     /// blocked (it never was, or a worker has resumed it meanwhile).
     fn settle_blocked(
