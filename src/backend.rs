@@ -112,6 +112,16 @@ impl Store for AnyStore {
         delegate!(self, s => s.cancel(run, reason, now).await)
     }
 
+    async fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<DateTime<Utc>>,
+        reason: &str,
+        now: Now,
+    ) -> Result<u64, Error> {
+        delegate!(self, s => s.cancel_runs(function, created.clone(), reason, now).await)
+    }
+
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         delegate!(self, s => s.next_wakeup(functions).await)
     }

@@ -1,6 +1,7 @@
 //! Cancelling a run from the client: a sleeping run ends at once and never wakes;
 //! a running one finishes the step body it is in, its result is not kept, and no
-//! step starts after the cancel; an ended or unknown run is refused by name.
+//! step starts after the cancel; an ended or unknown run is refused by name, and
+//! so is a bulk cancel over an empty time range.
 
 mod common;
 
@@ -130,6 +131,11 @@ async fn a_sleeping_run_ends_at_once_and_ended_or_unknown_runs_are_refused() {
             assert_eq!((r, status), (run, RunStatus::Cancelled));
         }
         other => panic!("expected AlreadyEnded, got {other:?}"),
+    }
+    let now = chrono::Utc::now();
+    match client.cancel_runs("trial", now..now, "nothing").await {
+        Err(Error::Config(message)) => assert!(message.contains("before its end"), "{message}"),
+        other => panic!("expected a refused empty range, got {other:?}"),
     }
     let unknown = RunId(uuid::Uuid::now_v7());
     match client.cancel(unknown, "nothing").await {

@@ -61,6 +61,15 @@ impl Store for LateListener {
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, flow::Error> {
         self.0.cancel(run, reason, now).await
     }
+    async fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<chrono::DateTime<chrono::Utc>>,
+        reason: &str,
+        now: Now,
+    ) -> Result<u64, flow::Error> {
+        self.0.cancel_runs(function, created, reason, now).await
+    }
 
     async fn database_time(&self) -> Result<chrono::DateTime<chrono::Utc>, flow::Error> {
         self.0.database_time().await

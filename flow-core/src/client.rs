@@ -140,6 +140,36 @@ impl<S: Store + ReadStore> Client<S> {
         .await
     }
 
+    /// Cancels every run of `function` created in `created` (its start included,
+    /// its end not) that has not ended, as [`Client::cancel`] does one; returns how
+    /// many it cancelled.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: flow_core::Client<impl flow_core::Store + flow_core::ReadStore>) -> Result<(), flow_core::Error> {
+    /// let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    /// let n = client
+    ///     .cancel_runs("send_newsletter", yesterday..chrono::Utc::now(), "sent by mistake")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<chrono::DateTime<chrono::Utc>>,
+        reason: impl Into<String>,
+    ) -> Result<u64, Error> {
+        if created.start >= created.end {
+            return Err(Error::Config(format!(
+                "cancel_runs takes a time range whose start ({}) is before its end ({})",
+                created.start, created.end
+            )));
+        }
+        let reason = format!("cancelled: {}", reason.into());
+        self.store
+            .cancel_runs(function, created, &reason, self.clock.store_now())
+            .await
+    }
+
     /// The run after a change the store made (`changed`), or the error `refused`
     /// builds from its status when the store changed nothing.
     async fn changed_or(

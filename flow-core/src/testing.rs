@@ -769,6 +769,62 @@ pub async fn runs_are_cancelled_whatever_they_do<S: Store + ReadStore>(store: S)
     );
 }
 
+/// A bulk cancel ends the runs of one function created in a time range (its start
+/// included, its end not) that have not ended, and no others.
+pub async fn runs_of_a_function_are_cancelled_by_creation_time<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/bulk.a"), ("b", "t/bulk.b")]).await;
+    let mut runs = Vec::new();
+    for (i, name) in ["t/bulk.a", "t/bulk.a", "t/bulk.a", "t/bulk.a", "t/bulk.b"]
+        .into_iter()
+        .enumerate()
+    {
+        let receipt = store
+            .send(
+                vec![event(name, i as i64)],
+                Now::At(start() + secs(10 * i as i64)),
+            )
+            .await
+            .expect("send");
+        runs.push(receipt.runs[0].1);
+    }
+    // Created at 0, 10, 20 and 30 s (function a) and 40 s (function b); the one at
+    // 20 s has ended.
+    let mut ended = claim(&store, "w", &["a"], 3, start() + secs(50)).await;
+    let done = ended
+        .iter()
+        .position(|c| c.lease.run_id == runs[2])
+        .expect("the run created at 20 s is claimed");
+    let done = ended.remove(done);
+    commit(
+        &store,
+        &[(done.lease, finish(Outcome::Completed(json!(2))))],
+        start() + secs(50),
+    )
+    .await;
+    let cancelled = store
+        .cancel_runs(
+            "a",
+            start() + secs(10)..start() + secs(30),
+            "cancelled: in bulk",
+            Now::At(start() + secs(60)),
+        )
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled, 1, "only the run created at 10 s had not ended");
+    let statuses = futures::future::join_all(runs.iter().map(|run| view(&store, *run))).await;
+    let statuses: Vec<RunStatus> = statuses.into_iter().map(|v| v.status).collect();
+    assert_eq!(statuses[1], RunStatus::Cancelled);
+    assert_eq!(
+        statuses[2],
+        RunStatus::Completed,
+        "an ended run keeps its end"
+    );
+    assert!(
+        ![statuses[0], statuses[3], statuses[4]].contains(&RunStatus::Cancelled),
+        "outside the range or of another function: {statuses:?}"
+    );
+}
+
 /// A write that goes on extends the lease only when asked
 /// ([`Transition::extend_lease`]); otherwise the lease keeps its expiry, which
 /// [`Store::next_wakeup`] reports.
@@ -1500,6 +1556,7 @@ macro_rules! store_conformance_tests {
             wakeups_announce_new_work,
             a_commit_extends_the_lease_only_when_asked,
             runs_are_cancelled_whatever_they_do,
+            runs_of_a_function_are_cancelled_by_creation_time,
             one_commit_mixes_transitions_of_many_runs,
             a_recorded_key_keeps_its_first_record,
             transitions_of_one_run_in_one_batch_apply_in_order,

@@ -261,6 +261,49 @@ impl Store for PgStore {
         Ok(cancelled == 1)
     }
 
+    async fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<DateTime<Utc>>,
+        reason: &str,
+        now: Now,
+    ) -> Result<u64, Error> {
+        let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query_as(
+                "WITH clock AS (
+                     SELECT COALESCE($5::timestamptz, now()) AS now
+                 ), cancelled AS (
+                     UPDATE flow.runs r
+                     SET status = 'cancelled', error = $4, error_kind = NULL, error_step = NULL,
+                         finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
+                     FROM clock
+                     WHERE r.function_id = $1 AND r.created_at >= $2 AND r.created_at < $3
+                       AND r.status NOT IN ('completed', 'failed', 'cancelled')
+                     RETURNING r.id
+                 ), unwatched AS (
+                     DELETE FROM flow.run_watchers w
+                     WHERE w.run_id IN (SELECT id FROM cancelled)
+                     RETURNING w.run_id
+                 ), announced AS (
+                     SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
+                     FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
+                           FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
+                     GROUP BY chunk
+                 )
+                 SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)",
+            )
+            .bind(function)
+            .bind(created.start)
+            .bind(created.end)
+            .bind(reason)
+            .bind(now.at())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        Ok(cancelled as u64)
+    }
+
     async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
         let settled = on_conn!(self, repeat = false, |conn| async {
             sqlx::query(

@@ -333,6 +333,38 @@ impl Store for SqliteStore {
         Ok(cancelled)
     }
 
+    async fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<DateTime<Utc>>,
+        reason: &str,
+        now: Now,
+    ) -> Result<u64, Error> {
+        let rows = sqlx::query(
+            "UPDATE flow_runs
+             SET status = 'cancelled', error = ?4, error_kind = NULL, error_step = NULL,
+                 finished_at = ?5, lease_owner = NULL, lease_expires_at = NULL
+             WHERE function_id = ?1 AND created_at >= ?2 AND created_at < ?3
+               AND status NOT IN ('completed', 'failed', 'cancelled')
+             RETURNING id",
+        )
+        .bind(function)
+        .bind(micros(created.start))
+        .bind(micros(created.end))
+        .bind(reason)
+        .bind(micros(now.or_local()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let ids = rows
+            .iter()
+            .map(|row| Ok(RunId(uuid(col(row, "id")?)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let cancelled = ids.len() as u64;
+        self.finishes.announce(ids);
+        Ok(cancelled)
+    }
+
     async fn settle_blocked(&self, run: RunId, settle: &Settle, now: Now) -> Result<bool, Error> {
         let settled = sqlx::query(
             "UPDATE flow_runs

@@ -132,6 +132,17 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// [`Store::cancel`] for every run of `function` created in `created` (its
+    /// start included, its end not) that has not ended, in one statement; returns
+    /// how many it cancelled.
+    fn cancel_runs(
+        &self,
+        function: &str,
+        created: std::ops::Range<DateTime<Utc>>,
+        reason: &str,
+        now: Now,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Ends a blocked run by an operator's decision; `false` when the run is not
     /// blocked (it never was, or a worker has resumed it meanwhile).
     fn settle_blocked(
