@@ -31,6 +31,41 @@ fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
 }
 
+/// The cancel statement for the runs `$selector` picks (a SQL condition on `r`,
+/// its parameters from `$3`; `$1` is the clock, `$2` the reason): one statement
+/// for a run and for a function's runs in a time range. It cancels those that
+/// have not ended, deletes their watcher rows and NOTIFYs `flow_finished` with
+/// their ids (200 a notification), selected so that it runs (a CTE nothing reads
+/// is not); it answers (cancelled, notifications).
+macro_rules! cancel_sql {
+    ($selector:literal) => {
+        concat!(
+            "WITH clock AS (
+                 SELECT COALESCE($1::timestamptz, now()) AS now
+             ), cancelled AS (
+                 UPDATE flow.runs r
+                 SET status = 'cancelled', error = $2, error_kind = NULL, error_step = NULL,
+                     finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
+                 FROM clock
+                 WHERE ",
+            $selector,
+            " AND r.status NOT IN ('completed', 'failed', 'cancelled')
+                 RETURNING r.id
+             ), unwatched AS (
+                 DELETE FROM flow.run_watchers w
+                 WHERE w.run_id IN (SELECT id FROM cancelled)
+                 RETURNING w.run_id
+             ), announced AS (
+                 SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
+                 FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
+                       FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
+                 GROUP BY chunk
+             )
+             SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)"
+        )
+    };
+}
+
 impl Store for PgStore {
     fn describe(&self) -> String {
         self.described.to_string()
@@ -229,34 +264,14 @@ impl Store for PgStore {
 
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         // Safe to repeat: a second try finds the run ended and changes nothing.
-        // The announcement is selected so that it runs (a CTE nothing reads is not).
         let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query_as(
-                "WITH clock AS (
-                     SELECT COALESCE($3::timestamptz, now()) AS now
-                 ), cancelled AS (
-                     UPDATE flow.runs r
-                     SET status = 'cancelled', error = $2, error_kind = NULL, error_step = NULL,
-                         finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
-                     FROM clock
-                     WHERE r.id = $1 AND r.status NOT IN ('completed', 'failed', 'cancelled')
-                     RETURNING r.id
-                 ), unwatched AS (
-                     DELETE FROM flow.run_watchers w
-                     WHERE w.run_id IN (SELECT id FROM cancelled)
-                     RETURNING w.run_id
-                 ), announced AS (
-                     SELECT pg_notify('flow_finished', c.id::text) FROM cancelled c
-                     WHERE EXISTS (SELECT 1 FROM unwatched)
-                 )
-                 SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)",
-            )
-            .bind(run.0)
-            .bind(reason)
-            .bind(now.at())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error)
+            sqlx::query_as(cancel_sql!("r.id = $3"))
+                .bind(now.at())
+                .bind(reason)
+                .bind(run.0)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db_error)
         })?;
         Ok(cancelled == 1)
     }
@@ -269,34 +284,14 @@ impl Store for PgStore {
         now: Now,
     ) -> Result<u64, Error> {
         let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query_as(
-                "WITH clock AS (
-                     SELECT COALESCE($5::timestamptz, now()) AS now
-                 ), cancelled AS (
-                     UPDATE flow.runs r
-                     SET status = 'cancelled', error = $4, error_kind = NULL, error_step = NULL,
-                         finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
-                     FROM clock
-                     WHERE r.function_id = $1 AND r.created_at >= $2 AND r.created_at < $3
-                       AND r.status NOT IN ('completed', 'failed', 'cancelled')
-                     RETURNING r.id
-                 ), unwatched AS (
-                     DELETE FROM flow.run_watchers w
-                     WHERE w.run_id IN (SELECT id FROM cancelled)
-                     RETURNING w.run_id
-                 ), announced AS (
-                     SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
-                     FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
-                           FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
-                     GROUP BY chunk
-                 )
-                 SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)",
-            )
+            sqlx::query_as(cancel_sql!(
+                "r.function_id = $3 AND r.created_at >= $4 AND r.created_at < $5"
+            ))
+            .bind(now.at())
+            .bind(reason)
             .bind(function)
             .bind(created.start)
             .bind(created.end)
-            .bind(reason)
-            .bind(now.at())
             .fetch_one(&mut *conn)
             .await
             .map_err(db_error)
