@@ -143,3 +143,23 @@ async fn a_sleeping_run_ends_at_once_and_ended_or_unknown_runs_are_refused() {
         other => panic!("expected RunNotFound, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reason_the_database_cannot_store_is_stored_cleaned() {
+    let (store, _) = common::store().await;
+    common::worker(&store)
+        .register::<trial>()
+        .build()
+        .unwrap()
+        .announce()
+        .await
+        .unwrap();
+    let client = flow::Client::new(store.clone());
+    let run = client.send(Trial {}).await.unwrap().runs[0].1;
+    let view = client.cancel(run, "pasted\0from a terminal").await.unwrap();
+    assert_eq!(view.status, RunStatus::Cancelled);
+    assert_eq!(
+        view.error.as_deref(),
+        Some("cancelled: pasted\u{FFFD}from a terminal")
+    );
+}

@@ -128,7 +128,7 @@ impl<S: Store + ReadStore> Client<S> {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self, id: RunId, reason: impl Into<String>) -> Result<RunView, Error> {
-        let reason = format!("cancelled: {}", reason.into());
+        let reason = cancel_reason(reason.into());
         let cancelled = self
             .store
             .cancel(id, &reason, self.clock.store_now())
@@ -164,7 +164,7 @@ impl<S: Store + ReadStore> Client<S> {
                 created.start, created.end
             )));
         }
-        let reason = format!("cancelled: {}", reason.into());
+        let reason = cancel_reason(reason.into());
         self.store
             .cancel_runs(function, created, &reason, self.clock.store_now())
             .await
@@ -184,6 +184,12 @@ impl<S: Store + ReadStore> Client<S> {
             None => Err(Error::RunNotFound(id)),
         }
     }
+}
+
+/// The error a cancelled run keeps: `cancelled: <reason>`, storable as every
+/// error message is (no NUL, at most `ERROR_MESSAGE_BYTES`).
+fn cancel_reason(reason: String) -> String {
+    crate::storable_message(&format!("cancelled: {reason}"))
 }
 
 impl<S: ReadStore> Client<S> {
