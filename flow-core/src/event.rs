@@ -20,6 +20,52 @@ pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     const NAME: &'static str;
 }
 
+/// The fields of an event type that a wait can match on, one [`Field`] each:
+/// `#[derive(Event)]` implements it for a struct with named fields, so that
+/// `.matching(|f| f.payment_id, id)` names a field the compiler checks.
+pub trait EventFields: Event {
+    /// A struct with one public [`Field`] per field of the event's data.
+    type Fields: 'static;
+    /// Its value.
+    const FIELDS: Self::Fields;
+}
+
+/// A field of event type `E` whose value is a `T`, named as it appears in the
+/// event's JSON data (serde's renames applied). Made by `#[derive(Event)]`.
+pub struct Field<E, T> {
+    name: &'static str,
+    types: std::marker::PhantomData<fn() -> (E, T)>,
+}
+
+impl<E, T> Field<E, T> {
+    #[doc(hidden)]
+    pub const fn new(name: &'static str) -> Self {
+        Field {
+            name,
+            types: std::marker::PhantomData,
+        }
+    }
+
+    /// The field's name in the event's JSON data.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<E, T> Clone for Field<E, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E, T> Copy for Field<E, T> {}
+
+impl<E, T> std::fmt::Debug for Field<E, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Field({})", self.name)
+    }
+}
+
 /// An event ready to be sent: its name, JSON data, and optionally the producer's
 /// own id (which deduplicates for 24 hours) and timestamp.
 ///

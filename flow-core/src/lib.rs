@@ -31,12 +31,12 @@ pub use client::{Client, prepare};
 pub use clock::{Clock, ManualClock, Now, SystemClock, later};
 pub use ctx::{Ctx, StartsSteps, StepCtx};
 pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
-pub use event::{Event, IntoEvent, NewEvent, StoredEvent, check_name};
+pub use event::{Event, EventFields, Field, IntoEvent, NewEvent, StoredEvent, check_name};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
 pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_message};
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
-pub use step::StepCall;
+pub use step::{HasTimeout, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent};
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,

@@ -3,7 +3,7 @@
 
 pub use crate::function::{FunctionDef, Registration};
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
-pub use crate::{Ctx, Event, StepError};
+pub use crate::{Ctx, Event, EventFields, Field, StepError};
 pub use inventory;
 pub use serde_json::Value;
 pub use std::time::Duration;

@@ -1,5 +1,6 @@
 //! `#[derive(Event)]`: reads `#[event(name = "...")]`, checks the name, and
-//! implements `flow::Event` with `const NAME`.
+//! implements `flow::Event` with `const NAME`, and the field accessors waits
+//! match on (`event_fields`).
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -79,10 +80,12 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
     if !errors.is_empty() {
         return placeholder(input);
     }
+    let fields = crate::event_fields::accessors(input);
     quote! {
         impl ::flow::__private::Event for #ident {
             const NAME: &'static str = #name;
         }
+        #fields
     }
 }
 
@@ -93,9 +96,11 @@ fn placeholder(input: &DeriveInput) -> TokenStream {
         return TokenStream::new();
     }
     let ident = &input.ident;
+    let fields = crate::event_fields::accessors(input);
     quote! {
         impl ::flow::__private::Event for #ident {
             const NAME: &'static str = ::flow::__private::INVALID_EVENT_NAME;
         }
+        #fields
     }
 }

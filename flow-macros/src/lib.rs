@@ -13,6 +13,7 @@ use syn::{DeriveInput, ItemFn};
 mod attr;
 mod errors;
 mod event;
+mod event_fields;
 mod expand;
 mod model;
 

@@ -53,8 +53,15 @@ impl Held {
             // of magnitude between analyzes (a fresh burst of runs reads as a handful
             // of rows), and with them the planner picks bitmap scans that fetch and
             // sort every queued run (and every dead index entry) to claim three.
-            // Only these connections, which run nothing but flow's statements.
-            options: options.options([("enable_bitmapscan", "off"), ("enable_seqscan", "off")]),
+            // Only these connections, which run nothing but flow's statements. A
+            // scan the planner then cannot avoid (of a tiny table) is costed so high
+            // that JIT compilation would kick in and take seconds: these statements
+            // are short and never gain from JIT, so it is off.
+            options: options.options([
+                ("enable_bitmapscan", "off"),
+                ("enable_seqscan", "off"),
+                ("jit", "off"),
+            ]),
             slots: std::array::from_fn(|_| Mutex::new(None)),
         })
     }

@@ -10,6 +10,7 @@ mod nodelay;
 mod send;
 mod store;
 mod url;
+mod waits;
 
 use std::time::Duration;
 

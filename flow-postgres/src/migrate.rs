@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0004_time_ordered_run_ids.sql"),
     ),
     (5, include_str!("../migrations/0005_run_watchers.sql")),
+    (6, include_str!("../migrations/0006_waits.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -69,40 +69,112 @@ pub(crate) async fn send_on(
     }
     let mut run_rows = Vec::new();
     if !ids.is_empty() {
-        // One statement: the events, a run per matching function, and one NOTIFY
-        // when any run was created (delivered at commit). An event without its
-        // own timestamp takes the send's time.
-        run_rows = sqlx::query(
-            "WITH clock AS (
-                 SELECT COALESCE($6::timestamptz, now()) AS now
-             ), ev AS (
-                 INSERT INTO flow.events (id, name, data, producer_id, ts, received_at)
-                 SELECT u.id, u.name, u.data, u.producer_id, COALESCE(u.ts, clock.now), clock.now
-                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
-                      AS u(id, name, data, producer_id, ts), clock
-                 RETURNING id, name
-             ), r AS (
-                 INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
-                 SELECT flow.uuid_v7(), f.id, ev.id, 'queued', clock.now, clock.now
-                 FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
-                 RETURNING id, event_id, function_id
-             ), notified AS (
-                 SELECT pg_notify('flow_wakeup', '') FROM (SELECT 1 FROM r LIMIT 1) AS any_run
-             )
-             SELECT r.id, r.event_id, r.function_id, (SELECT count(*) FROM notified) AS notified
-             FROM r",
-        )
-        .bind(&ids)
-        .bind(&names)
-        .bind(&datas)
-        .bind(&producer_ids)
-        .bind(&timestamps)
-        .bind(now.at())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?;
+        run_rows = sqlx::query(SEND)
+            .bind(&ids)
+            .bind(&names)
+            .bind(&datas)
+            .bind(&producer_ids)
+            .bind(&timestamps)
+            .bind(now.at())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        resolve_raced_waits(conn, &mut run_rows, now).await?;
     }
     receipt(event_ids, &ids, &names, &run_rows, duplicates)
+}
+
+/// The send statement: the events, a run per matching function, the wait keys of
+/// their awaited fields, the waits they resolve, and one NOTIFY when any run was
+/// created or woken (delivered at commit). An event without its own timestamp
+/// takes the send's time. Its last row (no run id) lists the keys whose waits it
+/// could not see ([`resolve_raced_waits`]).
+const SEND: &str = concat!(
+    "WITH clock AS (
+         SELECT COALESCE($6::timestamptz, now()) AS now,
+                COALESCE($6::timestamptz, clock_timestamp()) AS stored_at
+     ), ev AS (
+         INSERT INTO flow.events (id, name, data, producer_id, ts, received_at)
+         SELECT u.id, u.name, u.data, u.producer_id, COALESCE(u.ts, clock.now), clock.now
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
+              AS u(id, name, data, producer_id, ts), clock
+         RETURNING id, name, data, ts
+     ), r AS (
+         INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
+         SELECT flow.uuid_v7(), f.id, ev.id, 'queued', clock.now, clock.now
+         FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
+         RETURNING id, event_id, function_id
+     ), keys AS (
+         -- Each awaited field of each event (a value too long to index is never
+         -- matched: a wait refuses such values).
+         SELECT ev.id, ev.name, f.field,
+                CASE WHEN f.field = '' THEN '' ELSE (ev.data -> f.field)::text END AS value
+         FROM ev JOIN flow.awaited_fields f ON f.name = ev.name
+         WHERE f.field = '' OR (jsonb_typeof(ev.data) = 'object' AND ev.data ? f.field)
+     ), latest AS (
+         -- The rendezvous with parks (see migration 6), locked in key order.
+         INSERT INTO flow.wait_keys AS k (name, field, value, event_id, event_at)
+         SELECT DISTINCT ON (name, field, value) name, field, value, id, clock.stored_at
+         FROM keys, clock
+         WHERE octet_length(value) <= 1024
+         ORDER BY name, field, value, id DESC
+         ON CONFLICT (name, field, value) DO UPDATE
+             SET event_id = CASE WHEN k.event_at IS NULL OR EXCLUDED.event_at >= k.event_at
+                                 THEN EXCLUDED.event_id ELSE k.event_id END,
+                 event_at = GREATEST(k.event_at, EXCLUDED.event_at)
+         RETURNING k.name, k.field, k.value, k.waits
+     ), found AS (
+         -- The first of the sent events that matches each open wait.
+         SELECT DISTINCT ON (x.run_id, x.key) x.run_id, x.key, x.position, x.token,
+                keys.id AS event_id
+         FROM keys
+         JOIN flow.waits x ON x.name = keys.name AND x.field = keys.field AND x.value = keys.value
+         ORDER BY x.run_id, x.key, keys.id
+     ",
+    crate::waits::resolve_sql!("ev"),
+    "), raced AS (
+         SELECT l.name, l.field, l.value FROM latest l
+         LEFT JOIN flow.wait_keys seen
+             ON seen.name = l.name AND seen.field = l.field AND seen.value = l.value
+         WHERE l.waits <> COALESCE(seen.waits, 0)
+     ), notified AS (
+         SELECT pg_notify('flow_wakeup', '')
+         FROM (SELECT 1 FROM r UNION ALL SELECT 1 FROM woken LIMIT 1) AS any_run
+     )
+     SELECT r.id, r.event_id, r.function_id, (SELECT count(*) FROM notified) AS notified,
+            NULL::text[] AS raced_names, NULL::text[] AS raced_fields,
+            NULL::text[] AS raced_values
+     FROM r
+     UNION ALL
+     SELECT NULL, NULL, NULL, (SELECT count(*) FROM notified),
+            (SELECT array_agg(name) FROM raced), (SELECT array_agg(field) FROM raced),
+            (SELECT array_agg(value) FROM raced)"
+);
+
+/// Resolves the waits on the keys the send statement's last row lists, if any,
+/// and drops that row: a park registered them after the send's statement began,
+/// and committed before the send reached their keys, so the send saw their count
+/// but not the waits. They are resolved inside the send's transaction when it has
+/// one, else right after its commit.
+async fn resolve_raced_waits(
+    conn: &mut PgConnection,
+    rows: &mut Vec<PgRow>,
+    now: Now,
+) -> Result<(), Error> {
+    let Some(at) = rows
+        .iter()
+        .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)))
+    else {
+        return Ok(());
+    };
+    let last = rows.swap_remove(at);
+    let names: Option<Vec<String>> = last.try_get("raced_names").map_err(db_error)?;
+    if let Some(names) = names {
+        let fields: Vec<String> = last.try_get("raced_fields").map_err(db_error)?;
+        let values: Vec<String> = last.try_get("raced_values").map_err(db_error)?;
+        crate::waits::resolve_raced(conn, &names, &fields, &values, now).await?;
+    }
+    Ok(())
 }
 
 /// The receipt of a send tried before with these fresh ids, read back, when its

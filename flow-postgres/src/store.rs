@@ -14,9 +14,9 @@ use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
-    Lease, Next, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
-    stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, FinishWatch,
+    FunctionInfo, Lease, Next, OpenWait, ReadStore, SendReceipt, Settle, StepRecord, Store,
+    Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
@@ -51,6 +51,8 @@ macro_rules! cancel_sql {
             $selector,
             " AND r.status NOT IN ('completed', 'failed', 'cancelled')
                  RETURNING r.id
+             ), unwaited AS (
+                 DELETE FROM flow.waits w WHERE w.run_id IN (SELECT id FROM cancelled)
              ), unwatched AS (
                  DELETE FROM flow.run_watchers w
                  WHERE w.run_id IN (SELECT id FROM cancelled)
@@ -148,7 +150,10 @@ impl Store for PgStore {
                  FROM flow.steps WHERE run_id = $1
                  UNION ALL
                  SELECT key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, max(attempt)
-                 FROM flow.attempts WHERE run_id = $1 GROUP BY key",
+                 FROM flow.attempts WHERE run_id = $1 GROUP BY key
+                 UNION ALL
+                 SELECT key, NULL, 'open wait', NULL, NULL, NULL, NULL, NULL, expires_at, NULL
+                 FROM flow.waits WHERE run_id = $1",
         )
         .bind(run.0)
         .fetch_all(&mut *conn)
@@ -161,6 +166,12 @@ impl Store for PgStore {
                 Some(failed) => checkpoints
                     .failed_attempts
                     .push((col(&row, "key")?, failed as u32)),
+                None if col::<Option<&str>>(&row, "kind")? == Some("open wait") => {
+                    checkpoints.waits.push(OpenWait {
+                        key: col(&row, "key")?,
+                        expires_at: col(&row, "wake_at")?,
+                    })
+                }
                 None => checkpoints.steps.push(step_record(&row)?),
             }
         }
@@ -324,7 +335,7 @@ impl Store for PgStore {
             sqlx::query(
                 "SELECT LEAST(
                  (SELECT min(not_before) FROM flow.runs
-                  WHERE status IN ('queued', 'sleeping', 'blocked') AND function_id = ANY($1)),
+                  WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND function_id = ANY($1)),
                  (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
             )
             .bind(functions)
@@ -537,6 +548,15 @@ impl PgStore {
                 .bind(claim_owner)
                 .bind(seconds(claim_lease))
                 .bind(&input.extend)
+                .bind(&input.waits.run_ids)
+                .bind(&input.waits.tokens)
+                .bind(&input.waits.keys)
+                .bind(&input.waits.positions)
+                .bind(&input.waits.names)
+                .bind(&input.waits.fields)
+                .bind(&input.waits.values)
+                .bind(&input.waits.lookbacks)
+                .bind(&input.waits.expires)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)
@@ -728,6 +748,21 @@ struct CommitInput {
     extend: Vec<bool>,
     steps: StepArrays,
     failures: FailureArrays,
+    waits: WaitArrays,
+}
+
+/// The waits for events a batch's parks register.
+#[derive(Default)]
+struct WaitArrays {
+    run_ids: Vec<Uuid>,
+    tokens: Vec<i64>,
+    keys: Vec<String>,
+    positions: Vec<i32>,
+    names: Vec<String>,
+    fields: Vec<String>,
+    values: Vec<Option<Value>>,
+    lookbacks: Vec<f64>,
+    expires: Vec<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -822,6 +857,21 @@ impl CommitInput {
                 s.finished.push(step.finished_at);
                 s.wakes.push(step.wake_at);
             }
+            if let Next::Park(park) = &t.next {
+                for wait in &park.wake.events {
+                    let w = &mut input.waits;
+                    w.run_ids.push(lease.run_id.0);
+                    w.tokens.push(lease.token);
+                    w.keys.push(wait.key.clone());
+                    w.positions.push(wait.position as i32);
+                    w.names.push(wait.name.clone());
+                    w.fields.push(wait.field.clone());
+                    w.values.push(wait.value.clone());
+                    w.lookbacks
+                        .push((wait.lookback + EVENT_TIME_MARGIN).as_secs_f64());
+                    w.expires.push(wait.expires_at);
+                }
+            }
             if let Some(failure) = &t.failure {
                 let f = &mut input.failures;
                 f.run_ids.push(lease.run_id.0);
@@ -886,11 +936,77 @@ const COMMIT: &str = "WITH clock AS (
                               $39::boolean[])
              AS t(run_id, token, status, not_before, output, error, error_kind, error_step,
                   executing, progress, due_now, step_count, extend)
+     ), w AS (
+         SELECT u.run_id, u.token, u.key, u.position, u.name, u.field,
+                COALESCE(u.value::text, '') AS value, u.lookback, u.expires_at
+         FROM unnest($40::uuid[], $41::bigint[], $42::text[], $43::integer[], $44::text[],
+                     $45::text[], $46::jsonb[], $47::float8[], $48::timestamptz[])
+             AS u(run_id, token, key, position, name, field, value, lookback, expires_at)
+     ), awaited AS (
+         INSERT INTO flow.awaited_fields (name, field)
+         SELECT DISTINCT name, field FROM w
+         ON CONFLICT DO NOTHING
+         RETURNING name, field
+     ), keyed AS (
+         -- The rendezvous with sends (see migration 6), locked in key order and
+         -- before any run row (the fence below reads `hits`).
+         INSERT INTO flow.wait_keys AS k (name, field, value, waits)
+         SELECT DISTINCT name, field, value, 1::bigint FROM w ORDER BY name, field, value
+         ON CONFLICT (name, field, value) DO UPDATE SET waits = k.waits + 1
+         RETURNING k.name, k.field, k.value, k.event_id, k.event_at
+     ), since AS (
+         -- A wait registered before keeps its start.
+         SELECT w.*, COALESCE(o.since, COALESCE(r.wait_since, r.created_at)
+                                       - w.lookback * interval '1 second') AS since
+         FROM w JOIN flow.runs r ON r.id = w.run_id
+         LEFT JOIN flow.waits o ON o.run_id = w.run_id AND o.key = w.key
+     ), hits AS (
+         -- Waits an event resolves already: the key's latest event, if it was
+         -- stored since the wait began, or if its send committed after this
+         -- statement began (the key's event differs from the one this statement
+         -- sees: its data is not visible yet, so the run is woken and its replay
+         -- records it); for a key no send has written (its events came before
+         -- anyone waited on the field), the latest matching stored event. Never
+         -- an event the run received before.
+         SELECT s.run_id, s.token, s.key, s.position, c.event_id, c.visible
+         FROM since s
+         JOIN keyed k ON k.name = s.name AND k.field = s.field AND k.value = s.value
+         LEFT JOIN flow.wait_keys seen
+             ON seen.name = s.name AND seen.field = s.field AND seen.value = s.value
+         CROSS JOIN LATERAL (
+             SELECT k.event_id, COALESCE(k.event_id = seen.event_id, false) AS visible
+             WHERE k.event_id IS NOT NULL
+               AND (k.event_at > s.since OR k.event_id IS DISTINCT FROM seen.event_id)
+             UNION ALL
+             (SELECT e.id, true FROM flow.events e
+              WHERE k.event_id IS NULL AND e.name = s.name AND e.received_at > s.since
+                AND (s.field = '' OR (e.data -> s.field)::text = s.value)
+              ORDER BY e.received_at DESC
+              LIMIT 1)
+         ) c
+         WHERE NOT EXISTS (SELECT 1 FROM flow.steps p
+                           WHERE p.run_id = s.run_id AND p.kind = 'wait'
+                             AND p.output->>'id' = c.event_id::text)
+     ), first_waits AS (
+         -- Runs that are the first ever to wait on a field: a send in flight
+         -- read the fields before this one was added, and stores no key for it.
+         -- They look again a moment later, once such a send has committed.
+         SELECT w.run_id FROM w JOIN awaited a ON a.name = w.name AND a.field = w.field
      ), leased AS (
          UPDATE flow.runs r
-         SET status = t.status,
-             not_before = CASE WHEN t.due_now THEN clock.now
+         SET status = CASE WHEN t.run_id IN (SELECT run_id FROM hits) THEN 'queued'
+                           ELSE t.status END,
+             not_before = CASE WHEN t.due_now OR t.run_id IN (SELECT run_id FROM hits)
+                               THEN clock.now
+                               WHEN t.run_id IN (SELECT run_id FROM first_waits)
+                               THEN LEAST(t.not_before, clock.now + interval '1 second')
                                ELSE COALESCE(t.not_before, r.not_before) END,
+             wait_since = CASE WHEN t.run_id IN (SELECT run_id FROM hits) THEN clock.now
+                               WHEN t.not_before IS NOT NULL
+                                    AND t.status IN ('sleeping', 'waiting', 'queued')
+                               THEN t.not_before
+                               WHEN t.progress THEN clock.now
+                               ELSE r.wait_since END,
              lease_owner = CASE WHEN t.status = 'running' THEN r.lease_owner END,
              lease_expires_at = CASE WHEN t.status <> 'running' THEN NULL
                                      WHEN t.extend THEN clock.now + $11 * interval '1 second'
@@ -934,9 +1050,53 @@ const COMMIT: &str = "WITH clock AS (
          JOIN leased l ON l.id = a.run_id AND l.lease_token = a.token
          ON CONFLICT (run_id, key, attempt) DO NOTHING
          RETURNING run_id
+     ), resolved AS (
+         INSERT INTO flow.steps
+             (run_id, key, position, kind, output, error, attempts, started_at, finished_at)
+         SELECT DISTINCT ON (h.run_id, h.key) h.run_id, h.key, h.position, 'wait',
+                jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data, 'ts', e.ts),
+                NULL::jsonb, 1, clock.now, clock.now
+         FROM hits h JOIN leased l ON l.id = h.run_id AND l.lease_token = h.token
+         JOIN flow.events e ON e.id = h.event_id, clock
+         WHERE h.visible
+         ON CONFLICT (run_id, key) DO NOTHING
+         RETURNING run_id
+     ), registered AS (
+         INSERT INTO flow.waits AS o
+             (run_id, key, token, position, name, field, value, since, expires_at)
+         SELECT s.run_id, s.key, s.token, s.position, s.name, s.field, s.value, s.since,
+                s.expires_at
+         FROM since s JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
+         WHERE NOT EXISTS (SELECT 1 FROM hits h
+                           WHERE h.run_id = s.run_id AND h.key = s.key AND h.visible)
+         ON CONFLICT (run_id, key) DO UPDATE SET token = EXCLUDED.token
+         RETURNING 1
+     ), closed AS (
+         -- Waits that end: resolved here, or timed out (the run recorded it)...
+         DELETE FROM flow.waits x
+         WHERE (x.run_id, x.key) IN (
+                   SELECT h.run_id, h.key FROM hits h
+                   JOIN leased l ON l.id = h.run_id AND l.lease_token = h.token
+                   WHERE h.visible
+                   UNION ALL
+                   SELECT s.run_id, s.key
+                   FROM unnest($13::uuid[], $14::bigint[], $15::text[], $17::text[])
+                       AS s(run_id, token, key, kind)
+                   JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
+                   WHERE s.kind = 'wait')
+         RETURNING 1
+     ), closed_with_run AS (
+         -- ...or of a run that ended.
+         DELETE FROM flow.waits x
+         WHERE x.run_id = ANY(ARRAY(
+             SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')))
+         RETURNING 1
+     ), hit_notified AS (
+         SELECT pg_notify('flow_wakeup', '')
+         WHERE EXISTS (SELECT 1 FROM hits h JOIN leased l ON l.id = h.run_id)
      ), due AS (
          SELECT id FROM flow.runs
-         WHERE status IN ('queued', 'sleeping', 'blocked')
+         WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND not_before <= (SELECT now FROM clock)
            AND function_id = ANY($35)
          ORDER BY not_before
@@ -985,6 +1145,9 @@ const COMMIT: &str = "WITH clock AS (
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM announced
+     UNION ALL SELECT 'notify', NULL, NULL, NULL,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM hit_notified
      UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
                       c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
      FROM claimed c JOIN claimed_events e ON e.id = c.event_id";

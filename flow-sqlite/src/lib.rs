@@ -5,6 +5,7 @@
 //! processes or machines.
 
 mod store;
+mod waits;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0002_structured_failures.sql"),
     ),
     (3, include_str!("../migrations/0003_blocked_runs.sql")),
+    (4, include_str!("../migrations/0004_waits.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
-    Lease, Next, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup, Wakeups,
-    stored_error_message,
+    Lease, Next, OpenWait, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup,
+    Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
@@ -104,6 +104,7 @@ impl Store for SqliteStore {
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         let now = now.or_local();
+        let mut woke = false;
         let receipt = in_transaction(self, async |conn| {
             let mut receipt = SendReceipt::default();
             let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
@@ -165,6 +166,7 @@ impl Store for SqliteStore {
                 if functions.is_empty() {
                     receipt.note_unmatched(event.name());
                 }
+                woke |= crate::waits::resolve(conn, &id.0.to_string(), event.name(), now).await?;
                 for function in functions {
                     let run = RunId(Uuid::now_v7());
                     sqlx::query(
@@ -186,7 +188,7 @@ impl Store for SqliteStore {
             Ok(receipt)
         })
         .await?;
-        if !receipt.runs.is_empty() {
+        if !receipt.runs.is_empty() || woke {
             self.wake(Wakeup::Now);
         }
         Ok(receipt)
@@ -222,9 +224,23 @@ impl Store for SqliteStore {
         .iter()
         .map(|r| Ok((col::<String>(r, "key")?, col::<i64>(r, "failed")? as u32)))
         .collect::<Result<_, Error>>()?;
+        let waits = sqlx::query("SELECT key, expires_at FROM flow_waits WHERE run_id = ?")
+            .bind(run.0.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|r| {
+                Ok(OpenWait {
+                    key: col(r, "key")?,
+                    expires_at: time(col(r, "expires_at")?),
+                })
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Checkpoints {
             steps,
             failed_attempts,
+            waits,
         })
     }
 
@@ -328,6 +344,7 @@ impl Store for SqliteStore {
         .map_err(db_error)?;
         let cancelled = cancelled.rows_affected() == 1;
         if cancelled {
+            self.close_waits(&[run]).await?;
             self.finishes.announce(vec![run]);
         }
         Ok(cancelled)
@@ -361,6 +378,7 @@ impl Store for SqliteStore {
             .map(|row| Ok(RunId(uuid(col(row, "id")?)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         let cancelled = ids.len() as u64;
+        self.close_waits(&ids).await?;
         self.finishes.announce(ids);
         Ok(cancelled)
     }
@@ -388,7 +406,7 @@ impl Store for SqliteStore {
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT min(t) FROM (
              SELECT min(not_before) AS t FROM flow_runs
-             WHERE status IN ('queued', 'sleeping', 'blocked')
+             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
                AND function_id IN (SELECT value FROM json_each(?))
              UNION ALL
              SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
@@ -530,6 +548,18 @@ impl ReadStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Deletes the open waits of runs that ended outside a worker (cancelled).
+    async fn close_waits(&self, runs: &[RunId]) -> Result<(), Error> {
+        for run in runs {
+            sqlx::query("DELETE FROM flow_waits WHERE run_id = ?")
+                .bind(run.0.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
     /// The batch, then the claim if there is one (which may take back what the
     /// batch made due), in one transaction: one commit for the whole of it.
     async fn commit_claiming(
@@ -540,10 +570,11 @@ impl SqliteStore {
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
         let now = now.or_local();
+        let mut woke = false;
         let (results, claimed) = in_transaction(self, async |conn| {
             let mut results = Vec::with_capacity(batch.len());
             for (lease, t) in batch {
-                results.push(commit_one(conn, lease, t, lease_for, now).await?);
+                results.push(commit_one(conn, lease, t, lease_for, now, &mut woke).await?);
             }
             let claimed = match claim {
                 Some(claim) => claim_on(conn, claim, now).await?,
@@ -553,6 +584,9 @@ impl SqliteStore {
         })
         .await?;
         self.announce_commit(batch, &results);
+        if woke {
+            self.wake(Wakeup::Now);
+        }
         Ok((results, claimed))
     }
 
@@ -602,7 +636,7 @@ async fn claim_on(
              lease_expires_at = ?, started_at = COALESCE(started_at, ?)
          WHERE id IN (
              SELECT id FROM flow_runs
-             WHERE status IN ('queued', 'sleeping', 'blocked') AND not_before <= ?
+             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?
                AND function_id IN (SELECT value FROM json_each(?))
              ORDER BY not_before
              LIMIT ?)
@@ -713,9 +747,27 @@ async fn commit_one(
     t: &Transition,
     lease_for: Duration,
     now: DateTime<Utc>,
+    woke: &mut bool,
 ) -> Result<Committed, Error> {
     let run_id = lease.run_id.0.to_string();
     let update = t.next.run_update();
+    let waits = match &t.next {
+        Next::Park(park) => park.wake.events.as_slice(),
+        _ => &[],
+    };
+    // When events began to count for a wait the run registers now: read before
+    // this transition moves it.
+    let wait_since = match waits {
+        [] => None,
+        _ => sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(wait_since, created_at) FROM flow_runs WHERE id = ?",
+        )
+        .bind(&run_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .map(time),
+    };
     let (status, failure) = (update.status, update.failure);
     let running = status == RunStatus::Running;
     let finished = status.is_finished();
@@ -732,7 +784,9 @@ async fn commit_one(
              finished_at = CASE WHEN ?11 THEN ?12 END,
              blocked_count = CASE WHEN ?1 = 'blocked' THEN blocked_count + 1
                                   WHEN ?5 THEN 0 ELSE blocked_count END,
-             step_count = max(step_count, COALESCE(?15, 0))
+             step_count = max(step_count, COALESCE(?15, 0)),
+             wait_since = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN ?5 THEN ?12
+                               ELSE wait_since END
          WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
     )
     .bind(status.as_str())
@@ -755,11 +809,40 @@ async fn commit_one(
     .bind(lease.token)
     .bind(t.step_count.map(i64::from))
     .bind(t.extend_lease)
+    // A park moves the start of the next wait to its wake time.
+    .bind(match (&t.next, update.due) {
+        (Next::Park(_), Due::At(at)) => Some(micros(at)),
+        _ => None,
+    })
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
     if fence.rows_affected() == 0 {
         return Ok(Committed::LeaseLost);
+    }
+    if let Some(since) = wait_since {
+        let registered =
+            crate::waits::register(conn, &run_id, lease.token, waits, since, now).await?;
+        if registered.hit {
+            sqlx::query(
+                "UPDATE flow_runs SET status = 'queued', not_before = ?2, wait_since = ?2 WHERE id = ?1",
+            )
+            .bind(&run_id)
+            .bind(micros(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            *woke = true;
+        }
+    }
+    let timed_out: Vec<&str> = t
+        .steps
+        .iter()
+        .filter(|s| s.kind == flow_core::StepKind::Wait)
+        .map(|s| s.key.as_str())
+        .collect();
+    if finished || !timed_out.is_empty() {
+        crate::waits::close(conn, &run_id, &timed_out, finished).await?;
     }
     let mut recorded = Vec::new();
     for step in &t.steps {

@@ -90,6 +90,14 @@ impl StepCtx {
     }
 
     #[doc(hidden)]
+    pub fn wait_for_event<'a, E>(&'a self, _id: &str) -> Ready<Result<Option<E>, StepError>>
+    where
+        &'a StepCtx: WaitInAStep,
+    {
+        unreachable!("refused at compile time")
+    }
+
+    #[doc(hidden)]
     pub fn now<'a>(&'a self) -> Ready<DateTime<Utc>>
     where
         &'a StepCtx: NowInAStep,
@@ -164,6 +172,15 @@ pub trait StepInAStep {}
 )]
 pub trait SleepInAStep {}
 
+/// Implemented by nothing a step's body has: a wait for an event there is a
+/// compile error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a step's body cannot wait for an event: the run cannot park while a step runs",
+    label = "call `ctx.wait_for_event` from the function's body between steps"
+)]
+pub trait WaitInAStep {}
+
 /// Implemented by nothing a step's body has: `ctx.now()` there is a compile error.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
@@ -187,6 +204,8 @@ pub trait RandomInAStep {}
 impl StepInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl SleepInAStep for std::convert::Infallible {}
+#[diagnostic::do_not_recommend]
+impl WaitInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl NowInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::run::core::RunCore;
-use crate::step::StepCall;
-use crate::{RunId, StepError, StepKind, StepOptions};
+use crate::step::{StepCall, WaitForEvent};
+use crate::{Event, RunId, StepError, StepKind, StepOptions};
 
 /// A run's handle, the first parameter of every handler and step.
 ///
@@ -97,6 +97,36 @@ impl Ctx {
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StepError>> + Send + use<> {
         StepCall::new_kind(&self.core, id, StepKind::Sleep, StepOptions::DEFAULT).sleep(until)
+    }
+
+    /// Waits for an event of type `E`, durably: the run is parked (no worker slot,
+    /// no memory) until a matching event is stored, or until the timeout, which
+    /// every wait needs. It returns the event, or `None` on timeout; a replay
+    /// returns what it returned live.
+    ///
+    /// An event stored after the run's last checkpoint counts, even if it came
+    /// before the run reached the wait; [`lookback`](WaitForEvent::lookback)
+    /// reaches further back. Like a step, the wait takes its place in the run's
+    /// order, and its timeout counts, from the call.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct PaymentConfirmed { payment_id: String }
+    /// # impl flow_core::Event for PaymentConfirmed { const NAME: &'static str = "app/payment.confirmed"; }
+    /// # async fn demo(ctx: &flow_core::Ctx) -> Result<(), flow_core::StepError> {
+    /// let confirmed: Option<PaymentConfirmed> = ctx
+    ///     .wait_for_event::<PaymentConfirmed>("confirmation")
+    ///     .timeout(Duration::from_secs(3600))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_event<E: Event>(&self, id: &str) -> WaitForEvent<E, crate::TimeoutMissing> {
+        let called_at = self.core.clock.now();
+        WaitForEvent::new(
+            StepCall::new_kind(&self.core, id, StepKind::Wait, StepOptions::DEFAULT),
+            called_at,
+        )
     }
 
     /// The current time, journaled: recorded once, the same on every replay. It

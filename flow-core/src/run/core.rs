@@ -115,6 +115,8 @@ struct RunState {
     recorded_at: HashMap<u32, String>,
     /// Failed attempts per step key.
     failed: HashMap<String, u32>,
+    /// Deadlines of the waits for events the run registered and nothing resolved.
+    open_waits: HashMap<String, DateTime<Utc>>,
     /// How many times each step id has been called in this execution.
     repeats: HashMap<String, u32>,
     next_position: u32,
@@ -353,24 +355,30 @@ impl RunCore {
     /// (lease lost, refused, database gone) and returns false. `step` names the step
     /// whose write it is.
     pub async fn commit_or_stop(&self, transition: Transition, step: &str) -> bool {
+        // Recorded already: a retried write whose first attempt committed. The
+        // record stands and is the same value.
+        self.commit_kept(transition, step).await.is_some()
+    }
+
+    /// [`RunCore::commit_or_stop`], saying how the transition was kept: `None` when
+    /// it was not (the run is stopping).
+    pub async fn commit_kept(&self, transition: Transition, step: &str) -> Option<Committed> {
         match self.commit(transition).await {
-            // Recorded already: a retried write whose first attempt committed. The
-            // record stands and is the same value.
-            Ok(Committed::Written | Committed::AlreadyRecorded(_)) => true,
+            Ok(kept @ (Committed::Written | Committed::AlreadyRecorded(_))) => Some(kept),
             Ok(Committed::LeaseLost) => {
                 tracing::info!(step, "lease lost; dropping the run");
                 self.stop(Stop::LeaseLost);
-                false
+                None
             }
             Err(e) if e.is_transient() => {
                 tracing::error!(step, error = %e, "could not write; handing the run back");
                 self.stop(Stop::Release);
-                false
+                None
             }
             Err(e) => {
                 tracing::error!(step, error = %e, "the database refused the write; the run fails");
                 self.stop(Stop::Fail(self.refusal(&e, Some(step))));
-                false
+                None
             }
         }
     }
@@ -421,6 +429,9 @@ impl RunCore {
         for (key, failed) in checkpoints.failed_attempts {
             st.failed.insert(key, failed);
         }
+        for wait in checkpoints.waits {
+            st.open_waits.insert(wait.key, wait.expires_at);
+        }
         for step in checkpoints.steps {
             st.state_bytes += step.output.as_ref().map_or(0, json_len);
             st.recorded_at.insert(step.position, step.key.clone());
@@ -454,14 +465,15 @@ impl RunCore {
         self.stop(Stop::Fail(failure));
     }
 
-    /// Asks the driver to park the run once no step body is running. Of several
-    /// requests the earliest wins; a sleep that ends later is parked again on replay.
+    /// Asks the driver to park the run once no step body is running. Several
+    /// requests join: the run wakes at the first of their conditions; a sleep that
+    /// ends later is parked again on replay.
     pub fn park(&self, park: Park) {
         {
             let mut st = self.state();
             st.park = Some(match st.park.take() {
                 None => park,
-                Some(old) => old.earlier(park),
+                Some(old) => old.join(park),
             });
         }
         self.changed.notify_one();
@@ -534,6 +546,11 @@ impl RunCore {
                         "ctx.now() was called inside the body of step `{outer}`; a step body \
                          runs once, so read the clock directly there (chrono::Utc::now()), or \
                          call ctx.now() from the function body"
+                    ),
+                    StepKind::Wait => format!(
+                        "wait `{key}` was called inside the body of step `{outer}`; a step \
+                         body cannot wait durably (the run cannot park while a body runs): \
+                         call ctx.wait_for_event from the function body between steps"
                     ),
                     StepKind::Run => format!(
                         "step `{key}` was called inside the body of step `{outer}`; steps \
@@ -625,6 +642,12 @@ impl RunCore {
         self.changed.notify_one();
     }
 
+    /// The deadline of wait `key`, if the run registered it before and nothing has
+    /// resolved it.
+    pub fn open_wait(&self, key: &str) -> Option<DateTime<Utc>> {
+        self.state().open_waits.get(key).copied()
+    }
+
     /// Failed attempts recorded for `key` before this execution.
     pub fn failed_before(&self, key: &str) -> u32 {
         self.state().failed.get(key).copied().unwrap_or(0)
@@ -664,6 +687,7 @@ fn describe_kind(kind: StepKind) -> &'static str {
         StepKind::Run => "step",
         StepKind::Sleep => "sleep",
         StepKind::Now => "ctx.now()",
+        StepKind::Wait => "wait",
     }
 }
 

@@ -124,6 +124,9 @@ pub enum StepKind {
     Sleep,
     /// A journaled `ctx.now()`.
     Now,
+    /// A `ctx.wait_for_event`: its output is the event that resolved it, or null
+    /// when it timed out.
+    Wait,
 }
 
 impl StepKind {
@@ -133,6 +136,7 @@ impl StepKind {
             StepKind::Run => "run",
             StepKind::Sleep => "sleep",
             StepKind::Now => "now",
+            StepKind::Wait => "wait",
         }
     }
 }
@@ -145,6 +149,7 @@ impl FromStr for StepKind {
             "run" => StepKind::Run,
             "sleep" => StepKind::Sleep,
             "now" => StepKind::Now,
+            "wait" => StepKind::Wait,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"

@@ -2,11 +2,14 @@
 //! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
 //!
 //! One file per step tool: `run` (a body, retried and checkpointed), `sleep`,
-//! `now`; what they share is here.
+//! `now`, `wait` (for an event); what they share is here.
 
 mod now;
 mod run;
 mod sleep;
+mod wait;
+
+pub use wait::{HasTimeout, MAX_WAIT, Timeout, TimeoutMissing, WaitForEvent};
 
 use std::sync::Arc;
 

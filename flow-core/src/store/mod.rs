@@ -18,13 +18,13 @@ use crate::{Error, NewEvent, Now, RunId};
 pub use finish::{FinishWatch, Finishes};
 pub use read::ReadStore;
 pub use records::{
-    Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, FailedAttempt, FunctionInfo, HANDLER_KEY,
-    Lease, SendReceipt, Settle, StepRecord, Wakeup, Wakeups, handler_attempts,
-    stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, EVENT_TIME_MARGIN, FailedAttempt,
+    FunctionInfo, HANDLER_KEY, Lease, OpenWait, SendReceipt, Settle, StepRecord, Wakeup, Wakeups,
+    handler_attempts, stored_error_message,
 };
 pub use transition::{
-    Block, Committed, Due, Failure, FailureKind, Next, Outcome, Park, ParkReason, RunUpdate,
-    Transition, WakeOn,
+    Block, Committed, Due, EventWait, Failure, FailureKind, Next, Outcome, Park, ParkReason,
+    RunUpdate, Transition, WakeOn,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls

@@ -151,6 +151,26 @@ pub struct Checkpoints {
     pub steps: Vec<StepRecord>,
     /// Failed attempts per step key not yet completed (and those that completed).
     pub failed_attempts: Vec<(String, u32)>,
+    /// Waits for events the run registered and that are still open.
+    pub waits: Vec<OpenWait>,
+}
+
+/// How much earlier than a wait's start an event's time may be and the event
+/// still count for it. An event's time is taken when its send statement stores
+/// it, a little before that commits; a wait starts at the run's last
+/// checkpoint. An event a run already received by an earlier wait never counts
+/// again, so the margin only widens the window, never returns one event twice.
+pub const EVENT_TIME_MARGIN: Duration = Duration::from_secs(1);
+
+/// A wait for an event that a run registered when it parked and that nothing has
+/// resolved yet ([`Checkpoints::waits`]): a replay that reaches it again waits on
+/// with the same deadline, or times out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenWait {
+    /// The wait step's key.
+    pub key: String,
+    /// When it times out.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A function as a worker announces it, so that `send` can create its runs.

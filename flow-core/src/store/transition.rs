@@ -195,21 +195,48 @@ impl Park {
         }
     }
 
+    /// Waiting for an event until the wait's deadline (status `waiting`).
+    pub fn wait(wait: EventWait) -> Park {
+        Park {
+            reason: ParkReason::Wait,
+            wake: WakeOn {
+                at: Some(wait.expires_at),
+                events: vec![wait],
+            },
+        }
+    }
+
     /// The status the run shows while parked.
     pub fn status(&self) -> RunStatus {
         match self.reason {
             ParkReason::Sleep => RunStatus::Sleeping,
             ParkReason::Retry => RunStatus::Queued,
+            ParkReason::Wait => RunStatus::Waiting,
         }
     }
 
-    /// The earlier of two parks: a run wakes at its first wake condition; a sleep
-    /// that ends later parks again on replay.
-    pub fn earlier(self, other: Park) -> Park {
-        match (self.wake.at, other.wake.at) {
-            (Some(a), Some(b)) if b < a => other,
-            (None, Some(_)) => other,
-            _ => self,
+    /// Both parks at once: the run wakes at the first of their conditions (a sleep
+    /// that ends later parks again on replay), and shows as waiting while it waits
+    /// for any event.
+    pub fn join(self, other: Park) -> Park {
+        let reason = if self.reason == ParkReason::Wait || other.reason == ParkReason::Wait {
+            ParkReason::Wait
+        } else {
+            match (self.wake.at, other.wake.at) {
+                (Some(a), Some(b)) if b < a => other.reason,
+                (None, Some(_)) => other.reason,
+                _ => self.reason,
+            }
+        };
+        let at = match (self.wake.at, other.wake.at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut events = self.wake.events;
+        events.extend(other.wake.events);
+        Park {
+            reason,
+            wake: WakeOn { at, events },
         }
     }
 }
@@ -222,21 +249,65 @@ pub enum ParkReason {
     Sleep,
     /// A step's backoff before its next attempt.
     Retry,
+    /// `ctx.wait_for_event`.
+    Wait,
 }
 
 /// The conditions that make a parked run due again; the first one that holds wakes
-/// it. Waits for events and child runs join the time in later versions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// it.
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct WakeOn {
     /// A time; `None` is never.
     pub at: Option<DateTime<Utc>>,
+    /// Events it waits for: one that is stored (or was, since the wait began)
+    /// resolves its wait and wakes the run.
+    pub events: Vec<EventWait>,
 }
 
 impl WakeOn {
     /// Wake at `time`.
     pub fn at(time: DateTime<Utc>) -> WakeOn {
-        WakeOn { at: Some(time) }
+        WakeOn {
+            at: Some(time),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// A wait for an event ([`WakeOn::events`]), registered by the park that carries
+/// it. The store resolves it with the first matching event it stores, or with
+/// one it stored already since the run's last checkpoint (less `lookback`),
+/// recording that event as the wait step's output; a wait registered again (the
+/// run woke for another reason) keeps the start and deadline it had.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventWait {
+    /// The wait step's key.
+    pub key: String,
+    /// The wait step's position in the run's order.
+    pub position: u32,
+    /// The name of the awaited event.
+    pub name: String,
+    /// The field of the awaited event's data that must equal `value`; empty for
+    /// any event of the name.
+    pub field: String,
+    /// The value `field` must have (JSON); `None` with an empty field.
+    pub value: Option<Value>,
+    /// How long before the wait began an event may have been stored and still
+    /// resolve it.
+    pub lookback: std::time::Duration,
+    /// When the wait times out (its step then returns `None`).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl EventWait {
+    /// The text both sides of a match are compared by: the value as canonical
+    /// JSON text (the backend canonicalizes it the same way for stored events),
+    /// or empty for a wait on any event of the name.
+    pub fn value_json(&self) -> String {
+        self.value
+            .as_ref()
+            .map_or_else(String::new, |v| v.to_string())
     }
 }
 

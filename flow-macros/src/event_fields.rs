@@ -1,0 +1,210 @@
+//! The field accessors of `#[derive(Event)]`: for a struct with named fields, a
+//! companion struct `<Name>Fields` with one `Field<Event, FieldType>` per field,
+//! named as serde writes it in the event's JSON (its `rename` and `rename_all`
+//! applied), so that a wait's `.matching(|f| f.payment_id, id)` is checked by the
+//! compiler: a misspelt field or a value of another type does not compile.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{Attribute, Data, DeriveInput, Fields, LitStr};
+
+pub fn accessors(input: &DeriveInput) -> TokenStream {
+    let Data::Struct(data) = &input.data else {
+        return TokenStream::new();
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return TokenStream::new();
+    };
+    let Some(rule) = rename_all(&input.attrs) else {
+        // A rule serde does not know: serde reports it; no accessors meanwhile.
+        return TokenStream::new();
+    };
+    let ident = &input.ident;
+    let vis = &input.vis;
+    let fields_ident = format_ident!("{}Fields", ident);
+    let mut decls = Vec::new();
+    let mut values = Vec::new();
+    for field in &fields.named {
+        let serde = SerdeField::of(&field.attrs);
+        if serde.hidden {
+            continue;
+        }
+        let Some(name) = &field.ident else { continue };
+        let json_name = serde
+            .rename
+            .unwrap_or_else(|| rule.apply(name.to_string().trim_start_matches("r#")));
+        let (fvis, ty) = (&field.vis, &field.ty);
+        decls.push(quote! { #fvis #name: ::flow::__private::Field<#ident, #ty> });
+        values.push(quote! { #name: ::flow::__private::Field::new(#json_name) });
+    }
+    let doc = format!(
+        "The fields of [`{ident}`] a wait for it can match on (made by `#[derive(Event)]`)."
+    );
+    quote! {
+        #[doc = #doc]
+        #[allow(dead_code)]
+        #vis struct #fields_ident { #(#decls,)* }
+
+        impl ::flow::__private::EventFields for #ident {
+            type Fields = #fields_ident;
+            const FIELDS: #fields_ident = #fields_ident { #(#values,)* };
+        }
+    }
+}
+
+/// What a field's `#[serde(...)]` says about its name in the JSON.
+#[derive(Default)]
+struct SerdeField {
+    rename: Option<String>,
+    /// Flattened or skipped: not a field of the JSON object.
+    hidden: bool,
+}
+
+impl SerdeField {
+    fn of(attrs: &[Attribute]) -> SerdeField {
+        let mut found = SerdeField::default();
+        for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+            // What does not parse is serde's to report.
+            let _ = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("rename") {
+                    found.rename = serialized_name(&meta)?;
+                } else if meta.path.is_ident("flatten")
+                    || meta.path.is_ident("skip")
+                    || meta.path.is_ident("skip_serializing")
+                {
+                    found.hidden = true;
+                } else if meta.input.peek(syn::Token![=]) {
+                    let _: syn::Expr = meta.value()?.parse()?;
+                } else if meta.input.peek(syn::token::Paren) {
+                    meta.parse_nested_meta(|inner| {
+                        if inner.input.peek(syn::Token![=]) {
+                            let _: syn::Expr = inner.value()?.parse()?;
+                        }
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            });
+        }
+        found
+    }
+}
+
+/// The serialized name of `rename = ".."` or `rename(serialize = "..")`.
+fn serialized_name(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<Option<String>> {
+    if meta.input.peek(syn::Token![=]) {
+        let lit: LitStr = meta.value()?.parse()?;
+        return Ok(Some(lit.value()));
+    }
+    let mut name = None;
+    meta.parse_nested_meta(|inner| {
+        let lit: LitStr = inner.value()?.parse()?;
+        if inner.path.is_ident("serialize") {
+            name = Some(lit.value());
+        }
+        Ok(())
+    })?;
+    Ok(name)
+}
+
+/// The container's `rename_all` rule (its serialize side), `Some(Rule::None)`
+/// without one, `None` for a rule serde does not know.
+fn rename_all(attrs: &[Attribute]) -> Option<Rule> {
+    let mut rule = Some(Rule::None);
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let _ = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("rename_all") {
+                if let Some(name) = serialized_name(&meta)? {
+                    rule = Rule::named(&name);
+                }
+            } else if meta.input.peek(syn::Token![=]) {
+                let _: syn::Expr = meta.value()?.parse()?;
+            } else if meta.input.peek(syn::token::Paren) {
+                meta.parse_nested_meta(|inner| {
+                    if inner.input.peek(syn::Token![=]) {
+                        let _: syn::Expr = inner.value()?.parse()?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        });
+    }
+    rule
+}
+
+/// serde's `rename_all` rules, applied to a snake_case field name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rule {
+    None,
+    Lower,
+    Upper,
+    Pascal,
+    Camel,
+    Snake,
+    ScreamingSnake,
+    Kebab,
+    ScreamingKebab,
+}
+
+impl Rule {
+    fn named(name: &str) -> Option<Rule> {
+        Some(match name {
+            "lowercase" => Rule::Lower,
+            "UPPERCASE" => Rule::Upper,
+            "PascalCase" => Rule::Pascal,
+            "camelCase" => Rule::Camel,
+            "snake_case" => Rule::Snake,
+            "SCREAMING_SNAKE_CASE" => Rule::ScreamingSnake,
+            "kebab-case" => Rule::Kebab,
+            "SCREAMING-KEBAB-CASE" => Rule::ScreamingKebab,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, field: &str) -> String {
+        match self {
+            Rule::None | Rule::Snake => field.to_owned(),
+            Rule::Lower => field.to_ascii_lowercase(),
+            Rule::Upper | Rule::ScreamingSnake => field.to_ascii_uppercase(),
+            Rule::Pascal | Rule::Camel => {
+                let mut out = String::new();
+                let mut capital = self == Rule::Pascal;
+                for c in field.chars() {
+                    if c == '_' {
+                        capital = true;
+                    } else if capital {
+                        out.push(c.to_ascii_uppercase());
+                        capital = false;
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+            Rule::Kebab => field.replace('_', "-"),
+            Rule::ScreamingKebab => field.replace('_', "-").to_ascii_uppercase(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rule;
+
+    #[test]
+    fn renames_follow_serde() {
+        let cases = [
+            (Rule::Camel, "payment_id", "paymentId"),
+            (Rule::Pascal, "payment_id", "PaymentId"),
+            (Rule::ScreamingSnake, "payment_id", "PAYMENT_ID"),
+            (Rule::Kebab, "payment_id", "payment-id"),
+            (Rule::ScreamingKebab, "payment_id", "PAYMENT-ID"),
+            (Rule::Lower, "payment_id", "payment_id"),
+            (Rule::None, "payment_id", "payment_id"),
+        ];
+        for (rule, field, json) in cases {
+            assert_eq!(rule.apply(field), json, "{rule:?}");
+        }
+    }
+}
