@@ -161,6 +161,37 @@ impl IntoEvent for NewEvent {
     }
 }
 
+/// One event or several, as [`Ctx::send_event`](crate::Ctx::send_event) takes
+/// them: a typed [`Event`], a [`NewEvent`], or a `Vec` or array of either.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent as events",
+    label = "expected an event, a `NewEvent`, or a `Vec` or array of them",
+    note = "derive `flow::Event` for the type, or build a `flow::NewEvent`"
+)]
+pub trait IntoEvents {
+    /// Converts into [`NewEvent`]s, in order.
+    fn into_events(self) -> Result<Vec<NewEvent>, Error>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: IntoEvent> IntoEvents for T {
+    fn into_events(self) -> Result<Vec<NewEvent>, Error> {
+        Ok(vec![self.into_event()?])
+    }
+}
+
+impl<T: IntoEvent> IntoEvents for Vec<T> {
+    fn into_events(self) -> Result<Vec<NewEvent>, Error> {
+        self.into_iter().map(IntoEvent::into_event).collect()
+    }
+}
+
+impl<T: IntoEvent, const N: usize> IntoEvents for [T; N] {
+    fn into_events(self) -> Result<Vec<NewEvent>, Error> {
+        self.into_iter().map(IntoEvent::into_event).collect()
+    }
+}
+
 /// The rule for event names, shared by `#[derive(Event)]` (at compile time, in
 /// flow-macros' `event.rs`, which repeats it) and [`NewEvent::raw`]: non-empty, at
 /// most 256 bytes, no whitespace or control characters, no `/` at either end. As

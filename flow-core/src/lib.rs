@@ -29,9 +29,11 @@ pub mod __private;
 
 pub use client::{Client, prepare};
 pub use clock::{Clock, ManualClock, Now, SystemClock, later};
-pub use ctx::{Ctx, StartsSteps, StepCtx};
+pub use ctx::{Ctx, SendEvent, StartsSteps, StepCtx};
 pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
-pub use event::{Event, EventFields, Field, IntoEvent, NewEvent, StoredEvent, check_name};
+pub use event::{
+    Event, EventFields, Field, IntoEvent, IntoEvents, NewEvent, StoredEvent, check_name,
+};
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
 pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_message};
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};

@@ -15,9 +15,9 @@ use serde_json::json;
 
 use crate::store::{
     Block, ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next,
-    Outcome, Park, ReadStore, Settle, StepRecord, Store, Transition, Wakeup,
+    Outcome, OutgoingEvent, Park, ReadStore, Settle, StepRecord, Store, Transition, Wakeup,
 };
-use crate::{NewEvent, Now, RunId, RunStatus, RunView, StepKind};
+use crate::{EventId, NewEvent, Now, RunId, RunStatus, RunView, StepKind};
 
 fn start() -> DateTime<Utc> {
     "2026-06-01T12:00:00Z".parse().expect("a valid time")
@@ -365,6 +365,79 @@ pub async fn checkpoints_are_fenced_by_the_lease_token<S: Store + ReadStore>(sto
             .expect("one")
             .output,
         Some(json!({ "key": "one" }))
+    );
+}
+
+/// Events a transition carries are stored, and start their runs, in its commit:
+/// only when its lease holds and its steps are new, so a commit tried again or a
+/// stale worker sends nothing twice. A finishing transition sends them too.
+pub async fn a_transition_sends_its_events_with_its_commit<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("parent", "t/parent"), ("child", "t/sent")]).await;
+    store
+        .send(
+            vec![event("t/parent", 1), event("t/parent", 2)],
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let runs = claim(&store, "w", &["parent"], 2, start()).await;
+    let outgoing = |n: i64| OutgoingEvent {
+        id: EventId(uuid::Uuid::now_v7()),
+        event: event("t/sent", n),
+    };
+    let sending = Transition {
+        events: vec![outgoing(10), outgoing(11)],
+        ..Transition::step(StepRecord {
+            kind: StepKind::Send,
+            ..step("send", 0, start())
+        })
+    };
+    let sent: Vec<EventId> = sending.events.iter().map(|e| e.id).collect();
+    let stale = Lease {
+        token: runs[1].lease.token - 1,
+        ..runs[1].lease.clone()
+    };
+    let results = commit(
+        &store,
+        &[
+            (runs[0].lease.clone(), sending.clone()),
+            (
+                stale,
+                Transition {
+                    events: vec![outgoing(12)],
+                    ..Transition::step(step("send", 0, start()))
+                },
+            ),
+        ],
+        start(),
+    )
+    .await;
+    assert_eq!(results, [Committed::Written, Committed::LeaseLost]);
+    let children = claim(&store, "w", &["child"], 10, start()).await;
+    let mut started: Vec<EventId> = children.iter().map(|c| c.event.id).collect();
+    started.sort();
+    assert_eq!(
+        started, sent,
+        "each sent event starts a run; the stale one sends nothing"
+    );
+    assert_eq!(children[0].event.name, "t/sent");
+
+    // The same commit tried again (its answer lost) finds its step recorded.
+    let again = commit(&store, &[(runs[0].lease.clone(), sending)], start()).await;
+    assert_eq!(again, [Committed::AlreadyRecorded(vec!["send".into()])]);
+    let finishing = Transition {
+        events: vec![outgoing(13)],
+        ..finish(Outcome::Completed(json!(null)))
+    };
+    let last = finishing.events[0].id;
+    let done = commit(&store, &[(runs[1].lease.clone(), finishing)], start()).await;
+    assert_eq!(done, [Committed::Written]);
+    let later = claim(&store, "w", &["child"], 10, start() + secs(1)).await;
+    let started: Vec<EventId> = later.iter().map(|c| c.event.id).collect();
+    assert_eq!(
+        started,
+        [last],
+        "nothing was sent twice; the finish sent its event"
     );
 }
 
@@ -1550,6 +1623,7 @@ macro_rules! store_conformance_tests {
             claims_lease_each_due_run_once,
             a_commit_claims_in_the_same_round_trip,
             checkpoints_are_fenced_by_the_lease_token,
+            a_transition_sends_its_events_with_its_commit,
             parked_runs_wake_when_due,
             failures_and_outcomes_are_recorded,
             leases_are_renewed_recovered_and_given_up,

@@ -506,104 +506,53 @@ impl PgStore {
             ),
             None => (no_functions, 0, None, lease_for),
         };
+        let payloads = wakeup_payloads(batch);
+        let claim_args = ClaimArgs {
+            functions: claim_functions,
+            max: claim_max,
+            owner: claim_owner,
+            lease: seconds(claim_lease),
+        };
+        let sends = batch.iter().any(|(_, t)| !t.events.is_empty());
         // A claim alone is safe to repeat; a batch is retried by the committer.
         let rows = on_conn!(self, repeat = batch.is_empty(), |conn| async {
-            sqlx::query(COMMIT)
-                .bind(&input.run_ids)
-                .bind(&input.tokens)
-                .bind(&input.statuses)
-                .bind(&input.not_before)
-                .bind(&input.outputs)
-                .bind(&input.errors)
-                .bind(&input.error_kinds)
-                .bind(&input.error_steps)
-                .bind(&input.executing)
-                .bind(&input.progress)
-                .bind(seconds(lease_for))
-                .bind(now.at())
-                .bind(&input.steps.run_ids)
-                .bind(&input.steps.tokens)
-                .bind(&input.steps.keys)
-                .bind(&input.steps.positions)
-                .bind(&input.steps.kinds)
-                .bind(&input.steps.outputs)
-                .bind(&input.steps.errors)
-                .bind(&input.steps.attempts)
-                .bind(&input.steps.started)
-                .bind(&input.steps.finished)
-                .bind(&input.steps.wakes)
-                .bind(&input.failures.run_ids)
-                .bind(&input.failures.tokens)
-                .bind(&input.failures.keys)
-                .bind(&input.failures.attempts)
-                .bind(&input.failures.errors)
-                .bind(&input.failures.started)
-                .bind(&input.failures.finished)
-                .bind(&input.failures.retry_at)
-                .bind(wakeup_payloads(batch))
-                .bind(&input.due_now)
-                .bind(&input.step_counts)
-                .bind(claim_functions)
-                .bind(claim_max)
-                .bind(claim_owner)
-                .bind(seconds(claim_lease))
-                .bind(&input.extend)
-                .bind(&input.waits.run_ids)
-                .bind(&input.waits.tokens)
-                .bind(&input.waits.keys)
-                .bind(&input.waits.positions)
-                .bind(&input.waits.names)
-                .bind(&input.waits.fields)
-                .bind(&input.waits.values)
-                .bind(&input.waits.lookbacks)
-                .bind(&input.waits.expires)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_error)
-        })?;
-        let mut leased = HashSet::new();
-        let mut inserted = HashSet::new();
-        let mut claimed_rows = Vec::new();
-        for row in &rows {
-            match row.try_get::<&str, _>("what").map_err(db_error)? {
-                "run" => {
-                    leased.insert((
-                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
-                        row.try_get::<i64, _>("lease_token").map_err(db_error)?,
-                    ));
-                }
-                "claimed" => claimed_rows.push(row),
-                "step" => {
-                    inserted.insert((
-                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
-                        row.try_get::<String, _>("key").map_err(db_error)?,
-                    ));
-                }
-                _ => {}
+            let query = commit_query(&input, &payloads, &claim_args, lease_for, now);
+            if !sends {
+                return query.fetch_all(&mut *conn).await.map_err(db_error);
             }
-        }
+            // Events ride on their transition's commit: stored in the same
+            // transaction, for the transitions the statement kept whole.
+            let mut tx = conn.begin().await.map_err(db_error)?;
+            let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
+            let kept = CommitRows::of(&rows)?;
+            let mut events = Vec::new();
+            let mut ids = Vec::new();
+            for (lease, t) in batch {
+                if kept.committed(lease, t) == Committed::Written {
+                    for outgoing in &t.events {
+                        events.push(outgoing.event.clone());
+                        ids.push(outgoing.id);
+                    }
+                }
+            }
+            if !events.is_empty() {
+                send_on(&mut tx, &events, &ids, now).await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(rows)
+        })?;
+        let kept = CommitRows::of(&rows)?;
+        let claimed_rows: Vec<&PgRow> = rows
+            .iter()
+            .filter(|row| row.try_get::<&str, _>("what").is_ok_and(|w| w == "claimed"))
+            .collect();
         let claimed = match &claim {
             Some(claim) => self.claimed_runs(claimed_rows, claim.owner, now).await?,
             None => Vec::new(),
         };
         let committed = batch
             .iter()
-            .map(|(lease, transition)| {
-                if !leased.contains(&(lease.run_id.0, lease.token)) {
-                    return Committed::LeaseLost;
-                }
-                let recorded: Vec<String> = transition
-                    .steps
-                    .iter()
-                    .filter(|s| !inserted.contains(&(lease.run_id.0, s.key.clone())))
-                    .map(|s| s.key.clone())
-                    .collect();
-                if recorded.is_empty() {
-                    Committed::Written
-                } else {
-                    Committed::AlreadyRecorded(recorded)
-                }
-            })
+            .map(|(lease, transition)| kept.committed(lease, transition))
             .collect();
         Ok((committed, claimed))
     }
@@ -688,6 +637,125 @@ impl PgStore {
 }
 
 /// A claimed run from its row; an error names the column that does not decode.
+/// The claim's part of the commit statement's parameters.
+struct ClaimArgs<'a> {
+    functions: &'a [String],
+    max: i64,
+    owner: Option<&'a str>,
+    lease: f64,
+}
+
+/// The commit statement with its parameters bound.
+fn commit_query<'q>(
+    input: &'q CommitInput,
+    payloads: &'q [String],
+    claim: &ClaimArgs<'q>,
+    lease_for: Duration,
+    now: Now,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(COMMIT)
+        .bind(&input.run_ids)
+        .bind(&input.tokens)
+        .bind(&input.statuses)
+        .bind(&input.not_before)
+        .bind(&input.outputs)
+        .bind(&input.errors)
+        .bind(&input.error_kinds)
+        .bind(&input.error_steps)
+        .bind(&input.executing)
+        .bind(&input.progress)
+        .bind(seconds(lease_for))
+        .bind(now.at())
+        .bind(&input.steps.run_ids)
+        .bind(&input.steps.tokens)
+        .bind(&input.steps.keys)
+        .bind(&input.steps.positions)
+        .bind(&input.steps.kinds)
+        .bind(&input.steps.outputs)
+        .bind(&input.steps.errors)
+        .bind(&input.steps.attempts)
+        .bind(&input.steps.started)
+        .bind(&input.steps.finished)
+        .bind(&input.steps.wakes)
+        .bind(&input.failures.run_ids)
+        .bind(&input.failures.tokens)
+        .bind(&input.failures.keys)
+        .bind(&input.failures.attempts)
+        .bind(&input.failures.errors)
+        .bind(&input.failures.started)
+        .bind(&input.failures.finished)
+        .bind(&input.failures.retry_at)
+        .bind(payloads)
+        .bind(&input.due_now)
+        .bind(&input.step_counts)
+        .bind(claim.functions)
+        .bind(claim.max)
+        .bind(claim.owner)
+        .bind(claim.lease)
+        .bind(&input.extend)
+        .bind(&input.waits.run_ids)
+        .bind(&input.waits.tokens)
+        .bind(&input.waits.keys)
+        .bind(&input.waits.positions)
+        .bind(&input.waits.names)
+        .bind(&input.waits.fields)
+        .bind(&input.waits.values)
+        .bind(&input.waits.lookbacks)
+        .bind(&input.waits.expires)
+}
+
+/// What the commit statement kept: the run rows it updated (so their lease held)
+/// and the step rows it inserted.
+struct CommitRows {
+    leased: HashSet<(Uuid, i64)>,
+    inserted: HashSet<(Uuid, String)>,
+}
+
+impl CommitRows {
+    fn of(rows: &[PgRow]) -> Result<CommitRows, Error> {
+        let mut kept = CommitRows {
+            leased: HashSet::new(),
+            inserted: HashSet::new(),
+        };
+        for row in rows {
+            match row.try_get::<&str, _>("what").map_err(db_error)? {
+                "run" => {
+                    kept.leased.insert((
+                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
+                        row.try_get::<i64, _>("lease_token").map_err(db_error)?,
+                    ));
+                }
+                "step" => {
+                    kept.inserted.insert((
+                        row.try_get::<Uuid, _>("id").map_err(db_error)?,
+                        row.try_get::<String, _>("key").map_err(db_error)?,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(kept)
+    }
+
+    /// What the statement did with one transition of its batch.
+    fn committed(&self, lease: &Lease, transition: &Transition) -> Committed {
+        if !self.leased.contains(&(lease.run_id.0, lease.token)) {
+            return Committed::LeaseLost;
+        }
+        let recorded: Vec<String> = transition
+            .steps
+            .iter()
+            .filter(|s| !self.inserted.contains(&(lease.run_id.0, s.key.clone())))
+            .map(|s| s.key.clone())
+            .collect();
+        if recorded.is_empty() {
+            Committed::Written
+        } else {
+            Committed::AlreadyRecorded(recorded)
+        }
+    }
+}
+
 fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error> {
     let token: i64 = row.try_get("lease_token")?;
     Ok(ClaimedRun {

@@ -104,88 +104,10 @@ impl Store for SqliteStore {
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         let now = now.or_local();
+        let ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
         let mut woke = false;
         let receipt = in_transaction(self, async |conn| {
-            let mut receipt = SendReceipt::default();
-            let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
-            for event in &events {
-                let id = EventId(Uuid::now_v7());
-                if let Some(pid) = event.producer_id() {
-                    if let Some(first) = first_in_batch.get(pid) {
-                        receipt.event_ids.push(*first);
-                        receipt.duplicates += 1;
-                        continue;
-                    }
-                    // First write wins for 24 hours.
-                    let claimed = sqlx::query(
-                        "INSERT INTO flow_event_ids (producer_id, event_id, expires_at) VALUES (?, ?, ?)
-                         ON CONFLICT (producer_id) DO UPDATE
-                             SET event_id = excluded.event_id, expires_at = excluded.expires_at
-                             WHERE flow_event_ids.expires_at <= ?
-                         RETURNING producer_id",
-                    )
-                    .bind(pid)
-                    .bind(id.0.to_string())
-                    .bind(micros(now + flow_core::store::DEDUPE_WINDOW))
-                    .bind(micros(now))
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                    if claimed.is_none() {
-                        let earlier: String =
-                            sqlx::query_scalar("SELECT event_id FROM flow_event_ids WHERE producer_id = ?")
-                                .bind(pid)
-                                .fetch_one(&mut *conn)
-                                .await
-                                .map_err(db_error)?;
-                        let earlier = EventId(uuid(&earlier)?);
-                        first_in_batch.insert(pid, earlier);
-                        receipt.event_ids.push(earlier);
-                        receipt.duplicates += 1;
-                        continue;
-                    }
-                    first_in_batch.insert(pid, id);
-                }
-                sqlx::query(
-                    "INSERT INTO flow_events (id, name, data, producer_id, ts, received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(id.0.to_string())
-                .bind(event.name())
-                .bind(json(event.data()))
-                .bind(event.producer_id())
-                .bind(micros(event.timestamp().unwrap_or(now)))
-                .bind(micros(now))
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
-                let functions: Vec<String> = sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ? ORDER BY id")
-                    .bind(event.name())
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                if functions.is_empty() {
-                    receipt.note_unmatched(event.name());
-                }
-                woke |= crate::waits::resolve(conn, &id.0.to_string(), event.name(), now).await?;
-                for function in functions {
-                    let run = RunId(Uuid::now_v7());
-                    sqlx::query(
-                        "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
-                         VALUES (?, ?, ?, 'queued', ?, ?)",
-                    )
-                    .bind(run.0.to_string())
-                    .bind(&function)
-                    .bind(id.0.to_string())
-                    .bind(micros(now))
-                    .bind(micros(now))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
-                    receipt.runs.push((id, run));
-                }
-                receipt.event_ids.push(id);
-            }
-            Ok(receipt)
+            store_events(conn, &events, &ids, now, &mut woke).await
         })
         .await?;
         if !receipt.runs.is_empty() || woke {
@@ -741,6 +663,98 @@ fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {
 
 /// One transition inside the batch's transaction: the fenced run row first; the
 /// steps and the failed attempt only if it matched.
+/// Stores events with the ids given, each starting a run of every function it
+/// triggers and resolving the waits it matches (`woke` says whether any did), in
+/// the caller's transaction: a send's own, or a commit's that carries events.
+async fn store_events(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+    ids: &[EventId],
+    now: DateTime<Utc>,
+    woke: &mut bool,
+) -> Result<SendReceipt, Error> {
+    let mut receipt = SendReceipt::default();
+    let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
+    for (event, &id) in events.iter().zip(ids) {
+        if let Some(pid) = event.producer_id() {
+            if let Some(first) = first_in_batch.get(pid) {
+                receipt.event_ids.push(*first);
+                receipt.duplicates += 1;
+                continue;
+            }
+            // First write wins for 24 hours.
+            let claimed = sqlx::query(
+                "INSERT INTO flow_event_ids (producer_id, event_id, expires_at) VALUES (?, ?, ?)
+                 ON CONFLICT (producer_id) DO UPDATE
+                     SET event_id = excluded.event_id, expires_at = excluded.expires_at
+                     WHERE flow_event_ids.expires_at <= ?
+                 RETURNING producer_id",
+            )
+            .bind(pid)
+            .bind(id.0.to_string())
+            .bind(micros(now + flow_core::store::DEDUPE_WINDOW))
+            .bind(micros(now))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            if claimed.is_none() {
+                let earlier: String =
+                    sqlx::query_scalar("SELECT event_id FROM flow_event_ids WHERE producer_id = ?")
+                        .bind(pid)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(db_error)?;
+                let earlier = EventId(uuid(&earlier)?);
+                first_in_batch.insert(pid, earlier);
+                receipt.event_ids.push(earlier);
+                receipt.duplicates += 1;
+                continue;
+            }
+            first_in_batch.insert(pid, id);
+        }
+        sqlx::query(
+            "INSERT INTO flow_events (id, name, data, producer_id, ts, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id.0.to_string())
+        .bind(event.name())
+        .bind(json(event.data()))
+        .bind(event.producer_id())
+        .bind(micros(event.timestamp().unwrap_or(now)))
+        .bind(micros(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        let functions: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ? ORDER BY id")
+                .bind(event.name())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        if functions.is_empty() {
+            receipt.note_unmatched(event.name());
+        }
+        *woke |= crate::waits::resolve(conn, &id.0.to_string(), event.name(), now).await?;
+        for function in functions {
+            let run = RunId(Uuid::now_v7());
+            sqlx::query(
+                "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
+                 VALUES (?, ?, ?, 'queued', ?, ?)",
+            )
+            .bind(run.0.to_string())
+            .bind(&function)
+            .bind(id.0.to_string())
+            .bind(micros(now))
+            .bind(micros(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            receipt.runs.push((id, run));
+        }
+        receipt.event_ids.push(id);
+    }
+    Ok(receipt)
+}
+
 async fn commit_one(
     conn: &mut SqliteConnection,
     lease: &Lease,
@@ -886,11 +900,18 @@ async fn commit_one(
         .await
         .map_err(db_error)?;
     }
-    Ok(if recorded.is_empty() {
-        Committed::Written
+    if recorded.is_empty() {
+        // Events ride on the commit that records their step, and only on it.
+        if !t.events.is_empty() {
+            let events: Vec<NewEvent> = t.events.iter().map(|e| e.event.clone()).collect();
+            let ids: Vec<EventId> = t.events.iter().map(|e| e.id).collect();
+            let receipt = store_events(conn, &events, &ids, now, woke).await?;
+            *woke |= !receipt.runs.is_empty();
+        }
+        Ok(Committed::Written)
     } else {
-        Committed::AlreadyRecorded(recorded)
-    })
+        Ok(Committed::AlreadyRecorded(recorded))
+    }
 }
 
 /// A column's value, or an error naming the column: a row that does not decode

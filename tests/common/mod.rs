@@ -189,3 +189,20 @@ pub async fn run_row(
         _ => unreachable!("a backend these tests do not know"),
     }
 }
+
+/// A count read with `postgres` or `sqlite` (the same query in each dialect, no
+/// parameters; the tests' own text, so asserted safe), for what the client does
+/// not list.
+pub async fn count(store: &AnyStore, postgres: &str, sqlite: &str) -> i64 {
+    match store {
+        AnyStore::Postgres(pg) => sqlx::query_scalar(sqlx::AssertSqlSafe(postgres))
+            .fetch_one(pg.pool())
+            .await
+            .unwrap(),
+        AnyStore::Sqlite(lite) => sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite))
+            .fetch_one(lite.pool())
+            .await
+            .unwrap(),
+        _ => unreachable!("a backend these tests do not know"),
+    }
+}

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::{Ctx, RunId, StepError, StepOptions};
+use crate::{Ctx, EventId, RunId, StepError, StepOptions};
 
 /// The run's handle inside a `#[step]` body: there, `ctx` is a `&StepCtx`. It says
 /// which run and function the body works for. Steps, durable sleeps and the
@@ -93,6 +93,18 @@ impl StepCtx {
     pub fn wait_for_event<'a, E>(&'a self, _id: &str) -> Ready<Result<Option<E>, StepError>>
     where
         &'a StepCtx: WaitInAStep,
+    {
+        unreachable!("refused at compile time")
+    }
+
+    #[doc(hidden)]
+    pub fn send_event<'a, V>(
+        &'a self,
+        _id: &str,
+        _events: V,
+    ) -> Ready<Result<Vec<EventId>, StepError>>
+    where
+        &'a StepCtx: SendInAStep,
     {
         unreachable!("refused at compile time")
     }
@@ -181,6 +193,15 @@ pub trait SleepInAStep {}
 )]
 pub trait WaitInAStep {}
 
+/// Implemented by nothing a step's body has: `ctx.send_event` there is a compile
+/// error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a step's body cannot send events as a step: a retry of the body would send them again",
+    label = "call `ctx.send_event` from the function's body between steps"
+)]
+pub trait SendInAStep {}
+
 /// Implemented by nothing a step's body has: `ctx.now()` there is a compile error.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
@@ -206,6 +227,8 @@ impl StepInAStep for std::convert::Infallible {}
 impl SleepInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl WaitInAStep for std::convert::Infallible {}
+#[diagnostic::do_not_recommend]
+impl SendInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl NowInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]

@@ -6,7 +6,9 @@ mod in_step;
 pub use in_step::{StartsSteps, StepCtx};
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +18,7 @@ use uuid::Uuid;
 
 use crate::run::core::RunCore;
 use crate::step::{StepCall, WaitForEvent};
-use crate::{Event, RunId, StepError, StepKind, StepOptions};
+use crate::{Event, EventId, IntoEvents, RunId, StepError, StepKind, StepOptions};
 
 /// A run's handle, the first parameter of every handler and step.
 ///
@@ -129,6 +131,35 @@ impl Ctx {
         )
     }
 
+    /// Sends events as a step named `id`: they are stored, and start their runs,
+    /// in the same commit that records the step, so a replay returns their ids and
+    /// never sends them again. Takes one event or a `Vec` or array of them; events
+    /// over the limits (or that do not serialize) are the step's error, fatal.
+    ///
+    /// An event that carries a producer id seen in the last 24 hours is dropped as
+    /// a duplicate, as with [`Client::send`](crate::Client::send); its id in the
+    /// result then names no stored event.
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct InvoiceDue { customer: i64 }
+    /// # impl flow_core::Event for InvoiceDue { const NAME: &'static str = "billing/invoice.due"; }
+    /// # async fn demo(ctx: &flow_core::Ctx) -> Result<(), flow_core::StepError> {
+    /// let customers = [7, 8, 9];
+    /// let ids = ctx
+    ///     .send_event("fan-out", customers.map(|customer| InvoiceDue { customer }))
+    ///     .await?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_event(&self, id: &str, events: impl IntoEvents) -> SendEvent {
+        let events = events
+            .into_events()
+            .and_then(|events| crate::prepare(events, &self.core.limits));
+        let call = StepCall::new_kind(&self.core, id, StepKind::Send, StepOptions::DEFAULT);
+        SendEvent(Box::pin(call.send(events)))
+    }
+
     /// The current time, journaled: recorded once, the same on every replay. It
     /// takes its place in the run's order when it is called.
     pub fn now(&self) -> impl Future<Output = DateTime<Utc>> + Send + use<> {
@@ -148,6 +179,20 @@ impl Ctx {
         let bytes = self.uuid().into_bytes();
         let bits = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         (bits >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A send made by [`Ctx::send_event`]: awaited, it returns the ids of the events
+/// sent. A type of its own rather than `impl Future`, which would carry the
+/// events' type (and report a wrong one three times).
+#[must_use = "a send does nothing until it is awaited"]
+pub struct SendEvent(Pin<Box<dyn Future<Output = Result<Vec<EventId>, StepError>> + Send>>);
+
+impl Future for SendEvent {
+    type Output = Result<Vec<EventId>, StepError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
     }
 }
 

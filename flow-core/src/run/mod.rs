@@ -127,6 +127,8 @@ pub enum StepKind {
     /// A `ctx.wait_for_event`: its output is the event that resolved it, or null
     /// when it timed out.
     Wait,
+    /// A `ctx.send_event`: its output is the ids of the events it sent.
+    Send,
 }
 
 impl StepKind {
@@ -137,6 +139,7 @@ impl StepKind {
             StepKind::Sleep => "sleep",
             StepKind::Now => "now",
             StepKind::Wait => "wait",
+            StepKind::Send => "send",
         }
     }
 }
@@ -150,6 +153,7 @@ impl FromStr for StepKind {
             "sleep" => StepKind::Sleep,
             "now" => StepKind::Now,
             "wait" => StepKind::Wait,
+            "send" => StepKind::Send,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"

@@ -2,10 +2,11 @@
 //! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
 //!
 //! One file per step tool: `run` (a body, retried and checkpointed), `sleep`,
-//! `now`, `wait` (for an event); what they share is here.
+//! `now`, `wait` (for an event), `send` (events); what they share is here.
 
 mod now;
 mod run;
+mod send;
 mod sleep;
 mod wait;
 
@@ -84,6 +85,15 @@ impl StepCall {
             finished_at,
             wake_at: None,
         }
+    }
+
+    /// The error a record holds, if it holds one: what the step returns on every
+    /// replay.
+    fn recorded_error(&self, record: &StepRecord) -> Option<StepError> {
+        let error = record.error.as_ref()?;
+        let error: StepError = serde_json::from_value(error.clone())
+            .unwrap_or_else(|_| StepError::fatal(error.to_string()));
+        Some(error.in_step(&self.key))
     }
 
     /// Writes a checkpoint; false when it was not kept (the run is stopping).

@@ -161,10 +161,8 @@ impl StepCall {
     /// The recorded result, or `None` when the record no longer reads as `T` (the
     /// run is then blocked).
     fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Option<Result<T, StepError>> {
-        if let Some(error) = &record.error {
-            let error: StepError = serde_json::from_value(error.clone())
-                .unwrap_or_else(|_| StepError::fatal(error.to_string()));
-            return Some(Err(error.in_step(&self.key)));
+        if let Some(error) = self.recorded_error(record) {
+            return Some(Err(error));
         }
         let output = record.output.clone().unwrap_or(serde_json::Value::Null);
         match serde_path_to_error::deserialize(output) {

@@ -17,6 +17,12 @@ pub struct Transition {
     pub steps: Vec<StepRecord>,
     /// A failed attempt it adds (its step will be retried).
     pub failure: Option<FailedAttempt>,
+    /// Events it sends (`ctx.send_event`), with the ids the worker gave them. They
+    /// are stored, start their runs and resolve their waits in the same commit,
+    /// and only when the lease holds and none of [`steps`](Transition::steps) was
+    /// recorded already: a commit tried again after its answer was lost, or a
+    /// worker whose lease was taken, sends nothing a second time.
+    pub events: Vec<OutgoingEvent>,
     /// The step the run starts executing, noted only for a run whose earlier workers
     /// were lost, so that the step can be named if the run gives up.
     pub executing: Option<String>,
@@ -47,6 +53,7 @@ impl Transition {
         Transition {
             steps: Vec::new(),
             failure: None,
+            events: Vec::new(),
             executing: None,
             step_count: None,
             next,
@@ -68,6 +75,16 @@ impl Transition {
     pub fn is_progress(&self) -> bool {
         !self.steps.is_empty() || self.failure.is_some()
     }
+}
+
+/// An event a transition sends ([`Transition::events`]), with its id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutgoingEvent {
+    /// The id it is stored with, given by the worker so that the step that sends
+    /// it can record it before the commit.
+    pub id: crate::EventId,
+    /// The event, checked against the limits.
+    pub event: crate::NewEvent,
 }
 
 /// What a run does after a transition.
