@@ -73,21 +73,30 @@ impl SerdeField {
                     || meta.path.is_ident("skip_serializing")
                 {
                     found.hidden = true;
-                } else if meta.input.peek(syn::Token![=]) {
-                    let _: syn::Expr = meta.value()?.parse()?;
-                } else if meta.input.peek(syn::token::Paren) {
-                    meta.parse_nested_meta(|inner| {
-                        if inner.input.peek(syn::Token![=]) {
-                            let _: syn::Expr = inner.value()?.parse()?;
-                        }
-                        Ok(())
-                    })?;
+                } else {
+                    skip(&meta)?;
                 }
                 Ok(())
             });
         }
         found
     }
+}
+
+/// Reads past a serde option flow does not look at (`default`, `with = ".."`,
+/// `bound(..)`), so that the ones after it are still seen.
+fn skip(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(syn::Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            if inner.input.peek(syn::Token![=]) {
+                let _: syn::Expr = inner.value()?.parse()?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 /// The serialized name of `rename = ".."` or `rename(serialize = "..")`.
@@ -117,15 +126,8 @@ fn rename_all(attrs: &[Attribute]) -> Option<Rule> {
                 if let Some(name) = serialized_name(&meta)? {
                     rule = Rule::named(&name);
                 }
-            } else if meta.input.peek(syn::Token![=]) {
-                let _: syn::Expr = meta.value()?.parse()?;
-            } else if meta.input.peek(syn::token::Paren) {
-                meta.parse_nested_meta(|inner| {
-                    if inner.input.peek(syn::Token![=]) {
-                        let _: syn::Expr = inner.value()?.parse()?;
-                    }
-                    Ok(())
-                })?;
+            } else {
+                skip(&meta)?;
             }
             Ok(())
         });

@@ -167,7 +167,8 @@ async fn resolve_raced_waits(
     else {
         return Ok(());
     };
-    let last = rows.swap_remove(at);
+    // Removed in place: the receipt lists the runs in the order of the rows.
+    let last = rows.remove(at);
     let names: Option<Vec<String>> = last.try_get("raced_names").map_err(db_error)?;
     if let Some(names) = names {
         let fields: Vec<String> = last.try_get("raced_fields").map_err(db_error)?;

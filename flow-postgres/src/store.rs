@@ -636,7 +636,6 @@ impl PgStore {
     }
 }
 
-/// A claimed run from its row; an error names the column that does not decode.
 /// The claim's part of the commit statement's parameters.
 struct ClaimArgs<'a> {
     functions: &'a [String],
@@ -756,6 +755,7 @@ impl CommitRows {
     }
 }
 
+/// A claimed run from its row; an error names the column that does not decode.
 fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error> {
     let token: i64 = row.try_get("lease_token")?;
     Ok(ClaimedRun {
