@@ -14,8 +14,9 @@ use futures::StreamExt;
 use serde_json::json;
 
 use crate::store::{
-    Block, ClaimRequest, ClaimedRun, Committed, Failure, FailureKind, FunctionInfo, Lease, Next,
-    Outcome, OutgoingEvent, Park, ReadStore, Settle, StepRecord, Store, Transition, Wakeup,
+    Block, ClaimRequest, ClaimedRun, Committed, EventWait, Failure, FailureKind, FunctionInfo,
+    Lease, Next, Outcome, OutgoingEvent, Park, ReadStore, Settle, StepRecord, Store, Transition,
+    Wakeup,
 };
 use crate::{EventId, NewEvent, Now, RunId, RunStatus, RunView, StepKind};
 
@@ -438,6 +439,59 @@ pub async fn a_transition_sends_its_events_with_its_commit<S: Store + ReadStore>
         started,
         [last],
         "nothing was sent twice; the finish sent its event"
+    );
+}
+
+/// A run that ends closes its open waits, however it ends: here by an
+/// operator's settlement of a run that was blocked after its wait timed out.
+pub async fn a_run_that_ends_closes_its_waits<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("a", "t/waiting")]).await;
+    store
+        .send(vec![event("t/waiting", 1)], Now::At(start()))
+        .await
+        .expect("send");
+    let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
+    let wait = EventWait {
+        key: "confirmation".into(),
+        position: 0,
+        name: "t/never.sent".into(),
+        field: String::new(),
+        value: None,
+        lookback: Duration::ZERO,
+        expires_at: start() + secs(10),
+    };
+    let parked = commit(
+        &store,
+        &[(
+            run.lease.clone(),
+            Transition::next(Next::Park(Park::wait(wait))),
+        )],
+        start(),
+    )
+    .await;
+    assert_eq!(parked, [Committed::Written]);
+    let id = run.lease.run_id;
+    assert_eq!(store.load(id).await.expect("load").waits.len(), 1);
+    let woken = claim(&store, "w", &["a"], 1, start() + secs(10))
+        .await
+        .remove(0);
+    let blocked = Transition::next(Next::Block(Block {
+        failure: Failure::new(FailureKind::Replay, "non-determinism at `confirmation`"),
+        retry_at: start() + secs(3600),
+    }));
+    commit(&store, &[(woken.lease, blocked)], start() + secs(10)).await;
+    let settled = store
+        .settle_blocked(
+            id,
+            &Settle::Fail("given up".into()),
+            Now::At(start() + secs(11)),
+        )
+        .await
+        .expect("settle");
+    assert!(settled);
+    assert!(
+        store.load(id).await.expect("load").waits.is_empty(),
+        "the failed run's wait is closed"
     );
 }
 
@@ -1624,6 +1678,7 @@ macro_rules! store_conformance_tests {
             a_commit_claims_in_the_same_round_trip,
             checkpoints_are_fenced_by_the_lease_token,
             a_transition_sends_its_events_with_its_commit,
+            a_run_that_ends_closes_its_waits,
             parked_runs_wake_when_due,
             failures_and_outcomes_are_recorded,
             leases_are_renewed_recovered_and_given_up,

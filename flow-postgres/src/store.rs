@@ -51,8 +51,6 @@ macro_rules! cancel_sql {
             $selector,
             " AND r.status NOT IN ('completed', 'failed', 'cancelled')
                  RETURNING r.id
-             ), unwaited AS (
-                 DELETE FROM flow.waits w WHERE w.run_id IN (SELECT id FROM cancelled)
              ), unwatched AS (
                  DELETE FROM flow.run_watchers w
                  WHERE w.run_id IN (SELECT id FROM cancelled)
@@ -1140,7 +1138,8 @@ const COMMIT: &str = "WITH clock AS (
          ON CONFLICT (run_id, key) DO UPDATE SET token = EXCLUDED.token
          RETURNING 1
      ), closed AS (
-         -- Waits that end: resolved here, or timed out (the run recorded it)...
+         -- Waits that end: resolved here, or timed out (the run recorded it); a run
+         -- that ends closes its own (a trigger, migration 6).
          DELETE FROM flow.waits x
          WHERE (x.run_id, x.key) IN (
                    SELECT h.run_id, h.key FROM hits h
@@ -1152,12 +1151,6 @@ const COMMIT: &str = "WITH clock AS (
                        AS s(run_id, token, key, kind)
                    JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
                    WHERE s.kind = 'wait')
-         RETURNING 1
-     ), closed_with_run AS (
-         -- ...or of a run that ended.
-         DELETE FROM flow.waits x
-         WHERE x.run_id = ANY(ARRAY(
-             SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')))
          RETURNING 1
      ), hit_notified AS (
          SELECT pg_notify('flow_wakeup', '')

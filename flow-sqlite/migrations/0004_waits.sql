@@ -41,3 +41,12 @@ CREATE INDEX flow_runs_due ON flow_runs (not_before)
 
 -- A wait on a field no send has keyed yet looks for its events by name and time.
 CREATE INDEX flow_events_by_name ON flow_events (name, received_at);
+
+-- A run that ends, however it ends (its worker's finish, a cancel, an operator's
+-- settlement, too many lost workers), closes its open waits.
+CREATE TRIGGER flow_runs_end_closes_waits
+    AFTER UPDATE OF status ON flow_runs
+    WHEN NEW.status IN ('completed', 'failed', 'cancelled') AND OLD.status <> NEW.status
+BEGIN
+    DELETE FROM flow_waits WHERE run_id = NEW.id;
+END;

@@ -266,7 +266,6 @@ impl Store for SqliteStore {
         .map_err(db_error)?;
         let cancelled = cancelled.rows_affected() == 1;
         if cancelled {
-            self.close_waits(&[run]).await?;
             self.finishes.announce(vec![run]);
         }
         Ok(cancelled)
@@ -300,7 +299,6 @@ impl Store for SqliteStore {
             .map(|row| Ok(RunId(uuid(col(row, "id")?)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         let cancelled = ids.len() as u64;
-        self.close_waits(&ids).await?;
         self.finishes.announce(ids);
         Ok(cancelled)
     }
@@ -470,18 +468,6 @@ impl ReadStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Deletes the open waits of runs that ended outside a worker (cancelled).
-    async fn close_waits(&self, runs: &[RunId]) -> Result<(), Error> {
-        for run in runs {
-            sqlx::query("DELETE FROM flow_waits WHERE run_id = ?")
-                .bind(run.0.to_string())
-                .execute(&self.pool)
-                .await
-                .map_err(db_error)?;
-        }
-        Ok(())
-    }
-
     /// The batch, then the claim if there is one (which may take back what the
     /// batch made due), in one transaction: one commit for the whole of it.
     async fn commit_claiming(
@@ -855,8 +841,9 @@ async fn commit_one(
         .filter(|s| s.kind == flow_core::StepKind::Wait)
         .map(|s| s.key.as_str())
         .collect();
-    if finished || !timed_out.is_empty() {
-        crate::waits::close(conn, &run_id, &timed_out, finished).await?;
+    // A run that ends closes its waits itself (a trigger, migration 4).
+    for key in timed_out {
+        crate::waits::close(conn, &run_id, key).await?;
     }
     let mut recorded = Vec::new();
     for step in &t.steps {

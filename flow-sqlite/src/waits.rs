@@ -91,12 +91,7 @@ pub(crate) async fn register(
         match event {
             Some(event) => {
                 record(conn, run, &wait.key, wait.position, &event, now).await?;
-                sqlx::query("DELETE FROM flow_waits WHERE run_id = ? AND key = ?")
-                    .bind(run)
-                    .bind(&wait.key)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db_error)?;
+                close(conn, run, &wait.key).await?;
                 hit = true;
             }
             None => {
@@ -253,39 +248,20 @@ pub(crate) async fn resolve(
                 .map_err(db_error)?;
                 woke = true;
             }
-            sqlx::query("DELETE FROM flow_waits WHERE run_id = ? AND key = ?")
-                .bind(&run)
-                .bind(&key)
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
+            close(conn, &run, &key).await?;
         }
     }
     Ok(woke)
 }
 
-/// Closes the waits of a run: `keys` (timed out), or all of them when `all`.
-pub(crate) async fn close(
-    conn: &mut SqliteConnection,
-    run: &str,
-    keys: &[&str],
-    all: bool,
-) -> Result<(), Error> {
-    if all {
-        sqlx::query("DELETE FROM flow_waits WHERE run_id = ?")
-            .bind(run)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        return Ok(());
-    }
-    for key in keys {
-        sqlx::query("DELETE FROM flow_waits WHERE run_id = ? AND key = ?")
-            .bind(run)
-            .bind(key)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-    }
+/// Closes wait `key` of `run` (resolved, or timed out). A run that ends closes
+/// all of its waits through a trigger (migration 4).
+pub(crate) async fn close(conn: &mut SqliteConnection, run: &str, key: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM flow_waits WHERE run_id = ? AND key = ?")
+        .bind(run)
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
