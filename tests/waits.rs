@@ -294,3 +294,27 @@ async fn waits_in_a_loop_never_return_one_event_twice() {
     let seen: Vec<u32> = client.result(run, WAIT).await.unwrap();
     assert_eq!(seen, vec![1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_value_too_long_to_index_fails_its_run_saying_so() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    let _worker =
+        common::spawn_worker(common::worker(&store).register::<await_confirmation>()).await;
+    let run = client
+        .send(Charged {
+            payment_id: "x".repeat(flow::MATCH_VALUE_BYTES),
+            lookback_secs: 0,
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    let error = view.error.expect("the failure is named");
+    assert!(
+        error.contains("over the limit of 1024 bytes") && error.contains("`paymentId`"),
+        "{error}"
+    );
+}

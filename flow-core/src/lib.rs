@@ -35,7 +35,9 @@ pub use event::{
     Event, EventFields, Field, IntoEvent, IntoEvents, NewEvent, StoredEvent, check_name,
 };
 pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
-pub use limits::{ERROR_MESSAGE_BYTES, Limits, Storable, find_nul, storable_message};
+pub use limits::{
+    ERROR_MESSAGE_BYTES, Limits, MATCH_VALUE_BYTES, Storable, find_nul, storable_message,
+};
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::{HasTimeout, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent};

@@ -9,6 +9,11 @@ use crate::Error;
 /// boundary and ends with a marker saying how long it was.
 pub const ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// The longest value a wait for an event matches on, as JSON text (1 KiB): match
+/// keys are indexed, so they are ids, not documents. A longer one is refused when
+/// the wait is made; an event's longer value is never keyed.
+pub const MATCH_VALUE_BYTES: usize = 1024;
+
 /// Limits on what flow stores. Each is enforced with an error naming it and its value:
 /// event size and count at send, step output and run state at checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -105,8 +105,8 @@ const SEND: &str = concat!(
          FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
          RETURNING id, event_id, function_id
      ), keys AS (
-         -- Each awaited field of each event (a value too long to index is never
-         -- matched: a wait refuses such values).
+         -- Each awaited field of each event (a value too long to index, over
+         -- MATCH_VALUE_BYTES, is never keyed: a wait refuses such values).
          SELECT ev.id, ev.name, f.field,
                 CASE WHEN f.field = '' THEN '' ELSE (ev.data -> f.field)::text END AS value
          FROM ev JOIN flow.awaited_fields f ON f.name = ev.name

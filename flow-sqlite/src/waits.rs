@@ -195,7 +195,7 @@ pub(crate) async fn resolve(
         else {
             continue;
         };
-        if value.len() > 1024 {
+        if value.len() > flow_core::MATCH_VALUE_BYTES {
             continue;
         }
         sqlx::query(

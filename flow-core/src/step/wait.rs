@@ -106,7 +106,8 @@ impl<E: Event, T> WaitForEvent<E, T> {
     /// `.matching(|f| f.payment_id, &payment.id)`. The field is one of those
     /// `#[derive(Event)]` made for `E`, so a misspelt name or a value of another
     /// type does not compile. Compared as JSON: match on strings, integers or
-    /// booleans.
+    /// booleans, of at most [`MATCH_VALUE_BYTES`](crate::MATCH_VALUE_BYTES) as
+    /// JSON text (a longer value fails the run when the wait is awaited).
     pub fn matching<V: Serialize>(
         mut self,
         field: impl FnOnce(&E::Fields) -> Field<E, V>,
@@ -127,7 +128,21 @@ impl<E: Event, T> WaitForEvent<E, T> {
             });
         }
         match serde_json::to_value(value.into()) {
-            Ok(value) => self.value = Some(value),
+            Ok(value) => {
+                let len = value.to_string().len();
+                if len > crate::MATCH_VALUE_BYTES {
+                    self.problem.get_or_insert_with(|| {
+                        format!(
+                            "wait `{}` matches `{}` on a value of {len} bytes as JSON, over \
+                             the limit of {} bytes: match on an id, not a document",
+                            self.call.key,
+                            field.name(),
+                            crate::MATCH_VALUE_BYTES
+                        )
+                    });
+                }
+                self.value = Some(value);
+            }
             Err(e) => {
                 self.problem.get_or_insert_with(|| {
                     format!(
