@@ -45,6 +45,19 @@ async fn await_confirmation(ctx: &Ctx, event: Charged) -> Result<Option<i64>, Fl
     Ok(confirmed.map(|c| c.amount))
 }
 
+/// Sends the charge of `payment_id`; returns the run it starts.
+async fn charge(
+    client: &flow::Client,
+    payment_id: impl Into<String>,
+    lookback_secs: u64,
+) -> flow::RunId {
+    let charged = Charged {
+        payment_id: payment_id.into(),
+        lookback_secs,
+    };
+    client.send(charged).await.unwrap().runs[0].1
+}
+
 async fn status(client: &flow::Client, run: flow::RunId) -> RunStatus {
     client.run(run).await.unwrap().unwrap().status
 }
@@ -55,15 +68,7 @@ async fn a_wait_returns_the_event_whose_field_matches_and_replays_it() {
     let client = flow::Client::new(store.clone());
     let _worker =
         common::spawn_worker(common::worker(&store).register::<await_confirmation>()).await;
-    let run = client
-        .send(Charged {
-            payment_id: "pay-1".into(),
-            lookback_secs: 0,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+    let run = charge(&client, "pay-1", 0).await;
     common::eventually(WAIT, "the run to wait", || async {
         status(&client, run).await == RunStatus::Waiting
     })
@@ -101,15 +106,7 @@ async fn a_wait_returns_none_once_its_timeout_passes() {
             .clock(clock.clone()),
     )
     .await;
-    let run = client
-        .send(Charged {
-            payment_id: "pay-late".into(),
-            lookback_secs: 0,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+    let run = charge(&client, "pay-late", 0).await;
     common::eventually(WAIT, "the run to wait", || async {
         status(&client, run).await == RunStatus::Waiting
     })
@@ -151,24 +148,8 @@ async fn an_event_stored_before_the_wait_counts_only_within_the_lookback() {
             .unwrap();
     }
     clock.advance(Duration::from_secs(600));
-    let without = client
-        .send(Charged {
-            payment_id: "early-1".into(),
-            lookback_secs: 0,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
-    let within = client
-        .send(Charged {
-            payment_id: "early-2".into(),
-            lookback_secs: 900,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+    let without = charge(&client, "early-1", 0).await;
+    let within = charge(&client, "early-2", 900).await;
     let amount: Option<i64> = client.result(within, WAIT).await.unwrap();
     assert_eq!(amount, Some(7), "ten minutes back is within the lookback");
     common::eventually(WAIT, "the run without lookback to wait", || async {
@@ -301,15 +282,7 @@ async fn a_wait_on_a_value_too_long_to_index_fails_its_run_saying_so() {
     let client = flow::Client::new(store.clone());
     let _worker =
         common::spawn_worker(common::worker(&store).register::<await_confirmation>()).await;
-    let run = client
-        .send(Charged {
-            payment_id: "x".repeat(flow::MATCH_VALUE_BYTES),
-            lookback_secs: 0,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+    let run = charge(&client, "x".repeat(flow::MATCH_VALUE_BYTES), 0).await;
     let view = client.wait(run, WAIT).await.unwrap();
     assert_eq!(view.status, RunStatus::Failed);
     let error = view.error.expect("the failure is named");
