@@ -65,7 +65,7 @@ async fn events_sent_as_a_step_start_their_runs_once_across_replays() {
         .collect();
     assert_eq!(
         kinds,
-        [("ship", StepKind::Send), ("settle", StepKind::Sleep)]
+        [("ship", StepKind::SendEvent), ("settle", StepKind::Sleep)]
     );
     common::eventually(WAIT, "every parcel run to complete", || async {
         common::count(
@@ -133,7 +133,7 @@ async fn events_that_cannot_be_sent_are_the_steps_recorded_error() {
     );
     let view = client.run(run).await.unwrap().unwrap();
     assert_eq!(view.status, RunStatus::Completed);
-    assert_eq!(view.steps[0].kind, StepKind::Send);
+    assert_eq!(view.steps[0].kind, StepKind::SendEvent);
     assert!(view.steps[0].error.is_some(), "the error is recorded");
     let events = common::count(
         &store,

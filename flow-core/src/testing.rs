@@ -389,7 +389,7 @@ pub async fn a_transition_sends_its_events_with_its_commit<S: Store + ReadStore>
     let sending = Transition {
         events: vec![outgoing(10), outgoing(11)],
         ..Transition::step(StepRecord {
-            kind: StepKind::Send,
+            kind: StepKind::SendEvent,
             ..step("send", 0, start())
         })
     };

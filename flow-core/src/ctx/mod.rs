@@ -156,7 +156,7 @@ impl Ctx {
         let events = events
             .into_events()
             .and_then(|events| crate::prepare(events, &self.core.limits));
-        let call = StepCall::new_kind(&self.core, id, StepKind::Send, StepOptions::DEFAULT);
+        let call = StepCall::new_kind(&self.core, id, StepKind::SendEvent, StepOptions::DEFAULT);
         SendEvent(Box::pin(call.send(events)))
     }
 

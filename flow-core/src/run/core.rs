@@ -552,7 +552,7 @@ impl RunCore {
                          body cannot wait durably (the run cannot park while a body runs): \
                          call ctx.wait_for_event from the function body between steps"
                     ),
-                    StepKind::Send => format!(
+                    StepKind::SendEvent => format!(
                         "send `{key}` was called inside the body of step `{outer}`; a step \
                          body cannot send as a step (its events would be sent again on a \
                          retry): call ctx.send_event from the function body between steps"
@@ -693,7 +693,7 @@ fn describe_kind(kind: StepKind) -> &'static str {
         StepKind::Sleep => "sleep",
         StepKind::Now => "ctx.now()",
         StepKind::Wait => "wait",
-        StepKind::Send => "send",
+        StepKind::SendEvent => "send",
     }
 }
 

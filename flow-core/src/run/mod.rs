@@ -127,8 +127,10 @@ pub enum StepKind {
     /// A `ctx.wait_for_event`: its output is the event that resolved it, or null
     /// when it timed out.
     Wait,
-    /// A `ctx.send_event`: its output is the ids of the events it sent.
-    Send,
+    /// A `ctx.send_event`: its output is the ids of the events it sent. (Not
+    /// `Send`: an item of that name makes rustc spell the marker trait
+    /// `std::marker::Send` in every error of a crate that uses flow.)
+    SendEvent,
 }
 
 impl StepKind {
@@ -139,7 +141,7 @@ impl StepKind {
             StepKind::Sleep => "sleep",
             StepKind::Now => "now",
             StepKind::Wait => "wait",
-            StepKind::Send => "send",
+            StepKind::SendEvent => "send",
         }
     }
 }
@@ -153,7 +155,7 @@ impl FromStr for StepKind {
             "sleep" => StepKind::Sleep,
             "now" => StepKind::Now,
             "wait" => StepKind::Wait,
-            "send" => StepKind::Send,
+            "send" => StepKind::SendEvent,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"
