@@ -513,10 +513,12 @@ impl PgStore {
         };
         let sends = batch.iter().any(|(_, t)| !t.events.is_empty());
         // A claim alone is safe to repeat; a batch is retried by the committer.
-        let rows = on_conn!(self, repeat = batch.is_empty(), |conn| async {
+        let (rows, kept) = on_conn!(self, repeat = batch.is_empty(), |conn| async {
             let query = commit_query(&input, &payloads, &claim_args, lease_for, now);
             if !sends {
-                return query.fetch_all(&mut *conn).await.map_err(db_error);
+                let rows = query.fetch_all(&mut *conn).await.map_err(db_error)?;
+                let kept = CommitRows::of(&rows)?;
+                return Ok((rows, kept));
             }
             // Events ride on their transition's commit: stored in the same
             // transaction, for the transitions the statement kept whole.
@@ -537,9 +539,8 @@ impl PgStore {
                 send_on(&mut tx, &events, &ids, now).await?;
             }
             tx.commit().await.map_err(db_error)?;
-            Ok(rows)
+            Ok((rows, kept))
         })?;
-        let kept = CommitRows::of(&rows)?;
         let claimed_rows: Vec<&PgRow> = rows
             .iter()
             .filter(|row| row.try_get::<&str, _>("what").is_ok_and(|w| w == "claimed"))
