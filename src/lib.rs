@@ -64,6 +64,8 @@ pub use flow_sqlite::SqliteStore;
 
 /// The Store trait and its records, for backends and for tests that drive a store directly.
 pub use flow_core::store;
+/// flow's own events, sent when runs end: `flow/function.finished`, `.failed`, `.cancelled`.
+pub use flow_core::system;
 
 /// A worker on the backend `DATABASE_URL` names: `flow::Worker::from_env().await?.run().await`.
 pub type Worker = flow_core::Worker<AnyStore>;

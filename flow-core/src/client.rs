@@ -301,6 +301,7 @@ pub fn prepare<E: IntoEvent>(
         .collect::<Result<Vec<_>, _>>()?;
     limits.check_send_count(events.len())?;
     for event in &events {
+        crate::system::check_not_reserved(event.name()).map_err(Error::InvalidEvent)?;
         limits.check_event(event.name(), crate::run::core::json_len(event.data()))?;
         if let Some(path) = crate::limits::find_nul(event.data()) {
             return Err(Error::InvalidEvent(format!(

@@ -19,6 +19,7 @@ mod retry;
 mod run;
 mod step;
 pub mod store;
+pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod worker;

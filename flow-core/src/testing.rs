@@ -495,6 +495,162 @@ pub async fn a_run_that_ends_closes_its_waits<S: Store + ReadStore>(store: S) {
     );
 }
 
+/// However a run ends (its worker's finish, a cancel, an operator's settlement, too
+/// many lost workers), the functions triggered by flow's system events get exactly
+/// one run each about it, with the run's event and how it ended; a run they start
+/// sends none.
+pub async fn a_run_that_ends_sends_system_events_to_their_functions<S: Store + ReadStore>(
+    store: S,
+) {
+    use crate::system::{
+        FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED, FunctionCancelled, FunctionFailed,
+        FunctionFinished,
+    };
+    announce(
+        &store,
+        &[
+            ("job", "t/job"),
+            ("on-finished", FUNCTION_FINISHED),
+            ("on-failed", FUNCTION_FAILED),
+            ("on-cancelled", FUNCTION_CANCELLED),
+        ],
+    )
+    .await;
+    store
+        .send(
+            (1..=5).map(|n| event("t/job", n)).collect(),
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let mut runs = claim(&store, "w", &["job"], 5, start()).await;
+    runs.sort_by_key(|r| r.event.data["n"].as_i64());
+    let id = |n: usize| runs[n - 1].lease.run_id;
+    let completed = finish(Outcome::Completed(json!({ "total": 42 })));
+    let failed = finish(Outcome::Failed(
+        Failure::new(FailureKind::Handler, "the card was declined").in_step("charge"),
+    ));
+    let blocked = Transition::next(Next::Block(Block {
+        failure: Failure::new(FailureKind::Replay, "non-determinism at `x`"),
+        retry_at: start() + secs(3600),
+    }));
+    let written = commit(
+        &store,
+        &[
+            (runs[0].lease.clone(), completed),
+            (runs[1].lease.clone(), failed),
+            (runs[3].lease.clone(), blocked),
+        ],
+        start() + secs(1),
+    )
+    .await;
+    assert_eq!(written, vec![Committed::Written; 3]);
+    assert!(
+        store
+            .cancel(id(3), "the order was withdrawn", Now::At(start() + secs(2)))
+            .await
+            .expect("cancel")
+    );
+    assert!(
+        store
+            .settle_blocked(
+                id(4),
+                &Settle::Fail("given up".into()),
+                Now::At(start() + secs(3))
+            )
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        store
+            .recover_expired(1, Now::At(start() + secs(31)))
+            .await
+            .expect("recover"),
+        1,
+        "run 5's worker is lost once, its limit"
+    );
+
+    let later = start() + secs(40);
+    let finished = claim(&store, "w", &["on-finished"], 10, later).await;
+    let mut seen: Vec<(RunId, RunStatus)> = finished
+        .iter()
+        .map(|r| {
+            assert_eq!(r.event.name, FUNCTION_FINISHED);
+            let e: FunctionFinished = serde_json::from_value(r.event.data.clone())
+                .unwrap_or_else(|e| panic!("{e}: {}", r.event.data));
+            assert_eq!(e.function_id, "job");
+            assert_eq!(e.event.name, "t/job");
+            let n = e.event.data["n"].as_i64().expect("the run's event data");
+            assert_eq!(runs[n as usize - 1].lease.run_id, e.run_id);
+            match n {
+                1 => assert_eq!(e.output, Some(json!({ "total": 42 }))),
+                2 => assert_eq!(
+                    e.error.as_ref().map(|f| (f.kind, f.step.as_deref())),
+                    Some((FailureKind::Handler, Some("charge")))
+                ),
+                3 => assert_eq!(e.reason.as_deref(), Some("the order was withdrawn")),
+                _ => assert!(e.error.is_some() && e.output.is_none()),
+            }
+            (e.run_id, e.status)
+        })
+        .collect();
+    seen.sort_by_key(|(run, _)| *run);
+    let mut expected = vec![
+        (id(1), RunStatus::Completed),
+        (id(2), RunStatus::Failed),
+        (id(3), RunStatus::Cancelled),
+        (id(4), RunStatus::Failed),
+        (id(5), RunStatus::Failed),
+    ];
+    expected.sort_by_key(|(run, _)| *run);
+    assert_eq!(seen, expected, "one finished event per run that ended");
+
+    let failures = claim(&store, "w", &["on-failed"], 10, later).await;
+    let mut failed: Vec<(RunId, FailureKind)> = failures
+        .iter()
+        .map(|r| {
+            let e: FunctionFailed = serde_json::from_value(r.event.data.clone())
+                .unwrap_or_else(|e| panic!("{e}: {}", r.event.data));
+            (e.run_id, e.error.kind)
+        })
+        .collect();
+    failed.sort_by_key(|(run, _)| *run);
+    let mut expected = vec![
+        (id(2), FailureKind::Handler),
+        (id(4), FailureKind::Replay),
+        (id(5), FailureKind::Lost),
+    ];
+    expected.sort_by_key(|(run, _)| *run);
+    assert_eq!(failed, expected);
+
+    let cancels = claim(&store, "w", &["on-cancelled"], 10, later).await;
+    assert_eq!(cancels.len(), 1);
+    let e: FunctionCancelled =
+        serde_json::from_value(cancels[0].event.data.clone()).expect("a cancel event");
+    assert_eq!(
+        (e.run_id, e.reason.as_str()),
+        (id(3), "the order was withdrawn")
+    );
+
+    // The runs they started end too, and send nothing more.
+    let ends: Vec<(Lease, Transition)> = finished
+        .iter()
+        .chain(&failures)
+        .chain(&cancels)
+        .map(|r| (r.lease.clone(), finish(Outcome::Completed(json!(null)))))
+        .collect();
+    commit(&store, &ends, later).await;
+    let again = claim(
+        &store,
+        "w",
+        &["on-finished", "on-failed", "on-cancelled"],
+        10,
+        later + secs(1),
+    )
+    .await;
+    assert!(again.is_empty(), "no function triggers itself");
+}
+
 /// A parked run is claimable again only when due, by any worker, with a new token.
 pub async fn parked_runs_wake_when_due<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/park")]).await;
@@ -1679,6 +1835,7 @@ macro_rules! store_conformance_tests {
             checkpoints_are_fenced_by_the_lease_token,
             a_transition_sends_its_events_with_its_commit,
             a_run_that_ends_closes_its_waits,
+            a_run_that_ends_sends_system_events_to_their_functions,
             parked_runs_wake_when_due,
             failures_and_outcomes_are_recorded,
             leases_are_renewed_recovered_and_given_up,

@@ -76,6 +76,18 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
             &name,
             format!("event name is {} bytes long; the limit is 256", value.len()),
         );
+    } else if value.starts_with("flow/") {
+        // flow_core::system::check_not_reserved refuses sending one at run time; to
+        // trigger on flow's own events, take `flow::system::FunctionFailed` and kin.
+        errors.at(
+            &name,
+            format!(
+                "event name `{value}` begins with `flow/`, which is reserved for the events \
+                 flow sends itself; give it your application's prefix, such as \"app/\" (to \
+                 run when a run ends, take `flow::system::FunctionFinished`, `FunctionFailed` \
+                 or `FunctionCancelled` as the event)"
+            ),
+        );
     }
     if !errors.is_empty() {
         return placeholder(input);

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (3, include_str!("../migrations/0003_blocked_runs.sql")),
     (4, include_str!("../migrations/0004_waits.sql")),
+    (5, include_str!("../migrations/0005_system_events.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

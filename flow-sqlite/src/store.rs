@@ -248,6 +248,11 @@ impl Store for SqliteStore {
         {
             self.wake(Wakeup::Now);
         }
+        let gave_up = rows
+            .iter()
+            .filter(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "failed"))
+            .count();
+        self.wake_after_ending(gave_up as u64).await?;
         Ok(rows.len() as u64)
     }
 
@@ -267,6 +272,7 @@ impl Store for SqliteStore {
         let cancelled = cancelled.rows_affected() == 1;
         if cancelled {
             self.finishes.announce(vec![run]);
+            self.wake_after_ending(1).await?;
         }
         Ok(cancelled)
     }
@@ -300,6 +306,7 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, Error>>()?;
         let cancelled = ids.len() as u64;
         self.finishes.announce(ids);
+        self.wake_after_ending(cancelled).await?;
         Ok(cancelled)
     }
 
@@ -318,6 +325,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
+        self.wake_after_ending(settled.rows_affected()).await?;
         Ok(settled.rows_affected() == 1)
     }
 
@@ -492,10 +500,37 @@ impl SqliteStore {
         })
         .await?;
         self.announce_commit(batch, &results);
-        if woke {
+        let ended = batch
+            .iter()
+            .zip(&results)
+            .any(|((_, t), r)| matches!(t.next, Next::Finish(_)) && *r != Committed::LeaseLost);
+        if woke || (ended && self.system_event_consumers().await?) {
             self.wake(Wakeup::Now);
         }
         Ok((results, claimed))
+    }
+
+    /// Whether a function is triggered by flow's system events: after a write that
+    /// ended runs, the trigger of migration 5 has then queued its runs, and this
+    /// process's workers are told at once (others find them at their poll).
+    async fn system_event_consumers(&self) -> Result<bool, Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM flow_functions
+                            WHERE trigger IN ('flow/function.finished', 'flow/function.failed',
+                                              'flow/function.cancelled'))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)
+    }
+
+    /// Tells this process's workers of runs a write that ended `ended` runs may
+    /// have queued through flow's system events.
+    async fn wake_after_ending(&self, ended: u64) -> Result<(), Error> {
+        if ended > 0 && self.system_event_consumers().await? {
+            self.wake(Wakeup::Now);
+        }
+        Ok(())
     }
 
     /// What a committed batch announces: to workers, "now" for a hand-back and the
