@@ -35,6 +35,7 @@ async fn setup() -> Setup {
     let etl = FunctionInfo {
         id: "etl".into(),
         trigger: "test/work.item".into(),
+        failures_of: None,
     };
     store
         .register_functions(&[etl], Now::Database)

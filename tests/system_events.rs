@@ -87,6 +87,31 @@ async fn cancelled(_ctx: &Ctx, cancel: FunctionCancelled<Trial>) -> Result<(), F
     Ok(())
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/system.payment")]
+struct Payment {
+    account: String,
+    cents: i64,
+}
+
+#[function(event = "test/system.payment", retries = 0, on_failure = refund)]
+async fn take_payment(_ctx: &Ctx, payment: Payment) -> Result<(), FlowError> {
+    Err(FlowError::fatal(format!(
+        "insufficient funds for {} cents",
+        payment.cents
+    )))
+}
+
+/// `take_payment`'s `on_failure`: a plain async fn, typed by the function's event.
+async fn refund(_ctx: &Ctx, failed: FunctionFailed<Payment>) -> Result<String, FlowError> {
+    let line = format!(
+        "refund {} after {}: {}",
+        failed.event.data.account, failed.function_id, failed.error.message
+    );
+    saw(line.clone());
+    Ok(line)
+}
+
 async fn runs_of(store: &flow::AnyStore, function: &str) -> i64 {
     common::count(
         store,
@@ -224,4 +249,59 @@ async fn events_under_flows_names_are_refused_saying_whose_they_are() {
         ),
         other => panic!("expected the send to be refused, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_runs_with_its_own_functions_failures_only() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    // Registering the function serves its `on_failure` too.
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .register::<take_payment>()
+            .register::<charge>(),
+    )
+    .await;
+    let payment = client
+        .send(Payment {
+            account: "acct-9".into(),
+            cents: 4200,
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let order = client
+        .send(Order {
+            id: 3,
+            decline: true,
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    for run in [payment, order] {
+        assert_eq!(
+            client.wait(run, WAIT).await.unwrap().status,
+            RunStatus::Failed
+        );
+    }
+    let total = common::count(
+        &store,
+        "SELECT count(*) FROM flow.runs",
+        "SELECT count(*) FROM flow_runs",
+    )
+    .await;
+    assert_eq!(
+        total, 3,
+        "the payment, the order, and one refund: none for the order"
+    );
+    common::eventually(WAIT, "the refund to run", || async {
+        runs_of(&store, "take_payment.on_failure").await == 1
+    })
+    .await;
+    assert_eq!(
+        seen(),
+        ["refund acct-9 after take_payment: insufficient funds for 4200 cents"]
+    );
 }

@@ -66,6 +66,12 @@ pub struct FunctionDef {
     pub handler: HandlerFn,
     /// `file:line` of the definition, for error messages.
     pub location: &'static str,
+    /// Its `on_failure` handler: a function of its own (id `<id>.on_failure`,
+    /// triggered by `flow/function.failed` for this function's runs only), served
+    /// wherever this one is.
+    pub on_failure: Option<&'static FunctionDef>,
+    /// For an `on_failure` handler: the function whose failures start it.
+    pub failures_of: Option<&'static str>,
 }
 
 /// Implemented by `#[function]` on a type of the same name as the handler fn, so
@@ -104,6 +110,10 @@ impl Registry {
     /// A registry of `defs`; two definitions with one id are an error naming both.
     pub fn new(defs: impl IntoIterator<Item = &'static FunctionDef>) -> Result<Self, Error> {
         let mut by_id: BTreeMap<&'static str, &'static FunctionDef> = BTreeMap::new();
+        // A function's `on_failure` handler is served wherever it is.
+        let defs = defs
+            .into_iter()
+            .flat_map(|def| std::iter::once(def).chain(def.on_failure));
         for def in defs {
             if let Some(previous) = by_id.get(def.id) {
                 if std::ptr::eq(*previous, def) {
@@ -158,6 +168,8 @@ mod tests {
         backoff: Backoff::DEFAULT,
         handler: never,
         location: "src/a.rs:3",
+        on_failure: None,
+        failures_of: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -166,6 +178,8 @@ mod tests {
         backoff: Backoff::DEFAULT,
         handler: never,
         location: "src/b.rs:9",
+        on_failure: None,
+        failures_of: None,
     };
 
     #[test]

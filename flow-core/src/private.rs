@@ -100,3 +100,11 @@ pub const fn as_str(bytes: &[u8]) -> &str {
         Err(_) => panic!("flow: the parts of a compile-time message were not UTF-8"),
     }
 }
+
+/// How an `on_failure` handler's result ends its run: as a handler's does. Generic
+/// where the macro cannot name the handler's types (it has only a path to the fn).
+pub fn failure_handler_outcome<T: crate::Storable, E: crate::HandlerFailure>(
+    result: Result<T, E>,
+) -> crate::HandlerOutcome {
+    crate::HandlerOutcome::of(result.map_err(crate::HandlerFailure::into_flow_error))
+}

@@ -34,6 +34,7 @@ async fn announce<S: Store>(store: &S, functions: &[(&str, &str)]) {
         .map(|(id, trigger)| FunctionInfo {
             id: id.to_string(),
             trigger: trigger.to_string(),
+            failures_of: None,
         })
         .collect();
     store
@@ -1681,6 +1682,7 @@ pub async fn blocked_runs_are_held_retried_and_settled<S: Store + ReadStore>(sto
             &[FunctionInfo {
                 id: "a".into(),
                 trigger: "t/blocked".into(),
+                failures_of: None,
             }],
             Now::At(start() + secs(61)),
         )

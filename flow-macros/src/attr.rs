@@ -24,7 +24,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "timeouts",
     "singleton",
     "cron",
-    "on_failure",
     "r#if",
     "if_",
 ];
@@ -43,6 +42,8 @@ pub struct FunctionArgs {
     pub id: Option<LitStr>,
     pub retries: Option<u32>,
     pub backoff: Backoff,
+    /// `on_failure = path`: the fn that runs when a run of this function fails for good.
+    pub on_failure: Option<syn::Path>,
 }
 
 #[derive(Default)]
@@ -54,7 +55,7 @@ pub struct StepArgs {
 
 pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> FunctionArgs {
     let mut args = FunctionArgs::default();
-    let keys = ["event", "id", "retries", "backoff"];
+    let keys = ["event", "id", "retries", "backoff", "on_failure"];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
@@ -66,6 +67,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "id" => args.id = id_value(&meta, errors)?,
             "retries" => args.retries = retries_value(&meta, errors)?,
             "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
+            "on_failure" => args.on_failure = on_failure_value(&meta, errors)?,
             other if NOT_BUILT_YET.contains(&other) => {
                 errors.at(
                     &meta.path,
@@ -226,6 +228,27 @@ fn string_value(
         }
         None => None,
     })
+}
+
+/// `on_failure = path::to_fn`: a path to an async fn, not a string or a call.
+fn on_failure_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<syn::Path>> {
+    Ok(
+        match value_expr(meta, errors, "on_failure", "notify_on_call")? {
+            Some(Expr::Path(path)) if path.qself.is_none() => Some(path.path),
+            Some(other) => {
+                errors.at(
+                    &other,
+                    "`on_failure` names an async fn, as in `on_failure = notify_on_call`, \
+                     taking `(ctx: &Ctx, failed: flow::system::FunctionFailed<YourEvent>)`",
+                );
+                None
+            }
+            None => None,
+        },
+    )
 }
 
 fn id_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<LitStr>> {

@@ -105,6 +105,66 @@ pub fn function(
         })
     };
 
+    // `on_failure = path`: a second function, served with this one, that runs the
+    // fn at `path` with `FunctionFailed<E>` for each run of this one that fails.
+    // Spanned at the path: a fn of another shape is one error there.
+    let failure_handler = format_ident!("__flow_failure_handler");
+    let (failure_fn, failure_def) = match &args.on_failure {
+        Some(path) => {
+            let failure_id = format!("{id}.on_failure");
+            let failed = quote_spanned! {path.span()=> ::flow::system::FunctionFailed<#event> };
+            // Rebound under a call-site name spanned at the path, so that an fn
+            // taking another event's failures is reported at the path.
+            let arg = Ident::new("__flow_failed", path.span());
+            let call = quote_spanned! {path.span()=>
+                let #arg = #decoded;
+                ::flow::__private::failure_handler_outcome(#path(&#ctx, #arg).await)
+            };
+            let boxed = quote_spanned! {path.span()=>
+                ::std::boxed::Box::pin(async move {
+                    let #decoded = match ::flow::__private::decode_event::<#failed>(
+                        #data,
+                        ::flow::system::FUNCTION_FAILED,
+                    ) {
+                        ::core::result::Result::Ok(event) => event,
+                        ::core::result::Result::Err(problem) => {
+                            return ::flow::HandlerOutcome::Failed(problem);
+                        }
+                    };
+                    #call
+                })
+            };
+            let function = quote! {
+                #[allow(non_local_definitions)]
+                impl #name {
+                    #[doc(hidden)]
+                    fn #failure_handler(
+                        #ctx: ::flow::__private::Ctx,
+                        #data: ::flow::__private::Value,
+                    ) -> ::core::pin::Pin<::std::boxed::Box<
+                        dyn ::core::future::Future<Output = ::flow::HandlerOutcome> + ::core::marker::Send,
+                    >> {
+                        #boxed
+                    }
+                }
+            };
+            let def = quote! {
+                ::core::option::Option::Some(&::flow::__private::FunctionDef {
+                    id: #failure_id,
+                    trigger: ::flow::system::FUNCTION_FAILED,
+                    retries: #retries,
+                    backoff: #backoff,
+                    handler: #name::#failure_handler,
+                    location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+                    on_failure: ::core::option::Option::None,
+                    failures_of: ::core::option::Option::Some(#id),
+                })
+            };
+            (function, def)
+        }
+        None => (quote!(), quote!(::core::option::Option::None)),
+    };
+
     let def = quote! {
         &::flow::__private::FunctionDef {
             id: #id,
@@ -113,6 +173,8 @@ pub fn function(
             backoff: #backoff,
             handler: #name::#handler,
             location: ::core::concat!(::core::file!(), ":", ::core::line!()),
+            on_failure: #failure_def,
+            failures_of: ::core::option::Option::None,
         }
     };
     // The handler the worker calls, the `Function` impl, the registration and the
@@ -130,6 +192,8 @@ pub fn function(
                 #boxed
             }
         }
+
+        #failure_fn
 
         #[allow(non_local_definitions)]
         impl ::flow::Function for #name {

@@ -4,7 +4,11 @@
 -- flow's system events about it (flow-core's `system.rs`): `flow/function.finished`,
 -- and `.failed` or `.cancelled`, each only while a function is announced with it as
 -- its trigger, one queued run per such function, as a send would. A run started by
--- one of them sends none, so that no function triggers itself.
+-- one of them sends none, so that no function triggers itself. A function's
+-- `on_failure` handler is announced with `failures_of` naming it: it gets that
+-- function's failures only.
+ALTER TABLE flow.functions ADD COLUMN failures_of text;
+
 CREATE FUNCTION flow.run_ended() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -16,7 +20,9 @@ DECLARE
     created_runs bigint;
 BEGIN
     DELETE FROM flow.waits WHERE run_id = NEW.id;
-    IF NOT EXISTS (SELECT 1 FROM flow.functions WHERE trigger = ANY (names)) THEN
+    IF NOT EXISTS (SELECT 1 FROM flow.functions f
+                   WHERE f.trigger = ANY (names)
+                     AND (f.failures_of IS NULL OR f.failures_of = NEW.function_id)) THEN
         RETURN NULL;
     END IF;
     SELECT jsonb_build_object(
@@ -38,12 +44,15 @@ BEGIN
         INSERT INTO flow.events (id, name, data, ts, received_at)
         SELECT flow.uuid_v7(), n.name, payload, ended_at, ended_at
         FROM unnest(names) AS n(name)
-        WHERE EXISTS (SELECT 1 FROM flow.functions f WHERE f.trigger = n.name)
+        WHERE EXISTS (SELECT 1 FROM flow.functions f
+                      WHERE f.trigger = n.name
+                        AND (f.failures_of IS NULL OR f.failures_of = NEW.function_id))
         RETURNING id, name
     ), created AS (
         INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
         SELECT flow.uuid_v7(), f.id, ev.id, 'queued', ended_at, ended_at
         FROM ev JOIN flow.functions f ON f.trigger = ev.name
+        WHERE f.failures_of IS NULL OR f.failures_of = NEW.function_id
         RETURNING 1
     )
     SELECT count(*) INTO created_runs FROM created;
@@ -62,3 +71,8 @@ CREATE TRIGGER runs_ended
     WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
           AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION flow.run_ended();
+
+-- When each awaited field was first waited on: a park within a second of that
+-- looks again a second later (a send that read the fields before the field was
+-- added keys no wait on it), also when another park added the field concurrently.
+ALTER TABLE flow.awaited_fields ADD COLUMN added_at timestamptz NOT NULL DEFAULT now();

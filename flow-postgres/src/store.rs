@@ -74,6 +74,8 @@ impl Store for PgStore {
     async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         let ids: Vec<&str> = functions.iter().map(|f| f.id.as_str()).collect();
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
+        let failures_of: Vec<Option<&str>> =
+            functions.iter().map(|f| f.failures_of.as_deref()).collect();
         // A worker that announces a function may be a new deploy whose code
         // replays the function's blocked runs: they are tried again at once.
         on_conn!(self, repeat = true, |conn| async {
@@ -81,11 +83,12 @@ impl Store for PgStore {
                 "WITH clock AS (
                      SELECT COALESCE($3::timestamptz, now()) AS now
                  ), announced AS (
-                     INSERT INTO flow.functions (id, trigger, last_seen)
-                     SELECT f.id, f.trigger, clock.now
-                     FROM unnest($1::text[], $2::text[]) AS f(id, trigger), clock
+                     INSERT INTO flow.functions (id, trigger, failures_of, last_seen)
+                     SELECT f.id, f.trigger, f.failures_of, clock.now
+                     FROM unnest($1::text[], $2::text[], $4::text[]) AS f(id, trigger, failures_of), clock
                      ON CONFLICT (id) DO UPDATE
-                         SET trigger = EXCLUDED.trigger, last_seen = EXCLUDED.last_seen
+                         SET trigger = EXCLUDED.trigger, failures_of = EXCLUDED.failures_of,
+                             last_seen = EXCLUDED.last_seen
                  ), unblocked AS (
                      UPDATE flow.runs r SET not_before = clock.now
                      FROM clock
@@ -97,6 +100,7 @@ impl Store for PgStore {
             .bind(&ids)
             .bind(&triggers)
             .bind(now.at())
+            .bind(&failures_of)
             .execute(&mut *conn)
             .await
             .map_err(db_error)
@@ -1010,8 +1014,8 @@ const COMMIT: &str = "WITH clock AS (
                      $45::text[], $46::jsonb[], $47::float8[], $48::timestamptz[])
              AS u(run_id, token, key, position, name, field, value, lookback, expires_at)
      ), awaited AS (
-         INSERT INTO flow.awaited_fields (name, field)
-         SELECT DISTINCT name, field FROM w
+         INSERT INTO flow.awaited_fields (name, field, added_at)
+         SELECT DISTINCT name, field, clock.now FROM w, clock
          ON CONFLICT DO NOTHING
          RETURNING name, field
      ), keyed AS (
@@ -1055,10 +1059,16 @@ const COMMIT: &str = "WITH clock AS (
                            WHERE p.run_id = s.run_id AND p.kind = 'wait'
                              AND p.output->>'id' = c.event_id::text)
      ), first_waits AS (
-         -- Runs that are the first ever to wait on a field: a send in flight
-         -- read the fields before this one was added, and stores no key for it.
-         -- They look again a moment later, once such a send has committed.
-         SELECT w.run_id FROM w JOIN awaited a ON a.name = w.name AND a.field = w.field
+         -- Runs waiting on a field added less than a second ago, or not yet in
+         -- this statement's snapshot (this statement adds it, or a concurrent
+         -- one did): a send in flight may have read the fields before it was
+         -- added, stored no key for it, and commit after this statement's
+         -- snapshot, unseen by both. They look again a moment later, once such
+         -- a send has committed.
+         SELECT w.run_id FROM w
+         WHERE NOT EXISTS (SELECT 1 FROM flow.awaited_fields a
+                           WHERE a.name = w.name AND a.field = w.field
+                             AND a.added_at <= (SELECT now FROM clock) - interval '1 second')
      ), leased AS (
          UPDATE flow.runs r
          SET status = CASE WHEN t.run_id IN (SELECT run_id FROM hits) THEN 'queued'

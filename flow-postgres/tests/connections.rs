@@ -24,6 +24,7 @@ async fn announce(store: &PgStore, functions: &[(&str, &str)]) {
         .map(|(id, trigger)| FunctionInfo {
             id: (*id).into(),
             trigger: (*trigger).into(),
+            failures_of: None,
         })
         .collect();
     store

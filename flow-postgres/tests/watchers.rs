@@ -19,6 +19,7 @@ async fn started_runs(store: &PgStore, n: i64) -> Vec<Lease> {
     let info = FunctionInfo {
         id: "a".into(),
         trigger: "t/watched".into(),
+        failures_of: None,
     };
     store
         .register_functions(&[info], Now::Database)

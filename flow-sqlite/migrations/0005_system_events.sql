@@ -2,7 +2,10 @@
 -- its open waits close, and flow's system events about it are sent to the
 -- functions announced with them as their trigger (one queued run each). Ids here
 -- are random UUIDs (SQLite makes no time-ordered ones); the store wakes its
--- workers after a write that ended runs while such functions exist.
+-- workers after a write that ended runs while such functions exist. An
+-- `on_failure` handler names in `failures_of` the function whose failures it gets.
+ALTER TABLE flow_functions ADD COLUMN failures_of TEXT;
+
 DROP TRIGGER flow_runs_end_closes_waits;
 
 CREATE TRIGGER flow_runs_ended
@@ -33,7 +36,9 @@ BEGIN
           UNION ALL SELECT 'flow/function.cancelled' WHERE NEW.status = 'cancelled') AS n
     JOIN flow_events e ON e.id = NEW.event_id
     WHERE e.name NOT LIKE 'flow/function.%'
-      AND EXISTS (SELECT 1 FROM flow_functions f WHERE f.trigger = n.name);
+      AND EXISTS (SELECT 1 FROM flow_functions f
+                  WHERE f.trigger = n.name
+                    AND (f.failures_of IS NULL OR f.failures_of = NEW.function_id));
     INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
     SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4'
                  || substr(hex(randomblob(2)), 2) || '-'
@@ -43,5 +48,6 @@ BEGIN
     FROM flow_events e JOIN flow_functions f ON f.trigger = e.name
     WHERE e.name IN ('flow/function.finished', 'flow/function.failed', 'flow/function.cancelled')
       AND e.received_at = NEW.finished_at
-      AND json_extract(e.data, '$.run_id') = NEW.id;
+      AND json_extract(e.data, '$.run_id') = NEW.id
+      AND (f.failures_of IS NULL OR f.failures_of = NEW.function_id);
 END;

@@ -66,11 +66,13 @@ impl Store for SqliteStore {
         in_transaction(self, async |conn| {
             for f in functions {
                 sqlx::query(
-                    "INSERT INTO flow_functions (id, trigger, last_seen) VALUES (?, ?, ?)
-                     ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger, last_seen = excluded.last_seen",
+                    "INSERT INTO flow_functions (id, trigger, failures_of, last_seen) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,
+                         failures_of = excluded.failures_of, last_seen = excluded.last_seen",
                 )
                 .bind(&f.id)
                 .bind(&f.trigger)
+                .bind(&f.failures_of)
                 .bind(micros(now))
                 .execute(&mut *conn)
                 .await

@@ -180,6 +180,9 @@ pub struct FunctionInfo {
     pub id: String,
     /// The event name that triggers it.
     pub trigger: String,
+    /// For an `on_failure` handler (trigger `flow/function.failed`): the function
+    /// whose failures alone start it.
+    pub failures_of: Option<String>,
 }
 
 /// What [`Store::send`](super::Store::send) did.

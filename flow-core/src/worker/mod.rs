@@ -393,6 +393,7 @@ impl<S: Store> Worker<S> {
             .map(|d| FunctionInfo {
                 id: d.id.to_owned(),
                 trigger: d.trigger.to_owned(),
+                failures_of: d.failures_of.map(str::to_owned),
             })
             .collect();
         shared
