@@ -254,7 +254,7 @@ impl Store for SqliteStore {
             .iter()
             .filter(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "failed"))
             .count();
-        self.wake_after_ending(gave_up as u64).await?;
+        self.wake_after_ending(gave_up as u64).await;
         Ok(rows.len() as u64)
     }
 
@@ -274,7 +274,7 @@ impl Store for SqliteStore {
         let cancelled = cancelled.rows_affected() == 1;
         if cancelled {
             self.finishes.announce(vec![run]);
-            self.wake_after_ending(1).await?;
+            self.wake_after_ending(1).await;
         }
         Ok(cancelled)
     }
@@ -308,7 +308,7 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, Error>>()?;
         let cancelled = ids.len() as u64;
         self.finishes.announce(ids);
-        self.wake_after_ending(cancelled).await?;
+        self.wake_after_ending(cancelled).await;
         Ok(cancelled)
     }
 
@@ -327,7 +327,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        self.wake_after_ending(settled.rows_affected()).await?;
+        self.wake_after_ending(settled.rows_affected()).await;
         Ok(settled.rows_affected() == 1)
     }
 
@@ -506,7 +506,7 @@ impl SqliteStore {
             .iter()
             .zip(&results)
             .any(|((_, t), r)| matches!(t.next, Next::Finish(_)) && *r != Committed::LeaseLost);
-        if woke || (ended && self.system_event_consumers().await?) {
+        if woke || (ended && self.system_event_consumers().await) {
             self.wake(Wakeup::Now);
         }
         Ok((results, claimed))
@@ -514,8 +514,10 @@ impl SqliteStore {
 
     /// Whether a function is triggered by flow's system events: after a write that
     /// ended runs, the trigger of migration 5 has then queued its runs, and this
-    /// process's workers are told at once (others find them at their poll).
-    async fn system_event_consumers(&self) -> Result<bool, Error> {
+    /// process's workers are told at once (others find them at their poll). The
+    /// write has committed already, so a failure to read says yes: a needless
+    /// wake-up costs a claim, an error would report a committed write as failed.
+    async fn system_event_consumers(&self) -> bool {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM flow_functions
                             WHERE trigger IN ('flow/function.finished', 'flow/function.failed',
@@ -523,16 +525,15 @@ impl SqliteStore {
         )
         .fetch_one(&self.pool)
         .await
-        .map_err(db_error)
+        .unwrap_or(true)
     }
 
     /// Tells this process's workers of runs a write that ended `ended` runs may
     /// have queued through flow's system events.
-    async fn wake_after_ending(&self, ended: u64) -> Result<(), Error> {
-        if ended > 0 && self.system_event_consumers().await? {
+    async fn wake_after_ending(&self, ended: u64) {
+        if ended > 0 && self.system_event_consumers().await {
             self.wake(Wakeup::Now);
         }
-        Ok(())
     }
 
     /// What a committed batch announces: to workers, "now" for a hand-back and the
