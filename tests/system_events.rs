@@ -112,6 +112,21 @@ async fn refund(_ctx: &Ctx, failed: FunctionFailed<Payment>) -> Result<String, F
     Ok(line)
 }
 
+/// Sends `event` and returns the one run it starts.
+async fn start(client: &flow::Client, event: impl flow::IntoEvent) -> flow::RunId {
+    client.send(event).await.unwrap().runs[0].1
+}
+
+/// Every run in the store, whatever its function or status.
+async fn all_runs(store: &flow::AnyStore) -> i64 {
+    common::count(
+        store,
+        "SELECT count(*) FROM flow.runs",
+        "SELECT count(*) FROM flow_runs",
+    )
+    .await
+}
+
 async fn runs_of(store: &flow::AnyStore, function: &str) -> i64 {
     common::count(
         store,
@@ -132,24 +147,22 @@ async fn functions_triggered_by_a_runs_end_see_its_event_and_outcome_once() {
             .register::<audit>(),
     )
     .await;
-    let declined = client
-        .send(Order {
+    let declined = start(
+        &client,
+        Order {
             id: 7,
             decline: true,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
-    let paid = client
-        .send(Order {
+        },
+    )
+    .await;
+    let paid = start(
+        &client,
+        Order {
             id: 8,
             decline: false,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+        },
+    )
+    .await;
     assert_eq!(
         client.wait(declined, WAIT).await.unwrap().status,
         RunStatus::Failed
@@ -160,12 +173,7 @@ async fn functions_triggered_by_a_runs_end_see_its_event_and_outcome_once() {
     );
     // The runs they trigger are created by the statements that ended the two:
     // all there is to count is there now.
-    let total = common::count(
-        &store,
-        "SELECT count(*) FROM flow.runs",
-        "SELECT count(*) FROM flow_runs",
-    )
-    .await;
+    let total = all_runs(&store).await;
     assert_eq!(
         total, 5,
         "two orders; one alert; two audits, and none for the alert's and audits' own ends"
@@ -194,12 +202,7 @@ async fn a_cancel_reaches_the_function_triggered_by_cancels() {
             .register::<cancelled>(),
     )
     .await;
-    let run = client
-        .send(Trial { user: "ada".into() })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+    let run = start(&client, Trial { user: "ada".into() }).await;
     common::eventually(WAIT, "the trial to sleep", || async {
         client.run(run).await.unwrap().unwrap().status == RunStatus::Sleeping
     })
@@ -221,7 +224,7 @@ async fn nothing_is_stored_while_no_function_listens() {
     let client = flow::Client::new(store.clone());
     let _worker = common::spawn_worker(common::worker(&store).register::<charge>()).await;
     for (id, decline) in [(1, false), (2, true)] {
-        let run = client.send(Order { id, decline }).await.unwrap().runs[0].1;
+        let run = start(&client, Order { id, decline }).await;
         client.wait(run, WAIT).await.unwrap();
     }
     let stored = common::count(
@@ -262,36 +265,29 @@ async fn on_failure_runs_with_its_own_functions_failures_only() {
             .register::<charge>(),
     )
     .await;
-    let payment = client
-        .send(Payment {
+    let payment = start(
+        &client,
+        Payment {
             account: "acct-9".into(),
             cents: 4200,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
-    let order = client
-        .send(Order {
+        },
+    )
+    .await;
+    let order = start(
+        &client,
+        Order {
             id: 3,
             decline: true,
-        })
-        .await
-        .unwrap()
-        .runs[0]
-        .1;
+        },
+    )
+    .await;
     for run in [payment, order] {
         assert_eq!(
             client.wait(run, WAIT).await.unwrap().status,
             RunStatus::Failed
         );
     }
-    let total = common::count(
-        &store,
-        "SELECT count(*) FROM flow.runs",
-        "SELECT count(*) FROM flow_runs",
-    )
-    .await;
+    let total = all_runs(&store).await;
     assert_eq!(
         total, 3,
         "the payment, the order, and one refund: none for the order"
