@@ -49,11 +49,11 @@ pub use flow_core::{
     AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, DEFAULT_CONCURRENCY,
     ERROR_MESSAGE_BYTES, Error, Event, EventFields, EventId, Failure, FailureKind, Field,
     FlowError, Function, FunctionDef, HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents,
-    Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now, ReadStore, RunId,
-    RunStatus, RunView, RunningWorker, SendEvent, SendReceipt, StartsSteps, StepCall, StepCtx,
-    StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView, Storable, Store,
-    SystemClock, Timeout, TimeoutMissing, WaitForEvent, WorkerBuilder, WorkerConfig, WorkerReport,
-    registered,
+    Invocation, Invoke, Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now,
+    ReadStore, RunId, RunStatus, RunView, RunningWorker, SendEvent, SendReceipt, StartsSteps,
+    StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView,
+    Storable, Store, SystemClock, Timeout, TimeoutMissing, WaitForEvent, WorkerBuilder,
+    WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
 pub use flow_macros::{Event, function, step};

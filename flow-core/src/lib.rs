@@ -41,7 +41,9 @@ pub use limits::{
 };
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
-pub use step::{HasTimeout, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent};
+pub use step::{
+    HasTimeout, Invocation, Invoke, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent,
+};
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
 pub use worker::{
     DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,

@@ -21,6 +21,14 @@ pub fn step_call(ctx: &Ctx, id: &'static str, options: StepOptions) -> StepCall 
     StepCall::new(&ctx.core, id, options)
 }
 
+/// What `#[function]`'s generated `with` returns: `function` run with `event`.
+pub fn invocation<T>(
+    function: &'static FunctionDef,
+    event: impl serde::Serialize,
+) -> crate::Invocation<T> {
+    crate::Invocation::new(function, event)
+}
+
 /// Reads a run's event data into the handler's event type, naming the type and
 /// the serde path of what does not fit.
 /// `name` is `<E as Event>::NAME`, which the macro spans at the user's event type:

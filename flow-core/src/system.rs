@@ -25,6 +25,10 @@ pub const FUNCTION_FINISHED: &str = "flow/function.finished";
 pub const FUNCTION_FAILED: &str = "flow/function.failed";
 /// Sent when a run is cancelled.
 pub const FUNCTION_CANCELLED: &str = "flow/function.cancelled";
+/// The name of the event of a run started by `ctx.invoke` (its data is the
+/// invoke's payload). It triggers no function and resolves no wait: the run it
+/// belongs to is created with it, for one function.
+pub const FUNCTION_INVOKED: &str = "flow/function.invoked";
 
 /// The event that started the run a system event is about; `E` is its data's type
 /// (JSON by default).

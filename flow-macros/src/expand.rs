@@ -177,8 +177,12 @@ pub fn function(
             failures_of: ::core::option::Option::None,
         }
     };
-    // The handler the worker calls, the `Function` impl, the registration and the
-    // trigger check.
+    let with_doc = format!(
+        "This function run with `event`, for `ctx.invoke(\"step-id\", {name}::with(event))`: \
+         a child run whose output the invoke step returns."
+    );
+    // The handler the worker calls, `with` (for invoke), the `Function` impl, the
+    // registration and the trigger check.
     let generated = quote! {
         #[allow(non_local_definitions)]
         impl #name {
@@ -194,6 +198,15 @@ pub fn function(
         }
 
         #failure_fn
+
+        #[allow(non_local_definitions)]
+        impl #name {
+            #[doc = #with_doc]
+            #[allow(private_interfaces, dead_code)]
+            #vis fn with(event: #event) -> ::flow::Invocation<#output> {
+                ::flow::__private::invocation(<Self as ::flow::Function>::DEF, event)
+            }
+        }
 
         #[allow(non_local_definitions)]
         impl ::flow::Function for #name {

@@ -5,6 +5,7 @@
 
 mod finish;
 mod held;
+mod invoke;
 mod migrate;
 mod nodelay;
 mod send;

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("../migrations/0005_run_watchers.sql")),
     (6, include_str!("../migrations/0006_waits.sql")),
     (7, include_str!("../migrations/0007_system_events.sql")),
+    (8, include_str!("../migrations/0008_invoke.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

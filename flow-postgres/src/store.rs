@@ -23,6 +23,7 @@ use flow_core::{
 };
 
 use crate::held::on_conn;
+use crate::invoke::{Invokes, starts_runs};
 use crate::send::{new_event_ids, send_on, stored_receipt};
 use crate::{PgStore, WAKEUP_CHANNEL, db_error};
 
@@ -515,7 +516,9 @@ impl PgStore {
             owner: claim_owner,
             lease: seconds(claim_lease),
         };
-        let sends = batch.iter().any(|(_, t)| !t.events.is_empty());
+        let sends = batch
+            .iter()
+            .any(|(_, t)| !t.events.is_empty() || starts_runs(t));
         // A claim alone is safe to repeat; a batch is retried by the committer.
         let (rows, kept) = on_conn!(self, repeat = batch.is_empty(), |conn| async {
             let query = commit_query(&input, &payloads, &claim_args, lease_for, now);
@@ -524,24 +527,27 @@ impl PgStore {
                 let kept = CommitRows::of(&rows)?;
                 return Ok((rows, kept));
             }
-            // Events ride on their transition's commit: stored in the same
-            // transaction, for the transitions the statement kept whole.
+            // Events and invoked runs ride on their transition's commit: stored in
+            // the same transaction, for the transitions the statement kept whole.
             let mut tx = conn.begin().await.map_err(db_error)?;
             let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
             let kept = CommitRows::of(&rows)?;
             let mut events = Vec::new();
             let mut ids = Vec::new();
+            let mut invokes = Invokes::default();
             for (lease, t) in batch {
                 if kept.committed(lease, t) == Committed::Written {
                     for outgoing in &t.events {
                         events.push(outgoing.event.clone());
                         ids.push(outgoing.id);
                     }
+                    invokes.add(lease, t);
                 }
             }
             if !events.is_empty() {
                 send_on(&mut tx, &events, &ids, now).await?;
             }
+            invokes.start(&mut tx, now).await?;
             tx.commit().await.map_err(db_error)?;
             Ok((rows, kept))
         })?;
@@ -1070,15 +1076,23 @@ const COMMIT: &str = "WITH clock AS (
                            WHERE a.name = w.name AND a.field = w.field
                              AND a.added_at <= (SELECT now FROM clock) - interval '1 second')
      ), leased AS (
+         -- A park whose run was marked while it executed (an invoked run ended,
+         -- migration 8) makes it due at once; `r` is the row's latest version.
          UPDATE flow.runs r
          SET status = CASE WHEN t.run_id IN (SELECT run_id FROM hits) THEN 'queued'
+                           WHEN t.status IN ('waiting', 'sleeping', 'queued')
+                                AND r.woken_under = r.lease_token THEN 'queued'
                            ELSE t.status END,
              not_before = CASE WHEN t.due_now OR t.run_id IN (SELECT run_id FROM hits)
                                THEN clock.now
+                               WHEN t.status IN ('waiting', 'sleeping', 'queued')
+                                    AND r.woken_under = r.lease_token THEN clock.now
                                WHEN t.run_id IN (SELECT run_id FROM first_waits)
                                THEN LEAST(t.not_before, clock.now + interval '1 second')
                                ELSE COALESCE(t.not_before, r.not_before) END,
              wait_since = CASE WHEN t.run_id IN (SELECT run_id FROM hits) THEN clock.now
+                               WHEN t.status IN ('waiting', 'sleeping', 'queued')
+                                    AND r.woken_under = r.lease_token THEN clock.now
                                WHEN t.not_before IS NOT NULL
                                     AND t.status IN ('sleeping', 'waiting', 'queued')
                                THEN t.not_before
@@ -1149,8 +1163,8 @@ const COMMIT: &str = "WITH clock AS (
          ON CONFLICT (run_id, key) DO UPDATE SET token = EXCLUDED.token
          RETURNING 1
      ), closed AS (
-         -- Waits that end: resolved here, or timed out (the run recorded it); a run
-         -- that ends closes its own (a trigger, migration 6).
+         -- Waits that end: resolved here, or timed out (the run recorded it, for
+         -- an event or an invoke); a run that ends closes its own (a trigger).
          DELETE FROM flow.waits x
          WHERE (x.run_id, x.key) IN (
                    SELECT h.run_id, h.key FROM hits h
@@ -1161,7 +1175,7 @@ const COMMIT: &str = "WITH clock AS (
                    FROM unnest($13::uuid[], $14::bigint[], $15::text[], $17::text[])
                        AS s(run_id, token, key, kind)
                    JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
-                   WHERE s.kind = 'wait')
+                   WHERE s.kind IN ('wait', 'invoke'))
          RETURNING 1
      ), hit_notified AS (
          SELECT pg_notify('flow_wakeup', '')

@@ -4,6 +4,7 @@
 //! in-process (there is no LISTEN/NOTIFY). Pick PostgreSQL for several worker
 //! processes or machines.
 
+mod invoke;
 mod store;
 mod waits;
 
@@ -42,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_blocked_runs.sql")),
     (4, include_str!("../migrations/0004_waits.sql")),
     (5, include_str!("../migrations/0005_system_events.sql")),
+    (6, include_str!("../migrations/0006_invoke.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

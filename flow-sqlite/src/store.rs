@@ -24,6 +24,7 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
+use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
 fn json(value: &Value) -> String {
     value.to_string()
@@ -254,7 +255,7 @@ impl Store for SqliteStore {
             .iter()
             .filter(|r| r.try_get::<&str, _>(0).is_ok_and(|s| s == "failed"))
             .count();
-        self.wake_after_ending(gave_up as u64).await;
+        self.wake_after_ending(gave_up as u64);
         Ok(rows.len() as u64)
     }
 
@@ -274,7 +275,7 @@ impl Store for SqliteStore {
         let cancelled = cancelled.rows_affected() == 1;
         if cancelled {
             self.finishes.announce(vec![run]);
-            self.wake_after_ending(1).await;
+            self.wake_after_ending(1);
         }
         Ok(cancelled)
     }
@@ -308,7 +309,7 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, Error>>()?;
         let cancelled = ids.len() as u64;
         self.finishes.announce(ids);
-        self.wake_after_ending(cancelled).await;
+        self.wake_after_ending(cancelled);
         Ok(cancelled)
     }
 
@@ -327,7 +328,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db_error)?;
-        self.wake_after_ending(settled.rows_affected()).await;
+        self.wake_after_ending(settled.rows_affected());
         Ok(settled.rows_affected() == 1)
     }
 
@@ -494,6 +495,13 @@ impl SqliteStore {
             for (lease, t) in batch {
                 results.push(commit_one(conn, lease, t, lease_for, now, &mut woke).await?);
             }
+            let ended = batch
+                .iter()
+                .zip(&results)
+                .any(|((_, t), r)| matches!(t.next, Next::Finish(_)) && *r != Committed::LeaseLost);
+            if ended && !woke {
+                woke = system_event_consumers(conn).await?;
+            }
             let claimed = match claim {
                 Some(claim) => claim_on(conn, claim, now).await?,
                 None => Vec::new(),
@@ -502,36 +510,18 @@ impl SqliteStore {
         })
         .await?;
         self.announce_commit(batch, &results);
-        let ended = batch
-            .iter()
-            .zip(&results)
-            .any(|((_, t), r)| matches!(t.next, Next::Finish(_)) && *r != Committed::LeaseLost);
-        if woke || (ended && self.system_event_consumers().await) {
+        if woke {
             self.wake(Wakeup::Now);
         }
         Ok((results, claimed))
     }
 
-    /// Whether a function is triggered by flow's system events: after a write that
-    /// ended runs, the trigger of migration 5 has then queued its runs, and this
-    /// process's workers are told at once (others find them at their poll). The
-    /// write has committed already, so a failure to read says yes: a needless
-    /// wake-up costs a claim, an error would report a committed write as failed.
-    async fn system_event_consumers(&self) -> bool {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM flow_functions
-                            WHERE trigger IN ('flow/function.finished', 'flow/function.failed',
-                                              'flow/function.cancelled'))",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .unwrap_or(true)
-    }
-
-    /// Tells this process's workers of runs a write that ended `ended` runs may
-    /// have queued through flow's system events.
-    async fn wake_after_ending(&self, ended: u64) {
-        if ended > 0 && self.system_event_consumers().await {
+    /// Tells this process's workers of runs a write that ended `ended` runs (a
+    /// cancel, a settlement, a recovery: none on the hot path) may have made due:
+    /// the runs of functions triggered by flow's system events, and the parents of
+    /// invoked runs. Others find them at their poll.
+    fn wake_after_ending(&self, ended: u64) {
+        if ended > 0 {
             self.wake(Wakeup::Now);
         }
     }
@@ -779,6 +769,19 @@ async fn store_events(
     Ok(receipt)
 }
 
+/// Whether a function is triggered by flow's system events: after a write that
+/// ended runs, the trigger has then queued its runs, and this process's workers
+/// are told at once (others find them at their poll).
+async fn system_event_consumers(conn: &mut SqliteConnection) -> Result<bool, Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flow_functions WHERE trigger IN (?, ?, ?))")
+        .bind(FUNCTION_FINISHED)
+        .bind(FUNCTION_FAILED)
+        .bind(FUNCTION_CANCELLED)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)
+}
+
 async fn commit_one(
     conn: &mut SqliteConnection,
     lease: &Lease,
@@ -809,10 +812,15 @@ async fn commit_one(
     let (status, failure) = (update.status, update.failure);
     let running = status == RunStatus::Running;
     let finished = status.is_finished();
-    let fence = sqlx::query(
+    // A park of a run marked while it executed (a run it invoked ended,
+    // migration 6) makes it due at once.
+    let fence = sqlx::query_scalar::<_, Option<String>>(
         "UPDATE flow_runs
-         SET status = ?1,
-             not_before = COALESCE(?2, not_before),
+         SET status = CASE WHEN ?1 IN ('waiting', 'sleeping', 'queued')
+                                AND woken_under = lease_token THEN 'queued' ELSE ?1 END,
+             not_before = CASE WHEN ?1 IN ('waiting', 'sleeping', 'queued')
+                                    AND woken_under = lease_token THEN ?12
+                               ELSE COALESCE(?2, not_before) END,
              lease_owner = CASE WHEN ?3 THEN lease_owner END,
              lease_expires_at = CASE WHEN NOT ?3 THEN NULL WHEN ?16 THEN ?4
                                      ELSE lease_expires_at END,
@@ -823,9 +831,12 @@ async fn commit_one(
              blocked_count = CASE WHEN ?1 = 'blocked' THEN blocked_count + 1
                                   WHEN ?5 THEN 0 ELSE blocked_count END,
              step_count = max(step_count, COALESCE(?15, 0)),
-             wait_since = CASE WHEN ?17 IS NOT NULL THEN ?17 WHEN ?5 THEN ?12
+             wait_since = CASE WHEN ?1 IN ('waiting', 'sleeping', 'queued')
+                                    AND woken_under = lease_token THEN ?12
+                               WHEN ?17 IS NOT NULL THEN ?17 WHEN ?5 THEN ?12
                                ELSE wait_since END
-         WHERE id = ?13 AND lease_token = ?14 AND status = 'running'",
+         WHERE id = ?13 AND lease_token = ?14 AND status = 'running'
+         RETURNING parent_id",
     )
     .bind(status.as_str())
     .bind(match update.due {
@@ -852,11 +863,16 @@ async fn commit_one(
         (Next::Park(_), Due::At(at)) => Some(micros(at)),
         _ => None,
     })
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
-    if fence.rows_affected() == 0 {
+    let Some(parent) = fence else {
         return Ok(Committed::LeaseLost);
+    };
+    // An invoked run that ends has woken its parent (the trigger).
+    *woke |= finished && parent.is_some();
+    if let Next::Park(park) = &t.next {
+        *woke |= crate::invoke::start(conn, &run_id, &park.wake.runs, now).await?;
     }
     if let Some(since) = wait_since {
         let registered =
@@ -876,10 +892,16 @@ async fn commit_one(
     let timed_out: Vec<&str> = t
         .steps
         .iter()
-        .filter(|s| s.kind == flow_core::StepKind::Wait)
+        .filter(|s| {
+            matches!(
+                s.kind,
+                flow_core::StepKind::Wait | flow_core::StepKind::Invoke
+            )
+        })
         .map(|s| s.key.as_str())
         .collect();
-    // A run that ends closes its waits itself (a trigger, migration 4).
+    // Timed-out waits and invokes close here; a run that ends closes its waits
+    // itself (a trigger).
     for key in timed_out {
         crate::waits::close(conn, &run_id, key).await?;
     }

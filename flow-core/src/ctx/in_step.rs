@@ -110,6 +110,14 @@ impl StepCtx {
     }
 
     #[doc(hidden)]
+    pub fn invoke<'a, I, T>(&'a self, _id: &str, _invocation: I) -> Ready<Result<T, StepError>>
+    where
+        &'a StepCtx: InvokeInAStep,
+    {
+        unreachable!("refused at compile time")
+    }
+
+    #[doc(hidden)]
     pub fn now<'a>(&'a self) -> Ready<DateTime<Utc>>
     where
         &'a StepCtx: NowInAStep,
@@ -202,6 +210,14 @@ pub trait WaitInAStep {}
 )]
 pub trait SendInAStep {}
 
+/// Implemented by nothing a step's body has: `ctx.invoke` there is a compile error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a step's body cannot invoke a function: the run cannot park while a step runs",
+    label = "call `ctx.invoke` from the function's body between steps"
+)]
+pub trait InvokeInAStep {}
+
 /// Implemented by nothing a step's body has: `ctx.now()` there is a compile error.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
@@ -229,6 +245,8 @@ impl SleepInAStep for std::convert::Infallible {}
 impl WaitInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl SendInAStep for std::convert::Infallible {}
+#[diagnostic::do_not_recommend]
+impl InvokeInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]
 impl NowInAStep for std::convert::Infallible {}
 #[diagnostic::do_not_recommend]

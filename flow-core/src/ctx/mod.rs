@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::run::core::RunCore;
-use crate::step::{StepCall, WaitForEvent};
+use crate::step::{Invocation, Invoke, StepCall, WaitForEvent};
 use crate::{Event, EventId, IntoEvents, RunId, StepError, StepKind, StepOptions};
 
 /// A run's handle, the first parameter of every handler and step.
@@ -158,6 +158,39 @@ impl Ctx {
             .and_then(|events| crate::prepare(events, &self.core.limits));
         let call = StepCall::new_kind(&self.core, id, StepKind::SendEvent, StepOptions::DEFAULT);
         SendEvent(Box::pin(call.send(events)))
+    }
+
+    /// Runs another `#[function]` as a step named `id` and returns its output: a
+    /// run of it starts when the parent parks (holding no worker meanwhile), and
+    /// its end wakes the parent. The function's `with` fn makes the invocation,
+    /// so the payload is checked against its event type when this compiles. Its
+    /// run's failure, cancel or [timeout](crate::Invoke::timeout) is this step's
+    /// error, fatal (not retried: the invoked run had its own retries).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use flow_core as flow;
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Resize { width: u32 }
+    /// # impl flow::Event for Resize { const NAME: &'static str = "img/resize"; }
+    /// # #[allow(non_camel_case_types)] struct thumbnail;
+    /// # impl thumbnail { fn with(e: Resize) -> flow::Invocation<String> { unimplemented!() } }
+    /// # async fn demo(ctx: &flow::Ctx) -> Result<(), flow::StepError> {
+    /// let path: String = ctx
+    ///     .invoke("small", thumbnail::with(Resize { width: 100 }))
+    ///     .timeout(Duration::from_secs(600))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn invoke<T>(&self, id: &str, invocation: Invocation<T>) -> Invoke<T> {
+        let called_at = self.core.clock.now();
+        let problem = invocation.payload_problem(&self.core.limits);
+        Invoke::new(
+            StepCall::new_kind(&self.core, id, StepKind::Invoke, StepOptions::DEFAULT),
+            called_at,
+            invocation,
+            problem,
+        )
     }
 
     /// The current time, journaled: recorded once, the same on every replay. It

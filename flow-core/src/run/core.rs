@@ -557,6 +557,11 @@ impl RunCore {
                          body cannot send as a step (its events would be sent again on a \
                          retry): call ctx.send_event from the function body between steps"
                     ),
+                    StepKind::Invoke => format!(
+                        "invoke `{key}` was called inside the body of step `{outer}`; a step \
+                         body cannot wait for another run durably (the run cannot park while \
+                         a body runs): call ctx.invoke from the function body between steps"
+                    ),
                     StepKind::Run => format!(
                         "step `{key}` was called inside the body of step `{outer}`; steps \
                          cannot nest: call `{key}` from the function body, or make it a plain \
@@ -694,6 +699,7 @@ fn describe_kind(kind: StepKind) -> &'static str {
         StepKind::Now => "ctx.now()",
         StepKind::Wait => "wait",
         StepKind::SendEvent => "send",
+        StepKind::Invoke => "invoke",
     }
 }
 

@@ -131,6 +131,9 @@ pub enum StepKind {
     /// `Send`: an item of that name makes rustc spell the marker trait
     /// `std::marker::Send` in every error of a crate that uses flow.)
     SendEvent,
+    /// A `ctx.invoke`: its output is `{run_id, output}` of the run it started, its
+    /// error how that run failed, was cancelled, or timed out.
+    Invoke,
 }
 
 impl StepKind {
@@ -142,6 +145,7 @@ impl StepKind {
             StepKind::Now => "now",
             StepKind::Wait => "wait",
             StepKind::SendEvent => "send",
+            StepKind::Invoke => "invoke",
         }
     }
 }
@@ -156,6 +160,7 @@ impl FromStr for StepKind {
             "now" => StepKind::Now,
             "wait" => StepKind::Wait,
             "send" => StepKind::SendEvent,
+            "invoke" => StepKind::Invoke,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"

@@ -2,14 +2,17 @@
 //! `tokio::spawn` get keys in call order), executed and checkpointed when awaited.
 //!
 //! One file per step tool: `run` (a body, retried and checkpointed), `sleep`,
-//! `now`, `wait` (for an event), `send` (events); what they share is here.
+//! `now`, `wait` (for an event), `send` (events), `invoke` (another function);
+//! what they share is here.
 
+mod invoke;
 mod now;
 mod run;
 mod send;
 mod sleep;
 mod wait;
 
+pub use invoke::{Invocation, Invoke};
 pub use wait::{HasTimeout, MAX_WAIT, Timeout, TimeoutMissing, WaitForEvent};
 
 use std::sync::Arc;

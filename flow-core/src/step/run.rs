@@ -160,7 +160,10 @@ impl StepCall {
 
     /// The recorded result, or `None` when the record no longer reads as `T` (the
     /// run is then blocked).
-    fn replayed<T: DeserializeOwned>(&self, record: &StepRecord) -> Option<Result<T, StepError>> {
+    pub(super) fn replayed<T: DeserializeOwned>(
+        &self,
+        record: &StepRecord,
+    ) -> Option<Result<T, StepError>> {
         if let Some(error) = self.recorded_error(record) {
             return Some(Err(error));
         }

@@ -23,8 +23,8 @@ pub use records::{
     handler_attempts, stored_error_message,
 };
 pub use transition::{
-    Block, Committed, Due, EventWait, Failure, FailureKind, Next, Outcome, OutgoingEvent, Park,
-    ParkReason, RunUpdate, Transition, WakeOn,
+    Block, Committed, Due, EventWait, Failure, FailureKind, INVOKE_WAIT, NewRun, Next, Outcome,
+    OutgoingEvent, Park, ParkReason, RunUpdate, RunWait, Transition, WakeOn,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls

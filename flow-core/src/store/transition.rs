@@ -219,6 +219,20 @@ impl Park {
             wake: WakeOn {
                 at: Some(wait.expires_at),
                 events: vec![wait],
+                runs: Vec::new(),
+            },
+        }
+    }
+
+    /// Waiting for a run it invoked to end, until the invoke's deadline (status
+    /// `waiting`).
+    pub fn invoke(invoke: RunWait) -> Park {
+        Park {
+            reason: ParkReason::Wait,
+            wake: WakeOn {
+                at: Some(invoke.expires_at),
+                events: Vec::new(),
+                runs: vec![invoke],
             },
         }
     }
@@ -251,9 +265,11 @@ impl Park {
         };
         let mut events = self.wake.events;
         events.extend(other.wake.events);
+        let mut runs = self.wake.runs;
+        runs.extend(other.wake.runs);
         Park {
             reason,
-            wake: WakeOn { at, events },
+            wake: WakeOn { at, events, runs },
         }
     }
 }
@@ -266,7 +282,7 @@ pub enum ParkReason {
     Sleep,
     /// A step's backoff before its next attempt.
     Retry,
-    /// `ctx.wait_for_event`.
+    /// `ctx.wait_for_event`, or `ctx.invoke` waiting for its run.
     Wait,
 }
 
@@ -280,6 +296,8 @@ pub struct WakeOn {
     /// Events it waits for: one that is stored (or was, since the wait began)
     /// resolves its wait and wakes the run.
     pub events: Vec<EventWait>,
+    /// Runs it invoked: the end of one resolves its invoke step and wakes the run.
+    pub runs: Vec<RunWait>,
 }
 
 impl WakeOn {
@@ -288,8 +306,48 @@ impl WakeOn {
         WakeOn {
             at: Some(time),
             events: Vec::new(),
+            runs: Vec::new(),
         }
     }
+}
+
+/// The name under which a backend keeps an invoke's wait among the waits for
+/// events (its field is `run_id`, its value the invoked run's id): no event can
+/// have it, since names beginning with `flow/` are refused at send. A wait that
+/// keeps its deadline across parks, and closes when its run ends, as theirs do.
+pub const INVOKE_WAIT: &str = "flow/invoke";
+
+/// An invoke's wait for the run it started ([`WakeOn::runs`]). When that run
+/// ends, the store records how it ended as the invoke step's output (or error)
+/// and wakes the run, in the statement that ends it; a run that is executing at
+/// that moment is told at its next park, which then wakes it at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunWait {
+    /// The invoke step's key.
+    pub key: String,
+    /// The invoke step's position in the run's order.
+    pub position: u32,
+    /// When the invoke times out (its step then fails).
+    pub expires_at: DateTime<Utc>,
+    /// The run to start, the first time the run parks on this invoke; `None` when
+    /// an earlier park started it (the store then has its wait already).
+    pub start: Option<NewRun>,
+}
+
+/// A run an invoke starts ([`RunWait::start`]): stored with its event in the
+/// commit of the park, only while the lease holds and only if this invoke has no
+/// run yet. Its event is named [`FUNCTION_INVOKED`](crate::system::FUNCTION_INVOKED),
+/// so that it starts no other function and resolves no wait.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRun {
+    /// The new run's id, given by the worker.
+    pub run_id: crate::RunId,
+    /// The function it runs.
+    pub function_id: &'static str,
+    /// Its event's id, given by the worker.
+    pub event_id: crate::EventId,
+    /// Its event's data: the invoke's payload.
+    pub data: Value,
 }
 
 /// A wait for an event ([`WakeOn::events`]), registered by the park that carries
