@@ -100,3 +100,31 @@ async fn quickstart_on_postgresql_when_database_url_is_set() {
         "no SQLite file when DATABASE_URL is set"
     );
 }
+
+#[tokio::test]
+async fn image_pipeline_makes_three_thumbnails_through_invoked_runs() {
+    let url = common::fresh_database().await;
+    for url in [Some(url.as_str()), None] {
+        let (stdout, _) = run("image_pipeline", url);
+        assert!(
+            stdout.contains("upload run completed: \"saved 3 thumbnails of beach (622080 bytes)\""),
+            "{stdout}"
+        );
+        for (key, width) in [
+            ("thumbnail", 160),
+            ("thumbnail:1", 640),
+            ("thumbnail:2", 1280),
+        ] {
+            assert!(
+                stdout.contains(&format!(
+                    "{key:<12} -> run of `thumbnail` completed: \"beach-{width}w.jpg\""
+                )),
+                "{stdout}"
+            );
+        }
+        assert!(
+            stdout.contains("worker stopped: 4 runs finished"),
+            "{stdout}"
+        );
+    }
+}

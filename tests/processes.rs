@@ -1,6 +1,6 @@
 //! Real worker processes, on either backend: SIGKILLed mid-step several times and
-//! started again on the same database (or file), sharing work, and shutting down on
-//! SIGTERM.
+//! started again on the same database (or file), SIGKILLed while its runs wait for
+//! events and invoked runs, sharing work, and shutting down on SIGTERM.
 
 mod common;
 
@@ -15,6 +15,7 @@ use flow::{NewEvent, Now, RunId, RunStatus, RunView};
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Setup {
+    store: flow::AnyStore,
     client: flow::Client,
     url: String,
     effects: PathBuf,
@@ -37,13 +38,24 @@ async fn setup() -> Setup {
         trigger: "test/work.item".into(),
         failures_of: None,
     };
+    let order = FunctionInfo {
+        id: "order".into(),
+        trigger: "test/work.order".into(),
+        failures_of: None,
+    };
+    let review = FunctionInfo {
+        id: "review".into(),
+        trigger: "test/work.review".into(),
+        failures_of: None,
+    };
     store
-        .register_functions(&[etl], Now::Database)
+        .register_functions(&[etl, order, review], Now::Database)
         .await
         .unwrap();
     let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("effects-{}.txt", uuid::Uuid::new_v4().simple()));
     Setup {
+        store: store.clone(),
         client: flow::Client::new(store),
         url,
         effects,
@@ -272,4 +284,76 @@ async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
         twice.is_empty(),
         "no step ran twice without a failure ({line_a} / {line_b}); again: {twice:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_parked_on_waits_and_invokes_resolve_on_another_worker_after_a_sigkill() {
+    let setup = setup().await;
+    let events =
+        (0..5).map(|i| NewEvent::raw("test/work.order", serde_json::json!({ "id": i })).unwrap());
+    let orders: Vec<RunId> = setup
+        .client
+        .send_batch(events)
+        .await
+        .unwrap()
+        .runs
+        .into_iter()
+        .map(|(_, run)| run)
+        .collect();
+    assert_eq!(orders.len(), 5);
+    let mut first = setup.start_worker("w1", 0);
+    // Each order waits for the review it invoked, each review for its approval.
+    common::eventually(WAIT, "five orders and five reviews to wait", || async {
+        common::count(
+            &setup.store,
+            "SELECT count(*) FROM flow.runs WHERE status = 'waiting'",
+            "SELECT count(*) FROM flow_runs WHERE status = 'waiting'",
+        )
+        .await
+            == 10
+    })
+    .await;
+    first.kill().unwrap(); // SIGKILL
+    let first_pid = first.id();
+    first.wait().unwrap();
+    // Approved while no worker is up: the sends resolve the waits themselves.
+    let approvals = (0..5).map(|i| {
+        NewEvent::raw(
+            "test/work.approved",
+            serde_json::json!({ "order": i, "by": "ada" }),
+        )
+        .unwrap()
+    });
+    setup.client.send_batch(approvals).await.unwrap();
+    let second = setup.start_worker("w2", 0);
+    for (i, run) in orders.iter().enumerate() {
+        let done = setup.client.wait(*run, WAIT).await.unwrap();
+        assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
+        assert_eq!(
+            done.output,
+            Some(serde_json::json!(format!("order {i} approved by ada")))
+        );
+    }
+    sigterm(&second);
+    let second_pid = second.id();
+    report(second);
+    // Every step body ran once: the reviews opened on the killed worker, the
+    // shipping on the new one.
+    let effects = setup.effects();
+    let mut seen: HashMap<(String, String), u32> = HashMap::new();
+    for e in &effects {
+        let expected = if e.step == "open_review" {
+            first_pid
+        } else {
+            second_pid
+        };
+        assert_eq!(
+            e.pid, expected,
+            "{} of run {} ran on {}",
+            e.step, e.run, e.pid
+        );
+        *seen.entry((e.run.clone(), e.step.clone())).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 10, "five reviews opened, five orders shipped");
+    assert!(seen.values().all(|&n| n == 1), "a step ran twice: {seen:?}");
 }

@@ -1,6 +1,6 @@
-//! A worker process for the end-to-end tests (kill, shared work, SIGTERM), on either
-//! backend. Its functions register themselves through inventory, as in a user's
-//! binary.
+//! A worker process for the end-to-end tests (kill, waits and invokes, shared work,
+//! SIGTERM), on either backend. Its functions register themselves through
+//! inventory, as in a user's binary.
 //!
 //! Environment: DATABASE_URL (postgres:// or sqlite://); FLOW_TEST_EFFECTS, a file
 //! to which each step body appends `pid run step started_us` when it starts;
@@ -68,6 +68,58 @@ async fn etl(ctx: &Ctx, event: WorkItem) -> Result<i64, FlowError> {
     let a = extract(ctx, event.n).await?;
     let b = transform(ctx, a).await?;
     Ok(load(ctx, b).await?)
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.order")]
+struct Order {
+    id: i64,
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.review")]
+struct Review {
+    order: i64,
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.approved")]
+struct Approved {
+    order: i64,
+    by: String,
+}
+
+#[step]
+async fn open_review(ctx: &Ctx, order: i64) -> Result<i64, StepError> {
+    effect(ctx, "open_review")?;
+    Ok(order)
+}
+
+/// Invoked by `order`: waits (parked, for an hour at most) for the order's approval.
+#[function(event = "test/work.review")]
+async fn review(ctx: &Ctx, review: Review) -> Result<String, FlowError> {
+    let order = open_review(ctx, review.order).await?;
+    let approved = ctx
+        .wait_for_event::<Approved>("approval")
+        .matching(|f| f.order, order)
+        .timeout(Duration::from_secs(3600))
+        .await?;
+    Ok(approved.map_or_else(|| "timed out".to_owned(), |a| a.by))
+}
+
+#[step]
+async fn ship(ctx: &Ctx, order: i64, approver: String) -> Result<String, StepError> {
+    effect(ctx, "ship")?;
+    Ok(format!("order {order} approved by {approver}"))
+}
+
+/// Invokes `review` and ships once it returns.
+#[function(event = "test/work.order")]
+async fn order(ctx: &Ctx, order: Order) -> Result<String, FlowError> {
+    let approver = ctx
+        .invoke("review", review::with(Review { order: order.id }))
+        .await?;
+    Ok(ship(ctx, order.id, approver).await?)
 }
 
 #[tokio::main]
