@@ -42,11 +42,6 @@ impl<T> Invocation<T> {
         }
     }
 
-    /// The function it runs.
-    pub fn function(&self) -> &'static FunctionDef {
-        self.function
-    }
-
     /// Why its payload cannot be stored as its run's event, if it cannot: it does
     /// not serialize, is over the event size limit, or holds a NUL.
     pub(crate) fn payload_problem(&self, limits: &crate::Limits) -> Option<String> {
