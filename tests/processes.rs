@@ -33,21 +33,9 @@ async fn setup() -> Setup {
     let (store, url) = common::store().await;
     // The functions the worker binary serves, announced before any worker is up so
     // that the events sent below start their runs.
-    let etl = FunctionInfo {
-        id: "etl".into(),
-        trigger: "test/work.item".into(),
-        failures_of: None,
-    };
-    let order = FunctionInfo {
-        id: "order".into(),
-        trigger: "test/work.order".into(),
-        failures_of: None,
-    };
-    let review = FunctionInfo {
-        id: "review".into(),
-        trigger: "test/work.review".into(),
-        failures_of: None,
-    };
+    let etl = FunctionInfo::new("etl", "test/work.item");
+    let order = FunctionInfo::new("order", "test/work.order");
+    let review = FunctionInfo::new("review", "test/work.review");
     store
         .register_functions(&[etl, order, review], Now::Database)
         .await

@@ -31,11 +31,7 @@ fn secs(n: i64) -> chrono::Duration {
 async fn announce<S: Store>(store: &S, functions: &[(&str, &str)]) {
     let infos: Vec<FunctionInfo> = functions
         .iter()
-        .map(|(id, trigger)| FunctionInfo {
-            id: id.to_string(),
-            trigger: trigger.to_string(),
-            failures_of: None,
-        })
+        .map(|(id, trigger)| FunctionInfo::new(*id, *trigger))
         .collect();
     store
         .register_functions(&infos, Now::At(start()))
@@ -1679,11 +1675,7 @@ pub async fn blocked_runs_are_held_retried_and_settled<S: Store + ReadStore>(sto
     // An announce makes it due at once.
     store
         .register_functions(
-            &[FunctionInfo {
-                id: "a".into(),
-                trigger: "t/blocked".into(),
-                failures_of: None,
-            }],
+            &[FunctionInfo::new("a", "t/blocked")],
             Now::At(start() + secs(61)),
         )
         .await

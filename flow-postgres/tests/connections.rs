@@ -21,11 +21,7 @@ use flow_postgres::PgStore;
 async fn announce(store: &PgStore, functions: &[(&str, &str)]) {
     let infos: Vec<FunctionInfo> = functions
         .iter()
-        .map(|(id, trigger)| FunctionInfo {
-            id: (*id).into(),
-            trigger: (*trigger).into(),
-            failures_of: None,
-        })
+        .map(|(id, trigger)| FunctionInfo::new(*id, *trigger))
         .collect();
     store
         .register_functions(&infos, Now::Database)

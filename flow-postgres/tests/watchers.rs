@@ -16,11 +16,7 @@ use flow_core::{NewEvent, Now, RunId};
 use flow_postgres::PgStore;
 
 async fn started_runs(store: &PgStore, n: i64) -> Vec<Lease> {
-    let info = FunctionInfo {
-        id: "a".into(),
-        trigger: "t/watched".into(),
-        failures_of: None,
-    };
+    let info = FunctionInfo::new("a", "t/watched");
     store
         .register_functions(&[info], Now::Database)
         .await

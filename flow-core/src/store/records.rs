@@ -185,6 +185,17 @@ pub struct FunctionInfo {
     pub failures_of: Option<String>,
 }
 
+impl FunctionInfo {
+    /// A function triggered by `trigger` (not an `on_failure` handler).
+    pub fn new(id: impl Into<String>, trigger: impl Into<String>) -> Self {
+        FunctionInfo {
+            id: id.into(),
+            trigger: trigger.into(),
+            failures_of: None,
+        }
+    }
+}
+
 /// What [`Store::send`](super::Store::send) did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SendReceipt {
