@@ -46,7 +46,7 @@ pub use backend::DEFAULT_SQLITE_URL;
 #[cfg(feature = "postgres")]
 pub use backend::SendInTransaction;
 pub use flow_core::{
-    AttemptView, Backoff, BackoffOverride, Clock, Connect, Ctx, DEFAULT_CONCURRENCY,
+    AttemptView, Backoff, BackoffOverride, CancelOn, Clock, Connect, Ctx, DEFAULT_CONCURRENCY,
     ERROR_MESSAGE_BYTES, Error, Event, EventFields, EventId, Failure, FailureKind, Field,
     FlowError, Function, FunctionDef, HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents,
     Invocation, Invoke, Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now,

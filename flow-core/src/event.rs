@@ -47,7 +47,7 @@ impl<E, T> Field<E, T> {
     }
 
     /// The field's name in the event's JSON data.
-    pub fn name(&self) -> &'static str {
+    pub const fn name(&self) -> &'static str {
         self.name
     }
 }

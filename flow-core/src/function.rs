@@ -72,7 +72,23 @@ pub struct FunctionDef {
     pub on_failure: Option<&'static FunctionDef>,
     /// For an `on_failure` handler: the function whose failures start it.
     pub failures_of: Option<&'static str>,
+    /// `cancel_on(...)`: events that cancel a run of it.
+    pub cancel_on: &'static [CancelOn],
 }
+
+/// `#[function(cancel_on(event = "...", match = field))]`: an event named `event`
+/// whose data carries, in `field`, the value the run's own event has there cancels
+/// the run, whatever it is doing (sleeping, waiting, between steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CancelOn {
+    /// The name of the event that cancels.
+    pub event: &'static str,
+    /// The field, as named in both events' JSON data, whose values must be equal.
+    pub field: &'static str,
+}
+
+/// The most `cancel_on` triggers one function may have.
+pub const MAX_CANCEL_ON: usize = 5;
 
 /// Implemented by `#[function]` on a type of the same name as the handler fn, so
 /// the function can be named in type position: `builder.register::<my_fn>()`.
@@ -170,6 +186,7 @@ mod tests {
         location: "src/a.rs:3",
         on_failure: None,
         failures_of: None,
+        cancel_on: &[],
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -180,6 +197,7 @@ mod tests {
         location: "src/b.rs:9",
         on_failure: None,
         failures_of: None,
+        cancel_on: &[],
     };
 
     #[test]

@@ -35,7 +35,9 @@ pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, Step
 pub use event::{
     Event, EventFields, Field, IntoEvent, IntoEvents, NewEvent, StoredEvent, check_name,
 };
-pub use function::{Function, FunctionDef, HandlerOutcome, Registry, registered};
+pub use function::{
+    CancelOn, Function, FunctionDef, HandlerOutcome, MAX_CANCEL_ON, Registry, registered,
+};
 pub use limits::{
     ERROR_MESSAGE_BYTES, Limits, MATCH_VALUE_BYTES, Storable, find_nul, storable_message,
 };

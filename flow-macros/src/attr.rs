@@ -10,6 +10,9 @@ use crate::errors::Errors;
 /// The most retries a function or step may ask for (flow_core::MAX_RETRIES).
 const MAX_RETRIES: u64 = 20;
 
+/// The most `cancel_on` a function may have (flow_core::MAX_CANCEL_ON).
+const MAX_CANCEL_ON: usize = 5;
+
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
 const NOT_BUILT_YET: &[&str] = &[
@@ -20,7 +23,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "batch_events",
     "priority",
     "idempotency",
-    "cancel_on",
     "timeouts",
     "singleton",
     "cron",
@@ -44,6 +46,17 @@ pub struct FunctionArgs {
     pub backoff: Backoff,
     /// `on_failure = path`: the fn that runs when a run of this function fails for good.
     pub on_failure: Option<syn::Path>,
+    /// `cancel_on(event = "...", match = field)`, in the order given.
+    pub cancel_on: Vec<CancelOnArg>,
+}
+
+/// One `cancel_on(event = "...", match = field)`.
+pub struct CancelOnArg {
+    /// The name of the event that cancels.
+    pub event: LitStr,
+    /// The field of the run's event type whose value the cancelling event must
+    /// carry, spanned at the user's token (the compiler checks it exists).
+    pub field: syn::Ident,
 }
 
 #[derive(Default)]
@@ -55,11 +68,19 @@ pub struct StepArgs {
 
 pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> FunctionArgs {
     let mut args = FunctionArgs::default();
-    let keys = ["event", "id", "retries", "backoff", "on_failure"];
+    let keys = [
+        "event",
+        "id",
+        "retries",
+        "backoff",
+        "on_failure",
+        "cancel_on",
+    ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
-        if given_twice(&meta, &key, &mut seen, "#[function]", errors)? {
+        // `cancel_on` may be given several times, one event each.
+        if key != "cancel_on" && given_twice(&meta, &key, &mut seen, "#[function]", errors)? {
             return Ok(());
         }
         match key.as_str() {
@@ -68,6 +89,34 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "retries" => args.retries = retries_value(&meta, errors)?,
             "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
             "on_failure" => args.on_failure = on_failure_value(&meta, errors)?,
+            "cancel_on" => {
+                if let Some(cancel) = cancel_on_value(&meta, errors)? {
+                    if args.cancel_on.len() == MAX_CANCEL_ON {
+                        errors.at(
+                            &meta.path,
+                            format!(
+                                "a function takes at most {MAX_CANCEL_ON} `cancel_on`; \
+                                 remove one, or send one event that means all of them"
+                            ),
+                        );
+                    } else if args
+                        .cancel_on
+                        .iter()
+                        .any(|c| c.event.value() == cancel.event.value() && c.field == cancel.field)
+                    {
+                        errors.at(
+                            &meta.path,
+                            format!(
+                                "`cancel_on(event = \"{}\", match = {})` is given twice; keep one",
+                                cancel.event.value(),
+                                cancel.field
+                            ),
+                        );
+                    } else {
+                        args.cancel_on.push(cancel);
+                    }
+                }
+            }
             other if NOT_BUILT_YET.contains(&other) => {
                 errors.at(
                     &meta.path,
@@ -249,6 +298,130 @@ fn on_failure_value(
             None => None,
         },
     )
+}
+
+/// `cancel_on(event = "app/user.subscribed", match = user_id)`: `match` names a
+/// field of the handler's event type (an identifier, or the same in a string).
+fn cancel_on_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<CancelOnArg>> {
+    const EXAMPLE: &str = "`cancel_on(event = \"app/user.subscribed\", match = user_id)`";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`cancel_on` takes a list: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut event, mut field) = (None, None);
+    // Whether every key given was right (a wrong one is reported where it is).
+    let mut complete = true;
+    meta.parse_nested_meta(|inner| {
+        let key = path_name(&inner);
+        match key.as_str() {
+            "event" => {
+                event = string_value(&inner, errors, "event", "\"app/user.subscribed\"")?;
+                complete &= event.is_some();
+                if let Some(name) = &event
+                    && let Err(problem) = cancel_event_name(&name.value())
+                {
+                    errors.at(name, problem);
+                    complete = false;
+                }
+            }
+            "match" => {
+                field = match_value(&inner, errors)?;
+                complete &= field.is_some();
+            }
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key("cancel_on(...)", other, &["event", "match"]),
+                );
+                skip_value(&inner)?;
+                complete = false;
+            }
+        }
+        Ok(())
+    })?;
+    if !complete {
+        return Ok(None);
+    }
+    match (event, field) {
+        (Some(event), Some(field)) => Ok(Some(CancelOnArg { event, field })),
+        (None, _) => {
+            errors.at(
+                &meta.path,
+                format!("`cancel_on` needs the event's name: write {EXAMPLE}"),
+            );
+            Ok(None)
+        }
+        (_, None) => {
+            errors.at(
+                &meta.path,
+                format!("`cancel_on` needs the field both events must have equal: write {EXAMPLE}"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `match = user_id` or `match = "user_id"`: a field of the handler's event type,
+/// as an identifier spanned at the user's token.
+fn match_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<syn::Ident>> {
+    let help = "`match` names a field of the function's event type, as its struct declares \
+                it: write `match = user_id`";
+    Ok(match value_expr(meta, errors, "match", "user_id")? {
+        Some(Expr::Path(path)) if path.qself.is_none() && path.path.get_ident().is_some() => {
+            path.path.get_ident().cloned()
+        }
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        })) => match syn::parse_str::<syn::Ident>(&s.value()) {
+            Ok(ident) => Some(syn::Ident::new(&ident.to_string(), s.span())),
+            Err(_) => {
+                errors.at(&s, format!("`{}` is not a field name; {help}", s.value()));
+                None
+            }
+        },
+        Some(other) => {
+            errors.at(&other, help);
+            None
+        }
+        None => None,
+    })
+}
+
+/// The name a `cancel_on` waits for: a name an application may send (as
+/// `#[derive(Event)]` checks them), not one of flow's own, which sends never
+/// carry and so could never cancel anything.
+fn cancel_event_name(name: &str) -> Result<(), String> {
+    let example = "use a name like \"app/user.subscribed\"";
+    if name.is_empty() {
+        Err(format!("`event` cannot be empty; {example}"))
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "event name `{name}` contains whitespace or control characters; {example}"
+        ))
+    } else if name.starts_with('/') || name.ends_with('/') {
+        Err(format!(
+            "event name `{name}` starts or ends with `/`; {example}"
+        ))
+    } else if name.len() > 256 {
+        Err(format!(
+            "event name is {} bytes long; the limit is 256",
+            name.len()
+        ))
+    } else if name.starts_with("flow/") {
+        Err(format!(
+            "`{name}` is one of flow's own events, which never cancel a run (`cancel_on` \
+             matches the events applications send); name an event your application sends"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn id_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<LitStr>> {

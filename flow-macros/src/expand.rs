@@ -158,6 +158,7 @@ pub fn function(
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                     on_failure: ::core::option::Option::None,
                     failures_of: ::core::option::Option::Some(#id),
+                    cancel_on: &[],
                 })
             };
             (function, def)
@@ -175,7 +176,21 @@ pub fn function(
             location: ::core::concat!(::core::file!(), ":", ::core::line!()),
             on_failure: #failure_def,
             failures_of: ::core::option::Option::None,
+            cancel_on: __FLOW_CANCEL_ON,
         }
+    };
+    // `cancel_on`: each field is read through the event type's accessors, spanned
+    // at the user's token, so a field the event does not have is a compile error
+    // there, and the name stored is the one serde writes (its renames applied).
+    let cancel_on = args.cancel_on.iter().map(|c| {
+        let (name, field) = (&c.event, &c.field);
+        let json_name = quote_spanned! {field.span()=>
+            <#event as ::flow::__private::EventFields>::FIELDS.#field.name()
+        };
+        quote! { ::flow::__private::CancelOn { event: #name, field: #json_name } }
+    });
+    let cancel_on = quote! {
+        const __FLOW_CANCEL_ON: &[::flow::__private::CancelOn] = &[#(#cancel_on),*];
     };
     let with_doc = format!(
         "This function run with `event`, for `ctx.invoke(\"step-id\", {name}::with(event))`: \
@@ -184,6 +199,8 @@ pub fn function(
     // The handler the worker calls, `with` (for invoke), the `Function` impl, the
     // registration and the trigger check.
     let generated = quote! {
+        #cancel_on
+
         #[allow(non_local_definitions)]
         impl #name {
             #[doc(hidden)]

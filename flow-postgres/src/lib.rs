@@ -3,6 +3,7 @@
 //! under leases with a fencing token, each checkpoint is one statement, and
 //! wake-ups come through LISTEN/NOTIFY with a polling fallback in the worker.
 
+mod cancel;
 mod finish;
 mod held;
 mod invoke;

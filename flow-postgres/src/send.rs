@@ -85,8 +85,9 @@ pub(crate) async fn send_on(
 }
 
 /// The send statement: the events, a run per matching function, the wait keys of
-/// their awaited fields, the waits they resolve, and one NOTIFY when any run was
-/// created or woken (delivered at commit). An event without its own timestamp
+/// their awaited fields, the waits they resolve, the runs they cancel
+/// (`cancel_on`), and one NOTIFY when any run was created or woken (delivered at
+/// commit). An event without its own timestamp
 /// takes the send's time. Its last row (no run id) lists the keys whose waits it
 /// could not see ([`resolve_raced_waits`]).
 const SEND: &str = concat!(
@@ -123,16 +124,29 @@ const SEND: &str = concat!(
                                  THEN EXCLUDED.event_id ELSE k.event_id END,
                  event_at = GREATEST(k.event_at, EXCLUDED.event_at)
          RETURNING k.name, k.field, k.value, k.waits
+     ), cancel_hits AS (
+         -- The runs the sent events cancel (cancel_on, migration 9), each by the
+         -- first that matches.
+         SELECT DISTINCT ON (x.run_id) x.run_id,
+                flow.cancel_on_reason(keys.name, keys.id, keys.field) AS reason
+         FROM keys
+         JOIN flow.cancel_waits x
+             ON x.name = keys.name AND x.field = keys.field AND x.value = keys.value
+         ORDER BY x.run_id, keys.id
      ), found AS (
-         -- The first of the sent events that matches each open wait.
+         -- The first of the sent events that matches each open wait of a run
+         -- that is not cancelled.
          SELECT DISTINCT ON (x.run_id, x.key) x.run_id, x.key, x.position, x.token,
                 keys.id AS event_id
          FROM keys
          JOIN flow.waits x ON x.name = keys.name AND x.field = keys.field AND x.value = keys.value
+         WHERE x.run_id NOT IN (SELECT run_id FROM cancel_hits)
          ORDER BY x.run_id, x.key, keys.id
      ",
     crate::waits::resolve_sql!("ev"),
-    "), raced AS (
+    "), ",
+    crate::cancel::cancelling_sql!(", cancel_hits h", "r.id = h.run_id", "h.reason"),
+    ", raced AS (
          SELECT l.name, l.field, l.value FROM latest l
          LEFT JOIN flow.wait_keys seen
              ON seen.name = l.name AND seen.field = l.field AND seen.value = l.value
@@ -146,7 +160,8 @@ const SEND: &str = concat!(
             NULL::text[] AS raced_values
      FROM r
      UNION ALL
-     SELECT NULL, NULL, NULL, (SELECT count(*) FROM notified),
+     SELECT NULL, NULL, NULL,
+            (SELECT count(*) FROM notified) + 0 * (SELECT count(*) FROM announced),
             (SELECT array_agg(name) FROM raced), (SELECT array_agg(field) FROM raced),
             (SELECT array_agg(value) FROM raced)"
 );

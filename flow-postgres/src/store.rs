@@ -22,6 +22,7 @@ use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
 };
 
+use crate::cancel::cancel_sql;
 use crate::held::on_conn;
 use crate::invoke::{Invokes, starts_runs};
 use crate::send::{new_event_ids, send_on, stored_receipt};
@@ -30,41 +31,6 @@ use crate::{PgStore, WAKEUP_CHANNEL, db_error};
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
 fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
-}
-
-/// The cancel statement for the runs `$selector` picks (a SQL condition on `r`,
-/// its parameters from `$3`; `$1` is the clock, `$2` the reason): one statement
-/// for a run and for a function's runs in a time range. It cancels those that
-/// have not ended, deletes their watcher rows and NOTIFYs `flow_finished` with
-/// their ids (200 a notification), selected so that it runs (a CTE nothing reads
-/// is not); it answers (cancelled, notifications).
-macro_rules! cancel_sql {
-    ($selector:literal) => {
-        concat!(
-            "WITH clock AS (
-                 SELECT COALESCE($1::timestamptz, now()) AS now
-             ), cancelled AS (
-                 UPDATE flow.runs r
-                 SET status = 'cancelled', error = $2, error_kind = NULL, error_step = NULL,
-                     finished_at = clock.now, lease_owner = NULL, lease_expires_at = NULL
-                 FROM clock
-                 WHERE ",
-            $selector,
-            " AND r.status NOT IN ('completed', 'failed', 'cancelled')
-                 RETURNING r.id
-             ), unwatched AS (
-                 DELETE FROM flow.run_watchers w
-                 WHERE w.run_id IN (SELECT id FROM cancelled)
-                 RETURNING w.run_id
-             ), announced AS (
-                 SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
-                 FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
-                       FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
-                 GROUP BY chunk
-             )
-             SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)"
-        )
-    };
 }
 
 impl Store for PgStore {
@@ -77,8 +43,19 @@ impl Store for PgStore {
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
         let failures_of: Vec<Option<&str>> =
             functions.iter().map(|f| f.failures_of.as_deref()).collect();
+        let cancels = functions
+            .iter()
+            .flat_map(|f| f.cancel_on.iter().map(move |c| (f.id.as_str(), c)));
+        let (mut cancel_fns, mut cancel_names, mut cancel_fields) = (vec![], vec![], vec![]);
+        for (function, cancel) in cancels {
+            cancel_fns.push(function);
+            cancel_names.push(cancel.event);
+            cancel_fields.push(cancel.field);
+        }
         // A worker that announces a function may be a new deploy whose code
         // replays the function's blocked runs: they are tried again at once.
+        // Its cancel triggers replace those announced before, and their fields
+        // are awaited, so that sends key their events (migration 9).
         on_conn!(self, repeat = true, |conn| async {
             sqlx::query(
                 "WITH clock AS (
@@ -90,6 +67,21 @@ impl Store for PgStore {
                      ON CONFLICT (id) DO UPDATE
                          SET trigger = EXCLUDED.trigger, failures_of = EXCLUDED.failures_of,
                              last_seen = EXCLUDED.last_seen
+                 ), cancels AS (
+                     SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
+                         AS c(function_id, name, field)
+                 ), dropped AS (
+                     DELETE FROM flow.cancel_triggers t
+                     WHERE t.function_id = ANY($1)
+                       AND (t.function_id, t.name, t.field) NOT IN (SELECT * FROM cancels)
+                 ), added AS (
+                     INSERT INTO flow.cancel_triggers (function_id, name, field)
+                     SELECT * FROM cancels
+                     ON CONFLICT DO NOTHING
+                 ), awaited AS (
+                     INSERT INTO flow.awaited_fields (name, field, added_at)
+                     SELECT DISTINCT c.name, c.field, clock.now FROM cancels c, clock
+                     ON CONFLICT DO NOTHING
                  ), unblocked AS (
                      UPDATE flow.runs r SET not_before = clock.now
                      FROM clock
@@ -102,6 +94,9 @@ impl Store for PgStore {
             .bind(&triggers)
             .bind(now.at())
             .bind(&failures_of)
+            .bind(&cancel_fns)
+            .bind(&cancel_names)
+            .bind(&cancel_fields)
             .execute(&mut *conn)
             .await
             .map_err(db_error)

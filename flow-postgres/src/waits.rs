@@ -61,8 +61,9 @@ pub(crate) use resolve_sql;
 
 /// Resolves the open waits on these keys (name, field, value) with each key's
 /// latest event, when it came after the wait began and the run has not received
-/// it before; returns how many runs it woke. Run after a send whose statement
-/// found waits registered on its keys that it could not see.
+/// it before, and cancels the runs whose cancel waits (`cancel_on`) it matches;
+/// returns how many runs it woke. Run after a send whose statement found waits
+/// registered on its keys that it could not see.
 pub(crate) async fn resolve_raced(
     conn: &mut PgConnection,
     names: &[String],
@@ -73,25 +74,39 @@ pub(crate) async fn resolve_raced(
     let woken: i64 = sqlx::query_scalar(concat!(
         "WITH clock AS (
              SELECT COALESCE($4::timestamptz, now()) AS now
+         ), raced AS (
+             SELECT k.* FROM unnest($1::text[], $2::text[], $3::text[]) AS u(name, field, value)
+             JOIN flow.wait_keys k
+                 ON k.name = u.name AND k.field = u.field AND k.value = u.value
+         ), cancel_hits AS (
+             SELECT DISTINCT ON (x.run_id) x.run_id,
+                    flow.cancel_on_reason(k.name, k.event_id, k.field) AS reason
+             FROM raced k
+             JOIN flow.cancel_waits x
+                 ON x.name = k.name AND x.field = k.field AND x.value = k.value
+             WHERE k.event_at > x.since AND k.event_id <> x.event_id
+             ORDER BY x.run_id
          ), found AS (
              SELECT DISTINCT ON (x.run_id, x.key) x.run_id, x.key, x.position, x.token,
                     k.event_id
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS u(name, field, value)
-             JOIN flow.wait_keys k
-                 ON k.name = u.name AND k.field = u.field AND k.value = u.value
+             FROM raced k
              JOIN flow.waits x
                  ON x.name = k.name AND x.field = k.field AND x.value = k.value
              WHERE k.event_at > x.since
+               AND x.run_id NOT IN (SELECT run_id FROM cancel_hits)
                AND NOT EXISTS (SELECT 1 FROM flow.steps p
                                WHERE p.run_id = x.run_id AND p.kind = 'wait'
                                  AND p.output->>'id' = k.event_id::text)
              ORDER BY x.run_id, x.key
          ",
         resolve_sql!("flow.events"),
-        "), notified AS (
+        "), ",
+        crate::cancel::cancelling_sql!(", cancel_hits h", "r.id = h.run_id", "h.reason"),
+        ", notified AS (
              SELECT pg_notify('flow_wakeup', '') WHERE EXISTS (SELECT 1 FROM woken)
          )
-         SELECT (SELECT count(*) FROM woken) + 0 * (SELECT count(*) FROM notified)"
+         SELECT (SELECT count(*) FROM woken) + 0 * (SELECT count(*) FROM notified)
+                + 0 * (SELECT count(*) FROM announced)"
     ))
     .bind(names)
     .bind(fields)

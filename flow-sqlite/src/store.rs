@@ -35,7 +35,7 @@ fn parse_json(text: &str) -> Result<Value, Error> {
         .map_err(|e| Error::Database(format!("stored JSON does not parse: {e}")))
 }
 
-fn uuid(text: &str) -> Result<Uuid, Error> {
+pub(crate) fn uuid(text: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(text)
         .map_err(|e| Error::Database(format!("stored id `{text}` is not a UUID: {e}")))
 }
@@ -78,6 +78,34 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
+                // Its cancel triggers replace those announced before, and their
+                // fields are awaited, so that sends key their events (migration 7).
+                sqlx::query("DELETE FROM flow_cancel_triggers WHERE function_id = ?")
+                    .bind(&f.id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                for cancel in &f.cancel_on {
+                    sqlx::query(
+                        "INSERT INTO flow_cancel_triggers (function_id, name, field) VALUES (?, ?, ?)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&f.id)
+                    .bind(cancel.event)
+                    .bind(cancel.field)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                    sqlx::query(
+                        "INSERT INTO flow_awaited_fields (name, field) VALUES (?, ?)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(cancel.event)
+                    .bind(cancel.field)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                }
             }
             // A worker that announces a function may be a new deploy whose code
             // replays the function's blocked runs: they are tried again at once.
@@ -108,14 +136,16 @@ impl Store for SqliteStore {
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         let now = now.or_local();
         let ids: Vec<EventId> = events.iter().map(|_| EventId(Uuid::now_v7())).collect();
-        let mut woke = false;
+        let (mut woke, mut cancelled) = (false, Vec::new());
         let receipt = in_transaction(self, async |conn| {
-            store_events(conn, &events, &ids, now, &mut woke).await
+            store_events(conn, &events, &ids, now, &mut woke, &mut cancelled).await
         })
         .await?;
-        if !receipt.runs.is_empty() || woke {
+        // A cancelled run's end may have started runs (system events).
+        if !receipt.runs.is_empty() || woke || !cancelled.is_empty() {
             self.wake(Wakeup::Now);
         }
+        self.finishes.announce(cancelled);
         Ok(receipt)
     }
 
@@ -489,11 +519,13 @@ impl SqliteStore {
         now: Now,
     ) -> Result<(Vec<Committed>, Vec<ClaimedRun>), Error> {
         let now = now.or_local();
-        let mut woke = false;
+        let (mut woke, mut cancelled) = (false, Vec::new());
         let (results, claimed) = in_transaction(self, async |conn| {
             let mut results = Vec::with_capacity(batch.len());
             for (lease, t) in batch {
-                results.push(commit_one(conn, lease, t, lease_for, now, &mut woke).await?);
+                let committed =
+                    commit_one(conn, lease, t, lease_for, now, &mut woke, &mut cancelled).await?;
+                results.push(committed);
             }
             let ended = batch
                 .iter()
@@ -510,6 +542,9 @@ impl SqliteStore {
         })
         .await?;
         self.announce_commit(batch, &results);
+        // Runs cancelled by events the batch sent.
+        woke |= !cancelled.is_empty();
+        self.finishes.announce(cancelled);
         if woke {
             self.wake(Wakeup::Now);
         }
@@ -678,14 +713,16 @@ fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {
 /// One transition inside the batch's transaction: the fenced run row first; the
 /// steps and the failed attempt only if it matched.
 /// Stores events with the ids given, each starting a run of every function it
-/// triggers and resolving the waits it matches (`woke` says whether any did), in
-/// the caller's transaction: a send's own, or a commit's that carries events.
+/// triggers, resolving the waits it matches (`woke` says whether any did) and
+/// cancelling the runs it cancels (added to `cancelled`), in the caller's
+/// transaction: a send's own, or a commit's that carries events.
 async fn store_events(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
     ids: &[EventId],
     now: DateTime<Utc>,
     woke: &mut bool,
+    cancelled: &mut Vec<RunId>,
 ) -> Result<SendReceipt, Error> {
     let mut receipt = SendReceipt::default();
     let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
@@ -747,7 +784,8 @@ async fn store_events(
         if functions.is_empty() {
             receipt.note_unmatched(event.name());
         }
-        *woke |= crate::waits::resolve(conn, &id.0.to_string(), event.name(), now).await?;
+        *woke |=
+            crate::waits::resolve(conn, &id.0.to_string(), event.name(), now, cancelled).await?;
         for function in functions {
             let run = RunId(Uuid::now_v7());
             sqlx::query(
@@ -789,6 +827,7 @@ async fn commit_one(
     lease_for: Duration,
     now: DateTime<Utc>,
     woke: &mut bool,
+    cancelled: &mut Vec<RunId>,
 ) -> Result<Committed, Error> {
     let run_id = lease.run_id.0.to_string();
     let update = t.next.run_update();
@@ -952,7 +991,7 @@ async fn commit_one(
         if !t.events.is_empty() {
             let events: Vec<NewEvent> = t.events.iter().map(|e| e.event.clone()).collect();
             let ids: Vec<EventId> = t.events.iter().map(|e| e.id).collect();
-            let receipt = store_events(conn, &events, &ids, now, woke).await?;
+            let receipt = store_events(conn, &events, &ids, now, woke, cancelled).await?;
             *woke |= !receipt.runs.is_empty();
         }
         Ok(Committed::Written)

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Row, SqliteConnection};
 
-use flow_core::Error;
-use flow_core::store::EventWait;
+use flow_core::store::{EventWait, cancel_on_reason};
+use flow_core::{Error, RunId};
 
 use crate::{db_error, micros};
 
@@ -166,13 +166,16 @@ async fn record(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Resolves the open waits that event `event_id` (just stored) matches, each with
-/// the first event that matches it; returns whether it woke any run.
+/// Cancels the runs whose cancel waits (`cancel_on`, migration 7) event
+/// `event_id` (just stored) matches, adding them to `cancelled`, and resolves the
+/// open waits it matches of the others, each with the first event that matches
+/// it; returns whether it woke any run.
 pub(crate) async fn resolve(
     conn: &mut SqliteConnection,
     event_id: &str,
     name: &str,
     now: DateTime<Utc>,
+    cancelled: &mut Vec<RunId>,
 ) -> Result<bool, Error> {
     let keys = sqlx::query(
         "SELECT f.field,
@@ -211,6 +214,27 @@ pub(crate) async fn resolve(
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
+        let ended = sqlx::query(
+            "UPDATE flow_runs
+             SET status = 'cancelled', error = ?4, error_kind = NULL, error_step = NULL,
+                 finished_at = ?5, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id IN (SELECT run_id FROM flow_cancel_waits
+                          WHERE name = ?1 AND field = ?2 AND value = ?3)
+               AND status NOT IN ('completed', 'failed', 'cancelled')
+             RETURNING id",
+        )
+        .bind(name)
+        .bind(&field)
+        .bind(&value)
+        .bind(cancel_on_reason(name, event_id, &field))
+        .bind(micros(now))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        for row in ended {
+            let id: String = row.try_get("id").map_err(db_error)?;
+            cancelled.push(RunId(crate::store::uuid(&id)?));
+        }
         let waits = sqlx::query(
             "SELECT w.run_id, w.key, w.position FROM flow_waits w
              JOIN flow_runs r ON r.id = w.run_id AND r.lease_token = w.token

@@ -20,7 +20,7 @@ pub use read::ReadStore;
 pub use records::{
     Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, EVENT_TIME_MARGIN, FailedAttempt,
     FunctionInfo, HANDLER_KEY, Lease, OpenWait, SendReceipt, Settle, StepRecord, Wakeup, Wakeups,
-    handler_attempts, stored_error_message,
+    cancel_on_reason, handler_attempts, stored_error_message,
 };
 pub use transition::{
     Block, Committed, Due, EventWait, Failure, FailureKind, INVOKE_WAIT, NewRun, Next, Outcome,

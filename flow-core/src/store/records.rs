@@ -183,6 +183,8 @@ pub struct FunctionInfo {
     /// For an `on_failure` handler (trigger `flow/function.failed`): the function
     /// whose failures alone start it.
     pub failures_of: Option<String>,
+    /// The events that cancel its runs (`cancel_on`).
+    pub cancel_on: Vec<crate::CancelOn>,
 }
 
 impl FunctionInfo {
@@ -192,8 +194,17 @@ impl FunctionInfo {
             id: id.into(),
             trigger: trigger.into(),
             failures_of: None,
+            cancel_on: Vec::new(),
         }
     }
+}
+
+/// The reason a run cancelled by an event (`cancel_on`) ends with. The backends'
+/// SQL writes the same text where the database cancels a run by itself.
+pub fn cancel_on_reason(name: &str, event_id: &str, field: &str) -> String {
+    format!(
+        "cancelled by event `{name}` ({event_id}): its `{field}` matches this run's (cancel_on)"
+    )
 }
 
 /// What [`Store::send`](super::Store::send) did.

@@ -394,6 +394,7 @@ impl<S: Store> Worker<S> {
                 id: d.id.to_owned(),
                 trigger: d.trigger.to_owned(),
                 failures_of: d.failures_of.map(str::to_owned),
+                cancel_on: d.cancel_on.to_vec(),
             })
             .collect();
         shared

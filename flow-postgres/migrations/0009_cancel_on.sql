@@ -1,0 +1,118 @@
+-- cancel_on: an event whose data carries, in a field named by the function, the
+-- value the run's own event has there cancels the run.
+--
+-- Workers announce each function's cancel triggers (`cancel_triggers`) and mark
+-- the field awaited (`awaited_fields`), so that every send of such an event keeps
+-- the latest event per value in `wait_keys`, the meeting row of migration 6.
+-- Every new run of such a function registers a cancel wait per trigger, by the
+-- statement trigger below (whatever inserted the run: a send, an invoke, an
+-- end's system event), and counts itself in the key row's `waits`. So the two
+-- sides meet as a park and a send do: a send that locks the key first is seen by
+-- the run's registration through the key's latest event (the run is cancelled
+-- at once), and a registration that locks it first is seen by the send through
+-- the changed count (its second statement cancels the run).
+CREATE TABLE flow.cancel_triggers (
+    function_id text NOT NULL,
+    name        text NOT NULL,
+    field       text NOT NULL,
+    PRIMARY KEY (function_id, name, field)
+);
+
+-- One per open run and cancel trigger; found by (name, field, value) when an
+-- event is sent. `since`: events stored after it cancel (the run's creation, less
+-- a second, since two sends in flight at once have no order).
+CREATE TABLE flow.cancel_waits (
+    run_id   uuid NOT NULL,
+    event_id uuid NOT NULL,
+    name     text NOT NULL,
+    field    text NOT NULL,
+    value    text NOT NULL,
+    since    timestamptz NOT NULL,
+    PRIMARY KEY (run_id, name, field)
+);
+CREATE INDEX cancel_waits_by_match ON flow.cancel_waits (name, field, value);
+
+-- The reason a run cancelled by an event gives, written by this trigger and by
+-- the sends that cancel (flow-postgres's `send.rs` and `waits.rs`).
+CREATE FUNCTION flow.cancel_on_reason(name text, event_id uuid, field text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT format('cancelled by event `%s` (%s): its `%s` matches this run''s (cancel_on)',
+                  name, event_id, field)
+$$;
+
+CREATE FUNCTION flow.register_cancel_waits() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    hit_ids     uuid[];
+    hit_reasons text[];
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM flow.cancel_triggers) THEN
+        RETURN NULL;
+    END IF;
+    WITH keys AS (
+        -- A value too long to index (over MATCH_VALUE_BYTES) is never keyed.
+        SELECT n.id AS run_id, n.event_id, c.name, c.field,
+               (e.data -> c.field)::text AS value,
+               n.created_at - interval '1 second' AS since
+        FROM created n
+        JOIN flow.cancel_triggers c ON c.function_id = n.function_id
+        JOIN flow.events e ON e.id = n.event_id
+        WHERE n.status NOT IN ('completed', 'failed', 'cancelled')
+          AND jsonb_typeof(e.data) = 'object' AND e.data ? c.field
+          AND octet_length((e.data -> c.field)::text) <= 1024
+    ), registered AS (
+        INSERT INTO flow.cancel_waits (run_id, event_id, name, field, value, since)
+        SELECT run_id, event_id, name, field, value, since FROM keys
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), keyed AS (
+        -- Locked in key order, as sends and parks lock them.
+        INSERT INTO flow.wait_keys AS k (name, field, value, waits)
+        SELECT name, field, value, count(*) FROM keys
+        GROUP BY name, field, value ORDER BY name, field, value
+        ON CONFLICT (name, field, value) DO UPDATE SET waits = k.waits + EXCLUDED.waits
+        RETURNING k.name, k.field, k.value, k.event_id, k.event_at
+    ), hits AS (
+        -- The key's latest event, in the row's latest version: an event stored
+        -- since the run began (a send that committed while this one waited for
+        -- the key included), never the run's own.
+        SELECT DISTINCT ON (keys.run_id) keys.run_id,
+               flow.cancel_on_reason(k.name, k.event_id, k.field) AS reason
+        FROM keys
+        JOIN keyed k ON k.name = keys.name AND k.field = keys.field AND k.value = keys.value
+        WHERE k.event_at > keys.since AND k.event_id <> keys.event_id
+        ORDER BY keys.run_id
+    )
+    SELECT array_agg(run_id), array_agg(reason) INTO hit_ids, hit_reasons
+    FROM hits, (SELECT count(*) FROM registered) AS r;
+    IF hit_ids IS NOT NULL THEN
+        UPDATE flow.runs r
+        SET status = 'cancelled', error = h.reason, error_kind = NULL, error_step = NULL,
+            finished_at = r.created_at, lease_owner = NULL, lease_expires_at = NULL
+        FROM unnest(hit_ids, hit_reasons) AS h(id, reason)
+        WHERE r.id = h.id AND r.status NOT IN ('completed', 'failed', 'cancelled');
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER runs_created_register_cancel_waits
+    AFTER INSERT ON flow.runs
+    REFERENCING NEW TABLE AS created
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION flow.register_cancel_waits();
+
+-- A run that ends closes its cancel waits.
+CREATE FUNCTION flow.close_cancel_waits() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM flow.cancel_waits WHERE run_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER runs_end_closes_cancel_waits
+    AFTER UPDATE OF status ON flow.runs
+    FOR EACH ROW
+    WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
+          AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION flow.close_cancel_waits();
+

@@ -1,0 +1,63 @@
+-- cancel_on, as in flow-postgres's migration 9: workers announce each function's
+-- cancel triggers and await their fields (so sends key their events in
+-- flow_wait_keys), each new run of such a function registers a cancel wait per
+-- trigger, and a send of a matching event cancels the run. SQLite runs one write
+-- transaction at a time, so the two sides never race: a run created after a
+-- matching event was stored (within the second before it, as on PostgreSQL,
+-- where two sends in flight at once have no order) is cancelled at once.
+CREATE TABLE flow_cancel_triggers (
+    function_id TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    field       TEXT NOT NULL,
+    PRIMARY KEY (function_id, name, field)
+);
+
+CREATE TABLE flow_cancel_waits (
+    run_id   TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    field    TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    since    INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name, field)
+);
+CREATE INDEX flow_cancel_waits_by_match ON flow_cancel_waits (name, field, value);
+
+-- The reason is the one flow_core::store::cancel_on_reason writes.
+CREATE TRIGGER flow_runs_created_register_cancel_waits
+    AFTER INSERT ON flow_runs
+    WHEN NEW.status NOT IN ('completed', 'failed', 'cancelled')
+         AND EXISTS (SELECT 1 FROM flow_cancel_triggers c WHERE c.function_id = NEW.function_id)
+BEGIN
+    INSERT INTO flow_cancel_waits (run_id, event_id, name, field, value, since)
+    SELECT NEW.id, NEW.event_id, c.name, c.field, e.data -> ('$."' || c.field || '"'),
+           NEW.created_at - 1000000
+    FROM flow_cancel_triggers c JOIN flow_events e ON e.id = NEW.event_id
+    WHERE c.function_id = NEW.function_id
+      AND json_type(e.data) = 'object'
+      AND json_type(e.data, '$."' || c.field || '"') IS NOT NULL
+      AND length(CAST(e.data -> ('$."' || c.field || '"') AS BLOB)) <= 1024
+    ON CONFLICT DO NOTHING;
+    UPDATE flow_runs
+    SET status = 'cancelled',
+        error = (SELECT 'cancelled by event `' || k.name || '` (' || k.event_id || '): its `'
+                        || k.field || '` matches this run''s (cancel_on)'
+                 FROM flow_cancel_waits w
+                 JOIN flow_wait_keys k ON k.name = w.name AND k.field = w.field AND k.value = w.value
+                 WHERE w.run_id = NEW.id AND k.event_at > w.since AND k.event_id <> w.event_id
+                 LIMIT 1),
+        error_kind = NULL, error_step = NULL, finished_at = NEW.created_at,
+        lease_owner = NULL, lease_expires_at = NULL
+    WHERE id = NEW.id
+      AND EXISTS (SELECT 1 FROM flow_cancel_waits w
+                  JOIN flow_wait_keys k ON k.name = w.name AND k.field = w.field AND k.value = w.value
+                  WHERE w.run_id = NEW.id AND k.event_at > w.since AND k.event_id <> w.event_id);
+END;
+
+-- A run that ends closes its cancel waits.
+CREATE TRIGGER flow_runs_end_closes_cancel_waits
+    AFTER UPDATE OF status ON flow_runs
+    WHEN NEW.status IN ('completed', 'failed', 'cancelled') AND OLD.status <> NEW.status
+BEGIN
+    DELETE FROM flow_cancel_waits WHERE run_id = NEW.id;
+END;
