@@ -79,7 +79,7 @@ else
 fi
 # The behaviour tests again, on the embedded SQLite backend (the PostgreSQL-only
 # ones, such as worker processes and the caller's transaction, ask for PostgreSQL).
-sqlite_tests=(--test steps --test replay --test blocked --test time --test leases --test tracing_spans --test wakeups --test events --test processes --test faults --test writes --test cancel --test cancel_on --test waits --test send --test system_events --test invoke)
+sqlite_tests=(--test steps --test replay --test blocked --test time --test leases --test tracing_spans --test wakeups --test events --test processes --test faults --test writes --test cancel --test cancel_on --test timeouts --test waits --test send --test system_events --test invoke)
 if cargo nextest --version >/dev/null 2>&1; then
   FLOW_TEST_BACKEND=sqlite cargo nextest run -p flow "${sqlite_tests[@]}" --no-fail-fast
 else

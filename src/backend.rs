@@ -108,6 +108,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.settle_blocked(run, settle, now).await)
     }
 
+    async fn cancel_timed_out(&self, now: Now) -> Result<u64, Error> {
+        delegate!(self, s => s.cancel_timed_out(now).await)
+    }
+
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         delegate!(self, s => s.cancel(run, reason, now).await)
     }

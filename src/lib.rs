@@ -52,7 +52,7 @@ pub use flow_core::{
     Invocation, Invoke, Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now,
     ReadStore, RunId, RunStatus, RunView, RunningWorker, SendEvent, SendReceipt, StartsSteps,
     StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView,
-    Storable, Store, SystemClock, Timeout, TimeoutMissing, WaitForEvent, WorkerBuilder,
+    Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts, WaitForEvent, WorkerBuilder,
     WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.

@@ -58,6 +58,9 @@ impl Store for LateListener {
     ) -> Result<bool, flow::Error> {
         self.0.settle_blocked(run, settle, now).await
     }
+    async fn cancel_timed_out(&self, now: Now) -> Result<u64, flow::Error> {
+        self.0.cancel_timed_out(now).await
+    }
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, flow::Error> {
         self.0.cancel(run, reason, now).await
     }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -74,6 +75,57 @@ pub struct FunctionDef {
     pub failures_of: Option<&'static str>,
     /// `cancel_on(...)`: events that cancel a run of it.
     pub cancel_on: &'static [CancelOn],
+    /// `timeouts(start = "...", finish = "...")`: how long a run may wait to
+    /// start, and then to finish, before it is cancelled.
+    pub timeouts: Timeouts,
+}
+
+/// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
+/// started (been claimed by a worker) within `start` of its creation, or has not
+/// finished within `finish` of its start, is cancelled with a reason that says
+/// which. Either may be left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From the run's creation to its start.
+    pub start: Option<Duration>,
+    /// From the run's start to its end.
+    pub finish: Option<Duration>,
+}
+
+impl Timeouts {
+    /// No timeouts.
+    pub const NONE: Timeouts = Timeouts {
+        start: None,
+        finish: None,
+    };
+
+    /// The reason a run cancelled by a timeout ends with: the start timeout when it
+    /// had not started, else the finish timeout; `within` is that timeout.
+    pub fn reason(started: bool, within: Duration) -> String {
+        let within = duration_text(within);
+        if started {
+            format!("did not finish within {within} of its start (timeouts: finish)")
+        } else {
+            format!("did not start within {within} of its creation (timeouts: start)")
+        }
+    }
+}
+
+/// A duration as `#[function]` takes them: `90s`, `10m`, `2h`, `1d`, `250ms`
+/// (the largest unit that divides it).
+fn duration_text(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// `#[function(cancel_on(event = "...", match = field))]`: an event named `event`
@@ -187,6 +239,7 @@ mod tests {
         on_failure: None,
         failures_of: None,
         cancel_on: &[],
+        timeouts: Timeouts::NONE,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -198,7 +251,22 @@ mod tests {
         on_failure: None,
         failures_of: None,
         cancel_on: &[],
+        timeouts: Timeouts::NONE,
     };
+
+    #[test]
+    fn timeout_reasons_name_the_timeout_in_the_units_it_was_written_in() {
+        assert_eq!(
+            Timeouts::reason(false, Duration::from_secs(600)),
+            "did not start within 10m of its creation (timeouts: start)"
+        );
+        assert_eq!(
+            Timeouts::reason(true, Duration::from_secs(86_400 * 2)),
+            "did not finish within 2d of its start (timeouts: finish)"
+        );
+        assert_eq!(duration_text(Duration::from_millis(1_500)), "1500ms");
+        assert_eq!(duration_text(Duration::from_secs(90)), "90s");
+    }
 
     #[test]
     fn duplicate_ids_name_both_definitions() {

@@ -36,7 +36,7 @@ pub use event::{
     Event, EventFields, Field, IntoEvent, IntoEvents, NewEvent, StoredEvent, check_name,
 };
 pub use function::{
-    CancelOn, Function, FunctionDef, HandlerOutcome, MAX_CANCEL_ON, Registry, registered,
+    CancelOn, Function, FunctionDef, HandlerOutcome, MAX_CANCEL_ON, Registry, Timeouts, registered,
 };
 pub use limits::{
     ERROR_MESSAGE_BYTES, Limits, MATCH_VALUE_BYTES, Storable, find_nul, storable_message,

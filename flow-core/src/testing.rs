@@ -18,7 +18,7 @@ use crate::store::{
     Lease, Next, Outcome, OutgoingEvent, Park, ReadStore, Settle, StepRecord, Store, Transition,
     Wakeup,
 };
-use crate::{EventId, NewEvent, Now, RunId, RunStatus, RunView, StepKind};
+use crate::{EventId, NewEvent, Now, RunId, RunStatus, RunView, StepKind, Timeouts};
 
 fn start() -> DateTime<Utc> {
     "2026-06-01T12:00:00Z".parse().expect("a valid time")
@@ -946,6 +946,83 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
 /// A cancel ends a run that has not ended, whatever it does: a queued one is never
 /// claimed, a running one's holder is fenced out of its next write and renewal,
 /// a watcher is told; an ended or unknown run is left alone.
+/// `timeouts`: a run not started by its deadline is never claimed and is
+/// cancelled by the sweep, naming its start timeout; a run claimed in time
+/// trades its start deadline for one to finish by, counted from its start; the
+/// earliest deadline is a wake-up time, whatever function the run belongs to.
+pub async fn runs_past_their_timeouts_are_cancelled_not_claimed<S: Store + ReadStore>(store: S) {
+    let mut info = FunctionInfo::new("a", "t/timeouts");
+    info.timeouts = Timeouts {
+        start: Some(Duration::from_secs(20)),
+        finish: Some(Duration::from_secs(600)),
+    };
+    store
+        .register_functions(&[info], Now::At(start()))
+        .await
+        .expect("register functions");
+    let send = async |at| {
+        let receipt = store
+            .send(vec![event("t/timeouts", 1)], Now::At(at))
+            .await
+            .expect("send");
+        receipt.runs[0].1
+    };
+    let (in_time, late) = (send(start()).await, send(start() + secs(1)).await);
+    let claimed = claim(&store, "w", &["a"], 1, start() + secs(10)).await;
+    assert_eq!(claimed[0].lease.run_id, in_time);
+    assert_eq!(
+        store
+            .next_wakeup(&["other".into()])
+            .await
+            .expect("next wake-up"),
+        Some(start() + secs(21)),
+        "the late run's deadline to start by"
+    );
+    assert!(
+        claim(&store, "w", &["a"], 10, start() + secs(25))
+            .await
+            .is_empty(),
+        "a run past its deadline to start by is not claimed"
+    );
+    assert_eq!(
+        store
+            .cancel_timed_out(Now::At(start() + secs(25)))
+            .await
+            .expect("sweep"),
+        1
+    );
+    let view_late = view(&store, late).await;
+    assert_eq!(view_late.status, RunStatus::Cancelled);
+    assert_eq!(
+        view_late.error.as_deref(),
+        Some("did not start within 20s of its creation (timeouts: start)")
+    );
+    assert_eq!(view_late.finished_at, Some(start() + secs(25)));
+    // The run claimed in time has ten minutes from its start to finish.
+    let before = Now::At(start() + secs(10 + 599));
+    assert_eq!(store.cancel_timed_out(before).await.expect("sweep"), 0);
+    assert_eq!(view(&store, in_time).await.status, RunStatus::Running);
+    let after = Now::At(start() + secs(10 + 600));
+    assert_eq!(store.cancel_timed_out(after).await.expect("sweep"), 1);
+    let view_in_time = view(&store, in_time).await;
+    assert_eq!(view_in_time.status, RunStatus::Cancelled);
+    assert_eq!(
+        view_in_time.error.as_deref(),
+        Some("did not finish within 10m of its start (timeouts: finish)")
+    );
+    let late_write = Transition::step(step("one", 0, start() + secs(611)));
+    assert_eq!(
+        commit(
+            &store,
+            &[(claimed[0].lease.clone(), late_write)],
+            start() + secs(611)
+        )
+        .await,
+        vec![Committed::LeaseLost],
+        "the cancelled run's worker is fenced out"
+    );
+}
+
 pub async fn runs_are_cancelled_whatever_they_do<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/cancel")]).await;
     let receipt = store
@@ -1836,6 +1913,7 @@ macro_rules! store_conformance_tests {
             wakeups_announce_new_work,
             a_commit_extends_the_lease_only_when_asked,
             runs_are_cancelled_whatever_they_do,
+            runs_past_their_timeouts_are_cancelled_not_claimed,
             runs_of_a_function_are_cancelled_by_creation_time,
             one_commit_mixes_transitions_of_many_runs,
             a_recorded_key_keeps_its_first_record,

@@ -23,7 +23,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "batch_events",
     "priority",
     "idempotency",
-    "timeouts",
     "singleton",
     "cron",
     "r#if",
@@ -48,6 +47,15 @@ pub struct FunctionArgs {
     pub on_failure: Option<syn::Path>,
     /// `cancel_on(event = "...", match = field)`, in the order given.
     pub cancel_on: Vec<CancelOnArg>,
+    /// `timeouts(start = "...", finish = "...")`, in milliseconds.
+    pub timeouts: Timeouts,
+}
+
+/// `timeouts(start = "10m", finish = "1h")`, in milliseconds.
+#[derive(Default)]
+pub struct Timeouts {
+    pub start: Option<u64>,
+    pub finish: Option<u64>,
 }
 
 /// One `cancel_on(event = "...", match = field)`.
@@ -75,6 +83,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "backoff",
         "on_failure",
         "cancel_on",
+        "timeouts",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -89,6 +98,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "retries" => args.retries = retries_value(&meta, errors)?,
             "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
             "on_failure" => args.on_failure = on_failure_value(&meta, errors)?,
+            "timeouts" => timeouts_value(&meta, &mut args.timeouts, errors)?,
             "cancel_on" => {
                 if let Some(cancel) = cancel_on_value(&meta, errors)? {
                     if args.cancel_on.len() == MAX_CANCEL_ON {
@@ -366,6 +376,67 @@ fn cancel_on_value(
             Ok(None)
         }
     }
+}
+
+/// The longest timeout (366 days, as for waits: flow_core::MAX_WAIT).
+const MAX_TIMEOUT_MS: u64 = 366 * 86_400_000;
+
+/// `timeouts(start = "10m", finish = "1h")`: either or both.
+fn timeouts_value(
+    meta: &ParseNestedMeta<'_>,
+    timeouts: &mut Timeouts,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    const EXAMPLE: &str = "`timeouts(start = \"10m\", finish = \"1h\")`";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`timeouts` takes a list: write {EXAMPLE}"),
+        );
+        return skip_value(meta);
+    }
+    let mut given = false;
+    meta.parse_nested_meta(|inner| {
+        let key = path_name(&inner);
+        let slot = match key.as_str() {
+            "start" => &mut timeouts.start,
+            "finish" => &mut timeouts.finish,
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key("timeouts(...)", other, &["start", "finish"]),
+                );
+                given = true;
+                return skip_value(&inner);
+            }
+        };
+        given = true;
+        if slot.is_some() {
+            errors.at(
+                &inner.path,
+                format!("`{key}` is given twice in timeouts(...); keep one"),
+            );
+            return skip_value(&inner);
+        }
+        if let Some(lit) = string_value(&inner, errors, &key, "\"10m\"")? {
+            match parse_duration(&lit.value()) {
+                Ok(ms) if ms > MAX_TIMEOUT_MS => errors.at(
+                    &lit,
+                    format!("`{key}` is longer than 366 days, the longest a run may be held"),
+                ),
+                Ok(ms) => *slot = Some(ms),
+                Err(problem) => errors.at(&lit, format!("`{key}`: {problem}")),
+            }
+        }
+        Ok(())
+    })?;
+    if !given {
+        errors.at(
+            &meta.path,
+            format!("`timeouts` is empty: write {EXAMPLE}, or leave it out"),
+        );
+    }
+    Ok(())
 }
 
 /// `match = user_id` or `match = "user_id"`: a field of the handler's event type,

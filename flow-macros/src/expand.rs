@@ -159,6 +159,7 @@ pub fn function(
                     on_failure: ::core::option::Option::None,
                     failures_of: ::core::option::Option::Some(#id),
                     cancel_on: &[],
+                    timeouts: ::flow::__private::Timeouts::NONE,
                 })
             };
             (function, def)
@@ -166,6 +167,14 @@ pub fn function(
         None => (quote!(), quote!(::core::option::Option::None)),
     };
 
+    let timeout = |ms: Option<u64>| match ms {
+        Some(ms) => {
+            quote!(::core::option::Option::Some(::flow::__private::Duration::from_millis(#ms)))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let (start_timeout, finish_timeout) =
+        (timeout(args.timeouts.start), timeout(args.timeouts.finish));
     let def = quote! {
         &::flow::__private::FunctionDef {
             id: #id,
@@ -177,6 +186,7 @@ pub fn function(
             on_failure: #failure_def,
             failures_of: ::core::option::Option::None,
             cancel_on: __FLOW_CANCEL_ON,
+            timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
         }
     };
     // `cancel_on`: each field is read through the event type's accessors, spanned

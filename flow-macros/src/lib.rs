@@ -33,7 +33,8 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// Makes an async fn `(ctx: &Ctx, event: E) -> Result<T, FlowError>` a durable
 /// function triggered by `event`. Keys: `event = "..."` (required), `id = "..."`,
 /// `retries = 0..=20` (default 4), `backoff(initial = "1s", max = "10m", factor = 2.0, jitter = 0.2)`,
-/// `on_failure = path`, and up to five `cancel_on(event = "...", match = field)`.
+/// `on_failure = path`, up to five `cancel_on(event = "...", match = field)`, and
+/// `timeouts(start = "10m", finish = "1h")`.
 #[proc_macro_attribute]
 pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();

@@ -41,16 +41,15 @@ macro_rules! cancelling_sql {
 
 pub(crate) use cancelling_sql;
 
-/// The client's cancel statement for the runs `$selector` picks (its parameters
-/// from `$3`; `$1` is the clock, `$2` the reason): one statement for a run and
-/// for a function's runs in a time range. It answers (cancelled, notifications).
+/// A cancel statement: `cancelling_sql!` with these arguments, where `$1` is the
+/// clock. It answers (cancelled, notifications).
 macro_rules! cancel_sql {
-    ($selector:literal) => {
+    ($from:literal, $selector:literal, $reason:literal) => {
         concat!(
             "WITH clock AS (
                  SELECT COALESCE($1::timestamptz, now()) AS now
              ), ",
-            crate::cancel::cancelling_sql!("", $selector, "$2"),
+            crate::cancel::cancelling_sql!($from, $selector, $reason),
             "
              SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)"
         )

@@ -24,7 +24,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("../migrations/0006_waits.sql")),
     (7, include_str!("../migrations/0007_system_events.sql")),
     (8, include_str!("../migrations/0008_invoke.sql")),
-    (9, include_str!("../migrations/0009_cancel_on.sql")),
+    (
+        9,
+        include_str!("../migrations/0009_cancel_on_and_timeouts.sql"),
+    ),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -19,7 +19,7 @@ use flow_core::store::{
     Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
-    AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent,
+    AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent, Timeouts,
 };
 
 use crate::cancel::cancel_sql;
@@ -43,6 +43,15 @@ impl Store for PgStore {
         let triggers: Vec<&str> = functions.iter().map(|f| f.trigger.as_str()).collect();
         let failures_of: Vec<Option<&str>> =
             functions.iter().map(|f| f.failures_of.as_deref()).collect();
+        let seconds_of = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let start_timeouts: Vec<Option<f64>> = functions
+            .iter()
+            .map(|f| seconds_of(f.timeouts.start))
+            .collect();
+        let finish_timeouts: Vec<Option<f64>> = functions
+            .iter()
+            .map(|f| seconds_of(f.timeouts.finish))
+            .collect();
         let cancels = functions
             .iter()
             .flat_map(|f| f.cancel_on.iter().map(move |c| (f.id.as_str(), c)));
@@ -61,11 +70,16 @@ impl Store for PgStore {
                 "WITH clock AS (
                      SELECT COALESCE($3::timestamptz, now()) AS now
                  ), announced AS (
-                     INSERT INTO flow.functions (id, trigger, failures_of, last_seen)
-                     SELECT f.id, f.trigger, f.failures_of, clock.now
-                     FROM unnest($1::text[], $2::text[], $4::text[]) AS f(id, trigger, failures_of), clock
+                     INSERT INTO flow.functions
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
+                     SELECT f.id, f.trigger, f.failures_of, f.start * interval '1 second',
+                            f.finish * interval '1 second', clock.now
+                     FROM unnest($1::text[], $2::text[], $4::text[], $8::float8[], $9::float8[])
+                         AS f(id, trigger, failures_of, start, finish), clock
                      ON CONFLICT (id) DO UPDATE
                          SET trigger = EXCLUDED.trigger, failures_of = EXCLUDED.failures_of,
+                             start_timeout = EXCLUDED.start_timeout,
+                             finish_timeout = EXCLUDED.finish_timeout,
                              last_seen = EXCLUDED.last_seen
                  ), cancels AS (
                      SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
@@ -97,6 +111,8 @@ impl Store for PgStore {
             .bind(&cancel_fns)
             .bind(&cancel_names)
             .bind(&cancel_fields)
+            .bind(&start_timeouts)
+            .bind(&finish_timeouts)
             .execute(&mut *conn)
             .await
             .map_err(db_error)
@@ -271,10 +287,57 @@ impl Store for PgStore {
         Ok(rows.len() as u64)
     }
 
+    async fn cancel_timed_out(&self, now: Now) -> Result<u64, Error> {
+        // The reasons are written by flow-core (`Timeouts::reason`): the runs are
+        // read first, and cancelled by a statement that checks their deadline
+        // again (a run that started meanwhile has a new one).
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "SELECT id, started_at IS NOT NULL AS started,
+                        extract(epoch FROM CASE WHEN started_at IS NULL
+                                                THEN timeout_at - created_at
+                                                ELSE finish_within END)::float8 AS within
+                 FROM flow.runs
+                 WHERE timeout_at <= COALESCE($1::timestamptz, now())
+                   AND status NOT IN ('completed', 'failed', 'cancelled')
+                 LIMIT 1000",
+            )
+            .bind(now.at())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut reasons = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(col::<Uuid>(row, "id")?);
+            let within = Duration::from_secs_f64(col::<f64>(row, "within")?.max(0.0));
+            reasons.push(Timeouts::reason(col(row, "started")?, within));
+        }
+        // Safe to repeat: a second try finds the runs ended and changes nothing.
+        let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query_as(cancel_sql!(
+                ", unnest($2::uuid[], $3::text[]) AS h(id, reason)",
+                "r.id = h.id AND r.timeout_at <= clock.now",
+                "h.reason"
+            ))
+            .bind(now.at())
+            .bind(&ids)
+            .bind(&reasons)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        Ok(cancelled as u64)
+    }
+
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         // Safe to repeat: a second try finds the run ended and changes nothing.
         let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query_as(cancel_sql!("r.id = $3"))
+            sqlx::query_as(cancel_sql!("", "r.id = $3", "$2"))
                 .bind(now.at())
                 .bind(reason)
                 .bind(run.0)
@@ -294,7 +357,9 @@ impl Store for PgStore {
     ) -> Result<u64, Error> {
         let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {
             sqlx::query_as(cancel_sql!(
-                "r.function_id = $3 AND r.created_at >= $4 AND r.created_at < $5"
+                "",
+                "r.function_id = $3 AND r.created_at >= $4 AND r.created_at < $5",
+                "$2"
             ))
             .bind(now.at())
             .bind(reason)
@@ -334,7 +399,10 @@ impl Store for PgStore {
                 "SELECT LEAST(
                  (SELECT min(not_before) FROM flow.runs
                   WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND function_id = ANY($1)),
-                 (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'))",
+                 (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'),
+                 (SELECT min(timeout_at) FROM flow.runs
+                  WHERE timeout_at IS NOT NULL
+                    AND status NOT IN ('completed', 'failed', 'cancelled')))",
             )
             .bind(functions)
             .fetch_one(&mut *conn)
@@ -1180,6 +1248,8 @@ const COMMIT: &str = "WITH clock AS (
          WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND not_before <= (SELECT now FROM clock)
            AND function_id = ANY($35)
+           -- Past its deadline (timeouts): cancelled, not started.
+           AND (timeout_at IS NULL OR timeout_at > (SELECT now FROM clock))
          ORDER BY not_before
          LIMIT $36
          FOR UPDATE SKIP LOCKED
@@ -1187,7 +1257,10 @@ const COMMIT: &str = "WITH clock AS (
          UPDATE flow.runs r
          SET status = 'running', lease_owner = $37, lease_token = r.lease_token + 1,
              lease_expires_at = clock.now + $38 * interval '1 second',
-             started_at = COALESCE(r.started_at, clock.now)
+             started_at = COALESCE(r.started_at, clock.now),
+             -- Started: the deadline to start by gives way to one to finish by.
+             timeout_at = CASE WHEN r.started_at IS NULL THEN clock.now + r.finish_within
+                               ELSE r.timeout_at END
          FROM clock
          WHERE r.id = ANY(ARRAY(SELECT id FROM due))
          RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,

@@ -44,7 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_waits.sql")),
     (5, include_str!("../migrations/0005_system_events.sql")),
     (6, include_str!("../migrations/0006_invoke.sql")),
-    (7, include_str!("../migrations/0007_cancel_on.sql")),
+    (
+        7,
+        include_str!("../migrations/0007_cancel_on_and_timeouts.sql"),
+    ),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -20,7 +20,7 @@ use flow_core::store::{
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
-    later,
+    Timeouts, later,
 };
 
 use crate::{SqliteStore, db_error, micros, time};
@@ -66,14 +66,23 @@ impl Store for SqliteStore {
         let now = now.or_local();
         in_transaction(self, async |conn| {
             for f in functions {
+                let micros_of = |d: Option<Duration>| {
+                    d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+                };
                 sqlx::query(
-                    "INSERT INTO flow_functions (id, trigger, failures_of, last_seen) VALUES (?, ?, ?, ?)
+                    "INSERT INTO flow_functions
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
+                     VALUES (?, ?, ?, ?, ?, ?)
                      ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,
-                         failures_of = excluded.failures_of, last_seen = excluded.last_seen",
+                         failures_of = excluded.failures_of,
+                         start_timeout = excluded.start_timeout,
+                         finish_timeout = excluded.finish_timeout, last_seen = excluded.last_seen",
                 )
                 .bind(&f.id)
                 .bind(&f.trigger)
                 .bind(&f.failures_of)
+                .bind(micros_of(f.timeouts.start))
+                .bind(micros_of(f.timeouts.finish))
                 .bind(micros(now))
                 .execute(&mut *conn)
                 .await
@@ -289,6 +298,48 @@ impl Store for SqliteStore {
         Ok(rows.len() as u64)
     }
 
+    async fn cancel_timed_out(&self, now: Now) -> Result<u64, Error> {
+        let now = now.or_local();
+        let ended = in_transaction(self, async |conn| {
+            let rows = sqlx::query(
+                "SELECT id, started_at IS NOT NULL AS started,
+                        CASE WHEN started_at IS NULL THEN timeout_at - created_at
+                             ELSE finish_within END AS within
+                 FROM flow_runs
+                 WHERE timeout_at <= ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+            )
+            .bind(micros(now))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            let mut ended = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: String = col(&row, "id")?;
+                let within: i64 = col(&row, "within")?;
+                let within = Duration::from_micros(u64::try_from(within).unwrap_or(0));
+                sqlx::query(
+                    "UPDATE flow_runs
+                     SET status = 'cancelled', error = ?2, error_kind = NULL, error_step = NULL,
+                         finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL
+                     WHERE id = ?1",
+                )
+                .bind(&id)
+                .bind(Timeouts::reason(col(&row, "started")?, within))
+                .bind(micros(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                ended.push(RunId(uuid(&id)?));
+            }
+            Ok(ended)
+        })
+        .await?;
+        let cancelled = ended.len() as u64;
+        self.finishes.announce(ended);
+        self.wake_after_ending(cancelled);
+        Ok(cancelled)
+    }
+
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         let cancelled = sqlx::query(
             "UPDATE flow_runs
@@ -370,7 +421,10 @@ impl Store for SqliteStore {
              WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
                AND function_id IN (SELECT value FROM json_each(?))
              UNION ALL
-             SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running')",
+             SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running'
+             UNION ALL
+             SELECT min(timeout_at) FROM flow_runs
+             WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled'))",
         )
         .bind(functions)
         .fetch_one(&self.pool)
@@ -603,20 +657,24 @@ async fn claim_on(
     let functions = serde_json::to_string(request.functions).expect("strings serialize");
     let rows = sqlx::query(
         "UPDATE flow_runs
-         SET status = 'running', lease_owner = ?, lease_token = lease_token + 1,
-             lease_expires_at = ?, started_at = COALESCE(started_at, ?)
+         SET status = 'running', lease_owner = ?1, lease_token = lease_token + 1,
+             lease_expires_at = ?2, started_at = COALESCE(started_at, ?3),
+             -- Started: the deadline to start by gives way to one to finish by.
+             timeout_at = CASE WHEN started_at IS NULL THEN ?3 + finish_within
+                               ELSE timeout_at END
          WHERE id IN (
              SELECT id FROM flow_runs
-             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?
-               AND function_id IN (SELECT value FROM json_each(?))
+             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?3
+               AND function_id IN (SELECT value FROM json_each(?4))
+               -- Past its deadline (timeouts): cancelled, not started.
+               AND (timeout_at IS NULL OR timeout_at > ?3)
              ORDER BY not_before
-             LIMIT ?)
+             LIMIT ?5)
          RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
                    event_id",
     )
     .bind(&**request.owner)
     .bind(micros(later(now, request.lease)))
-    .bind(micros(now))
     .bind(micros(now))
     .bind(functions)
     .bind(i64::try_from(request.max).unwrap_or(i64::MAX))

@@ -125,6 +125,9 @@ impl Store for Faulty {
     ) -> Result<bool, flow::Error> {
         self.inner.settle_blocked(run, settle, now).await
     }
+    async fn cancel_timed_out(&self, now: Now) -> Result<u64, flow::Error> {
+        self.inner.cancel_timed_out(now).await
+    }
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, flow::Error> {
         self.inner.cancel(run, reason, now).await
     }

@@ -120,6 +120,14 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
+    /// Cancels every run past its deadline (`timeouts`): one not started within its
+    /// function's start timeout of its creation, or not finished within its finish
+    /// timeout of its start, each with the reason [`Timeouts::reason`] gives
+    /// (announced to its watchers, as [`Store::cancel`] is). Returns how many.
+    ///
+    /// [`Timeouts::reason`]: crate::Timeouts::reason
+    fn cancel_timed_out(&self, now: Now) -> impl Future<Output = Result<u64, Error>> + Send;
+
     /// Cancels a run that has not ended, whatever it is doing: queued, sleeping,
     /// blocked or running (its worker's next write or renewal is then refused, so
     /// no step starts after this commits; a step body in flight runs to its end,
@@ -153,7 +161,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The earliest time something may become claimable for these functions: a due
-    /// time, or another worker's lease expiring.
+    /// time, another worker's lease expiring, or any run's timeout.
     fn next_wakeup(
         &self,
         functions: &[String],

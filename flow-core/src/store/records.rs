@@ -185,6 +185,8 @@ pub struct FunctionInfo {
     pub failures_of: Option<String>,
     /// The events that cancel its runs (`cancel_on`).
     pub cancel_on: Vec<crate::CancelOn>,
+    /// How long its runs may wait to start and then to finish.
+    pub timeouts: crate::Timeouts,
 }
 
 impl FunctionInfo {
@@ -195,6 +197,7 @@ impl FunctionInfo {
             trigger: trigger.into(),
             failures_of: None,
             cancel_on: Vec::new(),
+            timeouts: crate::Timeouts::NONE,
         }
     }
 }

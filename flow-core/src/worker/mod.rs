@@ -395,6 +395,7 @@ impl<S: Store> Worker<S> {
                 trigger: d.trigger.to_owned(),
                 failures_of: d.failures_of.map(str::to_owned),
                 cancel_on: d.cancel_on.to_vec(),
+                timeouts: d.timeouts,
             })
             .collect();
         shared
@@ -713,8 +714,8 @@ async fn claim_loop<S: Store>(
     }
 }
 
-/// Requeues the runs whose lease expired (any worker's); when there are some,
-/// the claim loop is told to claim.
+/// Requeues the runs whose lease expired (any worker's), when there are some
+/// telling the claim loop to claim, and cancels the runs past their timeouts.
 async fn recover<S: Store>(shared: &Shared<S>) {
     shared
         .last_recovery
@@ -731,6 +732,15 @@ async fn recover<S: Store>(shared: &Shared<S>) {
             shared.wake_now();
         }
         Err(e) => tracing::warn!(error = %e, "could not recover expired leases"),
+    }
+    match shared
+        .store
+        .cancel_timed_out(shared.clock.store_now())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "cancelled runs past their timeouts"),
+        Err(e) => tracing::warn!(error = %e, "could not cancel runs past their timeouts"),
     }
 }
 

@@ -1,4 +1,6 @@
--- cancel_on, as in flow-postgres's migration 9: workers announce each function's
+-- cancel_on and timeouts, as in flow-postgres's migration 9.
+--
+-- cancel_on: workers announce each function's
 -- cancel triggers and await their fields (so sends key their events in
 -- flow_wait_keys), each new run of such a function registers a cancel wait per
 -- trigger, and a send of a matching event cancels the run. SQLite runs one write
@@ -60,4 +62,27 @@ CREATE TRIGGER flow_runs_end_closes_cancel_waits
     WHEN NEW.status IN ('completed', 'failed', 'cancelled') AND OLD.status <> NEW.status
 BEGIN
     DELETE FROM flow_cancel_waits WHERE run_id = NEW.id;
+END;
+
+-- timeouts(start, finish): a new run of a function with timeouts gets its
+-- deadline to start by and keeps its finish timeout until its first claim.
+ALTER TABLE flow_functions ADD COLUMN start_timeout INTEGER;
+ALTER TABLE flow_functions ADD COLUMN finish_timeout INTEGER;
+ALTER TABLE flow_runs ADD COLUMN timeout_at INTEGER;
+ALTER TABLE flow_runs ADD COLUMN finish_within INTEGER;
+CREATE INDEX flow_runs_timeouts ON flow_runs (timeout_at)
+    WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled');
+
+CREATE TRIGGER flow_runs_created_set_timeouts
+    AFTER INSERT ON flow_runs
+    WHEN NEW.status NOT IN ('completed', 'failed', 'cancelled')
+         AND EXISTS (SELECT 1 FROM flow_functions f
+                     WHERE f.id = NEW.function_id
+                       AND (f.start_timeout IS NOT NULL OR f.finish_timeout IS NOT NULL))
+BEGIN
+    UPDATE flow_runs
+    SET timeout_at = NEW.created_at
+                     + (SELECT f.start_timeout FROM flow_functions f WHERE f.id = NEW.function_id),
+        finish_within = (SELECT f.finish_timeout FROM flow_functions f WHERE f.id = NEW.function_id)
+    WHERE id = NEW.id;
 END;

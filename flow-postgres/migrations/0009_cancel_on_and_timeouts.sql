@@ -1,12 +1,15 @@
+-- cancel_on and timeouts: what ends a run from outside, set up when the run is
+-- created by one statement trigger on the runs table (whatever inserted them: a
+-- send, an invoke, an end's system event).
+--
 -- cancel_on: an event whose data carries, in a field named by the function, the
 -- value the run's own event has there cancels the run.
 --
 -- Workers announce each function's cancel triggers (`cancel_triggers`) and mark
 -- the field awaited (`awaited_fields`), so that every send of such an event keeps
 -- the latest event per value in `wait_keys`, the meeting row of migration 6.
--- Every new run of such a function registers a cancel wait per trigger, by the
--- statement trigger below (whatever inserted the run: a send, an invoke, an
--- end's system event), and counts itself in the key row's `waits`. So the two
+-- Every new run of such a function registers a cancel wait per trigger, and
+-- counts itself in the key row's `waits`. So the two
 -- sides meet as a park and a send do: a send that locks the key first is seen by
 -- the run's registration through the key's latest event (the run is cancelled
 -- at once), and a registration that locks it first is seen by the send through
@@ -40,12 +43,35 @@ LANGUAGE sql STABLE AS $$
                   name, event_id, field)
 $$;
 
-CREATE FUNCTION flow.register_cancel_waits() RETURNS trigger
+-- timeouts(start, finish): a function's start timeout gives each new run a
+-- deadline to start by (`timeout_at`, from its creation), and its finish timeout
+-- is kept on the run (`finish_within`) until its first claim replaces the
+-- deadline with one to finish by. Claims skip runs past their deadline; workers
+-- cancel them (`Store::cancel_timed_out`, on their recovery timer, and at the
+-- earliest deadline, which `next_wakeup` reads through the index below).
+ALTER TABLE flow.functions ADD COLUMN start_timeout interval;
+ALTER TABLE flow.functions ADD COLUMN finish_timeout interval;
+ALTER TABLE flow.runs ADD COLUMN timeout_at timestamptz;
+ALTER TABLE flow.runs ADD COLUMN finish_within interval;
+CREATE INDEX runs_timeouts ON flow.runs (timeout_at)
+    WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled');
+
+CREATE FUNCTION flow.runs_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     hit_ids     uuid[];
     hit_reasons text[];
 BEGIN
+    -- Whole tables of a few rows, read once per inserting statement.
+    IF EXISTS (SELECT 1 FROM flow.functions
+               WHERE start_timeout IS NOT NULL OR finish_timeout IS NOT NULL) THEN
+        UPDATE flow.runs r
+        SET timeout_at = n.created_at + f.start_timeout, finish_within = f.finish_timeout
+        FROM created n JOIN flow.functions f ON f.id = n.function_id
+        WHERE r.id = n.id AND r.status NOT IN ('completed', 'failed', 'cancelled')
+          AND (f.start_timeout IS NOT NULL OR f.finish_timeout IS NOT NULL);
+    END IF;
+
     IF NOT EXISTS (SELECT 1 FROM flow.cancel_triggers) THEN
         RETURN NULL;
     END IF;
@@ -95,11 +121,11 @@ BEGIN
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER runs_created_register_cancel_waits
+CREATE TRIGGER runs_created
     AFTER INSERT ON flow.runs
     REFERENCING NEW TABLE AS created
     FOR EACH STATEMENT
-    EXECUTE FUNCTION flow.register_cancel_waits();
+    EXECUTE FUNCTION flow.runs_created();
 
 -- A run that ends closes its cancel waits.
 CREATE FUNCTION flow.close_cancel_waits() RETURNS trigger
