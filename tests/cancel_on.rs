@@ -92,6 +92,11 @@ async fn a_matching_event_cancels_a_sleeping_run_and_no_other() {
         tokio::spawn(async move { client.wait(subscriber, WAIT).await })
     };
     let sent = client.send(Subscribed { user_id: 1 }).await.unwrap();
+    assert!(
+        sent.unmatched.is_empty(),
+        "an event a cancel_on awaits is not unmatched: {:?}",
+        sent.unmatched
+    );
     let ended = watching.await.unwrap().unwrap();
     assert_eq!(ended.status, RunStatus::Cancelled);
     let reason = ended.error.unwrap();
@@ -110,6 +115,14 @@ async fn a_matching_event_cancels_a_sleeping_run_and_no_other() {
     );
     assert_eq!(REMINDERS.load(Ordering::SeqCst), 1);
     assert_eq!(status(&client, subscriber).await, RunStatus::Cancelled);
+    // Both runs ended, however they ended: neither leaves a cancel wait behind.
+    let left = common::count(
+        &store,
+        "SELECT count(*) FROM flow.cancel_waits",
+        "SELECT count(*) FROM flow_cancel_waits",
+    )
+    .await;
+    assert_eq!(left, 0);
 }
 
 #[derive(Event, Serialize, Deserialize)]

@@ -128,3 +128,66 @@ async fn image_pipeline_makes_three_thumbnails_through_invoked_runs() {
         );
     }
 }
+
+#[tokio::test]
+async fn payment_flow_sends_receipts_for_confirmed_payments_and_voids_the_other() {
+    let url = common::fresh_database().await;
+    for url in [Some(url.as_str()), None] {
+        let (stdout, _) = run("payment_flow", url);
+        assert!(
+            stdout.contains("sent 3 charge requests, which started 3 runs"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("3 runs wait for their confirmation"),
+            "{stdout}"
+        );
+        for (payment, output, last_step) in [
+            ("pay-1", "receipt for pay-1 (psp-pay-1)", "send_receipt"),
+            (
+                "pay-2",
+                "voided pay-2: no confirmation within the hour",
+                "void_charge",
+            ),
+            ("pay-3", "receipt for pay-3 (psp-pay-3)", "send_receipt"),
+        ] {
+            assert!(
+                stdout.contains(&format!(
+                    "completed: \"{output}\" (steps: charge_card, confirmation, {last_step})"
+                )),
+                "{payment}: {stdout}"
+            );
+        }
+        assert!(
+            stdout.contains("worker stopped: 3 runs finished"),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn trial_reminders_stop_for_the_user_who_subscribed() {
+    let url = common::fresh_database().await;
+    for url in [Some(url.as_str()), None] {
+        let (stdout, _) = run("trial_reminders", url);
+        assert!(
+            stdout.contains("started 3 trials, which started 3 runs"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("day 4: 3 users had their first reminder"),
+            "{stdout}"
+        );
+        assert_eq!(
+            stdout.matches("completed after 3 reminders: 3").count(),
+            2,
+            "{stdout}"
+        );
+        assert!(
+            stdout
+                .contains("cancelled after 1 reminders: cancelled by event `app/user.subscribed`"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("its `user_id` matches"), "{stdout}");
+    }
+}

@@ -81,13 +81,18 @@ async fn a_wait_returns_the_event_whose_field_matches_and_replays_it() {
         })
         .await
         .unwrap();
-    client
+    let sent = client
         .send(Confirmed {
             payment_id: "pay-1".into(),
             amount: 1,
         })
         .await
         .unwrap();
+    assert!(
+        sent.unmatched.is_empty(),
+        "an event a wait awaits is not unmatched: {:?}",
+        sent.unmatched
+    );
     let amount: Option<i64> = client.result(run, WAIT).await.unwrap();
     assert_eq!(amount, Some(1));
     let view = client.run(run).await.unwrap().unwrap();

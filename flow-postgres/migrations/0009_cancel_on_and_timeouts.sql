@@ -35,6 +35,9 @@ CREATE TABLE flow.cancel_waits (
 );
 CREATE INDEX cancel_waits_by_match ON flow.cancel_waits (name, field, value);
 
+-- Whether a run registered cancel waits: only such a run's end looks for them.
+ALTER TABLE flow.runs ADD COLUMN awaits_cancel boolean NOT NULL DEFAULT false;
+
 -- The reason a run cancelled by an event gives, written by this trigger and by
 -- the sends that cancel (flow-postgres's `send.rs` and `waits.rs`).
 CREATE FUNCTION flow.cancel_on_reason(name text, event_id uuid, field text) RETURNS text
@@ -59,6 +62,7 @@ CREATE INDEX runs_timeouts ON flow.runs (timeout_at)
 CREATE FUNCTION flow.runs_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    waiting_ids uuid[];
     hit_ids     uuid[];
     hit_reasons text[];
 BEGIN
@@ -90,7 +94,7 @@ BEGIN
         INSERT INTO flow.cancel_waits (run_id, event_id, name, field, value, since)
         SELECT run_id, event_id, name, field, value, since FROM keys
         ON CONFLICT DO NOTHING
-        RETURNING 1
+        RETURNING run_id
     ), keyed AS (
         -- Locked in key order, as sends and parks lock them.
         INSERT INTO flow.wait_keys AS k (name, field, value, waits)
@@ -109,8 +113,12 @@ BEGIN
         WHERE k.event_at > keys.since AND k.event_id <> keys.event_id
         ORDER BY keys.run_id
     )
-    SELECT array_agg(run_id), array_agg(reason) INTO hit_ids, hit_reasons
-    FROM hits, (SELECT count(*) FROM registered) AS r;
+    SELECT (SELECT array_agg(DISTINCT run_id) FROM registered), h.ids, h.reasons
+    INTO waiting_ids, hit_ids, hit_reasons
+    FROM (SELECT array_agg(run_id) AS ids, array_agg(reason) AS reasons FROM hits) AS h;
+    IF waiting_ids IS NOT NULL THEN
+        UPDATE flow.runs SET awaits_cancel = true WHERE id = ANY (waiting_ids);
+    END IF;
     IF hit_ids IS NOT NULL THEN
         UPDATE flow.runs r
         SET status = 'cancelled', error = h.reason, error_kind = NULL, error_step = NULL,
@@ -127,7 +135,8 @@ CREATE TRIGGER runs_created
     FOR EACH STATEMENT
     EXECUTE FUNCTION flow.runs_created();
 
--- A run that ends closes its cancel waits.
+-- A run that ends closes its cancel waits (only a run that registered some pays
+-- for the trigger).
 CREATE FUNCTION flow.close_cancel_waits() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -138,7 +147,7 @@ $$;
 CREATE TRIGGER runs_end_closes_cancel_waits
     AFTER UPDATE OF status ON flow.runs
     FOR EACH ROW
-    WHEN (NEW.status IN ('completed', 'failed', 'cancelled')
+    WHEN (NEW.awaits_cancel AND NEW.status IN ('completed', 'failed', 'cancelled')
           AND OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION flow.close_cancel_waits();
 

@@ -67,7 +67,7 @@ pub(crate) async fn send_on(
         producer_ids.push(event.producer_id().map(str::to_owned));
         timestamps.push(event.timestamp());
     }
-    let mut run_rows = Vec::new();
+    let (mut run_rows, mut awaited) = (Vec::new(), Vec::new());
     if !ids.is_empty() {
         run_rows = sqlx::query(SEND)
             .bind(&ids)
@@ -79,9 +79,9 @@ pub(crate) async fn send_on(
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
-        resolve_raced_waits(conn, &mut run_rows, now).await?;
+        awaited = resolve_raced_waits(conn, &mut run_rows, now).await?;
     }
-    receipt(event_ids, &ids, &names, &run_rows, duplicates)
+    receipt(event_ids, &ids, &names, &run_rows, &awaited, duplicates)
 }
 
 /// The send statement: the events, a run per matching function, the wait keys of
@@ -89,7 +89,8 @@ pub(crate) async fn send_on(
 /// (`cancel_on`), and one NOTIFY when any run was created or woken (delivered at
 /// commit). An event without its own timestamp
 /// takes the send's time. Its last row (no run id) lists the keys whose waits it
-/// could not see ([`resolve_raced_waits`]).
+/// could not see ([`resolve_raced_waits`]), and the names sent that a wait or a
+/// `cancel_on` awaits.
 const SEND: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($6::timestamptz, now()) AS now,
@@ -157,30 +158,32 @@ const SEND: &str = concat!(
      )
      SELECT r.id, r.event_id, r.function_id, (SELECT count(*) FROM notified) AS notified,
             NULL::text[] AS raced_names, NULL::text[] AS raced_fields,
-            NULL::text[] AS raced_values
+            NULL::text[] AS raced_values, NULL::text[] AS awaited_names
      FROM r
      UNION ALL
      SELECT NULL, NULL, NULL,
             (SELECT count(*) FROM notified) + 0 * (SELECT count(*) FROM announced),
             (SELECT array_agg(name) FROM raced), (SELECT array_agg(field) FROM raced),
-            (SELECT array_agg(value) FROM raced)"
+            (SELECT array_agg(value) FROM raced),
+            (SELECT array_agg(DISTINCT a.name) FROM flow.awaited_fields a
+             WHERE a.name IN (SELECT name FROM ev))"
 );
 
 /// Resolves the waits on the keys the send statement's last row lists, if any,
-/// and drops that row: a park registered them after the send's statement began,
-/// and committed before the send reached their keys, so the send saw their count
-/// but not the waits. They are resolved inside the send's transaction when it has
-/// one, else right after its commit.
+/// and drops that row, returning the awaited names it lists: a park registered
+/// them after the send's statement began, and committed before the send reached
+/// their keys, so the send saw their count but not the waits. They are resolved
+/// inside the send's transaction when it has one, else right after its commit.
 async fn resolve_raced_waits(
     conn: &mut PgConnection,
     rows: &mut Vec<PgRow>,
     now: Now,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let Some(at) = rows
         .iter()
         .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)))
     else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     // Removed in place: the receipt lists the runs in the order of the rows.
     let last = rows.remove(at);
@@ -190,7 +193,8 @@ async fn resolve_raced_waits(
         let values: Vec<String> = last.try_get("raced_values").map_err(db_error)?;
         crate::waits::resolve_raced(conn, &names, &fields, &values, now).await?;
     }
-    Ok(())
+    let awaited: Option<Vec<String>> = last.try_get("awaited_names").map_err(db_error)?;
+    Ok(awaited.unwrap_or_default())
 }
 
 /// The receipt of a send tried before with these fresh ids, read back, when its
@@ -263,17 +267,33 @@ pub(crate) async fn stored_receipt(
             .await
             .map_err(db_error)?;
     let duplicates = events.len() - ids.len();
-    receipt(event_ids, &ids, &stored_names, &run_rows, duplicates).map(Some)
+    let awaited: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT name FROM flow.awaited_fields WHERE name = ANY($1)")
+            .bind(&stored_names)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    receipt(
+        event_ids,
+        &ids,
+        &stored_names,
+        &run_rows,
+        &awaited,
+        duplicates,
+    )
+    .map(Some)
 }
 
 /// A send's receipt from the events it stored (`ids`, with their `names`) and the
 /// rows of the runs they started: runs in the order of the events sent (then by
-/// function), whatever order the database inserted them in.
+/// function), whatever order the database inserted them in. An event that started
+/// no run is unmatched unless its name is `awaited` (by a wait or a `cancel_on`).
 fn receipt(
     event_ids: Vec<EventId>,
     ids: &[Uuid],
     names: &[String],
     run_rows: &[PgRow],
+    awaited: &[String],
     duplicates: usize,
 ) -> Result<SendReceipt, Error> {
     let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -302,7 +322,7 @@ fn receipt(
         unmatched: Vec::new(),
     };
     for (id, name) in ids.iter().zip(names) {
-        if !receipt.runs.iter().any(|(event, _)| event.0 == *id) {
+        if !receipt.runs.iter().any(|(event, _)| event.0 == *id) && !awaited.contains(name) {
             receipt.note_unmatched(name);
         }
     }

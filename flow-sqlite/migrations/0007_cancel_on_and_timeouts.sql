@@ -25,6 +25,9 @@ CREATE TABLE flow_cancel_waits (
 );
 CREATE INDEX flow_cancel_waits_by_match ON flow_cancel_waits (name, field, value);
 
+-- Whether a run registered cancel waits: only such a run's end looks for them.
+ALTER TABLE flow_runs ADD COLUMN awaits_cancel INTEGER NOT NULL DEFAULT 0;
+
 -- The reason is the one flow_core::store::cancel_on_reason writes.
 CREATE TRIGGER flow_runs_created_register_cancel_waits
     AFTER INSERT ON flow_runs
@@ -40,6 +43,8 @@ BEGIN
       AND json_type(e.data, '$."' || c.field || '"') IS NOT NULL
       AND length(CAST(e.data -> ('$."' || c.field || '"') AS BLOB)) <= 1024
     ON CONFLICT DO NOTHING;
+    UPDATE flow_runs SET awaits_cancel = 1
+    WHERE id = NEW.id AND EXISTS (SELECT 1 FROM flow_cancel_waits w WHERE w.run_id = NEW.id);
     UPDATE flow_runs
     SET status = 'cancelled',
         error = (SELECT 'cancelled by event `' || k.name || '` (' || k.event_id || '): its `'
@@ -56,10 +61,12 @@ BEGIN
                   WHERE w.run_id = NEW.id AND k.event_at > w.since AND k.event_id <> w.event_id);
 END;
 
--- A run that ends closes its cancel waits.
+-- A run that ends closes its cancel waits (only a run that registered some pays
+-- for the trigger).
 CREATE TRIGGER flow_runs_end_closes_cancel_waits
     AFTER UPDATE OF status ON flow_runs
-    WHEN NEW.status IN ('completed', 'failed', 'cancelled') AND OLD.status <> NEW.status
+    WHEN NEW.awaits_cancel AND NEW.status IN ('completed', 'failed', 'cancelled')
+         AND OLD.status <> NEW.status
 BEGIN
     DELETE FROM flow_cancel_waits WHERE run_id = NEW.id;
 END;

@@ -839,7 +839,7 @@ async fn store_events(
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)?;
-        if functions.is_empty() {
+        if functions.is_empty() && !awaited(conn, event.name()).await? {
             receipt.note_unmatched(event.name());
         }
         *woke |=
@@ -863,6 +863,16 @@ async fn store_events(
         receipt.event_ids.push(id);
     }
     Ok(receipt)
+}
+
+/// Whether a wait or a `cancel_on` awaits events named `name`: such an event is
+/// not unmatched when it starts no run.
+async fn awaited(conn: &mut SqliteConnection, name: &str) -> Result<bool, Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM flow_awaited_fields WHERE name = ?)")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)
 }
 
 /// Whether a function is triggered by flow's system events: after a write that

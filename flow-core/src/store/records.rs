@@ -222,7 +222,8 @@ pub struct SendReceipt {
     pub duplicates: usize,
     /// The names of events stored that started no run, because no worker has
     /// announced a function they trigger (yet: a producer started before its
-    /// workers learns it here), each once, in the order sent.
+    /// workers learns it here), and that no wait or `cancel_on` awaits, each
+    /// once, in the order sent.
     pub unmatched: Vec<String>,
 }
 
