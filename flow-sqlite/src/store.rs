@@ -417,9 +417,10 @@ impl Store for SqliteStore {
         let functions = serde_json::to_string(functions).expect("strings serialize");
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT min(t) FROM (
-             SELECT min(not_before) AS t FROM flow_runs
-             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
-               AND function_id IN (SELECT value FROM json_each(?))
+             SELECT * FROM (SELECT not_before AS t FROM flow_runs
+                            WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                              AND function_id IN (SELECT value FROM json_each(?))
+                            ORDER BY not_before LIMIT 1)
              UNION ALL
              SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running'
              UNION ALL
