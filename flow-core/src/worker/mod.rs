@@ -899,6 +899,13 @@ fn spawn_renewal<S: Store>(shared: Arc<Shared<S>>) -> tokio::sync::oneshot::Send
     stop
 }
 
+/// Whether `core` is still an execution this worker drives.
+fn still_driven<S: Store>(shared: &Shared<S>, core: &Arc<RunCore>) -> bool {
+    lock(&shared.runs)
+        .get(&core.run_id)
+        .is_some_and(|driven| Arc::ptr_eq(driven, core))
+}
+
 /// Renews, in one statement, exactly the leases of the executions this worker
 /// drives; an execution whose lease was not renewed is dropped.
 async fn renew<S: Store>(shared: &Shared<S>, store: &S) {
@@ -923,10 +930,12 @@ async fn renew<S: Store>(shared: &Shared<S>, store: &S) {
                 for core in &driven {
                     if held.contains(&core.run_id) {
                         core.lease_extended(started);
-                    } else {
+                    } else if still_driven(shared, core) {
                         tracing::warn!(run_id = %core.run_id, "lease lost; dropping the run");
                         core.stop(Stop::LeaseLost);
                     }
+                    // Else it parked or ended while the renewal was on its way,
+                    // and has no lease to lose.
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not renew leases"),
