@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow::prelude::*;
-use flow::{RunStatus, StepKind};
+use flow::{Clock, RunStatus, StepKind};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -476,4 +476,74 @@ async fn handler_errors_are_retried_and_completed_steps_are_not_run_again() {
     assert_eq!(view.failure_kind, Some(flow::FailureKind::Handler));
     assert_eq!(view.handler_attempts, 1, "fatal: no retry");
     assert_eq!(HANDLER_ENTRIES.load(Ordering::SeqCst), 1);
+}
+
+// ---------------------------------------------------------------------------
+// `StepError::retry_after(Duration::ZERO)`: the next attempt is due at once (the
+// clock never moves here, and the fallback poll is an hour), and each such
+// failure still counts as an attempt, so retries run out as usual.
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/rate-limited")]
+struct RateLimited {
+    succeed_on: u32,
+}
+
+static RATE_LIMITED_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[step(retries = 2)]
+async fn call_rate_limited_api(_ctx: &Ctx, succeed_on: u32) -> Result<u32, StepError> {
+    let call = RATE_LIMITED_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    if call >= succeed_on {
+        Ok(call)
+    } else {
+        Err(StepError::retry_after("429: try again", Duration::ZERO))
+    }
+}
+
+#[function(event = "test/rate-limited")]
+async fn rate_limited(ctx: &Ctx, event: RateLimited) -> Result<u32, FlowError> {
+    Ok(call_rate_limited_api(ctx, event.succeed_on).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_zero_is_due_at_once_and_counts_as_an_attempt() {
+    let (store, _) = common::store().await;
+    let clock = flow::ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap());
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .register::<rate_limited>()
+            .clock(clock.clone()),
+    )
+    .await;
+    let client = flow::Client::new(store).with_clock(clock.clone());
+
+    let third_time = client
+        .send(RateLimited { succeed_on: 3 })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(third_time, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Completed);
+    assert_eq!(view.output, Some(serde_json::json!(3)));
+    assert_eq!(view.steps[0].attempts, 3);
+    assert_eq!(view.failures.len(), 2, "{:?}", view.failures);
+    for attempt in &view.failures {
+        assert_eq!(attempt.retry_at, clock.now(), "due at once: {attempt:?}");
+    }
+
+    // Never succeeding: one attempt and two retries, then the run fails.
+    let never = client
+        .send(RateLimited {
+            succeed_on: u32::MAX,
+        })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    let view = client.wait(never, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Failed);
+    assert_eq!(view.steps[0].attempts, 3);
+    assert_eq!(RATE_LIMITED_CALLS.load(Ordering::SeqCst), 6);
 }
