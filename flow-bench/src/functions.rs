@@ -122,3 +122,32 @@ pub async fn hold(ctx: &Ctx, event: Hold) -> Result<u64, FlowError> {
     let a = first(ctx, 1).await?;
     Ok(held(ctx, event.hold_ms).await?.n + a.n)
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "bench/waiter")]
+pub struct Waiter {
+    pub sent_us: i64,
+    pub key: String,
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "bench/matched")]
+pub struct Matched {
+    pub sent_us: i64,
+    pub key: String,
+}
+
+/// Waits for the event that carries its key; the start of `first` after it is
+/// the resume time.
+#[function(event = "bench/waiter")]
+pub async fn waiter(ctx: &Ctx, event: Waiter) -> Result<u64, FlowError> {
+    let matched = ctx
+        .wait_for_event::<Matched>("match")
+        .matching(|f| f.key, event.key.as_str())
+        .timeout(Duration::from_secs(3600))
+        .await?;
+    if matched.is_none() {
+        return Err(FlowError::fatal("no match within the hour"));
+    }
+    Ok(first(ctx, 1).await?.n)
+}

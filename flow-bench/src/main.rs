@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! flow-bench [--url URL] [--json] [--large] [--only a,b] [--baseline-secs N] [--sleepers N]
+//!            [--waiters N]
 //!            [--concurrency N]
 //! ```
 //!
@@ -40,12 +41,21 @@ struct Args {
     only: Vec<String>,
     baseline_secs: u64,
     sleepers: Option<u64>,
+    waiters: Option<u64>,
     concurrency: usize,
+}
+
+/// A count given to `flag`: a whole number above zero.
+fn count(text: String, flag: &str) -> Result<u64, String> {
+    text.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{flag} takes a whole number above zero\n{}", usage()))
 }
 
 fn usage() -> String {
     format!(
-        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N] [--sleepers N] [--concurrency N]\n\
+        "usage: flow-bench [--url URL] [--json] [--large] [--only SCENARIO,...] [--baseline-secs N] [--sleepers N] [--waiters N] [--concurrency N]\n\
          scenarios: {}",
         SCENARIOS.join(", ")
     )
@@ -60,6 +70,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         only: Vec::new(),
         baseline_secs: 3,
         sleepers: None,
+        waiters: None,
         concurrency: flow::DEFAULT_CONCURRENCY,
     };
     while let Some(arg) = args.next() {
@@ -91,17 +102,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                         )
                     })?
             }
-            "--sleepers" => {
-                parsed.sleepers = Some(
-                    value("--sleepers")?
-                        .parse()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| {
-                            format!("--sleepers takes a whole number above zero\n{}", usage())
-                        })?,
-                )
-            }
+            "--sleepers" => parsed.sleepers = Some(count(value("--sleepers")?, "--sleepers")?),
+            "--waiters" => parsed.waiters = Some(count(value("--waiters")?, "--waiters")?),
             "--concurrency" => {
                 parsed.concurrency = value("--concurrency")?
                     .parse()
@@ -183,6 +185,7 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
         server: args.url.clone(),
         large: args.large,
         sleepers: args.sleepers,
+        waiters: args.waiters,
         concurrency: args.concurrency,
     };
     let mut rows = Vec::new();
@@ -267,7 +270,8 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
         rows.push(scenarios::sleepers(&bench).await?);
     }
     if wanted("waiters") {
-        rows.push(Row::not_built("5. waiters"));
+        progress("waiters");
+        rows.extend(scenarios::waiters(&bench).await?);
     }
     if wanted("retries") {
         progress("retries");
@@ -323,6 +327,12 @@ mod tests {
                 .err()
                 .unwrap()
                 .contains("--sleepers takes")
+        );
+        assert!(
+            args(&["--waiters", "0"])
+                .err()
+                .unwrap()
+                .contains("--waiters takes a whole number above zero")
         );
         let ok = args(&["--only", "latency,retries", "--json"]).unwrap();
         assert_eq!(ok.only, ["latency", "retries"]);

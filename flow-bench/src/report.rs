@@ -19,16 +19,6 @@ pub struct Row {
     pub note: String,
 }
 
-impl Row {
-    pub fn not_built(scenario: &str) -> Row {
-        Row {
-            scenario: scenario.into(),
-            note: "not built yet".into(),
-            ..Row::default()
-        }
-    }
-}
-
 pub fn print_table(rows: &[Row]) {
     let header = [
         "scenario",

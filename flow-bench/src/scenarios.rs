@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use flow::{AnyStore, PgStore, PgStoreOptions, RunStatus};
 use sqlx::{Connection, PgPool, Row as _};
 
-use crate::functions::{FanOut, Retry, Sleeper, ThreeSteps};
+use crate::functions::{FanOut, Matched, Retry, Sleeper, ThreeSteps, Waiter};
 use crate::report::{Row, with_latencies};
 use crate::workers::Workers;
 
@@ -17,6 +17,8 @@ pub struct Bench {
     pub large: bool,
     /// Sleepers in scenario 4 (`--sleepers N`).
     pub sleepers: Option<u64>,
+    /// Waiters in scenario 5 (`--waiters N`).
+    pub waiters: Option<u64>,
     /// Runs each worker process drives at once (`--concurrency N`, default 32).
     pub concurrency: usize,
 }
@@ -380,6 +382,143 @@ pub async fn sleepers(bench: &Bench) -> BenchResult<Row> {
     let row = with_latencies(row, lateness);
     db.drop().await?;
     Ok(row)
+}
+
+/// Workers the waiters share.
+const WAITER_WORKERS: usize = 2;
+/// Unrelated events sent one at a time, before the waiters exist and while they wait.
+const UNRELATED: u64 = 200;
+
+/// Scenario 5: N runs waiting on distinct keys, then the matching events of a
+/// tenth of them (every tenth key, so the matched runs are spread over the
+/// table), paced at 500 a second (within what two workers resume, so the figure
+/// measures the match path, not a backlog): how long from a match's send to its
+/// run's next step. And the latency of an unrelated event (a three-step run,
+/// sent one at a time) with no waiters and with N: matching goes through an
+/// index, so N waiters must not slow the rest.
+pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
+    let n: u64 = bench
+        .waiters
+        .unwrap_or(if bench.large { 1_000_000 } else { 100_000 });
+    let db = bench.database("waiters").await?;
+    let procs = Workers::start(&db.url, WAITER_WORKERS, bench.concurrency)?;
+    db.ready("waiter", WAITER_WORKERS as i64).await?;
+    let unrelated = async |from: u64| -> BenchResult<()> {
+        for i in from..from + UNRELATED {
+            let sent_us = now_us();
+            let run = db.client.send(ThreeSteps { sent_us, n: i }).await?.runs[0].1;
+            let view = db.client.wait(run, Duration::from_secs(60)).await?;
+            if view.status != RunStatus::Completed {
+                return Err(format!("run {run} ended {}", view.status).into());
+            }
+        }
+        Ok(())
+    };
+    unrelated(0).await?;
+
+    let t0 = now_us();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let sent_us = now_us();
+        db.client
+            .send_batch(chunk.iter().map(|i| Waiter {
+                sent_us,
+                key: format!("key-{i}"),
+            }))
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while db
+        .count("SELECT count(*) FROM flow.runs WHERE status = 'waiting'")
+        .await?
+        < n as i64
+    {
+        if Instant::now() > deadline {
+            return Err("the waiters did not all wait within 900 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting_seconds = (now_us() - t0) as f64 / 1e6;
+    unrelated(1_000_000).await?;
+
+    // The matches, in batches of 25 every 50 ms.
+    let matched: Vec<u64> = (0..n).step_by(10).collect();
+    let pace = Duration::from_millis(50);
+    let mut next = Instant::now();
+    for chunk in matched.chunks(25) {
+        tokio::time::sleep_until(next.into()).await;
+        next += pace;
+        let sent_us = now_us();
+        db.client
+            .send_batch(chunk.iter().map(|i| Matched {
+                sent_us,
+                key: format!("key-{i}"),
+            }))
+            .await?;
+    }
+    let ended = matched.len() as i64 + 2 * UNRELATED as i64;
+    db.finished(ended, Duration::from_secs(600)).await?;
+    let usage = procs.usage();
+    procs.stop();
+    let resumed = db
+        .latencies_ms(
+            "SELECT (extract(epoch FROM s.started_at) * 1e6)::float8
+                    - (w.output->'data'->>'sent_us')::float8
+             FROM flow.steps w JOIN flow.steps s ON s.run_id = w.run_id AND s.key = 'first'
+             WHERE w.key = 'match'",
+        )
+        .await?;
+    let unrelated_ms = async |phase: &'static str| db.latencies_ms(phase).await;
+    let before = unrelated_ms(
+        "SELECT (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
+         FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
+         WHERE r.function_id = 'three_steps' AND (e.data->>'n')::bigint < 1000000",
+    )
+    .await?;
+    let during = unrelated_ms(
+        "SELECT (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
+         FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
+         WHERE r.function_id = 'three_steps' AND (e.data->>'n')::bigint >= 1000000",
+    )
+    .await?;
+    let base = Row {
+        cpu_seconds: Some(usage.cpu_seconds),
+        peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+        ..Row::default()
+    };
+    let rows = vec![
+        with_latencies(
+            Row {
+                scenario: format!(
+                    "5. waiters: match sent -> run resumed, {WAITER_WORKERS} workers"
+                ),
+                count: matched.len() as u64,
+                note: format!(
+                    "{n} runs waited on distinct keys after {waiting_seconds:.1} s; \
+                     every tenth matched, paced at 500/s"
+                ),
+                ..base.clone()
+            },
+            resumed,
+        ),
+        with_latencies(
+            Row {
+                scenario: "5. waiters: unrelated event -> run done, 0 waiters".into(),
+                count: UNRELATED,
+                ..base.clone()
+            },
+            before,
+        ),
+        with_latencies(
+            Row {
+                scenario: format!("5. waiters: unrelated event -> run done, {n} waiters"),
+                count: UNRELATED,
+                ..base
+            },
+            during,
+        ),
+    ];
+    db.drop().await?;
+    Ok(rows)
 }
 
 /// Scenario 6: a step that fails twice then succeeds, against the same run without
