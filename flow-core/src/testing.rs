@@ -943,9 +943,6 @@ pub async fn wakeups_announce_new_work<S: Store + ReadStore>(store: S) {
     assert_eq!(parked, Some(Wakeup::At(due)));
 }
 
-/// A cancel ends a run that has not ended, whatever it does: a queued one is never
-/// claimed, a running one's holder is fenced out of its next write and renewal,
-/// a watcher is told; an ended or unknown run is left alone.
 /// `timeouts`: a run not started by its deadline is never claimed and is
 /// cancelled by the sweep, naming its start timeout; a run claimed in time
 /// trades its start deadline for one to finish by, counted from its start; the
@@ -1023,6 +1020,9 @@ pub async fn runs_past_their_timeouts_are_cancelled_not_claimed<S: Store + ReadS
     );
 }
 
+/// A cancel ends a run that has not ended, whatever it does: a queued one is never
+/// claimed, a running one's holder is fenced out of its next write and renewal,
+/// a watcher is told; an ended or unknown run is left alone.
 pub async fn runs_are_cancelled_whatever_they_do<S: Store + ReadStore>(store: S) {
     announce(&store, &[("a", "t/cancel")]).await;
     let receipt = store

@@ -469,22 +469,8 @@ fn match_value(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<O
 /// `#[derive(Event)]` checks them), not one of flow's own, which sends never
 /// carry and so could never cancel anything.
 fn cancel_event_name(name: &str) -> Result<(), String> {
-    let example = "use a name like \"app/user.subscribed\"";
-    if name.is_empty() {
-        Err(format!("`event` cannot be empty; {example}"))
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Err(format!(
-            "event name `{name}` contains whitespace or control characters; {example}"
-        ))
-    } else if name.starts_with('/') || name.ends_with('/') {
-        Err(format!(
-            "event name `{name}` starts or ends with `/`; {example}"
-        ))
-    } else if name.len() > 256 {
-        Err(format!(
-            "event name is {} bytes long; the limit is 256",
-            name.len()
-        ))
+    if let Some(problem) = crate::event::name_problem(name) {
+        Err(problem)
     } else if name.starts_with("flow/") {
         Err(format!(
             "`{name}` is one of flow's own events, which never cancel a run (`cancel_on` \

@@ -44,38 +44,9 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
         }
         return placeholder(input);
     };
-    // The same rule as flow_core::check_name, which checks names given at run time.
     let value = name.value();
-    if value.is_empty() {
-        errors.at(
-            &name,
-            "an event name cannot be empty; use a name like \"app/user.created\"",
-        );
-    } else if value.chars().any(char::is_whitespace) {
-        errors.at(
-            &name,
-            format!(
-                "event name `{value}` contains whitespace; use a name like \"app/user.created\""
-            ),
-        );
-    } else if value.chars().any(char::is_control) {
-        errors.at(
-            &name,
-            "an event name cannot contain control characters; use a name like \"app/user.created\"",
-        );
-    } else if value.starts_with('/') || value.ends_with('/') {
-        errors.at(
-            &name,
-            format!(
-                "event name `{value}` starts or ends with `/`; `/` separates the parts of a \
-                 name, as in \"app/user.created\""
-            ),
-        );
-    } else if value.len() > 256 {
-        errors.at(
-            &name,
-            format!("event name is {} bytes long; the limit is 256", value.len()),
-        );
+    if let Some(problem) = name_problem(&value) {
+        errors.at(&name, problem);
     } else if value.starts_with("flow/") {
         // flow_core::system::check_not_reserved refuses sending one at run time; to
         // trigger on flow's own events, take `flow::system::FunctionFailed` and kin.
@@ -98,6 +69,37 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
             const NAME: &'static str = #name;
         }
         #fields
+    }
+}
+
+/// What is wrong with an event name, if anything: the same rule as
+/// flow_core::check_name, which checks names given at run time (flow-macros cannot
+/// call flow-core). Names beginning `flow/` are each caller's to refuse, in its
+/// own words.
+pub fn name_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        Some("an event name cannot be empty; use a name like \"app/user.created\"".into())
+    } else if value.chars().any(char::is_whitespace) {
+        Some(format!(
+            "event name `{value}` contains whitespace; use a name like \"app/user.created\""
+        ))
+    } else if value.chars().any(char::is_control) {
+        Some(
+            "an event name cannot contain control characters; use a name like \"app/user.created\""
+                .into(),
+        )
+    } else if value.starts_with('/') || value.ends_with('/') {
+        Some(format!(
+            "event name `{value}` starts or ends with `/`; `/` separates the parts of a \
+             name, as in \"app/user.created\""
+        ))
+    } else if value.len() > 256 {
+        Some(format!(
+            "event name is {} bytes long; the limit is 256",
+            value.len()
+        ))
+    } else {
+        None
     }
 }
 

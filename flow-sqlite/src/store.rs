@@ -64,11 +64,10 @@ impl Store for SqliteStore {
     async fn register_functions(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         // The database is a file on this machine: its clock is this machine's.
         let now = now.or_local();
+        let micros_of =
+            |d: Option<Duration>| d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         in_transaction(self, async |conn| {
             for f in functions {
-                let micros_of = |d: Option<Duration>| {
-                    d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-                };
                 sqlx::query(
                     "INSERT INTO flow_functions
                          (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)

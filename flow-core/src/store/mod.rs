@@ -123,7 +123,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Cancels every run past its deadline (`timeouts`): one not started within its
     /// function's start timeout of its creation, or not finished within its finish
     /// timeout of its start, each with the reason [`Timeouts::reason`] gives
-    /// (announced to its watchers, as [`Store::cancel`] is). Returns how many.
+    /// (announced to its watchers, as [`Store::cancel`] is). A backend may cancel
+    /// them in batches (PostgreSQL: 1,000 a call; the rest at the next call, while
+    /// no claim takes them). Returns how many it cancelled.
     ///
     /// [`Timeouts::reason`]: crate::Timeouts::reason
     fn cancel_timed_out(&self, now: Now) -> impl Future<Output = Result<u64, Error>> + Send;
