@@ -87,10 +87,10 @@ pub(crate) async fn send_on(
 /// The send statement: the events, a run per matching function, the wait keys of
 /// their awaited fields, the waits they resolve, the runs they cancel
 /// (`cancel_on`), and one NOTIFY when any run was created or woken (delivered at
-/// commit). An event without its own timestamp
-/// takes the send's time. Its last row (no run id) lists the keys whose waits it
-/// could not see ([`resolve_raced_waits`]), and the names sent that a wait or a
-/// `cancel_on` awaits.
+/// commit). An event without its own timestamp takes the send's time. Its last
+/// row (no run id) lists the keys whose waits it could not see
+/// ([`resolve_raced_waits`]), and the names sent that a wait or a `cancel_on`
+/// awaits.
 const SEND: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($6::timestamptz, now()) AS now,
