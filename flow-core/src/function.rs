@@ -183,6 +183,7 @@ impl Registry {
             .into_iter()
             .flat_map(|def| std::iter::once(def).chain(def.on_failure));
         for def in defs {
+            check_settings(def)?;
             if let Some(previous) = by_id.get(def.id) {
                 if std::ptr::eq(*previous, def) {
                     continue;
@@ -217,6 +218,49 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+}
+
+/// What `#[function]` checks at compile time, checked again for a definition
+/// written by hand: the stores would otherwise meet values they cannot hold.
+fn check_settings(def: &FunctionDef) -> Result<(), Error> {
+    let refuse = |problem: String| {
+        Err(Error::Config(format!(
+            "function `{}` (defined at {}): {problem}",
+            def.id, def.location
+        )))
+    };
+    if def.cancel_on.len() > MAX_CANCEL_ON {
+        return refuse(format!(
+            "it has {} `cancel_on`; the limit is {MAX_CANCEL_ON}",
+            def.cancel_on.len()
+        ));
+    }
+    for cancel in def.cancel_on {
+        if let Err(problem) = crate::check_name(cancel.event) {
+            return refuse(format!("its `cancel_on` event: {problem}"));
+        }
+        if cancel.field.is_empty() {
+            return refuse(format!(
+                "its `cancel_on` of `{}` names no field",
+                cancel.event
+            ));
+        }
+    }
+    for (which, timeout) in [
+        ("start", def.timeouts.start),
+        ("finish", def.timeouts.finish),
+    ] {
+        match timeout {
+            Some(d) if d.is_zero() => return refuse(format!("its `{which}` timeout is zero")),
+            Some(d) if d > crate::MAX_WAIT => {
+                return refuse(format!(
+                    "its `{which}` timeout is over the limit of 366 days"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -266,6 +310,36 @@ mod tests {
         );
         assert_eq!(duration_text(Duration::from_millis(1_500)), "1500ms");
         assert_eq!(duration_text(Duration::from_secs(90)), "90s");
+    }
+
+    #[test]
+    fn settings_written_by_hand_are_checked_as_the_macro_checks_them() {
+        static LONG: FunctionDef = FunctionDef {
+            id: "long",
+            timeouts: Timeouts {
+                start: None,
+                finish: Some(Duration::from_secs(400 * 86_400)),
+            },
+            ..A
+        };
+        static NAMELESS: FunctionDef = FunctionDef {
+            id: "nameless",
+            cancel_on: &[CancelOn {
+                event: "",
+                field: "user_id",
+            }],
+            ..A
+        };
+        let err = Registry::new([&LONG]).unwrap_err().to_string();
+        assert!(
+            err.contains("`long`") && err.contains("`finish` timeout is over the limit"),
+            "{err}"
+        );
+        let err = Registry::new([&NAMELESS]).unwrap_err().to_string();
+        assert!(
+            err.contains("`nameless`") && err.contains("cannot be empty"),
+            "{err}"
+        );
     }
 
     #[test]
