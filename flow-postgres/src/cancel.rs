@@ -5,10 +5,10 @@
 
 /// The CTEs that cancel the runs `$selector` picks (a SQL condition on `r`, with
 /// `$from` joined: `", hits h"`) with the reason `$reason` (an expression):
-/// those that have not ended are cancelled, their watcher rows deleted and
-/// `flow_finished` NOTIFYed with their ids (200 a notification). `clock(now)`
-/// must be defined; defines `cancelled(id)`, `unwatched` and `announced`, which
-/// the statement must read for the NOTIFY to run (a CTE nothing reads is not).
+/// those that have not ended are cancelled and announced to their watchers as
+/// every finish is (`announce_finishes_sql!`). `clock(now)` must be defined;
+/// defines `cancelled(id)`, `unwatched` and `announced`, which the statement must
+/// read for the NOTIFY to run (a CTE nothing reads is not).
 macro_rules! cancelling_sql {
     ($from:literal, $selector:literal, $reason:literal) => {
         concat!(
@@ -25,16 +25,8 @@ macro_rules! cancelling_sql {
             $selector,
             " AND r.status NOT IN ('completed', 'failed', 'cancelled')
                  RETURNING r.id
-             ), unwatched AS (
-                 DELETE FROM flow.run_watchers w
-                 WHERE w.run_id IN (SELECT id FROM cancelled)
-                 RETURNING w.run_id
-             ), announced AS (
-                 SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
-                 FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
-                       FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
-                 GROUP BY chunk
-             )"
+             ), ",
+            crate::finish::announce_finishes_sql!("SELECT id FROM cancelled")
         )
     };
 }

@@ -16,6 +16,33 @@ use crate::{PgStore, db_error, held::on_conn};
 /// The channel finishes of watched runs are announced on.
 pub(crate) const FINISHED_CHANNEL: &str = "flow_finished";
 
+/// The CTEs that announce the ends of the runs `$ended` selects (a subquery of
+/// ids) to their watchers: their watcher rows are deleted and `flow_finished` is
+/// NOTIFYed with their ids, 200 a notification (under the 8,000-byte payload
+/// limit). Defines `unwatched` and `announced`; the statement must read
+/// `announced` for the NOTIFY to run (a CTE nothing reads is not). The ids are
+/// matched by `= ANY(ARRAY(...))`, which the planner turns into primary-key lookups.
+macro_rules! announce_finishes_sql {
+    ($ended:literal) => {
+        concat!(
+            "unwatched AS (
+                 DELETE FROM flow.run_watchers w
+                 WHERE w.run_id = ANY(ARRAY(",
+            $ended,
+            "))
+                 RETURNING w.run_id
+             ), announced AS (
+                 SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
+                 FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
+                       FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
+                 GROUP BY chunk
+             )"
+        )
+    };
+}
+
+pub(crate) use announce_finishes_sql;
+
 /// A store's listener for finishes, started by its first watch.
 #[derive(Default)]
 pub(crate) struct Listening {

@@ -1072,7 +1072,8 @@ where
 /// cannot match to that partial index, leaving the lookup of each transition's
 /// row by its id; the claimed rows and their events are found by
 /// `= ANY(ARRAY(...))` of their ids.
-const COMMIT: &str = "WITH clock AS (
+const COMMIT: &str = concat!(
+    "WITH clock AS (
          SELECT COALESCE($12::timestamptz, now()) AS now
      ), t AS (
          SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[],
@@ -1276,17 +1277,11 @@ const COMMIT: &str = "WITH clock AS (
      ), notified AS (
          SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
          WHERE EXISTS (SELECT 1 FROM leased)
-     ), unwatched AS (
-         DELETE FROM flow.run_watchers w
-         WHERE w.run_id = ANY(ARRAY(
-             SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')))
-         RETURNING w.run_id
-     ), announced AS (
-         SELECT pg_notify('flow_finished', string_agg(run_id::text, ','))
-         FROM (SELECT run_id, (row_number() OVER ()) / 200 AS chunk
-               FROM (SELECT DISTINCT run_id FROM unwatched) AS d) AS c
-         GROUP BY chunk
-     )
+     ), ",
+    crate::finish::announce_finishes_sql!(
+        "SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')"
+    ),
+    "
      SELECT 'run' AS what, id, lease_token, NULL::text AS key, NULL::text AS function_id,
             NULL::integer AS lost_count, NULL::integer AS blocked_count,
             NULL::integer AS step_count, NULL::uuid AS event_id, NULL::text AS name,
@@ -1309,4 +1304,5 @@ const COMMIT: &str = "WITH clock AS (
      FROM hit_notified
      UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
                       c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
-     FROM claimed c JOIN claimed_events e ON e.id = c.event_id";
+     FROM claimed c JOIN claimed_events e ON e.id = c.event_id"
+);
