@@ -137,6 +137,21 @@ impl Database {
             .collect()
     }
 
+    /// Sends three-step runs numbered `ns` one at a time, each awaited as a user
+    /// waits (woken by the finish's announcement, not a poll); fails unless each
+    /// completed.
+    async fn one_at_a_time(&self, ns: std::ops::Range<u64>) -> BenchResult<()> {
+        for n in ns {
+            let sent_us = now_us();
+            let run = self.client.send(ThreeSteps { sent_us, n }).await?.runs[0].1;
+            let view = self.client.wait(run, Duration::from_secs(60)).await?;
+            if view.status != RunStatus::Completed {
+                return Err(format!("run {run} ended {}", view.status).into());
+            }
+        }
+        Ok(())
+    }
+
     async fn count(&self, sql: &'static str) -> BenchResult<i64> {
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
     }
@@ -226,16 +241,7 @@ pub async fn latency(bench: &Bench) -> BenchResult<Vec<Row>> {
     let db = bench.database("latency").await?;
     let procs = Workers::start(&db.url, 1, bench.concurrency)?;
     db.ready("three_steps", 1).await?;
-    for i in 0..n {
-        let sent_us = now_us();
-        let receipt = db.client.send(ThreeSteps { sent_us, n: i }).await?;
-        let run = receipt.runs[0].1;
-        // As a user waits: woken by the finish's announcement, not a poll.
-        let view = db.client.wait(run, Duration::from_secs(60)).await?;
-        if view.status != RunStatus::Completed {
-            return Err(format!("run {run} ended {}", view.status).into());
-        }
-    }
+    db.one_at_a_time(0..n).await?;
     let usage = procs.usage();
     procs.stop();
     let first_step = db
@@ -403,18 +409,7 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
     let db = bench.database("waiters").await?;
     let procs = Workers::start(&db.url, WAITER_WORKERS, bench.concurrency)?;
     db.ready("waiter", WAITER_WORKERS as i64).await?;
-    let unrelated = async |from: u64| -> BenchResult<()> {
-        for i in from..from + UNRELATED {
-            let sent_us = now_us();
-            let run = db.client.send(ThreeSteps { sent_us, n: i }).await?.runs[0].1;
-            let view = db.client.wait(run, Duration::from_secs(60)).await?;
-            if view.status != RunStatus::Completed {
-                return Err(format!("run {run} ended {}", view.status).into());
-            }
-        }
-        Ok(())
-    };
-    unrelated(0).await?;
+    db.one_at_a_time(0..UNRELATED).await?;
 
     let t0 = now_us();
     for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
@@ -438,7 +433,7 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let waiting_seconds = (now_us() - t0) as f64 / 1e6;
-    unrelated(1_000_000).await?;
+    db.one_at_a_time(UNRELATED..2 * UNRELATED).await?;
 
     // The matches, in batches of 25 every 50 ms.
     let matched: Vec<u64> = (0..n).step_by(10).collect();
@@ -467,19 +462,26 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
              WHERE w.key = 'match'",
         )
         .await?;
-    let unrelated_ms = async |phase: &'static str| db.latencies_ms(phase).await;
-    let before = unrelated_ms(
-        "SELECT (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
+    // The unrelated runs numbered below UNRELATED ran before the waiters existed.
+    let mut before = Vec::new();
+    let mut during = Vec::new();
+    for row in sqlx::query(
+        "SELECT (e.data->>'n')::bigint,
+                (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
          FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
-         WHERE r.function_id = 'three_steps' AND (e.data->>'n')::bigint < 1000000",
+         WHERE r.function_id = 'three_steps'",
     )
-    .await?;
-    let during = unrelated_ms(
-        "SELECT (extract(epoch FROM r.finished_at) * 1e6)::float8 - (e.data->>'sent_us')::float8
-         FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
-         WHERE r.function_id = 'three_steps' AND (e.data->>'n')::bigint >= 1000000",
-    )
-    .await?;
+    .fetch_all(&db.pool)
+    .await?
+    {
+        let (n, us): (i64, f64) = (row.try_get(0)?, row.try_get(1)?);
+        let phase = if (n as u64) < UNRELATED {
+            &mut before
+        } else {
+            &mut during
+        };
+        phase.push(us / 1000.0);
+    }
     let base = Row {
         cpu_seconds: Some(usage.cpu_seconds),
         peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
