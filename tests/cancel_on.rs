@@ -15,10 +15,6 @@ use flow::{CancelOn, Function, ManualClock, NewEvent, RunId, RunStatus};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn clock() -> ManualClock {
-    ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
-}
-
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/cancel_on.trial_started")]
 #[serde(rename_all = "camelCase")]
@@ -51,10 +47,6 @@ async fn trial(ctx: &Ctx, _event: TrialStarted) -> Result<u32, FlowError> {
     Ok(remind(ctx).await?)
 }
 
-async fn status(client: &flow::Client, run: RunId) -> RunStatus {
-    client.run(run).await.unwrap().unwrap().status
-}
-
 async fn start(client: &flow::Client, user_id: i64) -> RunId {
     client.send(TrialStarted { user_id }).await.unwrap().runs[0].1
 }
@@ -73,7 +65,7 @@ fn the_field_is_stored_as_serde_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matching_event_cancels_a_sleeping_run_and_no_other() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -83,8 +75,8 @@ async fn a_matching_event_cancels_a_sleeping_run_and_no_other() {
     .await;
     let (subscriber, other) = (start(&client, 1).await, start(&client, 2).await);
     common::eventually(WAIT, "both runs to sleep", || async {
-        status(&client, subscriber).await == RunStatus::Sleeping
-            && status(&client, other).await == RunStatus::Sleeping
+        common::status(&client, subscriber).await == RunStatus::Sleeping
+            && common::status(&client, other).await == RunStatus::Sleeping
     })
     .await;
     let watching = {
@@ -107,14 +99,17 @@ async fn a_matching_event_cancels_a_sleeping_run_and_no_other() {
         "{reason}"
     );
     // The other user's run sleeps on and reminds once its week is over.
-    assert_eq!(status(&client, other).await, RunStatus::Sleeping);
+    assert_eq!(common::status(&client, other).await, RunStatus::Sleeping);
     clock.advance(Duration::from_secs(7 * 86_400));
     assert_eq!(
         client.wait(other, WAIT).await.unwrap().status,
         RunStatus::Completed
     );
     assert_eq!(REMINDERS.load(Ordering::SeqCst), 1);
-    assert_eq!(status(&client, subscriber).await, RunStatus::Cancelled);
+    assert_eq!(
+        common::status(&client, subscriber).await,
+        RunStatus::Cancelled
+    );
     // Both runs ended, however they ended: neither leaves a cancel wait behind.
     let left = common::count(
         &store,
@@ -171,7 +166,7 @@ async fn a_matching_event_cancels_a_run_waiting_for_another_event() {
         .runs[0]
         .1;
     common::eventually(WAIT, "the run to wait", || async {
-        status(&client, run).await == RunStatus::Waiting
+        common::status(&client, run).await == RunStatus::Waiting
     })
     .await;
     client
@@ -265,7 +260,7 @@ async fn a_step_body_in_flight_runs_to_its_end_and_no_step_starts_after_the_canc
     })
     .await;
     client.send(ImportAborted { batch: 7 }).await.unwrap();
-    assert_eq!(status(&client, run).await, RunStatus::Cancelled);
+    assert_eq!(common::status(&client, run).await, RunStatus::Cancelled);
     IMPORT_MAY_END.store(true, Ordering::SeqCst);
     let after = client.send(Marker {}).await.unwrap().runs[0].1;
     assert_eq!(
@@ -302,13 +297,13 @@ fn raw(event: impl Event) -> NewEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_older_than_the_run_does_not_cancel_it_and_one_sent_with_it_does() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     announced(&store, &clock).await;
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     client.send(Subscribed { user_id: 10 }).await.unwrap();
     clock.advance(Duration::from_secs(60));
     let later = start(&client, 10).await;
-    assert_eq!(status(&client, later).await, RunStatus::Queued);
+    assert_eq!(common::status(&client, later).await, RunStatus::Queued);
 
     // Sent in one batch, in either order: they have no order the run could
     // tell apart from a race, and the subscription wins.
@@ -335,7 +330,7 @@ async fn an_event_older_than_the_run_does_not_cancel_it_and_one_sent_with_it_doe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_racing_the_runs_creation_always_cancels_it() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     announced(&store, &clock).await;
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     for user_id in 1_000..1_060 {
@@ -346,7 +341,7 @@ async fn an_event_racing_the_runs_creation_always_cancels_it() {
         let run = started.unwrap().runs[0].1;
         // Both sends have returned: whichever committed second saw the other.
         assert_eq!(
-            status(&client, run).await,
+            common::status(&client, run).await,
             RunStatus::Cancelled,
             "the run of user {user_id} was not cancelled"
         );
@@ -374,7 +369,7 @@ async fn sync_profile(ctx: &Ctx, event: ProfileChanged) -> Result<u32, FlowError
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_cancelled_by_its_own_trigger_keeps_the_newest_run() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -392,10 +387,10 @@ async fn a_function_cancelled_by_its_own_trigger_keeps_the_newest_run() {
         clock.advance(Duration::from_secs(5));
     }
     for &old in &runs[..2] {
-        assert_eq!(status(&client, old).await, RunStatus::Cancelled);
+        assert_eq!(common::status(&client, old).await, RunStatus::Cancelled);
     }
     common::eventually(WAIT, "the newest run to sleep", || async {
-        status(&client, runs[2]).await == RunStatus::Sleeping
+        common::status(&client, runs[2]).await == RunStatus::Sleeping
     })
     .await;
     clock.advance(Duration::from_secs(60));

@@ -509,7 +509,7 @@ async fn rate_limited(ctx: &Ctx, event: RateLimited) -> Result<u32, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_zero_is_due_at_once_and_counts_as_an_attempt() {
     let (store, _) = common::store().await;
-    let clock = flow::ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap());
+    let clock = common::clock();
     let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<rate_limited>()

@@ -8,13 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow::prelude::*;
-use flow::{Clock, ManualClock, RunStatus, StepKind};
+use flow::{Clock, RunStatus, StepKind};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn clock() -> ManualClock {
-    ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
-}
 
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/trial.started")]
@@ -54,14 +50,10 @@ async fn worker_has_looked(client: &flow::Client) {
     client.result::<()>(run, WAIT).await.unwrap();
 }
 
-async fn status(client: &flow::Client, run: flow::RunId) -> RunStatus {
-    client.run(run).await.unwrap().unwrap().status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restarted() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let builder = || {
         common::worker(&store)
@@ -78,7 +70,7 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
         .runs[0]
         .1;
     common::eventually(WAIT, "the run to sleep", || async {
-        status(&client, run).await == RunStatus::Sleeping
+        common::status(&client, run).await == RunStatus::Sleeping
     })
     .await;
     let report = first.stop().await.unwrap();
@@ -90,7 +82,7 @@ async fn a_sleeping_run_parks_and_resumes_on_a_new_worker_after_all_were_restart
     let _second = common::spawn_worker(builder()).await;
     worker_has_looked(&client).await;
     assert_eq!(
-        status(&client, run).await,
+        common::status(&client, run).await,
         RunStatus::Sleeping,
         "one second early"
     );
@@ -124,7 +116,7 @@ async fn many_naps(ctx: &Ctx, _event: Nap) -> Result<u32, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeps_in_a_loop_are_numbered_and_sleep_until_waits_for_its_time() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -180,7 +172,7 @@ async fn limited(ctx: &Ctx, _event: RateLimited) -> Result<String, FlowError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_sets_the_next_attempt() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -233,7 +225,7 @@ async fn handover(ctx: &Ctx, _event: Handover) -> Result<String, FlowError> {
 async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     use flow::store::{ClaimRequest, Committed, Next, Park, Store, Transition};
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     common::worker(&store)
         .register::<handover>()
@@ -280,7 +272,7 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
         .unwrap();
     assert_eq!(parked, [Committed::Written]);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(status(&client, run).await, RunStatus::Sleeping);
+    assert_eq!(common::status(&client, run).await, RunStatus::Sleeping);
     clock.advance(Duration::from_secs(60));
     assert_eq!(client.result::<String>(run, WAIT).await.unwrap(), "done");
 }
@@ -302,7 +294,7 @@ async fn a_sleep_past_the_end_of_time_parks_the_run_instead_of_panicking() {
     let client = flow::Client::new(store);
     let run = client.send(Forever {}).await.unwrap().runs[0].1;
     common::eventually(WAIT, "the run to sleep", || async {
-        status(&client, run).await == RunStatus::Sleeping
+        common::status(&client, run).await == RunStatus::Sleeping
     })
     .await;
     let view = client.run(run).await.unwrap().unwrap();
@@ -409,7 +401,7 @@ async fn a_worker_whose_clock_is_a_minute_ahead_takes_no_live_lease() {
     .await;
     worker_has_looked(&client).await;
     assert_eq!(HELD_STARTS.load(Ordering::SeqCst), 1, "the live lease held");
-    assert_eq!(status(&client, run).await, RunStatus::Running);
+    assert_eq!(common::status(&client, run).await, RunStatus::Running);
 
     LET_HELD_GO.add_permits(1);
     client.result::<()>(run, WAIT).await.unwrap();

@@ -10,13 +10,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow::prelude::*;
-use flow::{Function, ManualClock, RunId, RunStatus, Timeouts};
+use flow::{Function, RunId, RunStatus, Timeouts};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn clock() -> ManualClock {
-    ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
-}
 
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/timeouts.report")]
@@ -50,10 +46,6 @@ async fn other(_ctx: &Ctx, _event: Other) -> Result<u32, FlowError> {
     Ok(0)
 }
 
-async fn status(client: &flow::Client, run: RunId) -> RunStatus {
-    client.run(run).await.unwrap().unwrap().status
-}
-
 async fn request(client: &flow::Client, days: u64) -> RunId {
     client.send(ReportRequested { days }).await.unwrap().runs[0].1
 }
@@ -72,7 +64,7 @@ fn the_macro_stores_both_timeouts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_no_worker_starts_in_time_is_cancelled_by_any_worker_at_its_deadline() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     // `report` is announced, but the only worker up serves another function.
     common::worker(&store)
         .register::<report>()
@@ -107,7 +99,7 @@ async fn a_run_no_worker_starts_in_time_is_cancelled_by_any_worker_at_its_deadli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_started_in_time_is_held_to_its_finish_timeout_only() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let _worker = common::spawn_worker(
         common::worker(&store)
             .register::<report>()
@@ -121,7 +113,7 @@ async fn a_run_started_in_time_is_held_to_its_finish_timeout_only() {
         RunStatus::Completed
     );
     common::eventually(WAIT, "the slow report to sleep", || async {
-        status(&client, slow).await == RunStatus::Sleeping
+        common::status(&client, slow).await == RunStatus::Sleeping
     })
     .await;
     // Past the start timeout: the slow run started in time, and sleeps on.
@@ -144,7 +136,7 @@ async fn a_run_started_in_time_is_held_to_its_finish_timeout_only() {
         client.wait(marker, WAIT).await.unwrap().status,
         RunStatus::Completed
     );
-    assert_eq!(status(&client, slow).await, RunStatus::Cancelled);
+    assert_eq!(common::status(&client, slow).await, RunStatus::Cancelled);
     assert_eq!(
         REPORTS.load(Ordering::SeqCst),
         2,

@@ -9,13 +9,9 @@ mod common;
 use std::time::Duration;
 
 use flow::prelude::*;
-use flow::{ManualClock, RunStatus, StepKind};
+use flow::{RunStatus, StepKind};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn clock() -> ManualClock {
-    ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
-}
 
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/waits.charged")]
@@ -58,10 +54,6 @@ async fn charge(
     client.send(charged).await.unwrap().runs[0].1
 }
 
-async fn status(client: &flow::Client, run: flow::RunId) -> RunStatus {
-    client.run(run).await.unwrap().unwrap().status
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_returns_the_event_whose_field_matches_and_replays_it() {
     let (store, _) = common::store().await;
@@ -70,7 +62,7 @@ async fn a_wait_returns_the_event_whose_field_matches_and_replays_it() {
         common::spawn_worker(common::worker(&store).register::<await_confirmation>()).await;
     let run = charge(&client, "pay-1", 0).await;
     common::eventually(WAIT, "the run to wait", || async {
-        status(&client, run).await == RunStatus::Waiting
+        common::status(&client, run).await == RunStatus::Waiting
     })
     .await;
     // Another payment's confirmation first: it must not resolve this wait.
@@ -103,7 +95,7 @@ async fn a_wait_returns_the_event_whose_field_matches_and_replays_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_returns_none_once_its_timeout_passes() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -113,7 +105,7 @@ async fn a_wait_returns_none_once_its_timeout_passes() {
     .await;
     let run = charge(&client, "pay-late", 0).await;
     common::eventually(WAIT, "the run to wait", || async {
-        status(&client, run).await == RunStatus::Waiting
+        common::status(&client, run).await == RunStatus::Waiting
     })
     .await;
     clock.advance(Duration::from_secs(3600));
@@ -135,7 +127,7 @@ async fn a_wait_returns_none_once_its_timeout_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stored_before_the_wait_counts_only_within_the_lookback() {
     let (store, _) = common::store().await;
-    let clock = clock();
+    let clock = common::clock();
     let client = flow::Client::new(store.clone()).with_clock(clock.clone());
     let _worker = common::spawn_worker(
         common::worker(&store)
@@ -158,7 +150,7 @@ async fn an_event_stored_before_the_wait_counts_only_within_the_lookback() {
     let amount: Option<i64> = client.result(within, WAIT).await.unwrap();
     assert_eq!(amount, Some(7), "ten minutes back is within the lookback");
     common::eventually(WAIT, "the run without lookback to wait", || async {
-        status(&client, without).await == RunStatus::Waiting
+        common::status(&client, without).await == RunStatus::Waiting
     })
     .await;
     clock.advance(Duration::from_secs(3600));

@@ -119,6 +119,16 @@ pub async fn spawn_worker(builder: WorkerBuilder<AnyStore>) -> flow::RunningWork
     worker.spawn()
 }
 
+/// A test clock, at a fixed start, that moves only when a test advances it.
+pub fn clock() -> flow::ManualClock {
+    flow::ManualClock::new("2026-03-01T09:00:00Z".parse().unwrap())
+}
+
+/// A run's status, read through the client.
+pub async fn status(client: &flow::Client, run: flow::RunId) -> flow::RunStatus {
+    client.run(run).await.unwrap().unwrap().status
+}
+
 /// Polls `check` until it is true, for at most `timeout` (never asserts a time).
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
