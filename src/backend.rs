@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, FinishWatch, FunctionInfo, Lease,
-    ReadStore, SendReceipt, Settle, Store, Transition, Wakeups,
+    NewSignal, ReadStore, SendReceipt, Settle, SignalReceipt, Store, Transition, Wakeups,
 };
 use flow_core::{Error, NewEvent, Now, RunId, RunView};
 
@@ -62,6 +62,10 @@ impl Store for AnyStore {
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         delegate!(self, s => s.send(events, now).await)
+    }
+
+    async fn signal(&self, signal: NewSignal, now: Now) -> Result<Option<SignalReceipt>, Error> {
+        delegate!(self, s => s.signal(signal, now).await)
     }
 
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {

@@ -50,10 +50,10 @@ pub use flow_core::{
     ERROR_MESSAGE_BYTES, Error, Event, EventFields, EventId, Failure, FailureKind, Field,
     FlowError, Function, FunctionDef, HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents,
     Invocation, Invoke, Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now,
-    ReadStore, RunId, RunStatus, RunView, RunningWorker, SendEvent, SendReceipt, StartsSteps,
-    StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView,
-    Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts, WaitForEvent, WorkerBuilder,
-    WorkerConfig, WorkerReport, registered,
+    ReadStore, RunId, RunStatus, RunView, RunningWorker, SIGNAL_NAME_BYTES, SendEvent, SendReceipt,
+    SignalReceipt, StartsSteps, StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind,
+    StepOptions, StepView, Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts,
+    WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
 pub use flow_macros::{Event, function, step};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flow::prelude::*;
 use flow::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, ReadStore, Store,
-    Transition, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, NewSignal, ReadStore,
+    SignalReceipt, Store, Transition, Wakeups,
 };
 use flow::{AnyStore, NewEvent, Now, RunId, RunView, SendReceipt};
 
@@ -26,6 +26,9 @@ impl Store for LateListener {
     }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.0.send(e, now).await
+    }
+    async fn signal(&self, s: NewSignal, now: Now) -> Result<Option<SignalReceipt>, flow::Error> {
+        self.0.signal(s, now).await
     }
     async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.0.claim(r, now).await

@@ -4,9 +4,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::store::{Connect, FinishWatch, ReadStore, SendReceipt, Settle, Store};
+use crate::store::{
+    Connect, FinishWatch, NewSignal, ReadStore, SendReceipt, Settle, SignalReceipt, Store,
+};
 use crate::{Clock, Error, IntoEvent, Limits, NewEvent, RunId, RunStatus, RunView, SystemClock};
 
 /// Sends events and reads runs. Cheap to clone.
@@ -92,6 +95,65 @@ impl<S: Store> Client<S> {
             }
         }
         Ok(receipt)
+    }
+
+    /// Sends a signal to the one run waiting on `name`: its
+    /// [`wait_for_signal`](crate::Ctx::wait_for_signal) returns `payload`, and it
+    /// is woken. Returns that run. When no run waits on the name, nothing is
+    /// stored and the error is [`Error::NoSignalWaiter`]
+    /// ([`Client::signal_or_buffer`] keeps the signal instead).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: flow_core::Client<impl flow_core::Store + flow_core::ReadStore>) -> Result<(), flow_core::Error> {
+    /// let run = client.signal("approval/order-7", serde_json::json!({ "approved": true })).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn signal(&self, name: &str, payload: impl Serialize) -> Result<RunId, Error> {
+        match self.send_signal(name, payload, false).await? {
+            Some(SignalReceipt::Delivered(run)) => Ok(run),
+            _ => Err(Error::NoSignalWaiter {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// [`Client::signal`], but a signal that finds no run waiting on `name` is
+    /// kept: the next run to wait on the name takes it at once (several kept
+    /// under one name are taken oldest first, one per wait).
+    pub async fn signal_or_buffer(
+        &self,
+        name: &str,
+        payload: impl Serialize,
+    ) -> Result<SignalReceipt, Error> {
+        let receipt = self.send_signal(name, payload, true).await?;
+        receipt.ok_or_else(|| {
+            Error::Database(format!(
+                "the store neither delivered nor kept signal `{name}`, though asked to keep it"
+            ))
+        })
+    }
+
+    async fn send_signal(
+        &self,
+        name: &str,
+        payload: impl Serialize,
+        buffer: bool,
+    ) -> Result<Option<SignalReceipt>, Error> {
+        if let Some(problem) = crate::limits::signal_name_problem(name) {
+            return Err(Error::InvalidSignal(problem));
+        }
+        let data = serde_json::to_value(payload).map_err(|e| {
+            Error::InvalidSignal(format!(
+                "the payload of signal `{name}` does not serialize: {e}"
+            ))
+        })?;
+        self.limits.check_signal(name, &data)?;
+        let signal = NewSignal {
+            name: name.to_owned(),
+            data,
+            buffer,
+        };
+        self.store.signal(signal, self.clock.store_now()).await
     }
 }
 

@@ -87,6 +87,19 @@ pub enum Error {
     /// A run's output or an event did not (de)serialize.
     #[error("serialization: {0}")]
     Serde(String),
+    /// No run waits for the signal, and the sender did not ask to buffer it:
+    /// nothing was stored.
+    #[error(
+        "no run waits for signal `{name}`, so it was not sent; to keep it for the next \
+         run that waits on the name, send it with Client::signal_or_buffer"
+    )]
+    NoSignalWaiter {
+        /// The signal's name.
+        name: String,
+    },
+    /// A signal's name or payload is not one flow can store.
+    #[error("invalid signal: {0}")]
+    InvalidSignal(String),
     /// A run ended without the result the caller asked for.
     #[error("run {run} {status}: {message}")]
     RunFailed {

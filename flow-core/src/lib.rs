@@ -39,14 +39,16 @@ pub use function::{
     CancelOn, Function, FunctionDef, HandlerOutcome, MAX_CANCEL_ON, Registry, Timeouts, registered,
 };
 pub use limits::{
-    ERROR_MESSAGE_BYTES, Limits, MATCH_VALUE_BYTES, Storable, find_nul, storable_message,
+    ERROR_MESSAGE_BYTES, Limits, MATCH_VALUE_BYTES, SIGNAL_NAME_BYTES, Storable, find_nul,
+    signal_name_problem, storable_message,
 };
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::{
     HasTimeout, Invocation, Invoke, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent,
+    WaitForSignal,
 };
-pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, Store};
+pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, SignalReceipt, Store};
 pub use worker::{
     DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
     database_url_from_env,

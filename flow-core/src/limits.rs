@@ -14,6 +14,31 @@ pub const ERROR_MESSAGE_BYTES: usize = 64 * 1024;
 /// the wait is made; an event's longer value is never keyed.
 pub const MATCH_VALUE_BYTES: usize = 1024;
 
+/// The longest signal name (256 bytes): a name is a key, like an event's producer id.
+pub const SIGNAL_NAME_BYTES: usize = 256;
+
+/// Why `name` cannot name a signal, if it cannot: it is empty, longer than
+/// [`SIGNAL_NAME_BYTES`], or holds a NUL character. Checked where a run waits and
+/// where a client sends, with the same words.
+pub fn signal_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("a signal name cannot be empty".to_owned())
+    } else if name.len() > SIGNAL_NAME_BYTES {
+        Some(format!(
+            "signal name `{}…` is {} bytes, over the limit of {SIGNAL_NAME_BYTES} bytes",
+            name.chars().take(32).collect::<String>(),
+            name.len()
+        ))
+    } else if name.contains('\0') {
+        Some(format!(
+            "signal name `{}` holds a NUL character (\\u0000), which the database cannot store",
+            name.replace('\0', "\\u0000")
+        ))
+    } else {
+        None
+    }
+}
+
 /// Limits on what flow stores. Each is enforced with an error naming it and its value:
 /// event size and count at send, step output and run state at checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +74,26 @@ impl Limits {
                 actual: count,
                 setting: "events_per_send",
             });
+        }
+        Ok(())
+    }
+
+    /// Checks a signal's payload: its size, as an event's, and no NUL in it.
+    pub fn check_signal(&self, name: &str, data: &Value) -> Result<(), Error> {
+        let bytes = crate::run::core::json_len(data);
+        if bytes > self.event_bytes {
+            return Err(Error::Limit {
+                what: format!("the payload of signal `{name}`"),
+                limit: self.event_bytes,
+                actual: bytes,
+                setting: "event_bytes",
+            });
+        }
+        if let Some(path) = find_nul(data) {
+            return Err(Error::InvalidSignal(format!(
+                "the payload of signal `{name}` holds a NUL character (\\u0000) at `{path}`, \
+                 which the database cannot store"
+            )));
         }
         Ok(())
     }

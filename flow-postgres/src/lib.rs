@@ -10,6 +10,7 @@ mod invoke;
 mod migrate;
 mod nodelay;
 mod send;
+mod signals;
 mod store;
 mod url;
 mod waits;

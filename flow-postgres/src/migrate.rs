@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         9,
         include_str!("../migrations/0009_cancel_on_and_timeouts.sql"),
     ),
+    (10, include_str!("../migrations/0010_signals.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

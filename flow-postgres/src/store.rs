@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, FinishWatch,
-    FunctionInfo, Lease, Next, OpenWait, ReadStore, SendReceipt, Settle, StepRecord, Store,
-    Transition, Wakeup, Wakeups, stored_error_message,
+    FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, SendReceipt, Settle, SignalReceipt,
+    StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent, Timeouts,
@@ -26,6 +26,7 @@ use crate::cancel::cancel_sql;
 use crate::held::on_conn;
 use crate::invoke::{Invokes, starts_runs};
 use crate::send::{new_event_ids, send_on, stored_receipt};
+use crate::signals::parks_on_signals;
 use crate::{PgStore, WAKEUP_CHANNEL, db_error};
 
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
@@ -144,6 +145,19 @@ impl Store for PgStore {
                     send_on(conn, events, ids, now).await
                 }
             }
+        })
+    }
+
+    async fn signal(&self, signal: NewSignal, now: Now) -> Result<Option<SignalReceipt>, Error> {
+        // Not repeated after a transient failure: a commit whose answer was lost
+        // may have delivered it, and a second try would find no waiter or buffer
+        // it twice. The caller sees the failure and decides.
+        let signal = &signal;
+        on_conn!(self, repeat = false, |conn| async move {
+            let mut tx = conn.begin().await.map_err(db_error)?;
+            let receipt = crate::signals::send(&mut tx, signal, now).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(receipt)
         })
     }
 
@@ -586,7 +600,7 @@ impl PgStore {
         };
         let sends = batch
             .iter()
-            .any(|(_, t)| !t.events.is_empty() || starts_runs(t));
+            .any(|(_, t)| !t.events.is_empty() || starts_runs(t) || parks_on_signals(t));
         // A claim alone is safe to repeat; a batch is retried by the committer.
         let (rows, kept) = on_conn!(self, repeat = batch.is_empty(), |conn| async {
             let query = commit_query(&input, &payloads, &claim_args, lease_for, now);
@@ -595,9 +609,11 @@ impl PgStore {
                 let kept = CommitRows::of(&rows)?;
                 return Ok((rows, kept));
             }
-            // Events and invoked runs ride on their transition's commit: stored in
-            // the same transaction, for the transitions the statement kept whole.
+            // Events, invoked runs and signal waits ride on their transition's
+            // commit: stored in the same transaction, for the transitions the
+            // statement kept whole. Signal names are locked before any run row.
             let mut tx = conn.begin().await.map_err(db_error)?;
+            crate::signals::lock_names(&mut tx, batch).await?;
             let rows = query.fetch_all(&mut *tx).await.map_err(db_error)?;
             let kept = CommitRows::of(&rows)?;
             let mut events = Vec::new();
@@ -610,6 +626,7 @@ impl PgStore {
                         ids.push(outgoing.id);
                     }
                     invokes.add(lease, t);
+                    crate::signals::register(&mut tx, lease, t, now).await?;
                 }
             }
             if !events.is_empty() {
@@ -1233,7 +1250,7 @@ const COMMIT: &str = concat!(
          RETURNING 1
      ), closed AS (
          -- Waits that end: resolved here, or timed out (the run recorded it, for
-         -- an event or an invoke); a run that ends closes its own (a trigger).
+         -- an event, an invoke or a signal); a run that ends closes its own (a trigger).
          DELETE FROM flow.waits x
          WHERE (x.run_id, x.key) IN (
                    SELECT h.run_id, h.key FROM hits h
@@ -1244,7 +1261,7 @@ const COMMIT: &str = concat!(
                    FROM unnest($13::uuid[], $14::bigint[], $15::text[], $17::text[])
                        AS s(run_id, token, key, kind)
                    JOIN leased l ON l.id = s.run_id AND l.lease_token = s.token
-                   WHERE s.kind IN ('wait', 'invoke'))
+                   WHERE s.kind IN ('wait', 'invoke', 'signal'))
          RETURNING 1
      ), hit_notified AS (
          SELECT pg_notify('flow_wakeup', '')

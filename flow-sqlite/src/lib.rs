@@ -5,6 +5,7 @@
 //! processes or machines.
 
 mod invoke;
+mod signals;
 mod store;
 mod waits;
 
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/0007_cancel_on_and_timeouts.sql"),
     ),
+    (8, include_str!("../migrations/0008_signals.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
-    Lease, Next, OpenWait, ReadStore, SendReceipt, Settle, StepRecord, Store, Transition, Wakeup,
-    Wakeups, stored_error_message,
+    Lease, NewSignal, Next, OpenWait, ReadStore, SendReceipt, Settle, SignalReceipt, StepRecord,
+    Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
@@ -139,6 +139,18 @@ impl Store for SqliteStore {
                 self.wake(Wakeup::Now);
             }
         })
+    }
+
+    async fn signal(&self, signal: NewSignal, now: Now) -> Result<Option<SignalReceipt>, Error> {
+        let now = now.or_local();
+        let receipt = in_transaction(self, async |conn| {
+            crate::signals::send(conn, &signal, now).await
+        })
+        .await?;
+        if matches!(receipt, Some(SignalReceipt::Delivered(_))) {
+            self.wake(Wakeup::Now);
+        }
+        Ok(receipt)
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
@@ -980,6 +992,8 @@ async fn commit_one(
     *woke |= finished && parent.is_some();
     if let Next::Park(park) = &t.next {
         *woke |= crate::invoke::start(conn, &run_id, &park.wake.runs, now).await?;
+        *woke |=
+            crate::signals::register(conn, &run_id, lease.token, &park.wake.signals, now).await?;
     }
     if let Some(since) = wait_since {
         let registered =
@@ -1002,12 +1016,14 @@ async fn commit_one(
         .filter(|s| {
             matches!(
                 s.kind,
-                flow_core::StepKind::Wait | flow_core::StepKind::Invoke
+                flow_core::StepKind::Wait
+                    | flow_core::StepKind::Invoke
+                    | flow_core::StepKind::Signal
             )
         })
         .map(|s| s.key.as_str())
         .collect();
-    // Timed-out waits and invokes close here; a run that ends closes its waits
+    // Timed-out waits (for events and signals) and invokes close here; a run that ends closes its waits
     // itself (a trigger).
     for key in timed_out {
         crate::waits::close(conn, &run_id, key).await?;

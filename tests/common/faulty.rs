@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flow::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, Next, ReadStore, Store,
-    Transition, Wakeups,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, FunctionInfo, Lease, NewSignal, Next,
+    ReadStore, SignalReceipt, Store, Transition, Wakeups,
 };
 use flow::{AnyStore, NewEvent, Now, RunId, RunView, SendReceipt};
 
@@ -59,6 +59,9 @@ impl Store for Faulty {
     }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.inner.send(e, now).await
+    }
+    async fn signal(&self, s: NewSignal, now: Now) -> Result<Option<SignalReceipt>, flow::Error> {
+        self.inner.signal(s, now).await
     }
     async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.inner.claim(r, now).await

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::run::core::RunCore;
-use crate::step::{Invocation, Invoke, StepCall, WaitForEvent};
+use crate::step::{Invocation, Invoke, StepCall, WaitForEvent, WaitForSignal};
 use crate::{Event, EventId, IntoEvents, RunId, StepError, StepKind, StepOptions};
 
 /// A run's handle, the first parameter of every handler and step.
@@ -128,6 +128,43 @@ impl Ctx {
         WaitForEvent::new(
             StepCall::new_kind(&self.core, id, StepKind::Wait, StepOptions::DEFAULT),
             called_at,
+        )
+    }
+
+    /// Waits for a signal sent to `name` with
+    /// [`Client::signal`](crate::Client::signal), durably (the run is parked, as
+    /// for [`wait_for_event`](Ctx::wait_for_event)), until the timeout, which every
+    /// wait needs. It returns the signal's payload read as `T`, or `None` on
+    /// timeout; a replay returns what it returned live.
+    ///
+    /// A signal goes to exactly one run: while this run waits on `name`, another
+    /// run's wait on it fails at once with a fatal [`StepError`] naming this run.
+    /// A signal sent before the wait is kept only if its sender asked
+    /// ([`Client::signal_or_buffer`](crate::Client::signal_or_buffer)); the wait
+    /// then returns it at once. Names are 1 to 256 bytes: make them unique per
+    /// purpose and entity (`"approval/order-7"`).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # #[derive(serde::Deserialize)]
+    /// # struct Approval { approved: bool }
+    /// # async fn demo(ctx: &flow_core::Ctx, order: i64) -> Result<(), flow_core::StepError> {
+    /// let approval: Option<Approval> = ctx
+    ///     .wait_for_signal("approval", format!("approval/order-{order}"))
+    ///     .timeout(Duration::from_secs(24 * 3600))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_signal<T>(
+        &self,
+        id: &str,
+        name: impl Into<String>,
+    ) -> WaitForSignal<T, crate::TimeoutMissing> {
+        let called_at = self.core.clock.now();
+        WaitForSignal::new(
+            StepCall::new_kind(&self.core, id, StepKind::Signal, StepOptions::DEFAULT),
+            called_at,
+            name.into(),
         )
     }
 

@@ -562,6 +562,11 @@ impl RunCore {
                          body cannot wait for another run durably (the run cannot park while \
                          a body runs): call ctx.invoke from the function body between steps"
                     ),
+                    StepKind::Signal => format!(
+                        "signal wait `{key}` was called inside the body of step `{outer}`; a \
+                         step body cannot wait durably (the run cannot park while a body \
+                         runs): call ctx.wait_for_signal from the function body between steps"
+                    ),
                     StepKind::Run => format!(
                         "step `{key}` was called inside the body of step `{outer}`; steps \
                          cannot nest: call `{key}` from the function body, or make it a plain \
@@ -700,6 +705,7 @@ fn describe_kind(kind: StepKind) -> &'static str {
         StepKind::Wait => "wait",
         StepKind::SendEvent => "send",
         StepKind::Invoke => "invoke",
+        StepKind::Signal => "signal wait",
     }
 }
 

@@ -134,6 +134,10 @@ pub enum StepKind {
     /// A `ctx.invoke`: its output is `{run_id, output}` of the run it started, its
     /// error how that run failed, was cancelled, or timed out.
     Invoke,
+    /// A `ctx.wait_for_signal`: its output is `{signal, data, ts}` of the signal
+    /// that resolved it, or null when it timed out; its error says which run
+    /// awaited the signal's name already.
+    Signal,
 }
 
 impl StepKind {
@@ -146,6 +150,7 @@ impl StepKind {
             StepKind::Wait => "wait",
             StepKind::SendEvent => "send",
             StepKind::Invoke => "invoke",
+            StepKind::Signal => "signal",
         }
     }
 }
@@ -161,6 +166,7 @@ impl FromStr for StepKind {
             "wait" => StepKind::Wait,
             "send" => StepKind::SendEvent,
             "invoke" => StepKind::Invoke,
+            "signal" => StepKind::Signal,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"

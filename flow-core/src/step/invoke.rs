@@ -15,9 +15,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{BodyGuard, MAX_WAIT, StepCall};
-use crate::run::core::{Resolution, Stop};
-use crate::store::{Committed, FailureKind, NewRun, Park, RunWait, StepRecord, Transition};
+use super::{MAX_WAIT, StepCall};
+use crate::run::core::Resolution;
+use crate::store::{FailureKind, NewRun, Park, RunWait, StepRecord};
 use crate::system::FUNCTION_INVOKED;
 use crate::{EventId, FunctionDef, RunId, StepError};
 
@@ -200,30 +200,13 @@ impl StepCall {
             return Err(self.halted().await);
         }
         // Timed out: recorded as the step's error. The store closes the wait with it.
-        let Some(_) = self.core.begin_body() else {
-            return Err(self.halted().await);
-        };
-        let guard = BodyGuard(&self.core);
         let error = StepError::fatal(format!(
             "invoke `{}` timed out: the run of function `{}` it started did not end within \
              {:?} (it goes on)",
             self.key, spec.function.id, spec.timeout
         ))
         .in_step(&self.key);
-        let record = self.record(now, now, 1, None, Some(error.to_stored()));
-        let kept = self
-            .core
-            .commit_kept(Transition::step(record.clone()), &self.key)
-            .await;
-        drop(guard);
-        match kept {
-            Some(Committed::Written) => Ok(record),
-            // The run ended first: a replay returns how.
-            Some(_) => {
-                self.core.stop(Stop::Release);
-                Err(self.halted().await)
-            }
-            None => Err(self.halted().await),
-        }
+        self.record_deadline(now, None, Some(error.to_stored()))
+            .await
     }
 }

@@ -9,18 +9,20 @@ mod invoke;
 mod now;
 mod run;
 mod send;
+mod signal;
 mod sleep;
 mod wait;
 
 pub use invoke::{Invocation, Invoke};
+pub use signal::WaitForSignal;
 pub use wait::{HasTimeout, MAX_WAIT, Timeout, TimeoutMissing, WaitForEvent};
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::run::core::{Resolution, RunCore};
-use crate::store::{FailureKind, StepRecord, Transition};
+use crate::run::core::{Resolution, RunCore, Stop};
+use crate::store::{Committed, FailureKind, StepRecord, Transition};
 use crate::{StepError, StepKind, StepOptions};
 
 /// A step call, made by `#[step]` fns and [`Ctx::run`](crate::Ctx::run). Its key and position are
@@ -104,6 +106,35 @@ impl StepCall {
         self.core
             .commit_or_stop(Transition::step(record), &self.key)
             .await
+    }
+
+    /// Records what a wait returns once its deadline passed (a wait for an event
+    /// or a signal: a null output; an invoke: its error), unless the store resolved
+    /// it first: the run is then handed back, and its replay returns that.
+    async fn record_deadline(
+        &self,
+        now: DateTime<Utc>,
+        output: Option<serde_json::Value>,
+        error: Option<serde_json::Value>,
+    ) -> Result<StepRecord, StepError> {
+        let Some(_) = self.core.begin_body() else {
+            return Err(self.halted().await);
+        };
+        let guard = BodyGuard(&self.core);
+        let record = self.record(now, now, 1, output, error);
+        let kept = self
+            .core
+            .commit_kept(Transition::step(record.clone()), &self.key)
+            .await;
+        drop(guard);
+        match kept {
+            Some(Committed::Written) => Ok(record),
+            Some(_) => {
+                self.core.stop(Stop::Release);
+                Err(self.halted().await)
+            }
+            None => Err(self.halted().await),
+        }
     }
 
     /// Waits while the run's execution goes on without this call (it parks or

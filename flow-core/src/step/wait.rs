@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{BodyGuard, StepCall};
-use crate::run::core::{Resolution, Stop};
-use crate::store::{Committed, EventWait, FailureKind, Park, Transition};
+use super::StepCall;
+use crate::run::core::Resolution;
+use crate::store::{EventWait, FailureKind, Park};
 use crate::{Event, EventFields, Field, StepError};
 
 /// The longest a wait may last (and the farthest back it may look).
@@ -43,12 +43,12 @@ pub struct TimeoutMissing;
 
 /// A [`WaitForEvent`]'s timeout.
 #[derive(Clone, Copy, Debug)]
-pub struct Timeout(Duration);
+pub struct Timeout(pub(super) Duration);
 
 /// What a wait needs before it can be awaited: a timeout.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
-    message = "a wait for an event needs a timeout before it can be awaited",
+    message = "a wait needs a timeout before it can be awaited",
     label = "add `.timeout(Duration::from_secs(..))` to this wait",
     note = "a wait lasts at most 366 days; it returns `None` when its timeout passes"
 )]
@@ -261,24 +261,7 @@ impl StepCall {
             return Err(self.halted().await);
         }
         // Timed out: recorded as a null output. The store closes the wait with it.
-        let Some(_) = self.core.begin_body() else {
-            return Err(self.halted().await);
-        };
-        let guard = BodyGuard(&self.core);
-        let record = self.record(now, now, 1, Some(Value::Null), None);
-        let kept = self
-            .core
-            .commit_kept(Transition::step(record), &self.key)
-            .await;
-        drop(guard);
-        match kept {
-            Some(Committed::Written) => Ok(None),
-            // An event resolved it first: a replay returns that one.
-            Some(_) => {
-                self.core.stop(Stop::Release);
-                Err(self.halted().await)
-            }
-            None => Err(self.halted().await),
-        }
+        self.record_deadline(now, Some(Value::Null), None).await?;
+        Ok(None)
     }
 }

@@ -19,12 +19,13 @@ pub use finish::{FinishWatch, Finishes};
 pub use read::ReadStore;
 pub use records::{
     Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, EVENT_TIME_MARGIN, FailedAttempt,
-    FunctionInfo, HANDLER_KEY, Lease, OpenWait, SendReceipt, Settle, StepRecord, Wakeup, Wakeups,
-    cancel_on_reason, handler_attempts, stored_error_message,
+    FunctionInfo, HANDLER_KEY, Lease, NewSignal, OpenWait, SendReceipt, Settle, SignalReceipt,
+    StepRecord, Wakeup, Wakeups, cancel_on_reason, handler_attempts, stored_error_message,
 };
 pub use transition::{
     Block, Committed, Due, EventWait, Failure, FailureKind, INVOKE_WAIT, NewRun, Next, Outcome,
-    OutgoingEvent, Park, ParkReason, RunUpdate, RunWait, Transition, WakeOn,
+    OutgoingEvent, Park, ParkReason, RunUpdate, RunWait, SIGNAL_WAIT, SignalHolder, SignalWait,
+    Transition, WakeOn, signal_held_error,
 };
 
 /// Durable state for flow's engine. Implemented by each backend; the worker calls
@@ -54,6 +55,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         events: Vec<NewEvent>,
         now: Now,
     ) -> impl Future<Output = Result<SendReceipt, Error>> + Send;
+
+    /// Sends a signal to the run waiting on its name: records it as that wait's
+    /// output and wakes the run (a run that is executing is woken at its next
+    /// park). With no such run, it keeps the signal for the next run that waits
+    /// on the name if asked to ([`NewSignal::buffer`]); otherwise it stores
+    /// nothing and returns `None`. A wait past its deadline holds no name. The
+    /// name and payload are checked by the caller.
+    fn signal(
+        &self,
+        signal: NewSignal,
+        now: Now,
+    ) -> impl Future<Output = Result<Option<SignalReceipt>, Error>> + Send;
 
     /// Leases up to `max` due runs of the given functions. No run is handed to two
     /// claimers, however many claim at once.

@@ -210,6 +210,29 @@ pub fn cancel_on_reason(name: &str, event_id: &str, field: &str) -> String {
     )
 }
 
+/// A signal for [`Store::signal`](super::Store::signal), checked by the client.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewSignal {
+    /// The name a run waits on.
+    pub name: String,
+    /// The payload, which the wait returns.
+    pub data: serde_json::Value,
+    /// Whether to keep it for the next run that waits on the name when no run
+    /// waits on it now.
+    pub buffer: bool,
+}
+
+/// Where a signal went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignalReceipt {
+    /// To this run: its wait returns the signal, and it was woken.
+    Delivered(RunId),
+    /// Into the buffer: the next run to wait on the name takes it (signals
+    /// buffered under one name are taken oldest first).
+    Buffered,
+}
+
 /// What [`Store::send`](super::Store::send) did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SendReceipt {

@@ -214,12 +214,12 @@ impl Park {
 
     /// Waiting for an event until the wait's deadline (status `waiting`).
     pub fn wait(wait: EventWait) -> Park {
+        let at = wait.expires_at;
         Park {
             reason: ParkReason::Wait,
             wake: WakeOn {
-                at: Some(wait.expires_at),
                 events: vec![wait],
-                runs: Vec::new(),
+                ..WakeOn::at(at)
             },
         }
     }
@@ -227,12 +227,24 @@ impl Park {
     /// Waiting for a run it invoked to end, until the invoke's deadline (status
     /// `waiting`).
     pub fn invoke(invoke: RunWait) -> Park {
+        let at = invoke.expires_at;
         Park {
             reason: ParkReason::Wait,
             wake: WakeOn {
-                at: Some(invoke.expires_at),
-                events: Vec::new(),
                 runs: vec![invoke],
+                ..WakeOn::at(at)
+            },
+        }
+    }
+
+    /// Waiting for a signal until the wait's deadline (status `waiting`).
+    pub fn signal(wait: SignalWait) -> Park {
+        let at = wait.expires_at;
+        Park {
+            reason: ParkReason::Wait,
+            wake: WakeOn {
+                signals: vec![wait],
+                ..WakeOn::at(at)
             },
         }
     }
@@ -267,9 +279,16 @@ impl Park {
         events.extend(other.wake.events);
         let mut runs = self.wake.runs;
         runs.extend(other.wake.runs);
+        let mut signals = self.wake.signals;
+        signals.extend(other.wake.signals);
         Park {
             reason,
-            wake: WakeOn { at, events, runs },
+            wake: WakeOn {
+                at,
+                events,
+                runs,
+                signals,
+            },
         }
     }
 }
@@ -298,6 +317,9 @@ pub struct WakeOn {
     pub events: Vec<EventWait>,
     /// Runs it invoked: the end of one resolves its invoke step and wakes the run.
     pub runs: Vec<RunWait>,
+    /// Signals it waits for: one sent to the name resolves its wait and wakes the
+    /// run.
+    pub signals: Vec<SignalWait>,
 }
 
 impl WakeOn {
@@ -307,6 +329,7 @@ impl WakeOn {
             at: Some(time),
             events: Vec::new(),
             runs: Vec::new(),
+            signals: Vec::new(),
         }
     }
 }
@@ -348,6 +371,64 @@ pub struct NewRun {
     pub event_id: crate::EventId,
     /// Its event's data: the invoke's payload.
     pub data: Value,
+}
+
+/// The name under which a backend keeps a signal's wait among the waits for
+/// events (its field is `signal`, its value the signal's name): reserved, as
+/// [`INVOKE_WAIT`] is.
+pub const SIGNAL_WAIT: &str = "flow/signal";
+
+/// A wait for a signal ([`WakeOn::signals`]), registered by the park that carries
+/// it, in the park's transaction, after the signal's name is locked (so that a
+/// concurrent sender sees either the wait or nothing of the park):
+/// - if another run (or another wait of this run) holds an open wait on the name,
+///   the store records the step's error, fatal, naming that run, and wakes the run:
+///   a signal goes to one waiting run;
+/// - else, if a signal was buffered under the name, the store takes the oldest,
+///   records it as the step's output and wakes the run;
+/// - else it registers the wait, which a sender then resolves (a wait registered
+///   again keeps its deadline).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalWait {
+    /// The wait step's key.
+    pub key: String,
+    /// The wait step's position in the run's order.
+    pub position: u32,
+    /// The signal's name.
+    pub name: String,
+    /// When the wait times out (its step then returns `None`).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What holds a signal's name when a run parks on it ([`SignalWait`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SignalHolder {
+    /// Another run's open wait.
+    Run(crate::RunId),
+    /// Another open wait of the parking run (its key).
+    Wait(String),
+}
+
+/// The error a signal wait records when `holder` waits on its name already
+/// (stored, as a step's error is): fatal, naming the holder. The same words on
+/// every backend.
+pub fn signal_held_error(wait: &SignalWait, holder: &SignalHolder) -> Value {
+    let message = match holder {
+        SignalHolder::Run(run) => format!(
+            "signal wait `{}` waits on signal `{}`, which run {run} awaits already: a signal \
+             goes to one waiting run, so give each run a name of its own (for example with \
+             its entity's id)",
+            wait.key, wait.name
+        ),
+        SignalHolder::Wait(key) => format!(
+            "signal wait `{}` waits on signal `{}`, which wait `{key}` of this run awaits \
+             already: a signal goes to one wait",
+            wait.key, wait.name
+        ),
+    };
+    crate::StepError::fatal(message)
+        .in_step(&wait.key)
+        .to_stored()
 }
 
 /// A wait for an event ([`WakeOn::events`]), registered by the park that carries
