@@ -45,8 +45,8 @@ pub use limits::{
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
 pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
 pub use step::{
-    HasTimeout, Invocation, Invoke, MAX_WAIT, StepCall, Timeout, TimeoutMissing, WaitForEvent,
-    WaitForSignal,
+    Branch, First2, First3, First4, FirstOf, HasTimeout, Invocation, Invoke, MAX_WAIT, Race,
+    RaceEntry, Sleep, StepCall, Timeout, TimeoutMissing, WaitForEvent, WaitForSignal,
 };
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, SignalReceipt, Store};
 pub use worker::{

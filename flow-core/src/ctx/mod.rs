@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::run::core::RunCore;
-use crate::step::{Invocation, Invoke, StepCall, WaitForEvent, WaitForSignal};
+use crate::step::{FirstOf, Invocation, Invoke, Sleep, StepCall, WaitForEvent, WaitForSignal};
 use crate::{Event, EventId, IntoEvents, RunId, StepError, StepKind, StepOptions};
 
 /// A run's handle, the first parameter of every handler and step.
@@ -83,22 +83,15 @@ impl Ctx {
     ///
     /// Like a step, the sleep takes its place in the run's order when it is called,
     /// not when it is first awaited, and its duration counts from the call.
-    pub fn sleep(
-        &self,
-        id: &str,
-        duration: Duration,
-    ) -> impl Future<Output = Result<(), StepError>> + Send + use<> {
+    pub fn sleep(&self, id: &str, duration: Duration) -> Sleep {
         let until = crate::clock::later(self.core.clock.now(), duration);
         self.sleep_until(id, until)
     }
 
     /// Sleeps until `until`, durably (see [`Ctx::sleep`]).
-    pub fn sleep_until(
-        &self,
-        id: &str,
-        until: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StepError>> + Send + use<> {
-        StepCall::new_kind(&self.core, id, StepKind::Sleep, StepOptions::DEFAULT).sleep(until)
+    pub fn sleep_until(&self, id: &str, until: DateTime<Utc>) -> Sleep {
+        let call = StepCall::new_kind(&self.core, id, StepKind::Sleep, StepOptions::DEFAULT);
+        Sleep::new(call, until)
     }
 
     /// Waits for an event of type `E`, durably: the run is parked (no worker slot,
@@ -166,6 +159,48 @@ impl Ctx {
             called_at,
             name.into(),
         )
+    }
+
+    /// Races step tools: waits for events or signals (with their timeouts),
+    /// invokes and sleeps, two to four of them in a tuple. Returns the output of
+    /// the one that finished first, as a [`First2`](crate::First2) (`First3`,
+    /// `First4`) whose variant says which; a branch's error is the race's error.
+    /// While none has finished, the run is parked on all of them (no worker slot,
+    /// no memory) and wakes at the first.
+    ///
+    /// The winner is recorded as the step `id`: a replay returns the same branch,
+    /// the losers are never polled again, and their waits are closed (a losing
+    /// wait holds no event and no signal name, a losing invoke's run goes on
+    /// unobserved). Branches that finished together (both events arrived while
+    /// the run was parked) go to the first in the tuple. Use this, never
+    /// `tokio::select!`, which records no winner.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Approved { order: i64 }
+    /// # impl flow_core::Event for Approved { const NAME: &'static str = "app/order.approved"; }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Rejected { order: i64 }
+    /// # impl flow_core::Event for Rejected { const NAME: &'static str = "app/order.rejected"; }
+    /// # async fn demo(ctx: &flow_core::Ctx) -> Result<(), flow_core::StepError> {
+    /// use flow_core::First3;
+    /// let day = Duration::from_secs(24 * 3600);
+    /// let decision = ctx
+    ///     .first_of("decision", (
+    ///         ctx.wait_for_event::<Approved>("approved").timeout(day),
+    ///         ctx.wait_for_event::<Rejected>("rejected").timeout(day),
+    ///         ctx.sleep("give-up", day),
+    ///     ))
+    ///     .await?;
+    /// match decision {
+    ///     First3::A(approved) => { /* Some(event), or None at the timeout */ }
+    ///     First3::B(rejected) => {}
+    ///     First3::C(()) => { /* a day passed first */ }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn first_of<B: crate::step::Race>(&self, id: &str, branches: B) -> FirstOf<B> {
+        let call = StepCall::new_kind(&self.core, id, StepKind::FirstOf, StepOptions::DEFAULT);
+        FirstOf::new(call, branches)
     }
 
     /// Sends events as a step named `id`: they are stored, and start their runs,

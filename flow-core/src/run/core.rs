@@ -567,6 +567,11 @@ impl RunCore {
                          step body cannot wait durably (the run cannot park while a body \
                          runs): call ctx.wait_for_signal from the function body between steps"
                     ),
+                    StepKind::FirstOf => format!(
+                        "race `{key}` was called inside the body of step `{outer}`; a step \
+                         body cannot wait durably (the run cannot park while a body runs): \
+                         call ctx.first_of from the function body between steps"
+                    ),
                     StepKind::Run => format!(
                         "step `{key}` was called inside the body of step `{outer}`; steps \
                          cannot nest: call `{key}` from the function body, or make it a plain \
@@ -706,6 +711,7 @@ fn describe_kind(kind: StepKind) -> &'static str {
         StepKind::SendEvent => "send",
         StepKind::Invoke => "invoke",
         StepKind::Signal => "signal wait",
+        StepKind::FirstOf => "race",
     }
 }
 

@@ -138,6 +138,9 @@ pub enum StepKind {
     /// that resolved it, or null when it timed out; its error says which run
     /// awaited the signal's name already.
     Signal,
+    /// A `ctx.first_of`: its output is `{winner, key}`, the index and key of the
+    /// branch that won the race.
+    FirstOf,
 }
 
 impl StepKind {
@@ -151,6 +154,7 @@ impl StepKind {
             StepKind::SendEvent => "send",
             StepKind::Invoke => "invoke",
             StepKind::Signal => "signal",
+            StepKind::FirstOf => "first_of",
         }
     }
 }
@@ -167,6 +171,7 @@ impl FromStr for StepKind {
             "send" => StepKind::SendEvent,
             "invoke" => StepKind::Invoke,
             "signal" => StepKind::Signal,
+            "first_of" => StepKind::FirstOf,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown step kind `{other}`"

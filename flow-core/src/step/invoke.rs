@@ -158,6 +158,16 @@ impl<T: DeserializeOwned + Send + 'static> IntoFuture for Invoke<T> {
     }
 }
 
+impl<T: DeserializeOwned + Send + 'static> super::Branch for Invoke<T> {
+    type Value = T;
+
+    fn race_entry(&self) -> super::RaceEntry {
+        let deadline = crate::clock::later(self.called_at, self.timeout);
+        let deadline = self.call.core.open_wait(&self.call.key).unwrap_or(deadline);
+        super::RaceEntry::of(&self.call, Some(deadline))
+    }
+}
+
 /// What an invoke runs, once built.
 struct Spec {
     function: &'static FunctionDef,

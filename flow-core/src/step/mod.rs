@@ -5,6 +5,7 @@
 //! `now`, `wait` (for an event), `send` (events), `invoke` (another function);
 //! what they share is here.
 
+mod first_of;
 mod invoke;
 mod now;
 mod run;
@@ -13,8 +14,10 @@ mod signal;
 mod sleep;
 mod wait;
 
+pub use first_of::{Branch, First2, First3, First4, FirstOf, Race, RaceEntry};
 pub use invoke::{Invocation, Invoke};
 pub use signal::WaitForSignal;
+pub use sleep::Sleep;
 pub use wait::{HasTimeout, MAX_WAIT, Timeout, TimeoutMissing, WaitForEvent};
 
 use std::sync::Arc;

@@ -90,6 +90,16 @@ impl<T: DeserializeOwned + Send + 'static, Tm: HasTimeout> IntoFuture for WaitFo
     }
 }
 
+impl<T: DeserializeOwned + Send + 'static> super::Branch for WaitForSignal<T, Timeout> {
+    type Value = Option<T>;
+
+    fn race_entry(&self) -> super::RaceEntry {
+        let deadline = crate::clock::later(self.called_at, self.timeout.0);
+        let deadline = self.call.core.open_wait(&self.call.key).unwrap_or(deadline);
+        super::RaceEntry::of(&self.call, Some(deadline))
+    }
+}
+
 /// The payload from a recorded signal (`{signal, data, ts}`). A payload that does
 /// not fit is the sender's mistake, not the code's: the handler gets a fatal step
 /// error it can handle, the same on every replay.

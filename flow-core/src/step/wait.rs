@@ -198,6 +198,16 @@ impl<E: Event, T: HasTimeout> IntoFuture for WaitForEvent<E, T> {
     }
 }
 
+impl<E: Event> super::Branch for WaitForEvent<E, Timeout> {
+    type Value = Option<E>;
+
+    fn race_entry(&self) -> super::RaceEntry {
+        let deadline = crate::clock::later(self.called_at, self.timeout.0);
+        let deadline = self.call.core.open_wait(&self.call.key).unwrap_or(deadline);
+        super::RaceEntry::of(&self.call, Some(deadline))
+    }
+}
+
 /// What a wait waits for, once built.
 struct Spec {
     name: &'static str,
