@@ -275,7 +275,7 @@ async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_parked_on_waits_and_invokes_resolve_on_another_worker_after_a_sigkill() {
+async fn runs_parked_on_waits_signals_and_invokes_resolve_on_another_worker_after_a_sigkill() {
     let setup = setup().await;
     let events =
         (0..5).map(|i| NewEvent::raw("test/work.order", serde_json::json!({ "id": i })).unwrap());
@@ -313,13 +313,24 @@ async fn runs_parked_on_waits_and_invokes_resolve_on_another_worker_after_a_sigk
         .unwrap()
     });
     setup.client.send_batch(approvals).await.unwrap();
+    // And countersigned: each signal finds the wait its review registered on the
+    // killed worker.
+    for i in 0..5 {
+        setup
+            .client
+            .signal(&format!("countersign/{i}"), "bo")
+            .await
+            .unwrap();
+    }
     let second = setup.start_worker("w2", 0);
     for (i, run) in orders.iter().enumerate() {
         let done = setup.client.wait(*run, WAIT).await.unwrap();
         assert_eq!(done.status, RunStatus::Completed, "{:?}", done.error);
         assert_eq!(
             done.output,
-            Some(serde_json::json!(format!("order {i} approved by ada")))
+            Some(serde_json::json!(format!(
+                "order {i} approved by ada and bo"
+            )))
         );
     }
     sigterm(&second);

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use flow::prelude::*;
@@ -287,4 +288,63 @@ async fn a_wait_on_a_value_too_long_to_index_fails_its_run_saying_so() {
         error.contains("over the limit of 1024 bytes") && error.contains("`paymentId`"),
         "{error}"
     );
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/waits.patient")]
+struct Patient {
+    payment_id: String,
+}
+
+/// Waits for its confirmation and, beside it, sleeps an hour: done when both are.
+#[function(event = "test/waits.patient")]
+async fn patient(ctx: &Ctx, event: Patient) -> Result<Option<i64>, FlowError> {
+    let (confirmed, slept) = tokio::join!(
+        ctx.wait_for_event::<Confirmed>("confirmation")
+            .matching(|f| f.payment_id, event.payment_id.as_str())
+            .timeout(Duration::from_secs(24 * 3600))
+            .into_future(),
+        ctx.sleep("nap", Duration::from_secs(3600)),
+    );
+    slept?;
+    Ok(confirmed?.map(|c| c.amount))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_joined_with_a_wait_counts_from_its_call() {
+    let (store, _) = common::store().await;
+    let clock = common::clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .register::<patient>()
+            .clock(clock.clone()),
+    )
+    .await;
+    let event = Patient {
+        payment_id: "pay-joined".into(),
+    };
+    let run = client.send(event).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the run to wait", || async {
+        common::status(&client, run).await == RunStatus::Waiting
+    })
+    .await;
+    // The sleep was recorded beside the wait, polled after it: its hour runs from
+    // the call, not from the confirmation.
+    let view = client.run(run).await.unwrap().unwrap();
+    assert!(
+        view.steps.iter().any(|s| s.key == "nap"),
+        "the sleep recorded its wake time: {:?}",
+        view.steps
+    );
+    clock.advance(Duration::from_secs(3600));
+    client
+        .send(Confirmed {
+            payment_id: "pay-joined".into(),
+            amount: 3,
+        })
+        .await
+        .unwrap();
+    let amount: Option<i64> = client.result(run, WAIT).await.unwrap();
+    assert_eq!(amount, Some(3));
 }

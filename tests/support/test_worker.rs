@@ -8,6 +8,7 @@
 //! FLOW_TEST_SLOW_MS; FLOW_TEST_WORKER_ID; FLOW_TEST_READY, a path prefix: the
 //! worker creates `<prefix>.<pid>` once it is up. On a clean exit it prints its report.
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::time::Duration;
 
@@ -95,16 +96,24 @@ async fn open_review(ctx: &Ctx, order: i64) -> Result<i64, StepError> {
     Ok(order)
 }
 
-/// Invoked by `order`: waits (parked, for an hour at most) for the order's approval.
+/// Invoked by `order`: waits (parked, for an hour at most) for the order's approval
+/// and, beside it, for a countersignature sent as a signal.
 #[function(event = "test/work.review")]
 async fn review(ctx: &Ctx, review: Review) -> Result<String, FlowError> {
     let order = open_review(ctx, review.order).await?;
-    let approved = ctx
-        .wait_for_event::<Approved>("approval")
-        .matching(|f| f.order, order)
-        .timeout(Duration::from_secs(3600))
-        .await?;
-    Ok(approved.map_or_else(|| "timed out".to_owned(), |a| a.by))
+    let hour = Duration::from_secs(3600);
+    let (approved, countersigned) = tokio::join!(
+        ctx.wait_for_event::<Approved>("approval")
+            .matching(|f| f.order, order)
+            .timeout(hour)
+            .into_future(),
+        ctx.wait_for_signal::<String>("countersign", format!("countersign/{order}"))
+            .timeout(hour)
+            .into_future(),
+    );
+    let by = approved?.map_or_else(|| "timed out".to_owned(), |a| a.by);
+    let and = countersigned?.unwrap_or_else(|| "nobody".to_owned());
+    Ok(format!("{by} and {and}"))
 }
 
 #[step]

@@ -644,8 +644,22 @@ impl RunCore {
     /// Admits a step body to run, unless the run is parking or stopping. Returns
     /// whether the body must first be named in the store (the run was lost before).
     pub fn begin_body(&self) -> Option<bool> {
+        self.admit(false)
+    }
+
+    /// Admits a write that starts no body, a sleep recording its wake time, as
+    /// [`begin_body`](RunCore::begin_body) does, but also while the run is about
+    /// to park: the park then waits for it, and joins the sleep's. (A sleep
+    /// joined with a wait polled first would otherwise be recorded only after the
+    /// wait ended, its time counted from then.)
+    pub fn begin_record(&self) -> Option<bool> {
+        self.admit(true)
+    }
+
+    fn admit(&self, while_parking: bool) -> Option<bool> {
         let mut st = self.state();
-        if st.stop.is_some() || st.park.is_some() || st.release || self.has_ended() {
+        let parking = st.park.is_some() && !while_parking;
+        if st.stop.is_some() || parking || st.release || self.has_ended() {
             return None;
         }
         if st.shutting_down {

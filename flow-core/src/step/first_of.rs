@@ -243,22 +243,7 @@ macro_rules! race {
                 Box::pin(async move {
                     let Some(winner) = call.race_winner(&entries).await? else {
                         // None has finished: each parks, and the run with them.
-                        // Sleeps first: a sleep records its wake time before it
-                        // parks, which it cannot do once another branch asked
-                        // for the park.
-                        $(let mut $v = std::pin::pin!(futures::future::maybe_done($v.into_future()));)+
-                        std::future::poll_fn(|cx| {
-                            $(if entries[$i].kind == StepKind::Sleep {
-                                let _ = $v.as_mut().poll(cx);
-                            })+
-                            $(if entries[$i].kind != StepKind::Sleep {
-                                let _ = $v.as_mut().poll(cx);
-                            })+
-                            // A branch that finished meanwhile wins at the run's
-                            // next execution, which the park starts.
-                            std::task::Poll::<()>::Pending
-                        })
-                        .await;
+                        let _ = tokio::join!($($v.into_future()),+);
                         return Err(call.halted().await);
                     };
                     let result = match winner {

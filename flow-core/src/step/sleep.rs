@@ -61,7 +61,7 @@ impl StepCall {
             Resolution::Halt => return Err(self.halted().await),
             Resolution::Replay(record) => record.wake_at.unwrap_or(until),
             Resolution::Execute { .. } => {
-                let Some(_) = self.core.begin_body() else {
+                let Some(_) = self.core.begin_record() else {
                     return Err(self.halted().await);
                 };
                 let guard = BodyGuard(&self.core);
