@@ -135,6 +135,9 @@ pub struct Waiter {
 pub struct Matched {
     pub sent_us: i64,
     pub key: String,
+    /// Sent alone at a steady pace, not in a burst.
+    #[serde(default)]
+    pub paced: bool,
 }
 
 /// Waits for the event that carries its key; the start of `first` after it is

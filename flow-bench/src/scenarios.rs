@@ -397,9 +397,10 @@ const UNRELATED: u64 = 200;
 
 /// Scenario 5: N runs waiting on distinct keys, then the matching events of a
 /// tenth of them (every tenth key, so the matched runs are spread over the
-/// table), paced at 500 a second (within what two workers resume, so the figure
-/// measures the match path, not a backlog): how long from a match's send to its
-/// run's next step. And the latency of an unrelated event (a three-step run,
+/// table), in bursts of 25 paced at 500 a second (within what two workers resume,
+/// so the figure measures the match path, not a backlog): how long from a match's
+/// send to its run's next step. Then a hundredth more (keys ending in 5), each
+/// sent alone at 50 a second: the path of one match, with nothing queued beside it. And the latency of an unrelated event (a three-step run,
 /// sent one at a time) with no waiters and with N: matching goes through an
 /// index, so N waiters must not slow the rest.
 pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
@@ -447,10 +448,26 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
             .send_batch(chunk.iter().map(|i| Matched {
                 sent_us,
                 key: format!("key-{i}"),
+                paced: false,
             }))
             .await?;
     }
-    let ended = matched.len() as i64 + 2 * UNRELATED as i64;
+    let paced: Vec<u64> = (5..n).step_by(100).collect();
+    let pace = Duration::from_millis(20);
+    let mut next = Instant::now();
+    for i in &paced {
+        tokio::time::sleep_until(next.into()).await;
+        next += pace;
+        let sent_us = now_us();
+        db.client
+            .send(Matched {
+                sent_us,
+                key: format!("key-{i}"),
+                paced: true,
+            })
+            .await?;
+    }
+    let ended = (matched.len() + paced.len()) as i64 + 2 * UNRELATED as i64;
     db.finished(ended, Duration::from_secs(600)).await?;
     let usage = procs.usage();
     procs.stop();
@@ -459,7 +476,15 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
             "SELECT (extract(epoch FROM s.started_at) * 1e6)::float8
                     - (w.output->'data'->>'sent_us')::float8
              FROM flow.steps w JOIN flow.steps s ON s.run_id = w.run_id AND s.key = 'first'
-             WHERE w.key = 'match'",
+             WHERE w.key = 'match' AND NOT (w.output->'data'->>'paced')::boolean",
+        )
+        .await?;
+    let resumed_alone = db
+        .latencies_ms(
+            "SELECT (extract(epoch FROM s.started_at) * 1e6)::float8
+                    - (w.output->'data'->>'sent_us')::float8
+             FROM flow.steps w JOIN flow.steps s ON s.run_id = w.run_id AND s.key = 'first'
+             WHERE w.key = 'match' AND (w.output->'data'->>'paced')::boolean",
         )
         .await?;
     // The unrelated runs numbered below UNRELATED ran before the waiters existed.
@@ -496,11 +521,20 @@ pub async fn waiters(bench: &Bench) -> BenchResult<Vec<Row>> {
                 count: matched.len() as u64,
                 note: format!(
                     "{n} runs waited on distinct keys after {waiting_seconds:.1} s; \
-                     every tenth matched, paced at 500/s"
+                     every tenth matched, in bursts of 25 at 500/s"
                 ),
                 ..base.clone()
             },
             resumed,
+        ),
+        with_latencies(
+            Row {
+                scenario: "5. waiters: match sent alone -> run resumed".into(),
+                count: paced.len() as u64,
+                note: format!("one match at a time at 50/s, among {n} waiting runs"),
+                ..base.clone()
+            },
+            resumed_alone,
         ),
         with_latencies(
             Row {

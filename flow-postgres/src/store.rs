@@ -852,6 +852,7 @@ impl CommitRows {
 /// A claimed run from its row; an error names the column that does not decode.
 fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error> {
     let token: i64 = row.try_get("lease_token")?;
+    let step_count = row.try_get::<i32, _>("step_count")? as u32;
     Ok(ClaimedRun {
         lease: Lease {
             run_id: RunId(row.try_get("id")?),
@@ -868,7 +869,66 @@ fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error>
         resumed: token > 1,
         lost_count: row.try_get::<i32, _>("lost_count")? as u32,
         blocked_count: row.try_get::<i32, _>("blocked_count")? as u32,
-        step_count: row.try_get::<i32, _>("step_count")? as u32,
+        step_count,
+        checkpoints: row
+            .try_get::<Option<Value>, _>("checkpoints")?
+            .and_then(|c| claimed_checkpoints(c, step_count)),
+    })
+}
+
+/// The checkpoints the claim read (`{steps, failed, waits}`), if they can stand for
+/// a load: they decode, and they hold as many step records as the run's row
+/// counts. Fewer means records committed after the claim's snapshot (an event or
+/// an invoked run resolved a wait meanwhile): the worker loads them afresh.
+fn claimed_checkpoints(value: Value, step_count: u32) -> Option<Checkpoints> {
+    #[derive(serde::Deserialize)]
+    struct Read {
+        steps: Vec<ReadStep>,
+        failed: Vec<(String, u32)>,
+        waits: Vec<(String, DateTime<Utc>)>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ReadStep {
+        key: String,
+        position: u32,
+        kind: String,
+        output: Option<Value>,
+        error: Option<Value>,
+        attempts: u32,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        wake_at: Option<DateTime<Utc>>,
+    }
+    // What does not decode here is loaded, and reported, by the load.
+    let read: Read = serde_json::from_value(value).ok()?;
+    if read.steps.len() < step_count as usize {
+        return None;
+    }
+    let steps = read
+        .steps
+        .into_iter()
+        .map(|s| {
+            Some(StepRecord {
+                kind: s.kind.parse().ok()?,
+                key: s.key,
+                position: s.position,
+                output: s.output,
+                error: s.error,
+                attempts: s.attempts,
+                started_at: s.started_at,
+                finished_at: s.finished_at,
+                wake_at: s.wake_at,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Checkpoints {
+        steps,
+        failed_attempts: read.failed,
+        waits: read
+            .waits
+            .into_iter()
+            .map(|(key, expires_at)| OpenWait { key, expires_at })
+            .collect(),
     })
 }
 
@@ -1302,24 +1362,78 @@ const COMMIT: &str = concat!(
      SELECT 'run' AS what, id, lease_token, NULL::text AS key, NULL::text AS function_id,
             NULL::integer AS lost_count, NULL::integer AS blocked_count,
             NULL::integer AS step_count, NULL::uuid AS event_id, NULL::text AS name,
-            NULL::jsonb AS data, NULL::timestamptz AS ts
+            NULL::jsonb AS data, NULL::timestamptz AS ts, NULL::jsonb AS checkpoints
      FROM leased
      UNION ALL SELECT 'step', run_id, NULL, key,
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM steps
      UNION ALL SELECT 'attempt', run_id, NULL, NULL,
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM attempts
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM notified
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM announced
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM hit_notified
      UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
-                      c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts
+                      c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts,
+                      -- A resumed run's checkpoints, read as the load reads them,
+                      -- but in this statement's snapshot: records committed after
+                      -- it are missing, and the step count of the row's latest
+                      -- version (which every writer of another run's records
+                      -- raises with them) shows it (`claimed_checkpoints`).
+                      CASE WHEN c.lease_token > 1 THEN jsonb_build_object(
+                          'steps', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                                        'key', s.key, 'position', s.position,
+                                        'kind', s.kind, 'output', s.output,
+                                        'error', s.error, 'attempts', s.attempts,
+                                        'started_at', s.started_at,
+                                        'finished_at', s.finished_at,
+                                        'wake_at', s.wake_at)), '[]')
+                                    FROM flow.steps s WHERE s.run_id = c.id),
+                          'failed', (SELECT COALESCE(jsonb_agg(jsonb_build_array(a.key, a.n)),
+                                                     '[]')
+                                     FROM (SELECT key, max(attempt) AS n FROM flow.attempts
+                                           WHERE run_id = c.id GROUP BY key) a),
+                          'waits', (SELECT COALESCE(jsonb_agg(jsonb_build_array(
+                                                        w.key, w.expires_at)), '[]')
+                                    FROM flow.waits w WHERE w.run_id = c.id)) END
      FROM claimed c JOIN claimed_events e ON e.id = c.event_id"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(steps: usize) -> Value {
+        let step = serde_json::json!({
+            "key": "a", "position": 0, "kind": "run", "output": {"x": 1.5}, "error": null,
+            "attempts": 1, "started_at": "2026-12-07T04:20:00.123456+00:00",
+            "finished_at": "2026-12-07T04:20:00.5+00:00", "wake_at": null
+        });
+        serde_json::json!({
+            "steps": vec![step; steps],
+            "failed": [["b", 2]],
+            "waits": [["c", "2026-12-07T05:00:00+00:00"]],
+        })
+    }
+
+    #[test]
+    fn checkpoints_a_claim_read_stand_for_a_load_only_when_complete() {
+        let loaded = claimed_checkpoints(read(2), 2).expect("complete");
+        assert_eq!(loaded.steps.len(), 2);
+        assert_eq!(loaded.steps[0].output, Some(serde_json::json!({"x": 1.5})));
+        assert_eq!(loaded.failed_attempts, [("b".to_owned(), 2)]);
+        assert_eq!(loaded.waits[0].key, "c");
+        // A record committed after the claim's snapshot: the row counts three.
+        assert!(claimed_checkpoints(read(2), 3).is_none());
+        // What does not decode is left to the load, which reports it.
+        let mut bad = read(1);
+        bad["steps"][0]["kind"] = "no such kind".into();
+        assert!(claimed_checkpoints(bad, 1).is_none());
+    }
+}

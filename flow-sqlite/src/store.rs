@@ -753,6 +753,8 @@ async fn claimed_run(
         lost_count: row.try_get::<i64, _>("lost_count").map_err(column)? as u32,
         blocked_count: row.try_get::<i64, _>("blocked_count").map_err(column)? as u32,
         step_count: row.try_get::<i64, _>("step_count").map_err(column)? as u32,
+        // The load reads the file in this process: no round trip to save.
+        checkpoints: None,
     })
 }
 

@@ -40,6 +40,11 @@ pub struct ClaimedRun {
     pub blocked_count: u32,
     /// How many step records it is known to have ([`Transition::step_count`](super::Transition::step_count)).
     pub step_count: u32,
+    /// A resumed run's checkpoints, when the claim read them already (saving the
+    /// worker a [`Store::load`](super::Store::load)); `None` makes the worker load
+    /// them. A backend returns them only when they are complete: records
+    /// committed between its read and its claim would otherwise be missed.
+    pub checkpoints: Option<Checkpoints>,
 }
 
 /// What a worker asks of [`Store::claim`](super::Store::claim).

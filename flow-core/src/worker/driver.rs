@@ -67,7 +67,7 @@ pub(crate) async fn drive<S: Store>(
     store: S,
     core: Arc<RunCore>,
     def: &'static FunctionDef,
-    claimed: ClaimedRun,
+    mut claimed: ClaimedRun,
 ) -> Exit {
     let span = tracing::info_span!(
         "flow.run",
@@ -77,7 +77,11 @@ pub(crate) async fn drive<S: Store>(
     );
     async {
         if claimed.resumed {
-            match store.load(claimed.lease.run_id).await {
+            let loaded = match claimed.checkpoints.take() {
+                Some(checkpoints) => Ok(checkpoints),
+                None => store.load(claimed.lease.run_id).await,
+            };
+            match loaded {
                 Ok(checkpoints) => {
                     core.load(checkpoints, claimed.lost_count > 0, claimed.step_count)
                 }
