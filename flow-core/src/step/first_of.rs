@@ -223,7 +223,7 @@ macro_rules! race {
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum $First<$($B),+> {
             $(
-                #[allow(missing_docs)]
+                /// The branch in this place of the tuple won, with its output.
                 $B($B),
             )+
         }
