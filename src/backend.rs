@@ -68,6 +68,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.signal(signal, now).await)
     }
 
+    async fn set_paused(&self, function: &str, paused: bool, now: Now) -> Result<bool, Error> {
+        delegate!(self, s => s.set_paused(function, paused, now).await)
+    }
+
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         delegate!(self, s => s.claim(request, now).await)
     }

@@ -30,6 +30,9 @@ impl Store for LateListener {
     async fn signal(&self, s: NewSignal, now: Now) -> Result<Option<SignalReceipt>, flow::Error> {
         self.0.signal(s, now).await
     }
+    async fn set_paused(&self, f: &str, paused: bool, now: Now) -> Result<bool, flow::Error> {
+        self.0.set_paused(f, paused, now).await
+    }
     async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.0.claim(r, now).await
     }

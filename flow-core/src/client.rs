@@ -158,6 +158,32 @@ impl<S: Store> Client<S> {
 }
 
 impl<S: Store + ReadStore> Client<S> {
+    /// Pauses a function: its runs are held, not skipped. Events keep arriving
+    /// and create runs, and sleeps, waits and retries come due, but no worker
+    /// starts or resumes a run of it until [`Client::resume`]; a run executing
+    /// meanwhile goes on to its next park or end. Holds across every worker
+    /// process (the database refuses the claims). Pausing a paused function
+    /// changes nothing; an unknown one is [`Error::FunctionNotFound`].
+    pub async fn pause(&self, function: &str) -> Result<(), Error> {
+        self.set_paused(function, true).await
+    }
+
+    /// Resumes a paused function: its held runs are taken up in their order.
+    pub async fn resume(&self, function: &str) -> Result<(), Error> {
+        self.set_paused(function, false).await
+    }
+
+    async fn set_paused(&self, function: &str, paused: bool) -> Result<(), Error> {
+        match self
+            .store
+            .set_paused(function, paused, self.clock.store_now())
+            .await?
+        {
+            true => Ok(()),
+            false => Err(Error::FunctionNotFound(function.to_owned())),
+        }
+    }
+
     /// Ends a [blocked](RunStatus::Blocked) run by an operator's decision, failing
     /// or cancelling it with a reason (kept beside the error it was blocked with),
     /// and returns it. Refused, changing nothing, when the run is not blocked: it

@@ -53,6 +53,13 @@ pub enum Error {
     /// Two `#[function]`s share one id.
     #[error("{0}")]
     DuplicateFunction(String),
+    /// No worker has announced a function of this id (a function is known once a
+    /// worker that serves it has started, or called `Worker::announce`).
+    #[error(
+        "no worker has announced function `{0}`: start a worker that serves it (or call \
+         Worker::announce) first"
+    )]
+    FunctionNotFound(String),
     /// No run has this id.
     #[error("no run with id {0}")]
     RunNotFound(crate::RunId),

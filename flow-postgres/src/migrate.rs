@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../migrations/0009_cancel_on_and_timeouts.sql"),
     ),
     (10, include_str!("../migrations/0010_signals.sql")),
+    (11, include_str!("../migrations/0011_pause.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -161,6 +161,32 @@ impl Store for PgStore {
         })
     }
 
+    async fn set_paused(&self, function: &str, paused: bool, now: Now) -> Result<bool, Error> {
+        on_conn!(self, repeat = true, |conn| async {
+            // A resume tells idle workers, whose next due time left these runs out.
+            sqlx::query_scalar(
+                "WITH changed AS (
+                     UPDATE flow.functions
+                     SET paused_at = CASE WHEN $2 THEN COALESCE(paused_at,
+                                                                COALESCE($3::timestamptz, now()))
+                                     END
+                     WHERE id = $1
+                     RETURNING id
+                 ), notified AS (
+                     SELECT pg_notify('flow_wakeup', '')
+                     WHERE NOT $2 AND EXISTS (SELECT 1 FROM changed)
+                 )
+                 SELECT EXISTS (SELECT 1 FROM changed) AND (SELECT count(*) FROM notified) >= 0",
+            )
+            .bind(function)
+            .bind(paused)
+            .bind(now.at())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_error)
+        })
+    }
+
     async fn claim(&self, request: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, Error> {
         // The commit statement with no transitions is the claim alone.
         let lease = request.lease;
@@ -416,7 +442,11 @@ impl Store for PgStore {
                 // ordered scan stops at the first row of these functions.
                 "SELECT LEAST(
                  (SELECT not_before FROM flow.runs
-                  WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND function_id = ANY($1)
+                  WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                    AND function_id = ANY(ARRAY(
+                            SELECT f FROM unnest($1::text[]) AS f
+                            WHERE NOT EXISTS (SELECT 1 FROM flow.functions p
+                                              WHERE p.id = f AND p.paused_at IS NOT NULL)))
                   ORDER BY not_before LIMIT 1),
                  (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'),
                  (SELECT min(timeout_at) FROM flow.runs
@@ -1330,7 +1360,11 @@ const COMMIT: &str = concat!(
          SELECT id FROM flow.runs
          WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND not_before <= (SELECT now FROM clock)
-           AND function_id = ANY($35)
+           -- The functions asked for, less the paused ones (read once).
+           AND function_id = ANY(ARRAY(
+                   SELECT f FROM unnest($35::text[]) AS f
+                   WHERE NOT EXISTS (SELECT 1 FROM flow.functions p
+                                     WHERE p.id = f AND p.paused_at IS NOT NULL)))
            -- Past its deadline (timeouts): cancelled, not started.
            AND (timeout_at IS NULL OR timeout_at > (SELECT now FROM clock))
          ORDER BY not_before

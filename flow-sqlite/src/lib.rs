@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0007_cancel_on_and_timeouts.sql"),
     ),
     (8, include_str!("../migrations/0008_signals.sql")),
+    (9, include_str!("../migrations/0009_pause.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -141,6 +141,27 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn set_paused(&self, function: &str, paused: bool, now: Now) -> Result<bool, Error> {
+        let now = now.or_local();
+        let changed = sqlx::query(
+            "UPDATE flow_functions
+             SET paused_at = CASE WHEN ?2 THEN COALESCE(paused_at, ?3) END
+             WHERE id = ?1",
+        )
+        .bind(function)
+        .bind(paused)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+            > 0;
+        if changed && !paused {
+            self.wake(Wakeup::Now);
+        }
+        Ok(changed)
+    }
+
     async fn signal(&self, signal: NewSignal, now: Now) -> Result<Option<SignalReceipt>, Error> {
         let now = now.or_local();
         let receipt = in_transaction(self, async |conn| {
@@ -430,7 +451,10 @@ impl Store for SqliteStore {
             "SELECT min(t) FROM (
              SELECT * FROM (SELECT not_before AS t FROM flow_runs
                             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
-                              AND function_id IN (SELECT value FROM json_each(?))
+                              AND function_id IN (SELECT value FROM json_each(?)
+                                                  WHERE value NOT IN (
+                                                      SELECT id FROM flow_functions
+                                                      WHERE paused_at IS NOT NULL))
                             ORDER BY not_before LIMIT 1)
              UNION ALL
              SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running'
@@ -677,7 +701,9 @@ async fn claim_on(
          WHERE id IN (
              SELECT id FROM flow_runs
              WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?3
-               AND function_id IN (SELECT value FROM json_each(?4))
+               AND function_id IN (SELECT value FROM json_each(?4)
+                                   WHERE value NOT IN (SELECT id FROM flow_functions
+                                                       WHERE paused_at IS NOT NULL))
                -- Past its deadline (timeouts): cancelled, not started.
                AND (timeout_at IS NULL OR timeout_at > ?3)
              ORDER BY not_before

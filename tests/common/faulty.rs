@@ -63,6 +63,9 @@ impl Store for Faulty {
     async fn signal(&self, s: NewSignal, now: Now) -> Result<Option<SignalReceipt>, flow::Error> {
         self.inner.signal(s, now).await
     }
+    async fn set_paused(&self, f: &str, paused: bool, now: Now) -> Result<bool, flow::Error> {
+        self.inner.set_paused(f, paused, now).await
+    }
     async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
         self.inner.claim(r, now).await
     }

@@ -166,6 +166,20 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<u64, Error>> + Send;
 
+    /// Pauses (`paused`) or resumes `function`. While it is paused no claim takes
+    /// its runs: sends still create them, and sleeps, waits and retries still make
+    /// them due, but they are held (`queued`, or as they parked), and idle workers
+    /// leave them out of their next due time. Runs executing when it is paused go
+    /// on to their next park or end. A resume makes the held runs claimable in
+    /// their order, and tells the workers. `false` when no worker has announced
+    /// the function.
+    fn set_paused(
+        &self,
+        function: &str,
+        paused: bool,
+        now: Now,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
     /// Ends a blocked run by an operator's decision; `false` when the run is not
     /// blocked (it never was, or a worker has resumed it meanwhile).
     fn settle_blocked(

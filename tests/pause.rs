@@ -1,0 +1,124 @@
+//! Pausing a function: its runs are held, not skipped (sends create them, sleeps
+//! come due), no worker takes them up while it is paused, and a resume runs them in
+//! their order. Pausing a function no worker announced says so.
+
+mod common;
+
+use std::time::Duration;
+
+use flow::RunStatus;
+use flow::prelude::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/pause.job")]
+struct Job {
+    n: u32,
+    #[serde(default)]
+    nap_secs: u64,
+}
+
+/// Naps if asked (durably), then says its number.
+#[function(event = "test/pause.job")]
+async fn job(ctx: &Ctx, job: Job) -> Result<u32, FlowError> {
+    if job.nap_secs > 0 {
+        ctx.sleep("nap", Duration::from_secs(job.nap_secs)).await?;
+    }
+    Ok(job.n)
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/pause.other")]
+struct Other {}
+
+#[function(event = "test/pause.other")]
+async fn other(_ctx: &Ctx, _event: Other) -> Result<(), FlowError> {
+    Ok(())
+}
+
+/// Sends a run of `other` and waits for its end: with one slot and claims in due
+/// order, any run due before it and claimable has been started by then.
+async fn after_a_later_run(client: &flow::Client) {
+    let run = client.send(Other {}).await.unwrap().runs[0].1;
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_function_holds_its_runs_and_a_resume_runs_them_in_order() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .concurrency(1)
+            .register::<job>()
+            .register::<other>(),
+    )
+    .await;
+    client.pause("job").await.unwrap();
+    // Pausing twice changes nothing.
+    client.pause("job").await.unwrap();
+    let mut jobs = Vec::new();
+    for n in 1..=3 {
+        jobs.push(client.send(Job { n, nap_secs: 0 }).await.unwrap().runs[0].1);
+    }
+    after_a_later_run(&client).await;
+    for run in &jobs {
+        let view = client.run(*run).await.unwrap().unwrap();
+        assert_eq!(view.status, RunStatus::Queued, "held, not skipped");
+        assert_eq!(view.started_at, None);
+    }
+    client.resume("job").await.unwrap();
+    let mut started = Vec::new();
+    for (run, n) in jobs.iter().zip(1..) {
+        let out: u32 = client.result(*run, WAIT).await.unwrap();
+        assert_eq!(out, n);
+        started.push(client.run(*run).await.unwrap().unwrap().started_at.unwrap());
+    }
+    assert!(
+        started.windows(2).all(|w| w[0] <= w[1]),
+        "resumed in order: {started:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_comes_due_while_paused_waits_for_the_resume() {
+    let (store, _) = common::store().await;
+    let clock = common::clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let _worker = common::spawn_worker(
+        common::worker(&store)
+            .concurrency(1)
+            .register::<job>()
+            .register::<other>()
+            .clock(clock.clone()),
+    )
+    .await;
+    let run = client.send(Job { n: 7, nap_secs: 60 }).await.unwrap().runs[0].1;
+    common::eventually(WAIT, "the run to sleep", || async {
+        common::status(&client, run).await == RunStatus::Sleeping
+    })
+    .await;
+    client.pause("job").await.unwrap();
+    // Past the nap's end, so that the nap is due before the later run.
+    clock.advance(Duration::from_secs(61));
+    after_a_later_run(&client).await;
+    assert_eq!(common::status(&client, run).await, RunStatus::Sleeping);
+    client.resume("job").await.unwrap();
+    let out: u32 = client.result(run, WAIT).await.unwrap();
+    assert_eq!(out, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_function_no_worker_announced_says_so() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    for refused in [client.pause("nope").await, client.resume("nope").await] {
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("no worker has announced function `nope`"),
+            "{message}"
+        );
+    }
+}
