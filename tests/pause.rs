@@ -122,3 +122,41 @@ async fn pausing_a_function_no_worker_announced_says_so() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_does_not_count_held_runs_as_due() {
+    let (store, _) = common::store().await;
+    let faulty = common::faulty::Faulty::new(store.clone(), 0);
+    let worker = flow_core::Worker::builder(faulty.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .concurrency(1)
+        .register::<job>()
+        .register::<other>()
+        .build()
+        .unwrap();
+    worker.announce().await.unwrap();
+    let _running = worker.spawn();
+    let client = flow::Client::new(store.clone());
+    client.pause("job").await.unwrap();
+    let held = client.send(Job { n: 1, nap_secs: 0 }).await.unwrap().runs[0].1;
+    let before = faulty.next_wakeups.lock().unwrap().len();
+    after_a_later_run(&client).await;
+    // Idle again, the worker reads its next due time. A held run in it would be
+    // due already: the worker would claim at once, find nothing, and loop.
+    common::eventually(
+        WAIT,
+        "the idle worker to read its next due time",
+        || async { faulty.next_wakeups.lock().unwrap().len() > before },
+    )
+    .await;
+    let reads = faulty.next_wakeups.lock().unwrap()[before..].to_vec();
+    for (next, at) in reads {
+        assert!(
+            next.is_none_or(|next| next > at),
+            "a next due time of {next:?} read at {at}: the held run counted"
+        );
+    }
+    client.resume("job").await.unwrap();
+    let out: u32 = client.result(held, WAIT).await.unwrap();
+    assert_eq!(out, 1);
+}

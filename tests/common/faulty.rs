@@ -36,7 +36,12 @@ pub struct Faulty {
     pub failing_reads: Arc<AtomicU32>,
     /// Every commit that reached the store, one entry per transition, in order.
     pub commits: Arc<Mutex<Vec<Vec<Written>>>>,
+    /// What each next-due-time read returned, with the database's time after it.
+    pub next_wakeups: Arc<Mutex<Vec<NextWakeupRead>>>,
 }
+
+/// A next-due-time read: what it returned, and the database's time after it.
+pub type NextWakeupRead = (Option<DateTime<Utc>>, DateTime<Utc>);
 
 impl Faulty {
     pub fn new(inner: AnyStore, transient: u32) -> Self {
@@ -46,6 +51,7 @@ impl Faulty {
             renewals_fail: false,
             failing_reads: Arc::new(AtomicU32::new(0)),
             commits: Arc::default(),
+            next_wakeups: Arc::default(),
         }
     }
 }
@@ -121,7 +127,10 @@ impl Store for Faulty {
         self.inner.recover_expired(max, now).await
     }
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
-        self.inner.next_wakeup(f).await
+        let next = self.inner.next_wakeup(f).await?;
+        let now = self.inner.database_time().await?;
+        self.next_wakeups.lock().unwrap().push((next, now));
+        Ok(next)
     }
     async fn settle_blocked(
         &self,
