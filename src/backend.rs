@@ -164,6 +164,10 @@ impl ReadStore for AnyStore {
     async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
         delegate!(self, s => s.watch_finish(run).await)
     }
+
+    async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
+        delegate!(self, s => s.functions().await)
+    }
 }
 
 impl Connect for AnyStore {

@@ -49,12 +49,12 @@ pub use flow_core::{
     AttemptView, Backoff, BackoffOverride, Branch, CancelOn, Clock, Connect, Ctx,
     DEFAULT_CONCURRENCY, ERROR_MESSAGE_BYTES, Error, Event, EventFields, EventId, Failure,
     FailureKind, Field, First2, First3, First4, FirstOf, FlowError, Function, FunctionDef,
-    HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents, Invocation, Invoke, Limits, LostLease,
-    MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now, ReadStore, RunId, RunStatus, RunView,
-    RunningWorker, SIGNAL_NAME_BYTES, SendEvent, SendReceipt, SignalReceipt, Sleep, StartsSteps,
-    StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind, StepOptions, StepView,
-    Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts, WaitForEvent, WaitForSignal,
-    WorkerBuilder, WorkerConfig, WorkerReport, registered,
+    FunctionView, HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents, Invocation, Invoke,
+    Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now, ReadStore, RunId,
+    RunStatus, RunView, RunningWorker, SIGNAL_NAME_BYTES, SendEvent, SendReceipt, SignalReceipt,
+    Sleep, StartsSteps, StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind,
+    StepOptions, StepView, Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts,
+    WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
 pub use flow_macros::{Event, function, step};

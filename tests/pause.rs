@@ -57,8 +57,21 @@ async fn a_paused_function_holds_its_runs_and_a_resume_runs_them_in_order() {
     )
     .await;
     client.pause("job").await.unwrap();
-    // Pausing twice changes nothing.
+    let paused_at = |functions: &[flow::FunctionView], id: &str| {
+        let function = functions.iter().find(|f| f.id == id).unwrap();
+        function.paused_at
+    };
+    let functions = client.functions().await.unwrap();
+    let since = paused_at(&functions, "job").expect("job shows as paused");
+    assert_eq!(paused_at(&functions, "other"), None);
+    assert_eq!(
+        functions.iter().find(|f| f.id == "job").unwrap().trigger,
+        "test/pause.job"
+    );
+    // Pausing twice changes nothing, not even since when.
     client.pause("job").await.unwrap();
+    let functions = client.functions().await.unwrap();
+    assert_eq!(paused_at(&functions, "job"), Some(since));
     let mut jobs = Vec::new();
     for n in 1..=3 {
         jobs.push(client.send(Job { n, nap_secs: 0 }).await.unwrap().runs[0].1);
@@ -70,6 +83,7 @@ async fn a_paused_function_holds_its_runs_and_a_resume_runs_them_in_order() {
         assert_eq!(view.started_at, None);
     }
     client.resume("job").await.unwrap();
+    assert_eq!(paused_at(&client.functions().await.unwrap(), "job"), None);
     let mut started = Vec::new();
     for (run, n) in jobs.iter().zip(1..) {
         let out: u32 = client.result(*run, WAIT).await.unwrap();

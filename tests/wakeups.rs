@@ -94,6 +94,9 @@ impl ReadStore for LateListener {
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
         self.0.run(id).await
     }
+    async fn functions(&self) -> Result<Vec<flow::FunctionView>, flow::Error> {
+        self.0.functions().await
+    }
 }
 
 #[derive(Event, Serialize, Deserialize)]

@@ -344,6 +344,11 @@ impl<S: ReadStore> Client<S> {
         }
     }
 
+    /// The functions workers have announced, by id, with whether each is paused.
+    pub async fn functions(&self) -> Result<Vec<crate::FunctionView>, Error> {
+        self.store.functions().await
+    }
+
     /// Waits for a run and returns its output, or [`Error::RunFailed`].
     pub async fn result<T: DeserializeOwned>(
         &self,

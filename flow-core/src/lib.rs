@@ -43,7 +43,9 @@ pub use limits::{
     signal_name_problem, storable_message,
 };
 pub use retry::{Backoff, BackoffOverride, DEFAULT_RETRIES, MAX_RETRIES, StepOptions};
-pub use run::{AttemptView, EventId, LostLease, RunId, RunStatus, RunView, StepKind, StepView};
+pub use run::{
+    AttemptView, EventId, FunctionView, LostLease, RunId, RunStatus, RunView, StepKind, StepView,
+};
 pub use step::{
     Branch, First2, First3, First4, FirstOf, HasTimeout, Invocation, Invoke, MAX_WAIT, Race,
     RaceEntry, Sleep, StepCall, Timeout, TimeoutMissing, WaitForEvent, WaitForSignal,

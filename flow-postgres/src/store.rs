@@ -513,6 +513,25 @@ impl ReadStore for PgStore {
     async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
         self.watch(run).await
     }
+
+    async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query("SELECT id, trigger, last_seen, paused_at FROM flow.functions ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_error)
+        })?;
+        rows.iter()
+            .map(|row| {
+                Ok(flow_core::FunctionView {
+                    id: col(row, "id")?,
+                    trigger: col(row, "trigger")?,
+                    last_seen: col(row, "last_seen")?,
+                    paused_at: col(row, "paused_at")?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// A run's view, read in one read-only snapshot.

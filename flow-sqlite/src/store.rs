@@ -521,6 +521,24 @@ impl ReadStore for SqliteStore {
         Ok(self.finishes.watch(run))
     }
 
+    async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
+        let rows =
+            sqlx::query("SELECT id, trigger, last_seen, paused_at FROM flow_functions ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(flow_core::FunctionView {
+                    id: col(row, "id")?,
+                    trigger: col(row, "trigger")?,
+                    last_seen: time(col(row, "last_seen")?),
+                    paused_at: col::<Option<i64>>(row, "paused_at")?.map(time),
+                })
+            })
+            .collect()
+    }
+
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {
         // One snapshot: the run, its steps and its attempts as of one moment.
         let mut tx = self.pool.begin_with("BEGIN").await.map_err(db_error)?;

@@ -166,6 +166,9 @@ impl Store for Faulty {
 }
 
 impl ReadStore for Faulty {
+    async fn functions(&self) -> Result<Vec<flow::FunctionView>, flow::Error> {
+        self.inner.functions().await
+    }
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
         if self
             .failing_reads

@@ -181,6 +181,20 @@ impl FromStr for StepKind {
     }
 }
 
+/// A function as workers announced it, read back by
+/// [`Client::functions`](crate::Client::functions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionView {
+    /// Its id.
+    pub id: String,
+    /// The name of the event that triggers it.
+    pub trigger: String,
+    /// When a worker last announced it.
+    pub last_seen: DateTime<Utc>,
+    /// Since when it is paused ([`Client::pause`](crate::Client::pause)), if it is.
+    pub paused_at: Option<DateTime<Utc>>,
+}
+
 /// A run as read back by [`Client::run`](crate::Client::run).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunView {
