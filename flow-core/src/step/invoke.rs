@@ -108,13 +108,8 @@ impl<T> Invoke<T> {
     /// How long the invoked run may take, counted from the call (at most 366
     /// days); when it passes first, the step fails, fatally.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        if timeout > MAX_WAIT {
-            self.problem.get_or_insert_with(|| {
-                format!(
-                    "invoke `{}` has a timeout of {timeout:?}, over the limit of 366 days",
-                    self.call.key
-                )
-            });
+        if self.problem.is_none() {
+            self.problem = super::timeout_problem("invoke", &self.call.key, timeout);
         }
         self.timeout = timeout;
         self

@@ -166,6 +166,22 @@ impl Drop for BodyGuard<'_> {
     }
 }
 
+/// Why a wait's timeout cannot be used, if it cannot: it is over [`MAX_WAIT`].
+fn timeout_problem(what: &str, key: &str, timeout: std::time::Duration) -> Option<String> {
+    (timeout > MAX_WAIT)
+        .then(|| format!("{what} `{key}` has a timeout of {timeout:?}, over the limit of 366 days"))
+}
+
+/// Where in a value deserialization failed, for an error message: empty at the
+/// root, else ` at `path``.
+fn at_path(path: &str) -> String {
+    if path == "." {
+        String::new()
+    } else {
+        format!(" at `{path}`")
+    }
+}
+
 fn check_step_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("a step id cannot be empty".into());

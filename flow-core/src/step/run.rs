@@ -179,11 +179,7 @@ impl StepCall {
                          blocked until a worker whose code reads the record takes it up",
                         self.key,
                         std::any::type_name::<T>(),
-                        if path == "." {
-                            String::new()
-                        } else {
-                            format!(" at `{path}`")
-                        },
+                        super::at_path(&path),
                         e.inner()
                     ),
                     Some(&self.key),

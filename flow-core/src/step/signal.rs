@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{HasTimeout, MAX_WAIT, StepCall, Timeout, TimeoutMissing};
+use super::{HasTimeout, StepCall, Timeout, TimeoutMissing};
 use crate::StepError;
 use crate::run::core::Resolution;
 use crate::store::{FailureKind, Park, SignalWait};
@@ -50,14 +50,9 @@ impl<T> WaitForSignal<T, TimeoutMissing> {
     /// How long the wait lasts, counted from its call (at most 366 days); when it
     /// passes first, the wait returns `None` and the name is free for another run.
     pub fn timeout(self, timeout: Duration) -> WaitForSignal<T, Timeout> {
-        let problem = self.problem.or_else(|| {
-            (timeout > MAX_WAIT).then(|| {
-                format!(
-                    "signal wait `{}` has a timeout of {timeout:?}, over the limit of 366 days",
-                    self.call.key
-                )
-            })
-        });
+        let problem = self
+            .problem
+            .or_else(|| super::timeout_problem("signal wait", &self.call.key, timeout));
         WaitForSignal {
             call: self.call,
             called_at: self.called_at,
@@ -112,11 +107,7 @@ fn decode<T: DeserializeOwned>(key: &str, signal: Value) -> Result<T, StepError>
             "signal wait `{key}` was resolved by signal {name}, whose payload does not fit \
              `{}`{}: {}",
             std::any::type_name::<T>(),
-            if path == "." {
-                String::new()
-            } else {
-                format!(" at `{path}`")
-            },
+            super::at_path(&path),
             e.inner()
         ))
         .in_step(key)

@@ -80,14 +80,9 @@ impl<E: Event> WaitForEvent<E, TimeoutMissing> {
     /// How long the wait lasts, counted from its call (at most 366 days); when it
     /// passes first, the wait returns `None`.
     pub fn timeout(self, timeout: Duration) -> WaitForEvent<E, Timeout> {
-        let problem = self.problem.or_else(|| {
-            (timeout > MAX_WAIT).then(|| {
-                format!(
-                    "wait `{}` has a timeout of {timeout:?}, over the limit of 366 days",
-                    self.call.key
-                )
-            })
-        });
+        let problem = self
+            .problem
+            .or_else(|| super::timeout_problem("wait", &self.call.key, timeout));
         WaitForEvent {
             call: self.call,
             called_at: self.called_at,
@@ -230,11 +225,7 @@ fn decode<E: Event>(key: &str, event: Value) -> Result<E, StepError> {
             "wait `{key}` was resolved by event {id} (`{}`), whose data does not fit `{}`{}: {}",
             E::NAME,
             std::any::type_name::<E>(),
-            if path == "." {
-                String::new()
-            } else {
-                format!(" at `{path}`")
-            },
+            super::at_path(&path),
             e.inner()
         ))
         .in_step(key)
