@@ -85,22 +85,14 @@ pub(crate) async fn register(
             .map_err(db_error)?;
             continue;
         };
-        let recorded = sqlx::query(
-            "INSERT INTO flow_steps
-                 (run_id, key, position, kind, output, error, attempts, started_at, finished_at)
-             VALUES (?1, ?2, ?3, 'signal', ?4, ?5, 1, ?6, ?6)
-             ON CONFLICT (run_id, key) DO NOTHING",
-        )
-        .bind(run)
-        .bind(&wait.key)
-        .bind(wait.position as i64)
-        .bind(output)
-        .bind(error)
-        .bind(micros(now))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        if recorded.rows_affected() == 1 {
+        let record = Record {
+            run,
+            key: &wait.key,
+            position: wait.position as i64,
+            output,
+            error,
+        };
+        if record.insert(conn, now).await? {
             sqlx::query(
                 "UPDATE flow_runs
                  SET status = 'queued', not_before = ?3, wait_since = ?3,
@@ -147,21 +139,14 @@ pub(crate) async fn send(
         let run: String = waiter.try_get("run_id").map_err(db_error)?;
         let key: String = waiter.try_get("key").map_err(db_error)?;
         let position: i64 = waiter.try_get("position").map_err(db_error)?;
-        let recorded = sqlx::query(
-            "INSERT INTO flow_steps
-                 (run_id, key, position, kind, output, error, attempts, started_at, finished_at)
-             VALUES (?1, ?2, ?3, 'signal', ?4, NULL, 1, ?5, ?5)
-             ON CONFLICT (run_id, key) DO NOTHING",
-        )
-        .bind(&run)
-        .bind(&key)
-        .bind(position)
-        .bind(output(&signal.name, &id, &data, now)?)
-        .bind(micros(now))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        if recorded.rows_affected() == 1 {
+        let record = Record {
+            run: &run,
+            key: &key,
+            position,
+            output: Some(output(&signal.name, &id, &data, now)?),
+            error: None,
+        };
+        if record.insert(conn, now).await? {
             sqlx::query(
                 "UPDATE flow_runs
                  SET status = CASE WHEN status IN ('waiting', 'sleeping', 'queued')
@@ -197,6 +182,37 @@ pub(crate) async fn send(
         .await
         .map_err(db_error)?;
     Ok(Some(SignalReceipt::Buffered))
+}
+
+/// A signal wait's step record: its output (the signal) or its error.
+struct Record<'a> {
+    run: &'a str,
+    key: &'a str,
+    position: i64,
+    output: Option<String>,
+    error: Option<String>,
+}
+
+impl Record<'_> {
+    /// Inserts it, unless the step has a record; returns whether it did.
+    async fn insert(&self, conn: &mut SqliteConnection, now: DateTime<Utc>) -> Result<bool, Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO flow_steps
+                 (run_id, key, position, kind, output, error, attempts, started_at, finished_at)
+             VALUES (?1, ?2, ?3, 'signal', ?4, ?5, 1, ?6, ?6)
+             ON CONFLICT (run_id, key) DO NOTHING",
+        )
+        .bind(self.run)
+        .bind(self.key)
+        .bind(self.position)
+        .bind(self.output.as_deref())
+        .bind(self.error.as_deref())
+        .bind(micros(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
 }
 
 /// A signal as its wait's step records it: `{signal, id, data, ts}`, as
