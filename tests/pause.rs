@@ -37,12 +37,14 @@ async fn other(_ctx: &Ctx, _event: Other) -> Result<(), FlowError> {
     Ok(())
 }
 
-/// Sends a run of `other` and waits for its end: with one slot and claims in due
-/// order, any run due before it and claimable has been started by then.
-async fn after_a_later_run(client: &flow::Client) {
+/// Sends a run of `other` and waits for its end, which it returns: with one slot
+/// and claims in due order, any run due before it and claimable has been started
+/// by then.
+async fn after_a_later_run(client: &flow::Client) -> chrono::DateTime<chrono::Utc> {
     let run = client.send(Other {}).await.unwrap().runs[0].1;
     let view = client.wait(run, WAIT).await.unwrap();
     assert_eq!(view.status, RunStatus::Completed);
+    view.finished_at.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,18 +155,21 @@ async fn an_idle_worker_does_not_count_held_runs_as_due() {
     let client = flow::Client::new(store.clone());
     client.pause("job").await.unwrap();
     let held = client.send(Job { n: 1, nap_secs: 0 }).await.unwrap().runs[0].1;
-    let before = faulty.next_wakeups.lock().unwrap().len();
-    after_a_later_run(&client).await;
-    // Idle again, the worker reads its next due time. A held run in it would be
-    // due already: the worker would claim at once, find nothing, and loop.
+    let done = after_a_later_run(&client).await;
+    // Idle again once the later run is done, the worker reads its next due time
+    // (reads before may see the later run due). A held run in it would be due
+    // already: the worker would claim at once, find nothing, and loop.
+    let idle_reads = || -> Vec<_> {
+        let reads = faulty.next_wakeups.lock().unwrap();
+        reads.iter().filter(|(at, _)| *at > done).copied().collect()
+    };
     common::eventually(
         WAIT,
         "the idle worker to read its next due time",
-        || async { faulty.next_wakeups.lock().unwrap().len() > before },
+        || async { !idle_reads().is_empty() },
     )
     .await;
-    let reads = faulty.next_wakeups.lock().unwrap()[before..].to_vec();
-    for (next, at) in reads {
+    for (at, next) in idle_reads() {
         assert!(
             next.is_none_or(|next| next > at),
             "a next due time of {next:?} read at {at}: the held run counted"

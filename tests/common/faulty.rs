@@ -36,12 +36,12 @@ pub struct Faulty {
     pub failing_reads: Arc<AtomicU32>,
     /// Every commit that reached the store, one entry per transition, in order.
     pub commits: Arc<Mutex<Vec<Vec<Written>>>>,
-    /// What each next-due-time read returned, with the database's time after it.
+    /// Every next-due-time read, in order.
     pub next_wakeups: Arc<Mutex<Vec<NextWakeupRead>>>,
 }
 
-/// A next-due-time read: what it returned, and the database's time after it.
-pub type NextWakeupRead = (Option<DateTime<Utc>>, DateTime<Utc>);
+/// A next-due-time read: the database's time before it, and what it returned.
+pub type NextWakeupRead = (DateTime<Utc>, Option<DateTime<Utc>>);
 
 impl Faulty {
     pub fn new(inner: AnyStore, transient: u32) -> Self {
@@ -127,9 +127,9 @@ impl Store for Faulty {
         self.inner.recover_expired(max, now).await
     }
     async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
+        let before = self.inner.database_time().await?;
         let next = self.inner.next_wakeup(f).await?;
-        let now = self.inner.database_time().await?;
-        self.next_wakeups.lock().unwrap().push((next, now));
+        self.next_wakeups.lock().unwrap().push((before, next));
         Ok(next)
     }
     async fn settle_blocked(
