@@ -29,6 +29,21 @@ use crate::send::{new_event_ids, send_on, stored_receipt};
 use crate::signals::parks_on_signals;
 use crate::{PgStore, WAKEUP_CHANNEL, db_error};
 
+/// The functions of the text array `$functions`, less the paused ones
+/// (`Client::pause`), as an array read once per statement: what claims and an idle
+/// worker's next due time look at.
+macro_rules! unpaused_sql {
+    ($functions:literal) => {
+        concat!(
+            "ARRAY(SELECT f FROM unnest(",
+            $functions,
+            "::text[]) AS f
+                   WHERE NOT EXISTS (SELECT 1 FROM flow.functions p
+                                     WHERE p.id = f AND p.paused_at IS NOT NULL))"
+        )
+    };
+}
+
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
 fn seconds(lease: Duration) -> f64 {
     lease.as_secs_f64()
@@ -435,24 +450,23 @@ impl Store for PgStore {
 
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         let row = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query(
-                // `ORDER BY … LIMIT 1`, not `min()`: the planner aggregates a
-                // `min` with a filter over every entry of the index (every
-                // sleeping and waiting run: 35 ms at 20,000 of them), where the
-                // ordered scan stops at the first row of these functions.
+            // `ORDER BY … LIMIT 1`, not `min()`: the planner aggregates a `min`
+            // with a filter over every entry of the index (every sleeping and
+            // waiting run: 35 ms at 20,000 of them), where the ordered scan stops
+            // at the first row of these functions.
+            sqlx::query(concat!(
                 "SELECT LEAST(
                  (SELECT not_before FROM flow.runs
                   WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
-                    AND function_id = ANY(ARRAY(
-                            SELECT f FROM unnest($1::text[]) AS f
-                            WHERE NOT EXISTS (SELECT 1 FROM flow.functions p
-                                              WHERE p.id = f AND p.paused_at IS NOT NULL)))
+                    AND function_id = ANY(",
+                unpaused_sql!("$1"),
+                ")
                   ORDER BY not_before LIMIT 1),
                  (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'),
                  (SELECT min(timeout_at) FROM flow.runs
                   WHERE timeout_at IS NOT NULL
-                    AND status NOT IN ('completed', 'failed', 'cancelled')))",
-            )
+                    AND status NOT IN ('completed', 'failed', 'cancelled')))"
+            ))
             .bind(functions)
             .fetch_one(&mut *conn)
             .await
@@ -1379,11 +1393,9 @@ const COMMIT: &str = concat!(
          SELECT id FROM flow.runs
          WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND not_before <= (SELECT now FROM clock)
-           -- The functions asked for, less the paused ones (read once).
-           AND function_id = ANY(ARRAY(
-                   SELECT f FROM unnest($35::text[]) AS f
-                   WHERE NOT EXISTS (SELECT 1 FROM flow.functions p
-                                     WHERE p.id = f AND p.paused_at IS NOT NULL)))
+           AND function_id = ANY(",
+    unpaused_sql!("$35"),
+    ")
            -- Past its deadline (timeouts): cancelled, not started.
            AND (timeout_at IS NULL OR timeout_at > (SELECT now FROM clock))
          ORDER BY not_before

@@ -26,6 +26,18 @@ use flow_core::{
 use crate::{SqliteStore, db_error, micros, time};
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
+/// The functions of the JSON array parameter `$functions`, less the paused ones
+/// (`Client::pause`): what claims and an idle worker's next due time look at.
+macro_rules! unpaused_sql {
+    ($functions:literal) => {
+        concat!(
+            "(SELECT value FROM json_each(",
+            $functions,
+            ") WHERE value NOT IN (SELECT id FROM flow_functions WHERE paused_at IS NOT NULL))"
+        )
+    };
+}
+
 fn json(value: &Value) -> String {
     value.to_string()
 }
@@ -447,21 +459,20 @@ impl Store for SqliteStore {
 
     async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
         let functions = serde_json::to_string(functions).expect("strings serialize");
-        let next: Option<i64> = sqlx::query_scalar(
+        let next: Option<i64> = sqlx::query_scalar(concat!(
             "SELECT min(t) FROM (
              SELECT * FROM (SELECT not_before AS t FROM flow_runs
                             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
-                              AND function_id IN (SELECT value FROM json_each(?)
-                                                  WHERE value NOT IN (
-                                                      SELECT id FROM flow_functions
-                                                      WHERE paused_at IS NOT NULL))
+                              AND function_id IN ",
+            unpaused_sql!("?"),
+            "
                             ORDER BY not_before LIMIT 1)
              UNION ALL
              SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running'
              UNION ALL
              SELECT min(timeout_at) FROM flow_runs
-             WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled'))",
-        )
+             WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled'))"
+        ))
         .bind(functions)
         .fetch_one(&self.pool)
         .await
@@ -709,7 +720,7 @@ async fn claim_on(
     now: DateTime<Utc>,
 ) -> Result<Vec<ClaimedRun>, Error> {
     let functions = serde_json::to_string(request.functions).expect("strings serialize");
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "UPDATE flow_runs
          SET status = 'running', lease_owner = ?1, lease_token = lease_token + 1,
              lease_expires_at = ?2, started_at = COALESCE(started_at, ?3),
@@ -719,16 +730,16 @@ async fn claim_on(
          WHERE id IN (
              SELECT id FROM flow_runs
              WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?3
-               AND function_id IN (SELECT value FROM json_each(?4)
-                                   WHERE value NOT IN (SELECT id FROM flow_functions
-                                                       WHERE paused_at IS NOT NULL))
+               AND function_id IN ",
+        unpaused_sql!("?4"),
+        "
                -- Past its deadline (timeouts): cancelled, not started.
                AND (timeout_at IS NULL OR timeout_at > ?3)
              ORDER BY not_before
              LIMIT ?5)
          RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
-                   event_id",
-    )
+                   event_id"
+    ))
     .bind(&**request.owner)
     .bind(micros(later(now, request.lease)))
     .bind(micros(now))
