@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::StepCall;
-use crate::run::core::{Resolution, Stop};
-use crate::store::{Committed, StepRecord, Transition};
+use crate::run::core::Resolution;
+use crate::store::{StepRecord, Transition};
 use crate::{StepError, StepKind};
 
 /// A race made by [`Ctx::first_of`](crate::Ctx::first_of): awaited, it returns
@@ -158,10 +158,6 @@ impl StepCall {
         if !matches!(self.resolution, Resolution::Execute { .. }) {
             return Ok(());
         }
-        let Some(_) = self.core.begin_body() else {
-            return Err(self.halted().await);
-        };
-        let guard = super::BodyGuard(&self.core);
         let now = self.core.clock.now();
         let output = json!({ "winner": winner, "key": entries[winner].key });
         let mut steps = vec![self.record(now, now, 1, Some(output), None)];
@@ -172,20 +168,11 @@ impl StepCall {
                 .filter(|(i, _)| *i != winner)
                 .filter_map(|(_, e)| e.closing_record(&self.key, now)),
         );
-        let transition = Transition {
+        self.write_first(Transition {
             steps,
             ..Transition::CONTINUE
-        };
-        let kept = self.core.commit_kept(transition, &self.key).await;
-        drop(guard);
-        match kept {
-            Some(Committed::Written) => Ok(()),
-            Some(_) => {
-                self.core.stop(Stop::Release);
-                Err(self.halted().await)
-            }
-            None => Err(self.halted().await),
-        }
+        })
+        .await
     }
 }
 

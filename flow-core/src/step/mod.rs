@@ -120,18 +120,23 @@ impl StepCall {
         output: Option<serde_json::Value>,
         error: Option<serde_json::Value>,
     ) -> Result<StepRecord, StepError> {
+        let record = self.record(now, now, 1, output, error);
+        self.write_first(Transition::step(record.clone())).await?;
+        Ok(record)
+    }
+
+    /// Writes records a wait or a race decides by itself (not a body's result),
+    /// unless this step was recorded first by someone else (the store resolved
+    /// it meanwhile): the run is then handed back, and its replay returns that.
+    async fn write_first(&self, transition: Transition) -> Result<(), StepError> {
         let Some(_) = self.core.begin_body() else {
             return Err(self.halted().await);
         };
         let guard = BodyGuard(&self.core);
-        let record = self.record(now, now, 1, output, error);
-        let kept = self
-            .core
-            .commit_kept(Transition::step(record.clone()), &self.key)
-            .await;
+        let kept = self.core.commit_kept(transition, &self.key).await;
         drop(guard);
         match kept {
-            Some(Committed::Written) => Ok(record),
+            Some(Committed::Written) => Ok(()),
             Some(_) => {
                 self.core.stop(Stop::Release);
                 Err(self.halted().await)
