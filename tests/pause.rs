@@ -137,6 +137,12 @@ async fn pausing_a_function_no_worker_announced_says_so() {
             "{message}"
         );
     }
+    // An id the database could not even compare is refused the same way.
+    let message = client.pause("no\0pe").await.unwrap_err().to_string();
+    assert!(
+        message.contains("no worker has announced function `no\\u0000pe`"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,6 +174,10 @@ impl<S: Store + ReadStore> Client<S> {
     }
 
     async fn set_paused(&self, function: &str, paused: bool) -> Result<(), Error> {
+        // No function id holds a NUL, which the database would refuse as text.
+        if function.contains('\0') {
+            return Err(Error::FunctionNotFound(function.replace('\0', "\\u0000")));
+        }
         match self
             .store
             .set_paused(function, paused, self.clock.store_now())
