@@ -496,3 +496,38 @@ async fn a_checkpoint_that_does_not_read_fails_its_run_instead_of_looping() {
     );
     assert_eq!(RECORD_RUNS.load(Ordering::SeqCst), 1, "no step ran again");
 }
+
+// ---------------------------------------------------------------------------
+// A claim that fails (the database is unreachable) is tried again a second later,
+// not at once in a loop: the due runs it left would send it straight back.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_claim_is_tried_again_after_a_pause_not_in_a_loop() {
+    let (store, _) = common::store().await;
+    let faulty = Faulty::new(store.clone(), 0);
+    let worker = worker(faulty.clone()).register::<charge>().build().unwrap();
+    worker.announce().await.unwrap();
+    let client = flow_core::Client::new(faulty.clone());
+    let run = client
+        .send(ChargeRequested { cents: 5 })
+        .await
+        .unwrap()
+        .runs[0]
+        .1;
+    faulty.failing_claims.store(3, Ordering::SeqCst);
+    let _running = worker.spawn();
+    let view = client.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, RunStatus::Completed);
+    let claims = faulty.claims.lock().unwrap().clone();
+    assert!(
+        claims.len() >= 4,
+        "three failed claims and one that took the run"
+    );
+    // Three failures, so three pauses of a second; a wake-up (the notification
+    // listener's first, at start) may cut one short.
+    let failing = claims[3] - claims[0];
+    assert!(
+        failing >= Duration::from_millis(1900),
+        "three failed claims and the next within {failing:?}"
+    );
+}

@@ -38,6 +38,10 @@ pub struct Faulty {
     pub commits: Arc<Mutex<Vec<Vec<Written>>>>,
     /// Every next-due-time read, in order.
     pub next_wakeups: Arc<Mutex<Vec<NextWakeupRead>>>,
+    /// The next this many claims fail transiently.
+    pub failing_claims: Arc<AtomicU32>,
+    /// When each claim was asked for.
+    pub claims: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 /// A next-due-time read: the database's time before it, and what it returned.
@@ -52,6 +56,8 @@ impl Faulty {
             failing_reads: Arc::new(AtomicU32::new(0)),
             commits: Arc::default(),
             next_wakeups: Arc::default(),
+            failing_claims: Arc::new(AtomicU32::new(0)),
+            claims: Arc::default(),
         }
     }
 }
@@ -73,6 +79,16 @@ impl Store for Faulty {
         self.inner.set_paused(f, paused, now).await
     }
     async fn claim(&self, r: ClaimRequest<'_>, now: Now) -> Result<Vec<ClaimedRun>, flow::Error> {
+        self.claims.lock().unwrap().push(std::time::Instant::now());
+        let failing = &self.failing_claims;
+        if failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(flow::Error::Unavailable(
+                "connection refused (injected by the test)".into(),
+            ));
+        }
         self.inner.claim(r, now).await
     }
     async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {

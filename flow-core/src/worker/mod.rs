@@ -590,6 +590,10 @@ fn database_url(value: Option<String>) -> Result<String, Error> {
     }
 }
 
+/// How long a worker waits after a failed claim before it claims again (or its
+/// poll interval, if shorter); a notification of new work ends the wait sooner.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 async fn claim_loop<S: Store>(
     shared: &Arc<Shared<S>>,
     tasks: &mut JoinSet<Exit>,
@@ -635,6 +639,7 @@ async fn claim_loop<S: Store>(
             shared.reserve(usize::MAX)
         };
         let mut claimed_all = false;
+        let mut claim_failed = false;
         if free > 0 {
             let request = ClaimRequest {
                 owner: &shared.owner,
@@ -653,7 +658,8 @@ async fn claim_loop<S: Store>(
                 }
                 Err(e) => {
                     shared.unreserve(free);
-                    tracing::warn!(error = %e, "claim failed; retrying after the poll interval")
+                    claim_failed = true;
+                    tracing::warn!(error = %e, retry_in = ?CLAIM_RETRY.min(shared.config.poll_interval), "claim failed")
                 }
             }
         }
@@ -667,7 +673,14 @@ async fn claim_loop<S: Store>(
             continue;
         }
         let poll_deadline = later(shared.clock.now(), shared.config.poll_interval);
-        let deadline = if free > 0 {
+        let deadline = if claim_failed {
+            // Not the next due time, which is likely past: the claim would fail
+            // again at once, in a loop as fast as the database answers.
+            later(
+                shared.clock.now(),
+                CLAIM_RETRY.min(shared.config.poll_interval),
+            )
+        } else if free > 0 {
             match shared.store.next_wakeup(&functions).await {
                 Ok(Some(next)) => next.min(poll_deadline),
                 Ok(None) => poll_deadline,
