@@ -134,8 +134,12 @@ impl Store for AnyStore {
         delegate!(self, s => s.cancel_runs(function, created.clone(), reason, now).await)
     }
 
-    async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
-        delegate!(self, s => s.next_wakeup(functions).await)
+    async fn next_wakeup(
+        &self,
+        functions: &[String],
+        limited: &flow_core::flow_control::Limited,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        delegate!(self, s => s.next_wakeup(functions, limited).await)
     }
 
     async fn database_time(&self) -> Result<DateTime<Utc>, Error> {

@@ -64,6 +64,7 @@ pub use flow_postgres::{PgStore, PgStoreOptions};
 pub use flow_sqlite::SqliteStore;
 
 /// The Store trait and its records, for backends and for tests that drive a store directly.
+pub use flow_core::flow_control;
 pub use flow_core::store;
 /// flow's own events, sent when runs end: `flow/function.finished`, `.failed`, `.cancelled`.
 pub use flow_core::system;

@@ -342,6 +342,7 @@ async fn a_run_lost_too_often_without_a_checkpoint_fails_naming_its_step() {
                 ClaimRequest {
                     owner: &owner,
                     functions: &functions,
+                    limited: flow::flow_control::Limited::none(),
                     max: 10,
                     lease: Duration::from_secs(1),
                 },
@@ -437,6 +438,7 @@ async fn a_busy_worker_recovers_a_lost_workers_run_on_its_own_timer() {
             ClaimRequest {
                 owner: &owner,
                 functions: &["orphan".to_string()],
+                limited: flow::flow_control::Limited::none(),
                 max: 1,
                 lease: Duration::from_secs(1),
             },

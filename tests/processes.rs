@@ -36,8 +36,9 @@ async fn setup() -> Setup {
     let etl = FunctionInfo::new("etl", "test/work.item");
     let order = FunctionInfo::new("order", "test/work.order");
     let review = FunctionInfo::new("review", "test/work.review");
+    let limited = FunctionInfo::new("limited", "test/work.limited");
     store
-        .register_functions(&[etl, order, review], Now::Database)
+        .register_functions(&[etl, order, review, limited], Now::Database)
         .await
         .unwrap();
     let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -355,4 +356,85 @@ async fn runs_parked_on_waits_signals_and_invokes_resolve_on_another_worker_afte
     }
     assert_eq!(seen.len(), 10, "five reviews opened, five orders shipped");
     assert!(seen.values().all(|&n| n == 1), "a step ran twice: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_holds_across_two_worker_processes() {
+    let setup = setup().await;
+    // Three customers with a limit of two runs each: six may run at once, but each
+    // process has three slots, so both take part (the second at its first look
+    // after the first filled its slots), and their claims meet on the same keys.
+    // 100 ms a run.
+    let start = |id: &str| {
+        setup
+            .worker_command(id, 100)
+            .env("FLOW_TEST_LEASE_MS", "10000")
+            .env("FLOW_TEST_CONCURRENCY", "3")
+            .spawn()
+            .expect("start the test worker")
+    };
+    let a = start("a");
+    let b = start("b");
+    let ready = |child: &Child| {
+        let marker = format!(
+            "{}.{}",
+            setup.effects.with_extension("ready").display(),
+            child.id()
+        );
+        std::path::Path::new(&marker).exists()
+    };
+    common::eventually(WAIT, "both workers to be up", || async {
+        ready(&a) && ready(&b)
+    })
+    .await;
+    let events = (0..24).map(|i| {
+        let customer = ["x", "y", "z"][i % 3];
+        NewEvent::raw(
+            "test/work.limited",
+            serde_json::json!({ "customer": customer }),
+        )
+        .unwrap()
+    });
+    let receipt = setup.client.send_batch(events).await.unwrap();
+    for (_, run) in &receipt.runs {
+        let view = setup.client.wait(*run, WAIT).await.unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
+    }
+    sigterm(&a);
+    sigterm(&b);
+    let (finished_a, line_a) = report(a);
+    let (finished_b, line_b) = report(b);
+    assert!(
+        finished_a > 0 && finished_b > 0,
+        "each process finished runs: {line_a} / {line_b}"
+    );
+    // Each customer's runs, as (time, +1 at a start / -1 at an end), swept in order.
+    let mut moves: HashMap<String, Vec<(i64, i32)>> = HashMap::new();
+    for effect in setup.effects() {
+        let (what, customer) = effect.step.split_once(':').unwrap();
+        let step = if what == "hold" { 1 } else { -1 };
+        moves
+            .entry(customer.to_owned())
+            .or_default()
+            .push((effect.started_us, step));
+    }
+    assert_eq!(moves.len(), 3);
+    for (customer, mut moves) in moves {
+        assert_eq!(
+            moves.len(),
+            16,
+            "8 runs of {customer}, each started and ended once"
+        );
+        // An end before a start at the same microsecond: that run had left.
+        moves.sort();
+        let (mut now, mut most) = (0, 0);
+        for (_, step) in moves {
+            now += step;
+            most = most.max(now);
+        }
+        assert!(
+            most <= 2,
+            "{most} runs of {customer} at once, over a limit of 2"
+        );
+    }
 }

@@ -242,6 +242,7 @@ async fn an_idle_worker_learns_the_due_time_of_a_run_another_worker_parked() {
     let request = ClaimRequest {
         owner: &owner,
         functions: &functions,
+        limited: flow::flow_control::Limited::none(),
         max: 1,
         lease: Duration::from_secs(3600),
     };

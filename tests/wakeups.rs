@@ -53,8 +53,12 @@ impl Store for LateListener {
     async fn recover_expired(&self, max: u32, now: Now) -> Result<u64, flow::Error> {
         self.0.recover_expired(max, now).await
     }
-    async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
-        self.0.next_wakeup(f).await
+    async fn next_wakeup(
+        &self,
+        f: &[String],
+        limited: &flow::flow_control::Limited,
+    ) -> Result<Option<DateTime<Utc>>, flow::Error> {
+        self.0.next_wakeup(f, limited).await
     }
     async fn settle_blocked(
         &self,

@@ -41,6 +41,22 @@ pub async fn three_steps(ctx: &Ctx, event: ThreeSteps) -> Result<u64, FlowError>
 }
 
 #[derive(Event, Serialize, Deserialize)]
+#[event(name = "bench/keyed")]
+pub struct Keyed {
+    pub sent_us: i64,
+    pub n: u64,
+    pub key: u64,
+}
+
+/// `three_steps` with one run at a time per key (scenario 9).
+#[function(event = "bench/keyed", concurrency(limit = 1, key = "event.data.key"))]
+pub async fn keyed_three_steps(ctx: &Ctx, event: Keyed) -> Result<u64, FlowError> {
+    let a = first(ctx, event.n).await?;
+    let b = second(ctx, a).await?;
+    Ok(third(ctx, b).await?.n)
+}
+
+#[derive(Event, Serialize, Deserialize)]
 #[event(name = "bench/fan-out")]
 pub struct FanOut {
     pub sent_us: i64,

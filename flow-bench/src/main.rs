@@ -30,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "sleepers",
     "waiters",
     "retries",
+    "concurrency",
     "memory",
     "sqlite",
 ];
@@ -125,10 +126,11 @@ async fn main() {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("worker") {
         argv.next();
-        let (mut url, mut concurrency) = (None, flow::DEFAULT_CONCURRENCY);
+        let (mut url, mut concurrency, mut limited) = (None, flow::DEFAULT_CONCURRENCY, false);
         while let Some(arg) = argv.next() {
             match arg.as_str() {
                 "--url" => url = argv.next(),
+                "--limited" => limited = true,
                 "--concurrency" => {
                     concurrency = argv
                         .next()
@@ -148,7 +150,7 @@ async fn main() {
             )
             .with_writer(std::io::stderr)
             .init();
-        if let Err(e) = workers::serve(&url, concurrency).await {
+        if let Err(e) = workers::serve(&url, concurrency, limited).await {
             eprintln!("flow-bench worker: {e}");
             std::process::exit(1);
         }
@@ -276,6 +278,10 @@ async fn run(args: &Args) -> BenchResult<Vec<Row>> {
     if wanted("retries") {
         progress("retries");
         rows.push(scenarios::retries(&bench).await?);
+    }
+    if wanted("concurrency") {
+        progress("concurrency");
+        rows.extend(scenarios::concurrency(&bench).await?);
     }
     if wanted("memory") {
         progress("memory");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use flow::{AnyStore, PgStore, PgStoreOptions, RunStatus};
 use sqlx::{Connection, PgPool, Row as _};
 
-use crate::functions::{FanOut, Matched, Retry, Sleeper, ThreeSteps, Waiter};
+use crate::functions::{FanOut, Keyed, Matched, Retry, Sleeper, ThreeSteps, Waiter};
 use crate::report::{Row, with_latencies};
 use crate::workers::Workers;
 
@@ -233,6 +233,95 @@ pub async fn throughput(bench: &Bench, workers: usize, best_baseline: f64) -> Be
     let row = with_latencies(row, db.latencies_ms(RUN_LATENCY).await?);
     db.drop().await?;
     Ok(row)
+}
+
+/// Scenario 9: scenario 1's runs of three steps spread over 1,000 keys, one run at
+/// a time per key (`concurrency(limit = 1, key = "event.data.key")`), against the
+/// same runs without a limit; two worker processes each.
+pub async fn concurrency(bench: &Bench) -> BenchResult<Vec<Row>> {
+    let n: u64 = if bench.large { 200_000 } else { 20_000 };
+    const KEYS: u64 = 1_000;
+    let mut rows = Vec::new();
+    let mut unlimited = None;
+    for limited in [false, true] {
+        let db = bench
+            .database(if limited { "keyed" } else { "unkeyed" })
+            .await?;
+        let (procs, function) = if limited {
+            let procs = Workers::start_limited(&db.url, 2, bench.concurrency)?;
+            (procs, "keyed_three_steps")
+        } else {
+            (
+                Workers::start(&db.url, 2, bench.concurrency)?,
+                "three_steps",
+            )
+        };
+        db.ready(function, 2).await?;
+        let t0 = now_us();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let sent_us = now_us();
+            if limited {
+                let events = chunk.iter().map(|&n| Keyed {
+                    sent_us,
+                    n,
+                    key: n % KEYS,
+                });
+                db.client.send_batch(events).await?;
+            } else {
+                db.client
+                    .send_batch(chunk.iter().map(|&n| ThreeSteps { sent_us, n }))
+                    .await?;
+            }
+        }
+        db.finished(n as i64, Duration::from_secs(600)).await?;
+        let usage = procs.usage();
+        procs.stop();
+        let seconds = db.span_seconds(t0).await?;
+        let steps = db.count("SELECT count(*) FROM flow.steps").await?;
+        let steps_per_second = 3.0 * n as f64 / seconds;
+        let mut note = format!("{:.0} runs/s", n as f64 / seconds);
+        if limited {
+            // Runs of one key whose executions overlapped: the limit says none.
+            let overlaps = db
+                .count(
+                    "SELECT count(*) FROM (
+                         SELECT r.started_at, lag(r.finished_at) OVER (
+                                    PARTITION BY e.data->>'key' ORDER BY r.started_at) AS before
+                         FROM flow.runs r JOIN flow.events e ON e.id = r.event_id) x
+                     WHERE x.before > x.started_at",
+                )
+                .await?;
+            note = format!("{note}; {overlaps} overlapping runs of one key");
+            if let Some(plain) = unlimited {
+                note = format!(
+                    "{note}; {:.0}% of the steps/s without a limit",
+                    100.0 * steps_per_second / plain
+                );
+            }
+        } else {
+            unlimited = Some(steps_per_second);
+        }
+        if steps != 3 * n as i64 {
+            note = format!("{note}; CHECKPOINT ROWS {steps} != STEPS {}", 3 * n);
+        }
+        let row = Row {
+            scenario: if limited {
+                "9. concurrency: one run at a time per key, 1,000 keys, 2 workers".into()
+            } else {
+                "9. concurrency: the same runs without a limit, 2 workers".into()
+            },
+            count: n,
+            unit: "steps/s".into(),
+            throughput: Some(steps_per_second),
+            cpu_seconds: Some(usage.cpu_seconds),
+            peak_rss_mib: Some(usage.peak_rss_kib as f64 / 1024.0),
+            note,
+            ..Row::default()
+        };
+        rows.push(with_latencies(row, db.latencies_ms(RUN_LATENCY).await?));
+        db.drop().await?;
+    }
+    Ok(rows)
 }
 
 /// Scenario 2: one event at a time into an idle worker.

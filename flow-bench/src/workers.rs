@@ -4,8 +4,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Runs a worker in this process until SIGTERM (the `worker` subcommand).
-pub async fn serve(url: &str, concurrency: usize) -> Result<(), flow::Error> {
+/// Runs a worker in this process until SIGTERM (the `worker` subcommand): of the
+/// functions with concurrency limits if `limited`, else of the others. A worker
+/// serving a limited function claims in a second transaction, which the scenarios
+/// that measure the plain claim must not pay for.
+pub async fn serve(url: &str, concurrency: usize, limited: bool) -> Result<(), flow::Error> {
     let store = flow::PgStore::connect_with(
         url,
         flow::PgStoreOptions {
@@ -14,11 +17,13 @@ pub async fn serve(url: &str, concurrency: usize) -> Result<(), flow::Error> {
         },
     )
     .await?;
-    flow::Worker::builder(flow::AnyStore::from(store))
-        .concurrency(concurrency)
-        .build()?
-        .run()
-        .await?;
+    let mut builder = flow::Worker::builder(flow::AnyStore::from(store)).concurrency(concurrency);
+    for def in flow::registered() {
+        if def.concurrency.is_empty() != limited {
+            builder = builder.register_def(def);
+        }
+    }
+    builder.build()?.run().await?;
     Ok(())
 }
 
@@ -36,6 +41,20 @@ pub struct Usage {
 
 impl Workers {
     pub fn start(url: &str, count: usize, concurrency: usize) -> std::io::Result<Workers> {
+        Workers::spawn(url, count, concurrency, false)
+    }
+
+    /// Workers of the functions with concurrency limits.
+    pub fn start_limited(url: &str, count: usize, concurrency: usize) -> std::io::Result<Workers> {
+        Workers::spawn(url, count, concurrency, true)
+    }
+
+    fn spawn(
+        url: &str,
+        count: usize,
+        concurrency: usize,
+        limited: bool,
+    ) -> std::io::Result<Workers> {
         let exe = std::env::current_exe()?;
         let children = (0..count)
             .map(|_| {
@@ -47,6 +66,7 @@ impl Workers {
                         "--concurrency",
                         &concurrency.to_string(),
                     ])
+                    .args(limited.then_some("--limited"))
                     .stdout(Stdio::null())
                     .stderr(Stdio::inherit())
                     .spawn()

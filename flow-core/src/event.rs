@@ -28,6 +28,11 @@ pub trait EventFields: Event {
     type Fields: 'static;
     /// Its value.
     const FIELDS: Self::Fields;
+    /// The same fields named as they are in the event's JSON data (serde's
+    /// renames applied): what an expression's `event.data.<name>` must name.
+    type Data: 'static;
+    /// Its value.
+    const DATA: Self::Data;
 }
 
 /// A field of event type `E` whose value is a `T`, named as it appears in the

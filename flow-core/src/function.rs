@@ -78,6 +78,8 @@ pub struct FunctionDef {
     /// `timeouts(start = "...", finish = "...")`: how long a run may wait to
     /// start, and then to finish, before it is cancelled.
     pub timeouts: Timeouts,
+    /// `concurrency(...)`: how many of its runs may execute at once, per key.
+    pub concurrency: &'static [crate::flow_control::Concurrency],
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -172,6 +174,8 @@ pub fn registered() -> Vec<&'static FunctionDef> {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     by_id: BTreeMap<&'static str, &'static FunctionDef>,
+    /// The concurrency rules of the functions that have any, compiled once.
+    limited: std::sync::Arc<crate::flow_control::Limited>,
 }
 
 impl Registry {
@@ -196,7 +200,27 @@ impl Registry {
             }
             by_id.insert(def.id, def);
         }
-        Ok(Registry { by_id })
+        let limited =
+            crate::flow_control::Limited::of(by_id.values().copied()).map_err(Error::Config)?;
+        Ok(Registry {
+            by_id,
+            limited: std::sync::Arc::new(limited),
+        })
+    }
+
+    /// The concurrency rules of the functions that have any.
+    pub fn limited(&self) -> &crate::flow_control::Limited {
+        &self.limited
+    }
+
+    /// The ids of the functions without concurrency rules, which the claim takes
+    /// without counting.
+    pub fn unlimited_ids(&self) -> Vec<String> {
+        self.by_id
+            .keys()
+            .filter(|id| !self.limited.limits(id))
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// The function with this id.
@@ -246,6 +270,27 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             ));
         }
     }
+    if def.concurrency.len() > crate::flow_control::MAX_CONCURRENCY_RULES {
+        return refuse(format!(
+            "it has {} `concurrency` rules; the limit is {}",
+            def.concurrency.len(),
+            crate::flow_control::MAX_CONCURRENCY_RULES
+        ));
+    }
+    for rule in def.concurrency {
+        if rule.limit == 0 || rule.limit > crate::flow_control::MAX_CONCURRENCY_LIMIT {
+            return refuse(format!(
+                "its `concurrency` limit is {}; it must be 1 to {}",
+                rule.limit,
+                crate::flow_control::MAX_CONCURRENCY_LIMIT
+            ));
+        }
+        if let crate::flow_control::ConcurrencyScope::Shared(name) = rule.scope
+            && let Err(problem) = crate::flow_control::check_scope_name(name)
+        {
+            return refuse(format!("its `concurrency` scope: {problem}"));
+        }
+    }
     for (which, timeout) in [
         ("start", def.timeouts.start),
         ("finish", def.timeouts.finish),
@@ -264,7 +309,7 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn never(_: Ctx, _: Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>> {
@@ -273,7 +318,7 @@ mod tests {
         })
     }
 
-    static A: FunctionDef = FunctionDef {
+    pub(crate) static A: FunctionDef = FunctionDef {
         id: "same",
         trigger: "t/a",
         retries: 4,
@@ -284,6 +329,7 @@ mod tests {
         failures_of: None,
         cancel_on: &[],
         timeouts: Timeouts::NONE,
+        concurrency: &[],
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -296,6 +342,7 @@ mod tests {
         failures_of: None,
         cancel_on: &[],
         timeouts: Timeouts::NONE,
+        concurrency: &[],
     };
 
     #[test]

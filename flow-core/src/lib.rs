@@ -13,6 +13,8 @@ mod clock;
 mod ctx;
 mod error;
 mod event;
+mod expr;
+pub mod flow_control;
 mod function;
 mod limits;
 mod retry;

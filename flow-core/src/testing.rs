@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::flow_control::Limited;
 use crate::store::{
     Block, ClaimRequest, ClaimedRun, Committed, EventWait, Failure, FailureKind, FunctionInfo,
     Lease, Next, Outcome, OutgoingEvent, Park, ReadStore, Settle, StepRecord, Store, Transition,
@@ -55,6 +56,7 @@ async fn claim<S: Store>(
     let request = ClaimRequest {
         owner: &owner,
         functions: &functions,
+        limited: Limited::none(),
         max,
         lease: Duration::from_secs(30),
     };
@@ -251,6 +253,7 @@ pub async fn a_commit_claims_in_the_same_round_trip<S: Store + ReadStore>(store:
     let request = ClaimRequest {
         owner: &owner,
         functions: &functions,
+        limited: Limited::none(),
         max: 10,
         lease: Duration::from_secs(30),
     };
@@ -685,7 +688,10 @@ pub async fn parked_runs_wake_when_due<S: Store + ReadStore>(store: S) {
         RunStatus::Sleeping
     );
     assert_eq!(
-        store.next_wakeup(&["a".to_string()]).await.expect("next"),
+        store
+            .next_wakeup(&["a".to_string()], Limited::none())
+            .await
+            .expect("next"),
         Some(due)
     );
     assert!(
@@ -969,7 +975,7 @@ pub async fn runs_past_their_timeouts_are_cancelled_not_claimed<S: Store + ReadS
     assert_eq!(claimed[0].lease.run_id, in_time);
     assert_eq!(
         store
-            .next_wakeup(&["other".into()])
+            .next_wakeup(&["other".into()], Limited::none())
             .await
             .expect("next wake-up"),
         Some(start() + secs(21)),
@@ -1193,7 +1199,12 @@ pub async fn a_commit_extends_the_lease_only_when_asked<S: Store + ReadStore>(st
         .expect("send");
     let run = claim(&store, "w", &["a"], 1, start()).await.remove(0);
     let functions = ["a".to_string()];
-    let expiry = async || store.next_wakeup(&functions).await.expect("next wake-up");
+    let expiry = async || {
+        store
+            .next_wakeup(&functions, Limited::none())
+            .await
+            .expect("next wake-up")
+    };
     assert_eq!(
         expiry().await,
         Some(start() + secs(30)),
@@ -1832,6 +1843,7 @@ pub async fn the_database_clock_rules_when_asked<S: Store + ReadStore>(store: S)
     let request = || ClaimRequest {
         owner: &owner,
         functions: &functions,
+        limited: Limited::none(),
         max: 1,
         lease: Duration::from_secs(30),
     };

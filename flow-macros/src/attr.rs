@@ -2,6 +2,7 @@
 //! nested `backoff(...)`. Every mistake is recorded, none stops the parse.
 
 use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::{Expr, ExprLit, Lit, LitStr};
 
@@ -16,7 +17,6 @@ const MAX_CANCEL_ON: usize = 5;
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
 const NOT_BUILT_YET: &[&str] = &[
-    "concurrency",
     "throttle",
     "rate_limit",
     "debounce",
@@ -49,6 +49,32 @@ pub struct FunctionArgs {
     pub cancel_on: Vec<CancelOnArg>,
     /// `timeouts(start = "...", finish = "...")`, in milliseconds.
     pub timeouts: Timeouts,
+    /// `concurrency(...)` or `concurrency = n`, in the order given.
+    pub concurrency: Vec<ConcurrencyArg>,
+}
+
+/// The most `concurrency(...)` rules (flow_core::flow_control::MAX_CONCURRENCY_RULES).
+const MAX_CONCURRENCY_RULES: usize = 2;
+
+/// The highest concurrency limit (flow_core::flow_control::MAX_CONCURRENCY_LIMIT).
+const MAX_CONCURRENCY_LIMIT: u64 = 100_000;
+
+/// One `concurrency(limit = 5, key = "...", scope = fn | shared("name"))`.
+pub struct ConcurrencyArg {
+    pub limit: u32,
+    pub key: Option<crate::cel::CheckedExpr>,
+    /// `shared("name")`; `None` for the function's own runs.
+    pub shared: Option<LitStr>,
+}
+
+impl ConcurrencyArg {
+    /// What two rules must not share: the scope and the key's text.
+    fn identity(&self) -> (Option<String>, Option<String>) {
+        (
+            self.shared.as_ref().map(LitStr::value),
+            self.key.as_ref().map(|k| k.lit.value()),
+        )
+    }
 }
 
 /// `timeouts(start = "10m", finish = "1h")`, in milliseconds.
@@ -84,12 +110,16 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "on_failure",
         "cancel_on",
         "timeouts",
+        "concurrency",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
-        // `cancel_on` may be given several times, one event each.
-        if key != "cancel_on" && given_twice(&meta, &key, &mut seen, "#[function]", errors)? {
+        // `cancel_on` and `concurrency` may be given several times, one rule each.
+        if key != "cancel_on"
+            && key != "concurrency"
+            && given_twice(&meta, &key, &mut seen, "#[function]", errors)?
+        {
             return Ok(());
         }
         match key.as_str() {
@@ -124,6 +154,31 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                         );
                     } else {
                         args.cancel_on.push(cancel);
+                    }
+                }
+            }
+            "concurrency" => {
+                if let Some(rule) = concurrency_value(&meta, errors)? {
+                    if args.concurrency.len() == MAX_CONCURRENCY_RULES {
+                        errors.at(
+                            &meta.path,
+                            format!(
+                                "a function takes at most {MAX_CONCURRENCY_RULES} `concurrency` \
+                                 rules; remove one"
+                            ),
+                        );
+                    } else if args
+                        .concurrency
+                        .iter()
+                        .any(|c| c.identity() == rule.identity())
+                    {
+                        errors.at(
+                            &meta.path,
+                            "this `concurrency` rule has the scope and key of another one; \
+                             keep one (the lower limit is the one that holds)",
+                        );
+                    } else {
+                        args.concurrency.push(rule);
                     }
                 }
             }
@@ -380,6 +435,149 @@ fn cancel_on_value(
 
 /// The longest timeout (366 days, as for waits: flow_core::MAX_WAIT).
 const MAX_TIMEOUT_MS: u64 = 366 * 86_400_000;
+
+/// `concurrency = 5`, or `concurrency(limit = 5, key = "<CEL>", scope = fn |
+/// shared("name"))` with `limit` required.
+fn concurrency_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<ConcurrencyArg>> {
+    const EXAMPLE: &str =
+        "`concurrency(limit = 5, key = \"event.data.customer_id\")` or `concurrency = 5`";
+    if meta.input.peek(syn::Token![=]) {
+        let Some(expr) = value_expr(meta, errors, "concurrency", "5")? else {
+            return Ok(None);
+        };
+        return Ok(
+            concurrency_limit(&expr, errors).map(|limit| ConcurrencyArg {
+                limit,
+                key: None,
+                shared: None,
+            }),
+        );
+    }
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`concurrency` needs a limit: write {EXAMPLE}"),
+        );
+        return Ok(None);
+    }
+    let (mut limit, mut key, mut shared) = (None, None, None);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "concurrency(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "limit" => match value_expr(&inner, errors, "limit", "5")? {
+                Some(expr) => {
+                    limit = concurrency_limit(&expr, errors);
+                    bad |= limit.is_none();
+                }
+                None => bad = true,
+            },
+            "key" => match string_value(&inner, errors, "key", "\"event.data.customer_id\"")? {
+                Some(lit) => {
+                    key = crate::cel::check(&lit, "key", errors);
+                    bad |= key.is_none();
+                }
+                None => bad = true,
+            },
+            "scope" => match scope_value(&inner, errors)? {
+                Ok(scope) => shared = scope,
+                Err(()) => bad = true,
+            },
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key("concurrency(...)", other, &["limit", "key", "scope"]),
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if limit.is_none() && !bad {
+        errors.at(
+            &meta.path,
+            format!("`concurrency` needs a `limit`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (limit, bad) {
+        (Some(limit), false) => Some(ConcurrencyArg { limit, key, shared }),
+        _ => None,
+    })
+}
+
+/// A concurrency limit: an integer literal from 1 to the maximum.
+fn concurrency_limit(expr: &Expr, errors: &mut Errors) -> Option<u32> {
+    let problem = match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<u64>() {
+            Ok(0) => "a limit of 0 would never run anything; the least is 1".to_owned(),
+            Ok(n) if n <= MAX_CONCURRENCY_LIMIT => return Some(n as u32),
+            _ => format!("the highest concurrency limit is {MAX_CONCURRENCY_LIMIT}"),
+        },
+        _ => "a concurrency limit is an integer literal, as in `limit = 5`".to_owned(),
+    };
+    errors.at(expr, problem);
+    None
+}
+
+/// `scope = fn` (the function's own runs, the default) or `scope = shared("name")`.
+fn scope_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Result<Option<LitStr>, ()>> {
+    const HELP: &str = "`scope` is `fn` (this function's runs, the default) or \
+                        `shared(\"name\")` (the runs of every function that names it)";
+    if !meta.input.peek(syn::Token![=]) {
+        errors.at(&meta.path, HELP);
+        skip_value(meta)?;
+        return Ok(Err(()));
+    }
+    let value = meta.value()?;
+    if value.peek(syn::Token![fn]) {
+        value.parse::<syn::Token![fn]>()?;
+        return Ok(Ok(None));
+    }
+    let expr: Expr = value.parse()?;
+    if let Expr::Call(call) = &expr
+        && call.func.to_token_stream().to_string() == "shared"
+        && call.args.len() == 1
+        && let Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(name),
+            ..
+        })) = call.args.first()
+    {
+        let text = name.value();
+        let bad = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_./:".contains(*c)));
+        if text.is_empty() || text.len() > 128 {
+            errors.at(name, "a shared scope's name is 1 to 128 bytes long");
+            return Ok(Err(()));
+        }
+        if let Some(c) = bad {
+            errors.at(
+                name,
+                format!(
+                    "a shared scope's name has `{}`; use letters, digits and `-_./:`",
+                    c.escape_default()
+                ),
+            );
+            return Ok(Err(()));
+        }
+        return Ok(Ok(Some(name.clone())));
+    }
+    errors.at(&expr, HELP);
+    Ok(Err(()))
+}
 
 /// `timeouts(start = "10m", finish = "1h")`: either or both.
 fn timeouts_value(

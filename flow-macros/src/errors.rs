@@ -21,6 +21,12 @@ impl Errors {
         self.0.push(syn::Error::new(span, message));
     }
 
+    /// The messages, for unit tests.
+    #[cfg(test)]
+    pub fn messages(&self) -> Vec<String> {
+        self.0.iter().map(|e| e.to_string()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

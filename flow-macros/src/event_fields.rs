@@ -22,8 +22,10 @@ pub fn accessors(input: &DeriveInput) -> TokenStream {
     let ident = &input.ident;
     let vis = &input.vis;
     let fields_ident = format_ident!("{}Fields", ident);
+    let data_ident = format_ident!("{}DataFields", ident);
     let mut decls = Vec::new();
     let mut values = Vec::new();
+    let (mut data_decls, mut data_values) = (Vec::new(), Vec::new());
     for field in &fields.named {
         let serde = SerdeField::of(&field.attrs);
         if serde.hidden {
@@ -36,19 +38,43 @@ pub fn accessors(input: &DeriveInput) -> TokenStream {
         let (fvis, ty) = (&field.vis, &field.ty);
         decls.push(quote! { #fvis #name: ::flow::__private::Field<#ident, #ty> });
         values.push(quote! { #name: ::flow::__private::Field::new(#json_name) });
+        // A JSON name that is no Rust identifier cannot be written as
+        // `event.data.<name>` in CEL either (it takes `event.data["a-b"]`).
+        if let Some(json_ident) = json_ident(&json_name) {
+            data_decls.push(quote! { #fvis #json_ident: ::flow::__private::Field<#ident, #ty> });
+            data_values.push(quote! { #json_ident: ::flow::__private::Field::new(#json_name) });
+        }
     }
     let doc = format!(
         "The fields of [`{ident}`] a wait for it can match on (made by `#[derive(Event)]`)."
+    );
+    let data_doc = format!(
+        "The fields of [`{ident}`] by their names in its JSON data, which the expressions \
+         of `#[function(...)]` check `event.data.<name>` against (made by `#[derive(Event)]`)."
     );
     quote! {
         #[doc = #doc]
         #[allow(dead_code)]
         #vis struct #fields_ident { #(#decls,)* }
 
+        #[doc = #data_doc]
+        #[allow(dead_code, non_snake_case)]
+        #vis struct #data_ident { #(#data_decls,)* }
+
         impl ::flow::__private::EventFields for #ident {
             type Fields = #fields_ident;
             const FIELDS: #fields_ident = #fields_ident { #(#values,)* };
+            type Data = #data_ident;
+            const DATA: #data_ident = #data_ident { #(#data_values,)* };
         }
+    }
+}
+
+/// A JSON field name as a Rust identifier (raw for a keyword), if it is one.
+fn json_ident(name: &str) -> Option<syn::Ident> {
+    match syn::parse_str::<syn::Ident>(name) {
+        Ok(ident) => Some(ident),
+        Err(_) => syn::parse_str::<syn::Ident>(&format!("r#{name}")).ok(),
     }
 }
 

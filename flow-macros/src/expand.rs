@@ -160,6 +160,7 @@ pub fn function(
                     failures_of: ::core::option::Option::Some(#id),
                     cancel_on: &[],
                     timeouts: ::flow::__private::Timeouts::NONE,
+                    concurrency: &[],
                 })
             };
             (function, def)
@@ -187,8 +188,10 @@ pub fn function(
             failures_of: ::core::option::Option::None,
             cancel_on: __FLOW_CANCEL_ON,
             timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
+            concurrency: __FLOW_CONCURRENCY,
         }
     };
+    let concurrency = concurrency_rules(&args.concurrency, event);
     // `cancel_on`: each field is read through the event type's accessors, spanned
     // at the user's token, so a field the event does not have is a compile error
     // there, and the name stored is the one serde writes (its renames applied).
@@ -210,6 +213,7 @@ pub fn function(
     // registration and the trigger check.
     let generated = quote! {
         #cancel_on
+        #concurrency
 
         #[allow(non_local_definitions)]
         impl #name {
@@ -396,5 +400,47 @@ fn backoff_value(b: &Backoff) -> TokenStream {
     let over = backoff_override(b);
     quote! {
         #over.apply_const(::flow::__private::Backoff::DEFAULT)
+    }
+}
+
+/// `__FLOW_CONCURRENCY`, the function's concurrency rules, and the check of every
+/// field their keys read under `event.data`: each is read from the event type's
+/// `DATA` (its fields by their JSON names), spanned at the key, so a field the
+/// event does not have is a compile error there.
+fn concurrency_rules(rules: &[crate::attr::ConcurrencyArg], event: &syn::Type) -> TokenStream {
+    let mut checks = Vec::new();
+    let values = rules.iter().map(|rule| {
+        let limit = rule.limit;
+        let key = match &rule.key {
+            Some(key) => {
+                let lit = &key.lit;
+                // At the key: rustc reports a missing field there, and names a
+                // field of a similar name (in a suggestion that rewrites the
+                // string, which shows the name even though it is not the fix).
+                let span = lit.span();
+                for field in &key.data_fields {
+                    let ident = syn::parse_str::<syn::Ident>(field)
+                        .map(|i| syn::Ident::new(&i.to_string(), span))
+                        .unwrap_or_else(|_| syn::Ident::new_raw(field, span));
+                    checks.push(quote_spanned! {span=>
+                        let _ = <#event as ::flow::__private::EventFields>::DATA.#ident;
+                    });
+                }
+                quote!(::core::option::Option::Some(#lit))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let scope = match &rule.shared {
+            Some(name) => quote!(::flow::__private::ConcurrencyScope::Shared(#name)),
+            None => quote!(::flow::__private::ConcurrencyScope::Function),
+        };
+        quote! {
+            ::flow::__private::Concurrency { limit: #limit, key: #key, scope: #scope }
+        }
+    });
+    let values: Vec<TokenStream> = values.collect();
+    quote! {
+        const __FLOW_CONCURRENCY: &[::flow::__private::Concurrency] = &[#(#values),*];
+        const _: () = { #(#checks)* };
     }
 }

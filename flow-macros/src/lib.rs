@@ -11,6 +11,7 @@ use quote::quote;
 use syn::{DeriveInput, ItemFn};
 
 mod attr;
+mod cel;
 mod errors;
 mod event;
 mod event_fields;

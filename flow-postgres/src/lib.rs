@@ -4,6 +4,7 @@
 //! wake-ups come through LISTEN/NOTIFY with a polling fallback in the worker.
 
 mod cancel;
+mod concurrency;
 mod finish;
 mod held;
 mod invoke;

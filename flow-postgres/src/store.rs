@@ -13,6 +13,7 @@ use sqlx::postgres::{PgListener, PgRow};
 use sqlx::{Connection, Row};
 use uuid::Uuid;
 
+use flow_core::flow_control::Limited;
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, FinishWatch,
     FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, SendReceipt, Settle, SignalReceipt,
@@ -43,6 +44,79 @@ macro_rules! unpaused_sql {
         )
     };
 }
+
+/// The claim's `claimed` and `claimed_events` (no `WITH`, no trailing comma): the
+/// runs `$which` selects (a condition on `r`, with `$from` joined) leased to
+/// `$owner` for `$lease` seconds, `$set` setting more columns.
+macro_rules! claim_sql {
+    ($owner:literal, $lease:literal, $set:literal, $from:literal, $which:literal) => {
+        concat!(
+            "claimed AS (
+         UPDATE flow.runs r
+         SET status = 'running', lease_owner = ",
+            $owner,
+            ", lease_token = r.lease_token + 1,
+             lease_expires_at = clock.now + ",
+            $lease,
+            " * interval '1 second',
+             started_at = COALESCE(r.started_at, clock.now),
+             -- Started: the deadline to start by gives way to one to finish by.
+             timeout_at = CASE WHEN r.started_at IS NULL THEN clock.now + r.finish_within
+                               ELSE r.timeout_at END",
+            $set,
+            "
+         FROM clock",
+            $from,
+            "
+         WHERE ",
+            $which,
+            "
+         RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
+                   r.step_count, r.event_id
+     ), claimed_events AS (
+         SELECT e.id, e.name, e.data, e.ts FROM flow.events e
+         WHERE e.id = ANY(ARRAY(SELECT event_id FROM claimed))
+     )"
+        )
+    };
+}
+pub(crate) use claim_sql;
+
+/// The rows of the runs `claim_sql!` leased, with their events and, for a resumed
+/// run, its checkpoints ([`claimed_run`] reads them).
+macro_rules! claimed_rows_sql {
+    () => {
+        "SELECT 'claimed' AS what, c.id AS id, c.lease_token AS lease_token, NULL AS key,
+                c.function_id AS function_id, c.lost_count AS lost_count,
+                c.blocked_count AS blocked_count, c.step_count AS step_count,
+                e.id AS event_id, e.name AS name, e.data AS data, e.ts AS ts,
+                -- A resumed run's checkpoints, read as the load reads them,
+                -- but in this statement's snapshot: records committed after
+                -- it are missing, and the step count of the row's latest
+                -- version (which every writer of another run's records
+                -- raises with them) shows it (`claimed_checkpoints`).
+                CASE WHEN c.lease_token > 1 THEN jsonb_build_object(
+                    'steps', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                                  'key', s.key, 'position', s.position,
+                                  'kind', s.kind, 'output', s.output,
+                                  'error', s.error, 'attempts', s.attempts,
+                                  'started_at', s.started_at,
+                                  'finished_at', s.finished_at,
+                                  'wake_at', s.wake_at)), '[]')
+                              FROM flow.steps s WHERE s.run_id = c.id),
+                    'failed', (SELECT COALESCE(jsonb_agg(jsonb_build_array(a.key, a.n)),
+                                               '[]')
+                               FROM (SELECT key, max(attempt) AS n FROM flow.attempts
+                                     WHERE run_id = c.id GROUP BY key) a),
+                    'waits', (SELECT COALESCE(jsonb_agg(jsonb_build_array(
+                                                  w.key, w.expires_at)), '[]')
+                              FROM flow.waits w WHERE w.run_id = c.id)) END AS checkpoints
+         FROM claimed c JOIN claimed_events e ON e.id = c.event_id"
+    };
+}
+pub(crate) use claimed_rows_sql;
+
+pub(crate) use unpaused_sql;
 
 /// A lease length as the seconds that the queries multiply `interval '1 second'` by.
 fn seconds(lease: Duration) -> f64 {
@@ -448,26 +522,51 @@ impl Store for PgStore {
         Ok(settled.rows_affected() == 1)
     }
 
-    async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
+    async fn next_wakeup(
+        &self,
+        functions: &[String],
+        limited: &Limited,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let (rule_functions, positions, limits) = limited.rule_table();
         let row = on_conn!(self, repeat = true, |conn| async {
             // `ORDER BY … LIMIT 1`, not `min()`: the planner aggregates a `min`
             // with a filter over every entry of the index (every sleeping and
             // waiting run: 35 ms at 20,000 of them), where the ordered scan stops
-            // at the first row of these functions.
+            // at the first row of these functions. A limited function's run whose
+            // keys are full is left out: the run that frees the slot notifies.
             sqlx::query(concat!(
-                "SELECT LEAST(
+                "WITH limits AS (
+                     SELECT * FROM unnest($3::text[], $4::integer[], $5::integer[])
+                         AS l(function_id, position, lim)
+                 ), ",
+                crate::concurrency::running_sql!("now()"),
+                "
+                 SELECT LEAST(
                  (SELECT not_before FROM flow.runs
                   WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
                     AND function_id = ANY(",
                 unpaused_sql!("$1"),
                 ")
                   ORDER BY not_before LIMIT 1),
+                 (SELECT r.not_before FROM flow.runs r
+                  WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                    AND r.function_id = ANY(",
+                unpaused_sql!("$2"),
+                ")
+                    AND (r.concurrency_keys IS NULL OR NOT ",
+                crate::concurrency::full_sql!(),
+                ")
+                  ORDER BY r.not_before LIMIT 1),
                  (SELECT min(lease_expires_at) FROM flow.runs WHERE status = 'running'),
                  (SELECT min(timeout_at) FROM flow.runs
                   WHERE timeout_at IS NOT NULL
                     AND status NOT IN ('completed', 'failed', 'cancelled')))"
             ))
             .bind(functions)
+            .bind(limited.ids())
+            .bind(&rule_functions)
+            .bind(&positions)
+            .bind(&limits)
             .fetch_one(&mut *conn)
             .await
             .map_err(db_error)
@@ -703,10 +802,26 @@ impl PgStore {
             .iter()
             .filter(|row| row.try_get::<&str, _>("what").is_ok_and(|w| w == "claimed"))
             .collect();
-        let claimed = match &claim {
+        let mut claimed = match &claim {
             Some(claim) => self.claimed_runs(claimed_rows, claim.owner, now).await?,
             None => Vec::new(),
         };
+        if let Some(claim) = &claim
+            && !claim.limited.is_empty()
+            && claimed.len() < claim.max
+        {
+            let more = claim.max - claimed.len();
+            let (rows, problems) = on_conn!(self, repeat = true, |conn| {
+                crate::concurrency::claim(conn, claim, more, now)
+            })?;
+            let mut limited = self
+                .claimed_runs(rows.iter().collect(), claim.owner, now)
+                .await?;
+            for run in &mut limited {
+                run.key_problem = problems.get(&run.lease.run_id.0).cloned();
+            }
+            claimed.extend(limited);
+        }
         let committed = batch
             .iter()
             .map(|(lease, transition)| kept.committed(lease, transition))
@@ -936,6 +1051,7 @@ fn claimed_run(row: &PgRow, owner: &Arc<str>) -> Result<ClaimedRun, sqlx::Error>
         checkpoints: row
             .try_get::<Option<Value>, _>("checkpoints")?
             .and_then(|c| claimed_checkpoints(c, step_count)),
+        key_problem: None,
     })
 }
 
@@ -1324,7 +1440,8 @@ const COMMIT: &str = concat!(
          FROM t, clock
          WHERE r.id = t.run_id AND r.lease_token = t.token
            AND r.status = (SELECT 'running')
-         RETURNING r.id, r.lease_token, r.status
+         RETURNING r.id, r.lease_token, r.status,
+                   cardinality(r.concurrency_keys) > 0 AS held_slot
      ), steps AS (
          INSERT INTO flow.steps
              (run_id, key, position, kind, output, error, attempts, started_at, finished_at,
@@ -1401,24 +1518,22 @@ const COMMIT: &str = concat!(
          ORDER BY not_before
          LIMIT $36
          FOR UPDATE SKIP LOCKED
-     ), claimed AS (
-         UPDATE flow.runs r
-         SET status = 'running', lease_owner = $37, lease_token = r.lease_token + 1,
-             lease_expires_at = clock.now + $38 * interval '1 second',
-             started_at = COALESCE(r.started_at, clock.now),
-             -- Started: the deadline to start by gives way to one to finish by.
-             timeout_at = CASE WHEN r.started_at IS NULL THEN clock.now + r.finish_within
-                               ELSE r.timeout_at END
-         FROM clock
-         WHERE r.id = ANY(ARRAY(SELECT id FROM due))
-         RETURNING r.id, r.function_id, r.lease_token, r.lost_count, r.blocked_count,
-                   r.step_count, r.event_id
-     ), claimed_events AS (
-         SELECT e.id, e.name, e.data, e.ts FROM flow.events e
-         WHERE e.id = ANY(ARRAY(SELECT event_id FROM claimed))
-     ), notified AS (
+     ), ",
+    claim_sql!(
+        "$37",
+        "$38",
+        "",
+        "",
+        "r.id = ANY(ARRAY(SELECT id FROM due))"
+    ),
+    ", notified AS (
          SELECT pg_notify('flow_wakeup', p) FROM unnest($32::text[]) AS p
          WHERE EXISTS (SELECT 1 FROM leased)
+     ), slot_freed AS (
+         -- A run of a limited function that stops executing frees a slot of its
+         -- keys: workers whose due runs waited for one claim again.
+         SELECT pg_notify('flow_wakeup', '')
+         WHERE EXISTS (SELECT 1 FROM leased WHERE held_slot AND status <> 'running')
      ), ",
     crate::finish::announce_finishes_sql!(
         "SELECT id FROM leased WHERE status IN ('completed', 'failed', 'cancelled')"
@@ -1444,30 +1559,11 @@ const COMMIT: &str = concat!(
      UNION ALL SELECT 'notify', NULL, NULL, NULL,
                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
      FROM hit_notified
-     UNION ALL SELECT 'claimed', c.id, c.lease_token, NULL, c.function_id, c.lost_count,
-                      c.blocked_count, c.step_count, e.id, e.name, e.data, e.ts,
-                      -- A resumed run's checkpoints, read as the load reads them,
-                      -- but in this statement's snapshot: records committed after
-                      -- it are missing, and the step count of the row's latest
-                      -- version (which every writer of another run's records
-                      -- raises with them) shows it (`claimed_checkpoints`).
-                      CASE WHEN c.lease_token > 1 THEN jsonb_build_object(
-                          'steps', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
-                                        'key', s.key, 'position', s.position,
-                                        'kind', s.kind, 'output', s.output,
-                                        'error', s.error, 'attempts', s.attempts,
-                                        'started_at', s.started_at,
-                                        'finished_at', s.finished_at,
-                                        'wake_at', s.wake_at)), '[]')
-                                    FROM flow.steps s WHERE s.run_id = c.id),
-                          'failed', (SELECT COALESCE(jsonb_agg(jsonb_build_array(a.key, a.n)),
-                                                     '[]')
-                                     FROM (SELECT key, max(attempt) AS n FROM flow.attempts
-                                           WHERE run_id = c.id GROUP BY key) a),
-                          'waits', (SELECT COALESCE(jsonb_agg(jsonb_build_array(
-                                                        w.key, w.expires_at)), '[]')
-                                    FROM flow.waits w WHERE w.run_id = c.id)) END
-     FROM claimed c JOIN claimed_events e ON e.id = c.event_id"
+     UNION ALL SELECT 'notify', NULL, NULL, NULL,
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+     FROM slot_freed
+     UNION ALL ",
+    claimed_rows_sql!()
 );
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ async fn started_runs(store: &PgStore, n: i64) -> Vec<Lease> {
     let request = ClaimRequest {
         owner: &owner,
         functions: &functions,
+        limited: flow_core::flow_control::Limited::none(),
         max: n as usize,
         lease: Duration::from_secs(30),
     };

@@ -4,6 +4,7 @@
 //! in-process (there is no LISTEN/NOTIFY). Pick PostgreSQL for several worker
 //! processes or machines.
 
+mod concurrency;
 mod invoke;
 mod signals;
 mod store;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../migrations/0008_signals.sql")),
     (9, include_str!("../migrations/0009_pause.sql")),
+    (10, include_str!("../migrations/0010_concurrency.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

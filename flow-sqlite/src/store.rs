@@ -24,6 +24,7 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
+use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
 /// The functions of the JSON array parameter `$functions`, less the paused ones
@@ -37,6 +38,8 @@ macro_rules! unpaused_sql {
         )
     };
 }
+
+pub(crate) use unpaused_sql;
 
 fn json(value: &Value) -> String {
     value.to_string()
@@ -457,16 +460,39 @@ impl Store for SqliteStore {
         Ok(settled.rows_affected() == 1)
     }
 
-    async fn next_wakeup(&self, functions: &[String]) -> Result<Option<DateTime<Utc>>, Error> {
+    async fn next_wakeup(
+        &self,
+        functions: &[String],
+        limited: &Limited,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
         let functions = serde_json::to_string(functions).expect("strings serialize");
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        // A limited function's run whose keys are full is left out: the run that
+        // frees the slot wakes the workers.
+        let full = if limited.is_empty() {
+            Vec::new()
+        } else {
+            let running = crate::concurrency::running(&mut conn, Utc::now()).await?;
+            limited.full_pairs(&running)
+        };
         let next: Option<i64> = sqlx::query_scalar(concat!(
             "SELECT min(t) FROM (
              SELECT * FROM (SELECT not_before AS t FROM flow_runs
                             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
                               AND function_id IN ",
-            unpaused_sql!("?"),
+            unpaused_sql!("?1"),
             "
                             ORDER BY not_before LIMIT 1)
+             UNION ALL
+             SELECT * FROM (SELECT r.not_before AS t FROM flow_runs r
+                            WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                              AND r.function_id IN ",
+            unpaused_sql!("?2"),
+            "
+                              AND ",
+            crate::concurrency::not_full_sql!("?3"),
+            "
+                            ORDER BY r.not_before LIMIT 1)
              UNION ALL
              SELECT min(lease_expires_at) FROM flow_runs WHERE status = 'running'
              UNION ALL
@@ -474,7 +500,9 @@ impl Store for SqliteStore {
              WHERE timeout_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'cancelled'))"
         ))
         .bind(functions)
-        .fetch_one(&self.pool)
+        .bind(serde_json::to_string(limited.ids()).expect("strings serialize"))
+        .bind(serde_json::to_string(&full).expect("strings serialize"))
+        .fetch_one(&mut *conn)
         .await
         .map_err(db_error)?;
         Ok(next.map(time))
@@ -749,6 +777,10 @@ async fn claim_on(
     .await
     .map_err(db_error)?;
     let mut claimed = Vec::with_capacity(rows.len());
+    if !request.limited.is_empty() && rows.len() < request.max {
+        let more = request.max - rows.len();
+        claimed.extend(crate::concurrency::claim(conn, request, more, now).await?);
+    }
     for row in rows {
         match claimed_run(conn, &row, request.owner).await {
             Ok(run) => claimed.push(run),
@@ -775,7 +807,7 @@ async fn claim_on(
     Ok(claimed)
 }
 
-async fn claimed_run(
+pub(crate) async fn claimed_run(
     conn: &mut SqliteConnection,
     row: &SqliteRow,
     owner: &Arc<str>,
@@ -810,6 +842,7 @@ async fn claimed_run(
         step_count: row.try_get::<i64, _>("step_count").map_err(column)? as u32,
         // The load reads the file in this process: no round trip to save.
         checkpoints: None,
+        key_problem: None,
     })
 }
 
@@ -990,7 +1023,7 @@ async fn commit_one(
     let finished = status.is_finished();
     // A park of a run marked while it executed (a run it invoked ended,
     // migration 6) makes it due at once.
-    let fence = sqlx::query_scalar::<_, Option<String>>(
+    let fence = sqlx::query_as::<_, (Option<String>, bool)>(
         "UPDATE flow_runs
          SET status = CASE WHEN ?1 IN ('waiting', 'sleeping', 'queued')
                                 AND woken_under = lease_token THEN 'queued' ELSE ?1 END,
@@ -1012,7 +1045,8 @@ async fn commit_one(
                                WHEN ?17 IS NOT NULL THEN ?17 WHEN ?5 THEN ?12
                                ELSE wait_since END
          WHERE id = ?13 AND lease_token = ?14 AND status = 'running'
-         RETURNING parent_id",
+         RETURNING parent_id,
+                   concurrency_keys IS NOT NULL AND concurrency_keys <> '[]' AS held_slot",
     )
     .bind(status.as_str())
     .bind(match update.due {
@@ -1042,9 +1076,12 @@ async fn commit_one(
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)?;
-    let Some(parent) = fence else {
+    let Some((parent, held_slot)) = fence else {
         return Ok(Committed::LeaseLost);
     };
+    // A run of a limited function that stops executing frees a slot of its keys:
+    // workers whose due runs waited for one claim again.
+    *woke |= held_slot && !running;
     // An invoked run that ends has woken its parent (the trigger).
     *woke |= finished && parent.is_some();
     if let Next::Park(park) = &t.next {

@@ -142,9 +142,13 @@ impl Store for Faulty {
     async fn recover_expired(&self, max: u32, now: Now) -> Result<u64, flow::Error> {
         self.inner.recover_expired(max, now).await
     }
-    async fn next_wakeup(&self, f: &[String]) -> Result<Option<DateTime<Utc>>, flow::Error> {
+    async fn next_wakeup(
+        &self,
+        f: &[String],
+        limited: &flow::flow_control::Limited,
+    ) -> Result<Option<DateTime<Utc>>, flow::Error> {
         let before = self.inner.database_time().await?;
-        let next = self.inner.next_wakeup(f).await?;
+        let next = self.inner.next_wakeup(f, limited).await?;
         self.next_wakeups.lock().unwrap().push((before, next));
         Ok(next)
     }

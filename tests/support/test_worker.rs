@@ -131,6 +131,31 @@ async fn order(ctx: &Ctx, order: Order) -> Result<String, FlowError> {
     Ok(ship(ctx, order.id, approver).await?)
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.limited")]
+struct Limited {
+    customer: String,
+}
+
+/// Writes `hold:<customer>` when it starts and `held:<customer>` when it ends, so
+/// the test can tell which runs of a customer overlapped.
+#[step]
+async fn hold(ctx: &Ctx, customer: String) -> Result<(), StepError> {
+    effect(ctx, &format!("hold:{customer}"))?;
+    tokio::time::sleep(Duration::from_millis(env_u64("FLOW_TEST_SLOW_MS", 0))).await;
+    effect(ctx, &format!("held:{customer}"))?;
+    Ok(())
+}
+
+/// At most two runs per customer at once, across every worker process.
+#[function(
+    event = "test/work.limited",
+    concurrency(limit = 2, key = "event.data.customer")
+)]
+async fn limited(ctx: &Ctx, event: Limited) -> Result<(), FlowError> {
+    Ok(hold(ctx, event.customer).await?)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;

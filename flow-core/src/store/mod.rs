@@ -190,10 +190,13 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
     /// The earliest time something may become claimable for these functions: a due
-    /// time, another worker's lease expiring, or any run's timeout.
+    /// time, another worker's lease expiring, or any run's timeout. A run of a
+    /// `limited` function whose keys are full is left out: the run that frees its
+    /// slot tells the workers (a notification) when it stops executing.
     fn next_wakeup(
         &self,
         functions: &[String],
+        limited: &crate::flow_control::Limited,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Error>> + Send;
 
     /// The database's clock, which [`Now::Database`] compares against; a worker

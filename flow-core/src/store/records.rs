@@ -45,6 +45,10 @@ pub struct ClaimedRun {
     /// them. A backend returns them only when they are complete: records
     /// committed between its read and its claim would otherwise be missed.
     pub checkpoints: Option<Checkpoints>,
+    /// Why its concurrency keys could not be evaluated on its event (a field the
+    /// key names is missing): the run was claimed without a slot, and the worker
+    /// fails it with this reason at once.
+    pub key_problem: Option<String>,
 }
 
 /// What a worker asks of [`Store::claim`](super::Store::claim).
@@ -52,8 +56,11 @@ pub struct ClaimedRun {
 pub struct ClaimRequest<'a> {
     /// The claiming worker.
     pub owner: &'a Arc<str>,
-    /// Only runs of these functions.
+    /// Only runs of these functions, taken without counting.
     pub functions: &'a [String],
+    /// And runs of these functions, each only while its concurrency keys have room
+    /// ([`crate::flow_control`]).
+    pub limited: &'a crate::flow_control::Limited,
     /// At most this many runs.
     pub max: usize,
     /// The lease length.

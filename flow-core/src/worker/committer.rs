@@ -48,7 +48,7 @@ async fn write_batches<S: Store>(
     shared: Arc<Shared<S>>,
     mut incoming: mpsc::UnboundedReceiver<WriteRequest>,
 ) {
-    let functions = shared.registry.ids();
+    let functions = shared.registry.unlimited_ids();
     let lease_for = shared.config.lease;
     let mut batch: Vec<(Lease, Transition)> = Vec::new();
     let mut replies: Vec<oneshot::Sender<Result<Committed, Unwritten>>> = Vec::new();
@@ -79,6 +79,7 @@ async fn write_batches<S: Store>(
         let claim = (slots > 0).then(|| ClaimRequest {
             owner: &shared.owner,
             functions: &functions,
+            limited: shared.registry.limited(),
             max: slots,
             lease: lease_for,
         });

@@ -108,6 +108,9 @@ pub(crate) async fn drive<S: Store>(
         {
             core.fail(FailureKind::Limit, problem, None);
         }
+        if let Some(problem) = claimed.key_problem.take() {
+            core.fail(FailureKind::Event, problem, None);
+        }
         let ctx = Ctx { core: core.clone() };
         // Boxed by the macro, hence Unpin: it can be dropped before the run's end is written.
         let mut handler = Flushing::new(

@@ -601,7 +601,7 @@ async fn claim_loop<S: Store>(
     committer: &Committer,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let functions = shared.registry.ids();
+    let functions = shared.registry.unlimited_ids();
     // At start and after an idle wait that ended at its deadline (which may be
     // another worker's lease expiring), recovery runs before the claim; while the
     // worker is busy, its timer runs it (`recover_periodically`). A wake-up by a
@@ -644,6 +644,7 @@ async fn claim_loop<S: Store>(
             let request = ClaimRequest {
                 owner: &shared.owner,
                 functions: &functions,
+                limited: shared.registry.limited(),
                 max: free,
                 lease: shared.config.lease,
             };
@@ -681,7 +682,11 @@ async fn claim_loop<S: Store>(
                 CLAIM_RETRY.min(shared.config.poll_interval),
             )
         } else if free > 0 {
-            match shared.store.next_wakeup(&functions).await {
+            match shared
+                .store
+                .next_wakeup(&functions, shared.registry.limited())
+                .await
+            {
                 Ok(Some(next)) => next.min(poll_deadline),
                 Ok(None) => poll_deadline,
                 Err(e) => {

@@ -1,0 +1,365 @@
+//! Flow control: how many runs of a function may execute at once (`concurrency`),
+//! enforced by the claim, in the database, so that a limit holds across every
+//! worker process.
+//!
+//! A run of a limited function holds one slot per `concurrency(...)` rule while it
+//! is `running` under a live lease: a sleeping or waiting run holds none, and the
+//! slot of a worker that died frees itself when its lease expires. Each rule names
+//! a key: its scope (the function, or a name shared by several functions) and the
+//! value of its CEL `key` for the run's event. The worker that first considers a
+//! run for a claim evaluates its keys (with the configuration it serves) and stores
+//! them on the run; the claim then counts the running runs of each key after
+//! locking the keys, so two claimers never both take the last slot.
+
+use std::collections::HashMap;
+
+use crate::expr::Expr;
+use crate::{FunctionDef, StoredEvent};
+
+/// The most `concurrency(...)` rules a function may have.
+pub const MAX_CONCURRENCY_RULES: usize = 2;
+
+/// The highest `limit` a rule may set.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 100_000;
+
+/// Checks a shared scope's name: 1 to 128 bytes of letters, digits and `-_./:`
+/// (the macro checks the same).
+pub fn check_scope_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!(
+            "the shared scope name `{name}` must be 1 to 128 bytes long"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_./:".contains(*c)))
+    {
+        return Err(format!(
+            "the shared scope name `{name}` has `{}`; use letters, digits and `-_./:`",
+            c.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+/// `#[function(concurrency(limit = 5, key = "event.data.customer_id"))]`: at most
+/// `limit` runs executing at once per value of `key` (one group without a key),
+/// counted in `scope`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Runs executing at once, per key.
+    pub limit: u32,
+    /// A CEL expression over `event` whose value is the key.
+    pub key: Option<&'static str>,
+    /// Whose runs count against the limit.
+    pub scope: ConcurrencyScope,
+}
+
+/// Whose runs share a concurrency key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConcurrencyScope {
+    /// This function's runs only (`scope = fn`, the default).
+    Function,
+    /// The runs of every function that names this scope (`scope = shared("llm")`),
+    /// each held to its own function's limit.
+    Shared(&'static str),
+}
+
+/// The concurrency rules of the functions a worker serves, compiled: what a claim
+/// needs to key runs and admit them.
+#[derive(Debug, Default)]
+pub struct Limited {
+    rules: HashMap<String, Vec<Rule>>,
+    ids: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    limit: u32,
+    /// The scope's part of every key of this rule.
+    scope: String,
+    key: Option<Expr>,
+}
+
+/// A due run a claim may take: its function and its keys (already evaluated).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// Its function.
+    pub function_id: String,
+    /// One per rule of the function, in the rules' order.
+    pub keys: Vec<String>,
+}
+
+impl Limited {
+    /// The rules of `defs` that have any; a key that does not compile is an error
+    /// naming the function (the macro checks them first, so only a hand-made
+    /// definition gets here).
+    pub fn of<'a>(defs: impl IntoIterator<Item = &'a FunctionDef>) -> Result<Limited, String> {
+        let mut limited = Limited::default();
+        for def in defs {
+            if def.concurrency.is_empty() {
+                continue;
+            }
+            let mut rules = Vec::with_capacity(def.concurrency.len());
+            for c in def.concurrency {
+                let key = c
+                    .key
+                    .map(Expr::compile)
+                    .transpose()
+                    .map_err(|e| format!("function `{}`: concurrency key {e}", def.id))?;
+                let scope = match c.scope {
+                    ConcurrencyScope::Function => format!("fn\u{1f}{}", def.id),
+                    ConcurrencyScope::Shared(name) => format!("shared\u{1f}{name}"),
+                };
+                rules.push(Rule {
+                    limit: c.limit,
+                    scope,
+                    key,
+                });
+            }
+            limited.ids.push(def.id.to_owned());
+            limited.rules.insert(def.id.to_owned(), rules);
+        }
+        Ok(limited)
+    }
+
+    /// No rules: for a claim of unlimited functions only.
+    pub fn none() -> &'static Limited {
+        static NONE: std::sync::LazyLock<Limited> = std::sync::LazyLock::new(Limited::default);
+        &NONE
+    }
+
+    /// The ids of the limited functions.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// No function is limited.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Every rule as (function, its position counted from 1, limit): what a SQL
+    /// claim joins a run's keys (in rule order) with.
+    pub fn rule_table(&self) -> (Vec<&str>, Vec<i32>, Vec<i32>) {
+        let (mut functions, mut positions, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+        for (function, rules) in &self.rules {
+            for (i, rule) in rules.iter().enumerate() {
+                functions.push(function.as_str());
+                positions.push(i as i32 + 1);
+                limits.push(i32::try_from(rule.limit).unwrap_or(i32::MAX));
+            }
+        }
+        (functions, positions, limits)
+    }
+
+    /// Whether `function` has concurrency rules.
+    pub fn limits(&self, function: &str) -> bool {
+        self.rules.contains_key(function)
+    }
+
+    /// The keys of a run of `function` with `event`, one per rule; an error names
+    /// the expression that could not be evaluated on this event.
+    pub fn keys(&self, function: &str, event: &StoredEvent) -> Result<Vec<String>, String> {
+        let Some(rules) = self.rules.get(function) else {
+            return Ok(Vec::new());
+        };
+        rules
+            .iter()
+            .map(|rule| {
+                let value = match &rule.key {
+                    Some(expr) => expr
+                        .key(event)
+                        .map_err(|e| format!("concurrency key {e}"))?,
+                    None => String::new(),
+                };
+                Ok(format!("{}\u{1f}{value}", rule.scope))
+            })
+            .collect()
+    }
+
+    /// Which of `candidates` (in claim order) may start, at most `max`: each only
+    /// if every one of its keys has fewer runs executing than its function's limit
+    /// for it, counting `running` (per key) and the candidates admitted before it.
+    /// A candidate of a function these rules do not know is not admitted.
+    pub fn admit(
+        &self,
+        candidates: &[Candidate],
+        running: &HashMap<String, u64>,
+        max: usize,
+    ) -> Vec<usize> {
+        let mut taken: HashMap<&str, u64> = HashMap::new();
+        let mut admitted = Vec::new();
+        for (i, candidate) in candidates.iter().enumerate() {
+            if admitted.len() == max {
+                break;
+            }
+            let Some(rules) = self.rules.get(&candidate.function_id) else {
+                continue;
+            };
+            if rules.len() != candidate.keys.len() {
+                // Keyed under another configuration: its keys are evaluated again.
+                continue;
+            }
+            let fits = rules.iter().zip(&candidate.keys).all(|(rule, key)| {
+                let busy = running.get(key).copied().unwrap_or(0)
+                    + taken.get(key.as_str()).copied().unwrap_or(0);
+                busy < u64::from(rule.limit)
+            });
+            if fits {
+                for key in &candidate.keys {
+                    *taken.entry(key).or_default() += 1;
+                }
+                admitted.push(i);
+            }
+        }
+        admitted
+    }
+
+    /// The keys among `keys` that are full for a run of `function`, given the
+    /// runs executing per key: what a claim skips and an idle worker's next due
+    /// time leaves out.
+    pub fn full(&self, function: &str, keys: &[String], running: &HashMap<String, u64>) -> bool {
+        let Some(rules) = self.rules.get(function) else {
+            return false;
+        };
+        rules
+            .iter()
+            .zip(keys)
+            .any(|(rule, key)| running.get(key).copied().unwrap_or(0) >= u64::from(rule.limit))
+    }
+}
+
+impl Limited {
+    /// `function \x1e key` for every key in `running` that is full for a rule of
+    /// `function`: what a SQLite claim leaves out.
+    pub fn full_pairs(&self, running: &HashMap<String, u64>) -> Vec<String> {
+        let mut full = Vec::new();
+        for (function, rules) in &self.rules {
+            for rule in rules {
+                for (key, n) in running {
+                    if *n >= u64::from(rule.limit)
+                        && key
+                            .strip_prefix(rule.scope.as_str())
+                            .is_some_and(|v| v.starts_with('\u{1f}'))
+                    {
+                        full.push(format!("{function}\u{1e}{key}"));
+                    }
+                }
+            }
+        }
+        full
+    }
+}
+
+/// A 64-bit hash of a key that every process computes alike (FNV-1a): what the
+/// PostgreSQL claim locks a key by.
+pub fn key_hash(key: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventId;
+
+    const RULES: &[Concurrency] = &[
+        Concurrency {
+            limit: 1,
+            key: Some("event.data.customer"),
+            scope: ConcurrencyScope::Function,
+        },
+        Concurrency {
+            limit: 2,
+            key: None,
+            scope: ConcurrencyScope::Shared("llm"),
+        },
+    ];
+
+    static DEF: FunctionDef = FunctionDef {
+        id: "classify",
+        trigger: "app/thread",
+        concurrency: RULES,
+        ..crate::function::tests::A
+    };
+
+    fn def() -> &'static FunctionDef {
+        &DEF
+    }
+
+    fn event(customer: &str) -> StoredEvent {
+        StoredEvent {
+            id: EventId(uuid::Uuid::nil()),
+            name: "app/thread".into(),
+            data: serde_json::json!({ "customer": customer }),
+            ts: chrono::DateTime::from_timestamp(0, 0).expect("a time"),
+        }
+    }
+
+    #[test]
+    fn keys_name_their_scope_and_value() {
+        let def = def();
+        let limited = Limited::of([def]).expect("compiles");
+        assert_eq!(limited.ids(), ["classify"]);
+        assert_eq!(
+            limited.keys("classify", &event("c1")),
+            Ok(vec![
+                "fn\u{1f}classify\u{1f}c1".to_owned(),
+                "shared\u{1f}llm\u{1f}".to_owned()
+            ])
+        );
+        assert_eq!(limited.keys("other", &event("c1")), Ok(vec![]));
+    }
+
+    #[test]
+    fn admission_holds_every_key_to_its_limit_in_claim_order() {
+        let def = def();
+        let limited = Limited::of([def]).expect("compiles");
+        let candidate = |c: &str| Candidate {
+            function_id: "classify".into(),
+            keys: limited.keys("classify", &event(c)).expect("keys"),
+        };
+        let candidates = [
+            candidate("a"),
+            candidate("a"),
+            candidate("b"),
+            candidate("c"),
+        ];
+        // Per customer one, and two in all (the shared rule).
+        assert_eq!(limited.admit(&candidates, &HashMap::new(), 10), [0, 2]);
+        // One shared slot is taken elsewhere: only the first fits.
+        let running = HashMap::from([("shared\u{1f}llm\u{1f}".to_owned(), 1)]);
+        assert_eq!(limited.admit(&candidates, &running, 10), [0]);
+        // Customer `a` is busy: `b` and then `c` would, but the shared rule allows two.
+        let running = HashMap::from([(candidate("a").keys[0].clone(), 1)]);
+        assert_eq!(limited.admit(&candidates, &running, 10), [2, 3]);
+        assert!(limited.full("classify", &candidate("a").keys, &running));
+        assert!(!limited.full("classify", &candidate("b").keys, &running));
+        // `max` caps the claim.
+        assert_eq!(limited.admit(&candidates, &HashMap::new(), 1), [0]);
+    }
+
+    #[test]
+    fn a_key_that_does_not_evaluate_is_an_error_for_that_run() {
+        let def = def();
+        let limited = Limited::of([def]).expect("compiles");
+        let mut e = event("a");
+        e.data = serde_json::json!({});
+        let err = limited.keys("classify", &e).expect_err("no customer");
+        assert!(
+            err.starts_with("concurrency key `event.data.customer`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_hashes_are_stable() {
+        assert_eq!(key_hash(""), 0xcbf2_9ce4_8422_2325_u64 as i64);
+        assert_ne!(key_hash("a"), key_hash("b"));
+    }
+}

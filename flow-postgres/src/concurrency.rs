@@ -1,0 +1,274 @@
+//! The claim of runs of limited functions (`concurrency(...)`, migration 12), in
+//! one transaction:
+//!
+//! 1. the due runs of those functions whose keys are not known to be full, in due
+//!    order, locked (`SKIP LOCKED`): the candidates;
+//! 2. the keys of candidates not keyed yet, evaluated here from their events;
+//! 3. the candidates' keys locked (advisory, sorted), so that claimers of a key
+//!    take turns: each counts only after the one before it committed;
+//! 4. the running runs of those keys counted (a statement begun after the locks
+//!    sees every claim that held them before);
+//! 5. the admitted candidates leased, and the new keys of the others stored.
+//!
+//! Step 1 leaves out runs whose keys were full when it began, so a key with a long
+//! backlog does not fill every claim with runs that cannot start: the other keys
+//! are served meanwhile.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+use flow_core::flow_control::{Candidate, Limited, key_hash};
+use flow_core::store::ClaimRequest;
+use flow_core::{Error, EventId, Now, StoredEvent};
+
+use crate::db_error;
+use crate::store::{claim_sql, claimed_rows_sql};
+
+/// The advisory lock class of concurrency keys ("flow" in ASCII); the second key
+/// is the key's hash folded to 32 bits.
+const LOCK_CLASS: i32 = 0x666c_6f77;
+
+/// How many candidates one claim looks at per free slot: runs of a busy key are
+/// passed over, up to this many per slot.
+const CANDIDATES_PER_SLOT: usize = 4;
+
+/// The running runs of each key, live leases only (a dead worker's slot frees
+/// itself when its lease expires): computed once per statement (materialized),
+/// not once per row that [`full_sql`] is asked of.
+macro_rules! running_sql {
+    ($clock:literal) => {
+        concat!(
+            "running AS MATERIALIZED (
+         SELECT k.key, count(*) AS n
+         FROM flow.runs x, unnest(x.concurrency_keys) AS k(key)
+         WHERE x.status = 'running' AND x.lease_expires_at > ",
+            $clock,
+            "
+         GROUP BY k.key
+     )"
+        )
+    };
+}
+
+/// Whether a run `r` (keyed) has a key that is full, by `running` and the rule
+/// table `limits(function_id, position, lim)`.
+macro_rules! full_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM unnest(r.concurrency_keys) WITH ORDINALITY AS k(key, position)
+                 JOIN limits l ON l.function_id = r.function_id AND l.position = k.position
+                 JOIN running ON running.key = k.key
+                 WHERE running.n >= l.lim)"
+    };
+}
+pub(crate) use {full_sql, running_sql};
+
+/// The candidates of step 1.
+const CANDIDATES: &str = concat!(
+    "WITH clock AS (
+         SELECT COALESCE($1::timestamptz, now()) AS now
+     ), limits AS (
+         SELECT * FROM unnest($2::text[], $3::integer[], $4::integer[])
+             AS l(function_id, position, lim)
+     ), ",
+    running_sql!("(SELECT now FROM clock)"),
+    "
+     SELECT r.id, r.function_id, r.concurrency_keys AS keys,
+            e.id AS event_id, e.name, e.data, e.ts
+     FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
+     WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+       AND r.not_before <= (SELECT now FROM clock)
+       AND r.function_id = ANY(",
+    crate::store::unpaused_sql!("$5"),
+    ")
+       AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
+       AND (r.concurrency_keys IS NULL OR NOT ",
+    full_sql!(),
+    ")
+     ORDER BY r.not_before
+     LIMIT $6
+     FOR UPDATE OF r SKIP LOCKED"
+);
+
+/// Step 5: `$2`/`$3` the new keys of candidates left waiting, `$6`/`$7` the
+/// admitted runs with their new keys (NULL: keep the stored ones, or keyless for a
+/// run whose keys do not evaluate).
+const LEASE: &str = concat!(
+    "WITH clock AS (
+         SELECT COALESCE($1::timestamptz, now()) AS now
+     ), keyed AS (
+         UPDATE flow.runs r
+         SET concurrency_keys = ARRAY(SELECT jsonb_array_elements_text(k.keys))
+         FROM unnest($2::uuid[], $3::jsonb[]) AS k(id, keys)
+         WHERE r.id = k.id
+         RETURNING 1
+     ), ",
+    claim_sql!(
+        "$4",
+        "$5",
+        ", concurrency_keys = CASE WHEN a.keys IS NULL THEN r.concurrency_keys
+                                   ELSE ARRAY(SELECT jsonb_array_elements_text(a.keys)) END",
+        ", unnest($6::uuid[], $7::jsonb[]) AS a(id, keys)",
+        "r.id = a.id"
+    ),
+    "\n     ",
+    claimed_rows_sql!()
+);
+
+/// Claims up to `max` runs of `request.limited`'s functions; returns the claimed
+/// rows (as the commit statement's `claimed` rows) and the runs whose keys do not
+/// evaluate, with why.
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    request: &ClaimRequest<'_>,
+    max: usize,
+    now: Now,
+) -> Result<(Vec<PgRow>, HashMap<Uuid, String>), Error> {
+    let limited = request.limited;
+    let mut tx = conn.begin().await.map_err(db_error)?;
+    let (functions, positions, limits) = limited.rule_table();
+    let rows = sqlx::query(CANDIDATES)
+        .bind(now.at())
+        .bind(&functions)
+        .bind(&positions)
+        .bind(&limits)
+        .bind(limited.ids())
+        .bind(i64::try_from(max.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    if rows.is_empty() {
+        return Ok((Vec::new(), HashMap::new()));
+    }
+    let candidates = candidates(&rows, limited)?;
+
+    let mut hashes: Vec<i32> = candidates
+        .keyed
+        .iter()
+        .flat_map(|(_, c, _)| c.keys.iter().map(|k| fold(key_hash(k))))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    sqlx::query("SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::integer[]) AS h")
+        .bind(LOCK_CLASS)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+
+    let keys: Vec<&str> = candidates
+        .keyed
+        .iter()
+        .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
+        .collect();
+    let running: HashMap<String, u64> = sqlx::query(
+        "SELECT k.key, count(*) AS n
+         FROM flow.runs x, unnest(x.concurrency_keys) AS k(key)
+         WHERE x.status = 'running'
+           AND x.lease_expires_at > COALESCE($1::timestamptz, now())
+           AND x.concurrency_keys && $2::text[]
+           AND k.key = ANY($2)
+         GROUP BY k.key",
+    )
+    .bind(now.at())
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .iter()
+    .map(|row| Ok((row.try_get("key")?, row.try_get::<i64, _>("n")? as u64)))
+    .collect::<Result<_, sqlx::Error>>()
+    .map_err(db_error)?;
+
+    // Runs whose keys do not evaluate are taken first, without a slot: the worker
+    // fails them at once.
+    let mut admitted: Vec<(Uuid, Option<Value>)> = candidates
+        .unkeyable
+        .keys()
+        .take(max)
+        .map(|id| (*id, None))
+        .collect();
+    let for_admission: Vec<Candidate> =
+        candidates.keyed.iter().map(|(_, c, _)| c.clone()).collect();
+    let chosen = limited.admit(&for_admission, &running, max - admitted.len());
+    let mut waiting = Vec::new();
+    for (i, (id, candidate, fresh)) in candidates.keyed.iter().enumerate() {
+        let keys = fresh.then(|| Value::from(candidate.keys.clone()));
+        if chosen.contains(&i) {
+            admitted.push((*id, keys));
+        } else if let Some(keys) = keys {
+            waiting.push((*id, keys));
+        }
+    }
+    let (waiting_ids, waiting_keys): (Vec<Uuid>, Vec<Value>) = waiting.into_iter().unzip();
+    let (admitted_ids, admitted_keys): (Vec<Uuid>, Vec<Option<Value>>) =
+        admitted.into_iter().unzip();
+    let claimed = sqlx::query(LEASE)
+        .bind(now.at())
+        .bind(&waiting_ids)
+        .bind(&waiting_keys)
+        .bind(&**request.owner)
+        .bind(request.lease.as_secs_f64())
+        .bind(&admitted_ids)
+        .bind(&admitted_keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    let problems = candidates
+        .unkeyable
+        .into_iter()
+        .filter(|(id, _)| admitted_ids.contains(id))
+        .collect();
+    Ok((claimed, problems))
+}
+
+/// The candidates of one claim, by what is known of their keys.
+struct Candidates {
+    /// In due order: the run, its keys, and whether they were evaluated now.
+    keyed: Vec<(Uuid, Candidate, bool)>,
+    /// Runs whose keys do not evaluate on their event, with why.
+    unkeyable: HashMap<Uuid, String>,
+}
+
+fn candidates(rows: &[PgRow], limited: &Limited) -> Result<Candidates, Error> {
+    let mut found = Candidates {
+        keyed: Vec::with_capacity(rows.len()),
+        unkeyable: HashMap::new(),
+    };
+    for row in rows {
+        let read =
+            |e: sqlx::Error| Error::Database(format!("a claim candidate does not read: {e}"));
+        let id: Uuid = row.try_get("id").map_err(read)?;
+        let function_id: String = row.try_get("function_id").map_err(read)?;
+        // Evaluated every time, so that a run keyed under another configuration
+        // (a rule added, a key changed) counts under the keys it has now.
+        let stored: Option<Vec<String>> = row.try_get("keys").map_err(read)?;
+        let event = StoredEvent {
+            id: EventId(row.try_get("event_id").map_err(read)?),
+            name: row.try_get("name").map_err(read)?,
+            data: row.try_get("data").map_err(read)?,
+            ts: row.try_get("ts").map_err(read)?,
+        };
+        let keys = match limited.keys(&function_id, &event) {
+            Ok(keys) => keys,
+            Err(problem) => {
+                found.unkeyable.insert(id, problem);
+                continue;
+            }
+        };
+        let fresh = stored.as_ref() != Some(&keys);
+        found
+            .keyed
+            .push((id, Candidate { function_id, keys }, fresh));
+    }
+    Ok(found)
+}
+
+/// A key's 64-bit hash folded into the 32 bits of an advisory lock's second key.
+fn fold(hash: i64) -> i32 {
+    ((hash >> 32) ^ hash) as i32
+}
