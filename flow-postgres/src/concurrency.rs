@@ -34,7 +34,7 @@ const LOCK_CLASS: i32 = 0x666c_6f77;
 
 /// How many candidates one claim looks at per free slot: runs of a busy key are
 /// passed over, up to this many per slot.
-const CANDIDATES_PER_SLOT: usize = 4;
+const CANDIDATES_PER_SLOT: usize = 2;
 
 /// The running runs of each key, live leases only (a dead worker's slot frees
 /// itself when its lease expires): computed once per statement (materialized),
@@ -97,8 +97,11 @@ const CANDIDATES: &str = concat!(
 /// admitted runs with their new keys (NULL: keep the stored ones, or keyless for a
 /// run whose keys do not evaluate).
 const LEASE: &str = concat!(
+    // The statement's own start, after the locks and the count, not the
+    // transaction's (`now()`): a run admitted because another ended starts after
+    // it ended.
     "WITH clock AS (
-         SELECT COALESCE($1::timestamptz, now()) AS now
+         SELECT COALESCE($1::timestamptz, statement_timestamp()) AS now
      ), keyed AS (
          UPDATE flow.runs r
          SET concurrency_keys = ARRAY(SELECT jsonb_array_elements_text(k.keys))
@@ -128,7 +131,12 @@ pub(crate) async fn claim(
     now: Now,
 ) -> Result<(Vec<PgRow>, HashMap<Uuid, String>), Error> {
     let limited = request.limited;
-    let mut tx = conn.begin().await.map_err(db_error)?;
+    // Its commit need not wait for the disk: a claim lost in a crash leaves its
+    // runs queued, as if its worker had died, and keys are evaluated again.
+    let mut tx = conn
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(db_error)?;
     let (functions, positions, limits) = limited.rule_table();
     let rows = sqlx::query(CANDIDATES)
         .bind(now.at())

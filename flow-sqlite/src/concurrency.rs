@@ -20,7 +20,7 @@ use crate::{db_error, micros, time};
 use flow_core::later;
 
 /// How many candidates one claim looks at per free slot.
-const CANDIDATES_PER_SLOT: usize = 4;
+const CANDIDATES_PER_SLOT: usize = 2;
 
 /// Runs executing per key, live leases only (a dead worker's slot frees itself
 /// when its lease expires).
