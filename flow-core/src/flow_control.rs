@@ -154,7 +154,7 @@ impl Limited {
     }
 
     /// Whether `function` has concurrency rules.
-    pub fn limits(&self, function: &str) -> bool {
+    pub fn is_limited(&self, function: &str) -> bool {
         self.rules.contains_key(function)
     }
 
@@ -176,6 +176,26 @@ impl Limited {
                 Ok(format!("{}\u{1f}{value}", rule.scope))
             })
             .collect()
+    }
+
+    /// `function \x1e key` for every key in `running` that is full for a rule of
+    /// `function`: what a SQLite claim leaves out.
+    pub fn full_pairs(&self, running: &HashMap<String, u64>) -> Vec<String> {
+        let mut full = Vec::new();
+        for (function, rules) in &self.rules {
+            for rule in rules {
+                for (key, n) in running {
+                    if *n >= u64::from(rule.limit)
+                        && key
+                            .strip_prefix(rule.scope.as_str())
+                            .is_some_and(|v| v.starts_with('\u{1f}'))
+                    {
+                        full.push(format!("{function}\u{1e}{key}"));
+                    }
+                }
+            }
+        }
+        full
     }
 
     /// Which of `candidates` (in claim order) may start, at most `max`: each only
@@ -214,41 +234,6 @@ impl Limited {
             }
         }
         admitted
-    }
-
-    /// The keys among `keys` that are full for a run of `function`, given the
-    /// runs executing per key: what a claim skips and an idle worker's next due
-    /// time leaves out.
-    pub fn full(&self, function: &str, keys: &[String], running: &HashMap<String, u64>) -> bool {
-        let Some(rules) = self.rules.get(function) else {
-            return false;
-        };
-        rules
-            .iter()
-            .zip(keys)
-            .any(|(rule, key)| running.get(key).copied().unwrap_or(0) >= u64::from(rule.limit))
-    }
-}
-
-impl Limited {
-    /// `function \x1e key` for every key in `running` that is full for a rule of
-    /// `function`: what a SQLite claim leaves out.
-    pub fn full_pairs(&self, running: &HashMap<String, u64>) -> Vec<String> {
-        let mut full = Vec::new();
-        for (function, rules) in &self.rules {
-            for rule in rules {
-                for (key, n) in running {
-                    if *n >= u64::from(rule.limit)
-                        && key
-                            .strip_prefix(rule.scope.as_str())
-                            .is_some_and(|v| v.starts_with('\u{1f}'))
-                    {
-                        full.push(format!("{function}\u{1e}{key}"));
-                    }
-                }
-            }
-        }
-        full
     }
 }
 
@@ -338,8 +323,11 @@ mod tests {
         // Customer `a` is busy: `b` and then `c` would, but the shared rule allows two.
         let running = HashMap::from([(candidate("a").keys[0].clone(), 1)]);
         assert_eq!(limited.admit(&candidates, &running, 10), [2, 3]);
-        assert!(limited.full("classify", &candidate("a").keys, &running));
-        assert!(!limited.full("classify", &candidate("b").keys, &running));
+        // What a SQLite claim leaves out: `a`'s key, for this function.
+        assert_eq!(
+            limited.full_pairs(&running),
+            [format!("classify\u{1e}{}", candidate("a").keys[0])]
+        );
         // `max` caps the claim.
         assert_eq!(limited.admit(&candidates, &HashMap::new(), 1), [0]);
     }

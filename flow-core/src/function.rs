@@ -218,7 +218,7 @@ impl Registry {
     pub fn unlimited_ids(&self) -> Vec<String> {
         self.by_id
             .keys()
-            .filter(|id| !self.limited.limits(id))
+            .filter(|id| !self.limited.is_limited(id))
             .map(|id| id.to_string())
             .collect()
     }

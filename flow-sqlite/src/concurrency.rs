@@ -46,7 +46,7 @@ pub(crate) async fn running(
 }
 
 /// The condition that leaves out a run `r` with a full key, given `?full` (a JSON
-/// array of `function \x1e key` of [`Limited::full_pairs`]).
+/// array of `function \x1e key` from `Limited::full_pairs`).
 macro_rules! not_full_sql {
     ($full:literal) => {
         concat!(
