@@ -63,6 +63,9 @@ pub use flow_postgres::{PgStore, PgStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use flow_sqlite::SqliteStore;
 
+/// The function catalog: the rules applied when an event is sent (`idempotency`),
+/// and what a send's receipt says of them.
+pub use flow_core::catalog;
 /// The Store trait and its records, for backends and for tests that drive a store directly.
 pub use flow_core::flow_control;
 pub use flow_core::store;

@@ -79,6 +79,10 @@ impl<S: Store> Client<S> {
     ) -> Result<SendReceipt, Error> {
         let events = prepare(events, &self.limits)?;
         let receipt = self.store.send(events, self.clock.store_now()).await?;
+        for u in &receipt.unevaluated {
+            tracing::warn!(event = %u.event, function = %u.function, problem = %u.problem,
+                "a function's send-time rule could not be applied; its run started without it");
+        }
         if !receipt.unmatched.is_empty() {
             let mut logged = self
                 .unmatched_logged

@@ -1,6 +1,6 @@
-//! The CEL expressions of `#[function(...)]` (a concurrency `key` today), compiled
-//! once by the worker that serves the function and evaluated in Rust against a
-//! run's event: `event.data.customer_id`, `event.name + ":" + event.data.region`.
+//! The CEL expressions of `#[function(...)]`, compiled once (a concurrency `key` by
+//! the worker that serves the function, an `idempotency` key by the sender, from
+//! the function catalog) and evaluated in Rust against an event: `event.data.customer_id`, `event.name + ":" + event.data.region`.
 //!
 //! The macro has already parsed each one and checked its fields against the event
 //! type; what can still go wrong here is the data of one event (a field it lacks),
@@ -19,7 +19,7 @@ static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// A compiled expression with its source, for messages.
 pub struct Expr {
-    source: &'static str,
+    source: Box<str>,
     program: Program,
 }
 
@@ -31,11 +31,14 @@ impl std::fmt::Debug for Expr {
 
 impl Expr {
     /// Compiles `source`; the error is the parser's, naming the position.
-    pub fn compile(source: &'static str) -> Result<Expr, String> {
+    pub fn compile(source: &str) -> Result<Expr, String> {
         let program = STDLIB
             .compile(source)
             .map_err(|e| format!("`{source}` is not a valid CEL expression: {e}"))?;
-        Ok(Expr { source, program })
+        Ok(Expr {
+            source: source.into(),
+            program,
+        })
     }
 
     /// Evaluates the expression against `event` and returns its value as a key:

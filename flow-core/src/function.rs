@@ -80,6 +80,9 @@ pub struct FunctionDef {
     pub timeouts: Timeouts,
     /// `concurrency(...)`: how many of its runs may execute at once, per key.
     pub concurrency: &'static [crate::flow_control::Concurrency],
+    /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours,
+    /// decided when the event is sent.
+    pub idempotency: Option<&'static str>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -330,6 +333,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        idempotency: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -343,6 +347,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        idempotency: None,
     };
 
     #[test]

@@ -8,6 +8,7 @@
 // Lets the macros' `::flow::__private::…` paths resolve inside this crate's own tests.
 extern crate self as flow;
 
+pub mod catalog;
 mod client;
 mod clock;
 mod ctx;

@@ -22,7 +22,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "debounce",
     "batch_events",
     "priority",
-    "idempotency",
     "singleton",
     "cron",
     "r#if",
@@ -51,6 +50,8 @@ pub struct FunctionArgs {
     pub timeouts: Timeouts,
     /// `concurrency(...)` or `concurrency = n`, in the order given.
     pub concurrency: Vec<ConcurrencyArg>,
+    /// `idempotency = "<CEL>"`: the key of which one run starts per 24 hours.
+    pub idempotency: Option<crate::cel::CheckedExpr>,
 }
 
 /// The most `concurrency(...)` rules (flow_core::flow_control::MAX_CONCURRENCY_RULES).
@@ -111,6 +112,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "cancel_on",
         "timeouts",
         "concurrency",
+        "idempotency",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -129,6 +131,11 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
             "on_failure" => args.on_failure = on_failure_value(&meta, errors)?,
             "timeouts" => timeouts_value(&meta, &mut args.timeouts, errors)?,
+            "idempotency" => {
+                args.idempotency =
+                    string_value(&meta, errors, "idempotency", "\"event.data.order_id\"")?
+                        .and_then(|lit| crate::cel::check(&lit, "idempotency", errors));
+            }
             "cancel_on" => {
                 if let Some(cancel) = cancel_on_value(&meta, errors)? {
                     if args.cancel_on.len() == MAX_CANCEL_ON {

@@ -1,4 +1,5 @@
-//! The CEL expressions of `#[function(...)]` (a concurrency `key`), parsed here at
+//! The CEL expressions of `#[function(...)]` (a concurrency `key`, an
+//! `idempotency` key), parsed here at
 //! compile time with the parser the engine evaluates them with: a syntax error,
 //! a variable other than `event`, a part of the event that does not exist, or a
 //! function the engine does not evaluate is a compile error at the expression.

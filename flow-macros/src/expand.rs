@@ -161,6 +161,7 @@ pub fn function(
                     cancel_on: &[],
                     timeouts: ::flow::__private::Timeouts::NONE,
                     concurrency: &[],
+                    idempotency: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -176,6 +177,15 @@ pub fn function(
     };
     let (start_timeout, finish_timeout) =
         (timeout(args.timeouts.start), timeout(args.timeouts.finish));
+    let mut idempotency_checks = Vec::new();
+    let idempotency = match &args.idempotency {
+        Some(key) => {
+            idempotency_checks = data_field_checks(key, event);
+            let lit = &key.lit;
+            quote!(::core::option::Option::Some(#lit))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let def = quote! {
         &::flow::__private::FunctionDef {
             id: #id,
@@ -189,6 +199,7 @@ pub fn function(
             cancel_on: __FLOW_CANCEL_ON,
             timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
             concurrency: __FLOW_CONCURRENCY,
+            idempotency: #idempotency,
         }
     };
     let concurrency = concurrency_rules(&args.concurrency, event);
@@ -214,6 +225,7 @@ pub fn function(
     let generated = quote! {
         #cancel_on
         #concurrency
+        const _: () = { #(#idempotency_checks)* };
 
         #[allow(non_local_definitions)]
         impl #name {
@@ -403,29 +415,37 @@ fn backoff_value(b: &Backoff) -> TokenStream {
     }
 }
 
+/// The check of every field `expr` reads under `event.data`: each is read from
+/// the event type's `DATA` (its fields by their JSON names), spanned at the
+/// expression, so a field the event does not have is a compile error there.
+fn data_field_checks(expr: &crate::cel::CheckedExpr, event: &syn::Type) -> Vec<TokenStream> {
+    // At the expression: rustc reports a missing field there, and names a field
+    // of a similar name (in a suggestion that rewrites the string, which shows
+    // the name even though it is not the fix).
+    let span = expr.lit.span();
+    expr.data_fields
+        .iter()
+        .map(|field| {
+            let ident = syn::parse_str::<syn::Ident>(field)
+                .map(|i| syn::Ident::new(&i.to_string(), span))
+                .unwrap_or_else(|_| syn::Ident::new_raw(field, span));
+            quote_spanned! {span=>
+                let _ = <#event as ::flow::__private::EventFields>::DATA.#ident;
+            }
+        })
+        .collect()
+}
+
 /// `__FLOW_CONCURRENCY`, the function's concurrency rules, and the check of every
-/// field their keys read under `event.data`: each is read from the event type's
-/// `DATA` (its fields by their JSON names), spanned at the key, so a field the
-/// event does not have is a compile error there.
+/// field their keys read under `event.data` ([`data_field_checks`]).
 fn concurrency_rules(rules: &[crate::attr::ConcurrencyArg], event: &syn::Type) -> TokenStream {
     let mut checks = Vec::new();
     let values = rules.iter().map(|rule| {
         let limit = rule.limit;
         let key = match &rule.key {
             Some(key) => {
+                checks.extend(data_field_checks(key, event));
                 let lit = &key.lit;
-                // At the key: rustc reports a missing field there, and names a
-                // field of a similar name (in a suggestion that rewrites the
-                // string, which shows the name even though it is not the fix).
-                let span = lit.span();
-                for field in &key.data_fields {
-                    let ident = syn::parse_str::<syn::Ident>(field)
-                        .map(|i| syn::Ident::new(&i.to_string(), span))
-                        .unwrap_or_else(|_| syn::Ident::new_raw(field, span));
-                    checks.push(quote_spanned! {span=>
-                        let _ = <#event as ::flow::__private::EventFields>::DATA.#ident;
-                    });
-                }
                 quote!(::core::option::Option::Some(#lit))
             }
             None => quote!(::core::option::Option::None),

@@ -43,6 +43,9 @@ pub struct PgStore {
     /// Passes announced finishes to this store's waiting clients.
     listening: std::sync::Arc<finish::Listening>,
     described: std::sync::Arc<str>,
+    /// The send-time rules of the functions, as this store's sends last loaded
+    /// them (flow_core::catalog).
+    catalog: std::sync::Arc<flow_core::catalog::CatalogCache>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -127,6 +130,7 @@ impl PgStore {
             held,
             listening: std::sync::Arc::default(),
             described,
+            catalog: std::sync::Arc::default(),
         }
     }
 

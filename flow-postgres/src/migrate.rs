@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("../migrations/0010_signals.sql")),
     (11, include_str!("../migrations/0011_pause.sql")),
     (12, include_str!("../migrations/0012_concurrency.sql")),
+    (13, include_str!("../migrations/0013_idempotency.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

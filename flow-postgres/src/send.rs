@@ -7,6 +7,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use flow_core::catalog::{
+    self, CATALOG_RELOADS, CatalogCache, CatalogRow, SkipReason, Skipped, Unevaluated,
+};
 use flow_core::store::SendReceipt;
 use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, Now, RunId};
 
@@ -32,7 +35,9 @@ pub async fn send_in<E: IntoEvent>(
 ) -> Result<SendReceipt, Error> {
     let events = flow_core::prepare(events, limits)?;
     let ids = new_event_ids(events.len());
-    send_on(tx, &events, &ids, Now::Database).await
+    // No catalog kept between calls: a send whose events some function's rules
+    // concern loads it (one more statement), others cost nothing more.
+    send_on(tx, &events, &ids, Now::Database, &CatalogCache::default()).await
 }
 
 /// Fresh ids for the events of one send, made once: a send tried again after a
@@ -49,6 +54,7 @@ pub(crate) async fn send_on(
     events: &[NewEvent],
     fresh_ids: &[EventId],
     now: Now,
+    catalog: &CatalogCache,
 ) -> Result<SendReceipt, Error> {
     let mut event_ids = fresh_ids.to_vec();
     let accepted = dedupe(conn, events, &mut event_ids, now).await?;
@@ -67,8 +73,20 @@ pub(crate) async fn send_on(
         producer_ids.push(event.producer_id().map(str::to_owned));
         timestamps.push(event.timestamp());
     }
-    let (mut run_rows, mut awaited) = (Vec::new(), Vec::new());
-    if !ids.is_empty() {
+    let mut tail = Tail::default();
+    let mut run_rows = Vec::new();
+    let mut unevaluated = Vec::new();
+    let mut reloads = 0;
+    while !ids.is_empty() {
+        // Decided with the catalog as last loaded; the statement refuses a stale one.
+        let current = catalog.get();
+        let decided = current.decide(
+            accepted.iter().map(|&i| (i, event_ids[i], &events[i])),
+            now.at().unwrap_or_else(chrono::Utc::now),
+        );
+        let keyed = Keyed::of(decided.keyed, &mut unevaluated);
+        unevaluated.extend(decided.unevaluated);
+        let (known_ids, known_hashes) = current.known(names.iter().map(String::as_str));
         run_rows = sqlx::query(SEND)
             .bind(&ids)
             .bind(&names)
@@ -76,35 +94,228 @@ pub(crate) async fn send_on(
             .bind(&producer_ids)
             .bind(&timestamps)
             .bind(now.at())
+            .bind(&keyed.events)
+            .bind(&keyed.functions)
+            .bind(&keyed.keys)
+            .bind(&keyed.positions)
+            .bind(&known_ids)
+            .bind(&known_hashes)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
-        awaited = resolve_raced_waits(conn, &mut run_rows, now).await?;
+        tail = Tail::take(&mut run_rows)?;
+        if !tail.stale {
+            resolve_raced_waits(conn, &tail, now).await?;
+            break;
+        }
+        if reloads == CATALOG_RELOADS {
+            return Err(Error::Unavailable(format!(
+                "the function catalog changed under {CATALOG_RELOADS} sends in a row \
+                 (workers announcing new rules); nothing was stored, send again"
+            )));
+        }
+        reloads += 1;
+        unevaluated.clear();
+        catalog.reload(load_catalog(conn).await?);
     }
-    receipt(event_ids, &ids, &names, &run_rows, &awaited, duplicates)
+    let mut receipt = receipt(
+        event_ids,
+        &ids,
+        &names,
+        &run_rows,
+        &tail.awaited,
+        duplicates,
+        tail.skipped(&ids)?,
+    )?;
+    receipt.unevaluated = unevaluated;
+    Ok(receipt)
 }
 
-/// The send statement: the events, a run per matching function, the wait keys of
-/// their awaited fields, the waits they resolve, the runs they cancel
-/// (`cancel_on`), and one NOTIFY when any run was created or woken (delivered at
-/// commit). An event without its own timestamp takes the send's time. Its last
-/// row (no run id) lists the keys whose waits it could not see
+/// The send-time rules of every function that has some, as announced.
+pub(crate) async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT id, trigger, send_rules_hash, send_rules FROM flow.functions
+         WHERE send_rules IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id").map_err(db_error)?,
+                row.try_get("trigger").map_err(db_error)?,
+                row.try_get("send_rules_hash").map_err(db_error)?,
+                row.try_get("send_rules").map_err(db_error)?,
+            ))
+        })
+        .collect()
+}
+
+/// The idempotency keys of a send, as the statement's arrays. A key too long to
+/// index or holding a NUL is not applied (its run starts, and the receipt says
+/// why), never refused with the whole send.
+#[derive(Default)]
+struct Keyed {
+    events: Vec<Uuid>,
+    functions: Vec<String>,
+    keys: Vec<String>,
+    positions: Vec<i32>,
+}
+
+impl Keyed {
+    fn of(keyed: Vec<catalog::Keyed>, unevaluated: &mut Vec<Unevaluated>) -> Keyed {
+        let mut arrays = Keyed::default();
+        for k in keyed {
+            if let Some(problem) = catalog::key_problem(&k.key) {
+                unevaluated.push(Unevaluated {
+                    event: k.event,
+                    function: k.function,
+                    problem,
+                });
+                continue;
+            }
+            arrays.events.push(k.event.0);
+            arrays.functions.push(k.function);
+            arrays.keys.push(k.key);
+            arrays
+                .positions
+                .push(i32::try_from(k.position).unwrap_or(i32::MAX));
+        }
+        arrays
+    }
+}
+
+/// The send statement's last row.
+#[derive(Default)]
+struct Tail {
+    stale: bool,
+    raced: Option<(Vec<String>, Vec<String>, Vec<String>)>,
+    awaited: Vec<String>,
+    skipped: Option<(Vec<Uuid>, Vec<String>, Vec<String>)>,
+}
+
+impl Tail {
+    /// Removes the last row (no run id) from `rows` and reads it.
+    fn take(rows: &mut Vec<PgRow>) -> Result<Tail, Error> {
+        let Some(at) = rows
+            .iter()
+            .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)))
+        else {
+            return Ok(Tail::default());
+        };
+        // Removed in place: the receipt lists the runs in the order of the rows.
+        let last = rows.remove(at);
+        let get = |column: &str| -> Result<Option<Vec<String>>, Error> {
+            last.try_get(column).map_err(db_error)
+        };
+        let raced = match get("raced_names")? {
+            Some(names) => Some((
+                names,
+                get("raced_fields")?.unwrap_or_default(),
+                get("raced_values")?.unwrap_or_default(),
+            )),
+            None => None,
+        };
+        let skipped_events: Option<Vec<Uuid>> = last.try_get("skipped_events").map_err(db_error)?;
+        Ok(Tail {
+            stale: last
+                .try_get::<Option<bool>, _>("stale")
+                .map_err(db_error)?
+                .unwrap_or(false),
+            raced,
+            awaited: get("awaited_names")?.unwrap_or_default(),
+            skipped: match skipped_events {
+                Some(events) => Some((
+                    events,
+                    get("skipped_functions")?.unwrap_or_default(),
+                    get("skipped_keys")?.unwrap_or_default(),
+                )),
+                None => None,
+            },
+        })
+    }
+
+    /// The runs skipped by a key, in the order of the events sent (`ids`).
+    fn skipped(&self, ids: &[Uuid]) -> Result<Vec<Skipped>, Error> {
+        let Some((events, functions, keys)) = &self.skipped else {
+            return Ok(Vec::new());
+        };
+        let mut skipped: Vec<(usize, Skipped)> = events
+            .iter()
+            .zip(functions)
+            .zip(keys)
+            .map(|((event, function), key)| {
+                (
+                    ids.iter().position(|id| id == event).unwrap_or(usize::MAX),
+                    Skipped {
+                        event: EventId(*event),
+                        function: function.clone(),
+                        reason: SkipReason::Idempotency { key: key.clone() },
+                    },
+                )
+            })
+            .collect();
+        skipped.sort_by(|a, b| (a.0, &a.1.function).cmp(&(b.0, &b.1.function)));
+        Ok(skipped.into_iter().map(|(_, s)| s).collect())
+    }
+}
+
+/// The send statement: the events, a run per matching function (each keyed run
+/// only if its idempotency key is free), the wait keys of their awaited fields,
+/// the waits they resolve, the runs they cancel (`cancel_on`), and one NOTIFY
+/// when any run was created or woken (delivered at commit). An event without its
+/// own timestamp takes the send's time. When a function the events trigger has
+/// send-time rules whose hash differs from the one the sender decided with
+/// (`$11`, `$12`), it stores nothing and says so. Its last row (no run id) says
+/// that, lists the runs skipped by a key, the keys whose waits it could not see
 /// ([`resolve_raced_waits`]), and the names sent that a wait or a `cancel_on`
 /// awaits.
 const SEND: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($6::timestamptz, now()) AS now,
                 COALESCE($6::timestamptz, clock_timestamp()) AS stored_at
+     ), stale AS (
+         SELECT 1 FROM flow.functions f
+         WHERE f.trigger = ANY($2::text[])
+           AND f.send_rules_hash IS DISTINCT FROM
+               (SELECT k.hash FROM unnest($11::text[], $12::text[]) AS k(id, hash) WHERE k.id = f.id)
+         LIMIT 1
      ), ev AS (
          INSERT INTO flow.events (id, name, data, producer_id, ts, received_at)
          SELECT u.id, u.name, u.data, u.producer_id, COALESCE(u.ts, clock.now), clock.now
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])
               AS u(id, name, data, producer_id, ts), clock
+         WHERE NOT EXISTS (SELECT 1 FROM stale)
          RETURNING id, name, data, ts
+     ), planned AS (
+         -- Referenced twice, so computed once: each run's id is fixed here.
+         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position
+         FROM ev JOIN flow.functions f ON f.trigger = ev.name
+         LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[])
+             AS k(event_id, function_id, key, position)
+             ON k.event_id = ev.id AND k.function_id = f.id
+     ), claimed_keys AS (
+         -- The first event of a key in the send claims it; an existing claim
+         -- yields only once expired (a concurrent send's claim is waited for).
+         INSERT INTO flow.idempotency_keys AS i (function_id, key, run_id, expires_at)
+         SELECT DISTINCT ON (p.function_id, p.key) p.function_id, p.key, p.id,
+                clock.now + interval '24 hours'
+         FROM planned p, clock
+         WHERE p.key IS NOT NULL
+         ORDER BY p.function_id, p.key, p.position
+         ON CONFLICT (function_id, key) DO UPDATE
+             SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
+             WHERE i.expires_at <= (SELECT now FROM clock)
+         RETURNING run_id
+     ), skipped AS (
+         SELECT p.event_id, p.function_id, p.key FROM planned p
+         WHERE p.key IS NOT NULL AND p.id NOT IN (SELECT run_id FROM claimed_keys)
      ), r AS (
          INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
-         SELECT flow.uuid_v7(), f.id, ev.id, 'queued', clock.now, clock.now
-         FROM ev JOIN flow.functions f ON f.trigger = ev.name, clock
+         SELECT p.id, p.function_id, p.event_id, 'queued', clock.now, clock.now
+         FROM planned p, clock
+         WHERE p.key IS NULL OR p.id IN (SELECT run_id FROM claimed_keys)
          RETURNING id, event_id, function_id
      ), keys AS (
          -- Each awaited field of each event (a value too long to index, over
@@ -158,7 +369,9 @@ const SEND: &str = concat!(
      )
      SELECT r.id, r.event_id, r.function_id, (SELECT count(*) FROM notified) AS notified,
             NULL::text[] AS raced_names, NULL::text[] AS raced_fields,
-            NULL::text[] AS raced_values, NULL::text[] AS awaited_names
+            NULL::text[] AS raced_values, NULL::text[] AS awaited_names,
+            NULL::bool AS stale, NULL::uuid[] AS skipped_events,
+            NULL::text[] AS skipped_functions, NULL::text[] AS skipped_keys
      FROM r
      UNION ALL
      SELECT NULL, NULL, NULL,
@@ -166,35 +379,23 @@ const SEND: &str = concat!(
             (SELECT array_agg(name) FROM raced), (SELECT array_agg(field) FROM raced),
             (SELECT array_agg(value) FROM raced),
             (SELECT array_agg(DISTINCT a.name) FROM flow.awaited_fields a
-             WHERE a.name IN (SELECT name FROM ev))"
+             WHERE a.name IN (SELECT name FROM ev)),
+            EXISTS (SELECT 1 FROM stale),
+            (SELECT array_agg(event_id) FROM skipped),
+            (SELECT array_agg(function_id) FROM skipped),
+            (SELECT array_agg(key) FROM skipped)"
 );
 
-/// Resolves the waits on the keys the send statement's last row lists, if any,
-/// and drops that row, returning the awaited names it lists: a park registered
-/// them after the send's statement began, and committed before the send reached
-/// their keys, so the send saw their count but not the waits. They are resolved
-/// inside the send's transaction when it has one, else right after its commit.
-async fn resolve_raced_waits(
-    conn: &mut PgConnection,
-    rows: &mut Vec<PgRow>,
-    now: Now,
-) -> Result<Vec<String>, Error> {
-    let Some(at) = rows
-        .iter()
-        .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)))
-    else {
-        return Ok(Vec::new());
-    };
-    // Removed in place: the receipt lists the runs in the order of the rows.
-    let last = rows.remove(at);
-    let names: Option<Vec<String>> = last.try_get("raced_names").map_err(db_error)?;
-    if let Some(names) = names {
-        let fields: Vec<String> = last.try_get("raced_fields").map_err(db_error)?;
-        let values: Vec<String> = last.try_get("raced_values").map_err(db_error)?;
-        crate::waits::resolve_raced(conn, &names, &fields, &values, now).await?;
+/// Resolves the waits on the keys the send statement's last row lists, if any:
+/// a park registered them after the send's statement began, and committed before
+/// the send reached their keys, so the send saw their count but not the waits.
+/// They are resolved inside the send's transaction when it has one, else right
+/// after its commit.
+async fn resolve_raced_waits(conn: &mut PgConnection, tail: &Tail, now: Now) -> Result<(), Error> {
+    if let Some((names, fields, values)) = &tail.raced {
+        crate::waits::resolve_raced(conn, names, fields, values, now).await?;
     }
-    let awaited: Option<Vec<String>> = last.try_get("awaited_names").map_err(db_error)?;
-    Ok(awaited.unwrap_or_default())
+    Ok(())
 }
 
 /// The receipt of a send tried before with these fresh ids, read back, when its
@@ -280,6 +481,7 @@ pub(crate) async fn stored_receipt(
         &run_rows,
         &awaited,
         duplicates,
+        Vec::new(),
     )
     .map(Some)
 }
@@ -287,7 +489,8 @@ pub(crate) async fn stored_receipt(
 /// A send's receipt from the events it stored (`ids`, with their `names`) and the
 /// rows of the runs they started: runs in the order of the events sent (then by
 /// function), whatever order the database inserted them in. An event that started
-/// no run is unmatched unless its name is `awaited` (by a wait or a `cancel_on`).
+/// no run is unmatched unless its name is `awaited` (by a wait or a `cancel_on`)
+/// or a function's rules `skipped` its run.
 fn receipt(
     event_ids: Vec<EventId>,
     ids: &[Uuid],
@@ -295,6 +498,7 @@ fn receipt(
     run_rows: &[PgRow],
     awaited: &[String],
     duplicates: usize,
+    skipped: Vec<Skipped>,
 ) -> Result<SendReceipt, Error> {
     let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut found = run_rows
@@ -319,10 +523,14 @@ fn receipt(
             .map(|(_, _, event, run)| (EventId(event), RunId(run)))
             .collect(),
         duplicates,
-        unmatched: Vec::new(),
+        ..SendReceipt::default()
     };
+    receipt.skipped = skipped;
     for (id, name) in ids.iter().zip(names) {
-        if !receipt.runs.iter().any(|(event, _)| event.0 == *id) && !awaited.contains(name) {
+        if !receipt.runs.iter().any(|(event, _)| event.0 == *id)
+            && !receipt.skipped.iter().any(|s| s.event.0 == *id)
+            && !awaited.contains(name)
+        {
             receipt.note_unmatched(name);
         }
     }

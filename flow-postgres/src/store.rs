@@ -142,6 +142,13 @@ impl Store for PgStore {
             .iter()
             .map(|f| seconds_of(f.timeouts.finish))
             .collect();
+        let (rules, hashes): (Vec<Option<String>>, Vec<Option<String>>) = functions
+            .iter()
+            .map(|f| match f.send_rules.announced() {
+                Some((json, hash)) => (Some(json.to_string()), Some(hash)),
+                None => (None, None),
+            })
+            .unzip();
         let cancels = functions
             .iter()
             .flat_map(|f| f.cancel_on.iter().map(move |c| (f.id.as_str(), c)));
@@ -161,16 +168,20 @@ impl Store for PgStore {
                      SELECT COALESCE($3::timestamptz, now()) AS now
                  ), announced AS (
                      INSERT INTO flow.functions
-                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen,
+                          send_rules, send_rules_hash)
                      SELECT f.id, f.trigger, f.failures_of, f.start * interval '1 second',
-                            f.finish * interval '1 second', clock.now
-                     FROM unnest($1::text[], $2::text[], $4::text[], $8::float8[], $9::float8[])
-                         AS f(id, trigger, failures_of, start, finish), clock
+                            f.finish * interval '1 second', clock.now, f.rules::jsonb, f.hash
+                     FROM unnest($1::text[], $2::text[], $4::text[], $8::float8[], $9::float8[],
+                                 $10::text[], $11::text[])
+                         AS f(id, trigger, failures_of, start, finish, rules, hash), clock
                      ON CONFLICT (id) DO UPDATE
                          SET trigger = EXCLUDED.trigger, failures_of = EXCLUDED.failures_of,
                              start_timeout = EXCLUDED.start_timeout,
                              finish_timeout = EXCLUDED.finish_timeout,
-                             last_seen = EXCLUDED.last_seen
+                             last_seen = EXCLUDED.last_seen,
+                             send_rules = EXCLUDED.send_rules,
+                             send_rules_hash = EXCLUDED.send_rules_hash
                  ), cancels AS (
                      SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
                          AS c(function_id, name, field)
@@ -203,6 +214,8 @@ impl Store for PgStore {
             .bind(&cancel_fields)
             .bind(&start_timeouts)
             .bind(&finish_timeouts)
+            .bind(&rules)
+            .bind(&hashes)
             .execute(&mut *conn)
             .await
             .map_err(db_error)
@@ -226,12 +239,12 @@ impl Store for PgStore {
                 if dedupes {
                     // The dedupe claim and the events commit together.
                     let mut tx = conn.begin().await.map_err(db_error)?;
-                    let receipt = send_on(&mut tx, events, ids, now).await?;
+                    let receipt = send_on(&mut tx, events, ids, now, &self.catalog).await?;
                     tx.commit().await.map_err(db_error)?;
                     Ok(receipt)
                 } else {
                     // One statement, atomic on its own.
-                    send_on(conn, events, ids, now).await
+                    send_on(conn, events, ids, now, &self.catalog).await
                 }
             }
         })
@@ -792,7 +805,7 @@ impl PgStore {
                 }
             }
             if !events.is_empty() {
-                send_on(&mut tx, &events, &ids, now).await?;
+                send_on(&mut tx, &events, &ids, now, &self.catalog).await?;
             }
             invokes.start(&mut tx, now).await?;
             tx.commit().await.map_err(db_error)?;

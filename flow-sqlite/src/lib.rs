@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_signals.sql")),
     (9, include_str!("../migrations/0009_pause.sql")),
     (10, include_str!("../migrations/0010_concurrency.sql")),
+    (11, include_str!("../migrations/0011_idempotency.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -24,6 +24,7 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
+use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, Unevaluated};
 use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
@@ -83,14 +84,21 @@ impl Store for SqliteStore {
             |d: Option<Duration>| d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         in_transaction(self, async |conn| {
             for f in functions {
+                let (rules, hash) = match f.send_rules.announced() {
+                    Some((json, hash)) => (Some(json.to_string()), Some(hash)),
+                    None => (None, None),
+                };
                 sqlx::query(
                     "INSERT INTO flow_functions
-                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
-                     VALUES (?, ?, ?, ?, ?, ?)
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen,
+                          send_rules, send_rules_hash)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,
                          failures_of = excluded.failures_of,
                          start_timeout = excluded.start_timeout,
-                         finish_timeout = excluded.finish_timeout, last_seen = excluded.last_seen",
+                         finish_timeout = excluded.finish_timeout, last_seen = excluded.last_seen,
+                         send_rules = excluded.send_rules,
+                         send_rules_hash = excluded.send_rules_hash",
                 )
                 .bind(&f.id)
                 .bind(&f.trigger)
@@ -98,6 +106,8 @@ impl Store for SqliteStore {
                 .bind(micros_of(f.timeouts.start))
                 .bind(micros_of(f.timeouts.finish))
                 .bind(micros(now))
+                .bind(rules)
+                .bind(hash)
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
@@ -876,6 +886,80 @@ fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {
 /// triggers, resolving the waits it matches (`woke` says whether any did) and
 /// cancelling the runs it cancels (added to `cancelled`), in the caller's
 /// transaction: a send's own, or a commit's that carries events.
+/// The send-time rules (`idempotency`) of the functions `events` trigger,
+/// evaluated: read inside the send's write transaction, so always current.
+async fn decide(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+    ids: &[EventId],
+    now: DateTime<Utc>,
+) -> Result<catalog::Decisions, Error> {
+    // Compiled rules are kept across sends (and files) by function and hash.
+    static CATALOG: std::sync::LazyLock<CatalogCache> =
+        std::sync::LazyLock::new(CatalogCache::default);
+    let rows = sqlx::query(
+        "SELECT id, trigger, send_rules_hash, send_rules FROM flow_functions
+         WHERE send_rules IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    if rows.is_empty() {
+        return Ok(catalog::Decisions::default());
+    }
+    let rows = rows
+        .iter()
+        .map(|row| {
+            let rules: String = col(row, "send_rules")?;
+            let rules = serde_json::from_str(&rules).map_err(|e| {
+                Error::Database(format!("a function's send_rules do not read: {e}"))
+            })?;
+            Ok((
+                col(row, "id")?,
+                col(row, "trigger")?,
+                col(row, "send_rules_hash")?,
+                rules,
+            ))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let catalog = CATALOG.reload(rows);
+    Ok(catalog.decide(
+        events
+            .iter()
+            .zip(ids)
+            .enumerate()
+            .map(|(i, (e, id))| (i, *id, e)),
+        now,
+    ))
+}
+
+/// Claims `key` of `function` for `run` for 24 hours: false when a run claimed
+/// it less than 24 hours ago (or earlier in this send).
+async fn claim_idempotency_key(
+    conn: &mut SqliteConnection,
+    function: &str,
+    key: &str,
+    run: RunId,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO flow_idempotency_keys (function_id, key, run_id, expires_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (function_id, key) DO UPDATE
+             SET run_id = excluded.run_id, expires_at = excluded.expires_at
+             WHERE flow_idempotency_keys.expires_at <= ?
+         RETURNING run_id",
+    )
+    .bind(function)
+    .bind(key)
+    .bind(run.0.to_string())
+    .bind(micros(now + flow_core::catalog::IDEMPOTENCY_WINDOW))
+    .bind(micros(now))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(claimed.is_some())
+}
+
 async fn store_events(
     conn: &mut SqliteConnection,
     events: &[NewEvent],
@@ -885,6 +969,7 @@ async fn store_events(
     cancelled: &mut Vec<RunId>,
 ) -> Result<SendReceipt, Error> {
     let mut receipt = SendReceipt::default();
+    let decided = decide(conn, events, ids, now).await?;
     let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
     for (event, &id) in events.iter().zip(ids) {
         if let Some(pid) = event.producer_id() {
@@ -948,6 +1033,26 @@ async fn store_events(
             crate::waits::resolve(conn, &id.0.to_string(), event.name(), now, cancelled).await?;
         for function in functions {
             let run = RunId(Uuid::now_v7());
+            let key = decided
+                .keyed
+                .iter()
+                .find(|k| k.event == id && k.function == function);
+            if let Some(k) = key {
+                if let Some(problem) = catalog::key_problem(&k.key) {
+                    receipt.unevaluated.push(Unevaluated {
+                        event: id,
+                        function: function.clone(),
+                        problem,
+                    });
+                } else if !claim_idempotency_key(conn, &function, &k.key, run, now).await? {
+                    receipt.skipped.push(Skipped {
+                        event: id,
+                        function,
+                        reason: SkipReason::Idempotency { key: k.key.clone() },
+                    });
+                    continue;
+                }
+            }
             sqlx::query(
                 "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
                  VALUES (?, ?, ?, 'queued', ?, ?)",
@@ -962,6 +1067,13 @@ async fn store_events(
             .map_err(db_error)?;
             receipt.runs.push((id, run));
         }
+        receipt.unevaluated.extend(
+            decided
+                .unevaluated
+                .iter()
+                .filter(|u| u.event == id)
+                .cloned(),
+        );
         receipt.event_ids.push(id);
     }
     Ok(receipt)

@@ -199,6 +199,8 @@ pub struct FunctionInfo {
     pub cancel_on: Vec<crate::CancelOn>,
     /// How long its runs may wait to start and then to finish.
     pub timeouts: crate::Timeouts,
+    /// The rules that apply when its events are sent.
+    pub send_rules: crate::catalog::SendRules,
 }
 
 impl FunctionInfo {
@@ -210,6 +212,7 @@ impl FunctionInfo {
             failures_of: None,
             cancel_on: Vec::new(),
             timeouts: crate::Timeouts::NONE,
+            send_rules: crate::catalog::SendRules::default(),
         }
     }
 }
@@ -260,6 +263,12 @@ pub struct SendReceipt {
     /// workers learns it here), and that no wait or `cancel_on` awaits, each
     /// once, in the order sent.
     pub unmatched: Vec<String>,
+    /// The runs that events did not start because of a function's rules
+    /// (`idempotency`), with the reason, in the order sent.
+    pub skipped: Vec<crate::catalog::Skipped>,
+    /// The rules that could not be applied to an event (an expression that did not
+    /// evaluate on its data): those runs started as if without them.
+    pub unevaluated: Vec<crate::catalog::Unevaluated>,
 }
 
 impl SendReceipt {

@@ -396,6 +396,7 @@ impl<S: Store> Worker<S> {
                 failures_of: d.failures_of.map(str::to_owned),
                 cancel_on: d.cancel_on.to_vec(),
                 timeouts: d.timeouts,
+                send_rules: crate::catalog::SendRules::of(d),
             })
             .collect();
         shared

@@ -1,0 +1,419 @@
+//! The function catalog: what a sender must know of the functions an event
+//! triggers to decide, when the event is sent, whether each starts a run
+//! (`idempotency`).
+//!
+//! Workers announce each function's send-time rules with a hash of them. A
+//! sender keeps the rules it compiled last ([`CatalogCache`]); its send statement
+//! compares the hashes it decided with against the announced ones, and where one
+//! differs (a function gained, changed or lost its rules) it stores nothing, and
+//! the sender reloads the catalog and sends again. So a decision is never taken
+//! against rules no worker announces any more, and a send of events that no rule
+//! concerns costs no extra query.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::expr::Expr;
+use crate::{EventId, FunctionDef, NewEvent, StoredEvent};
+
+/// How long an idempotency key holds: a second event with the key within this
+/// window of the first starts no run.
+pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// A function's rules that apply when an event is sent, as workers announce them
+/// (JSON in the catalog).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRules {
+    /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<String>,
+}
+
+impl SendRules {
+    /// The send-time rules of `def`.
+    pub fn of(def: &FunctionDef) -> SendRules {
+        SendRules {
+            idempotency: def.idempotency.map(str::to_owned),
+        }
+    }
+
+    /// No rule: the function's events are never looked at when sent.
+    pub fn is_empty(&self) -> bool {
+        self.idempotency.is_none()
+    }
+
+    /// The rules as stored in the catalog, with their hash; `None` when there are
+    /// none.
+    pub fn announced(&self) -> Option<(Value, String)> {
+        if self.is_empty() {
+            return None;
+        }
+        let json = serde_json::to_value(self).expect("send rules serialize");
+        // Fields serialize in their declared order, so equal rules hash alike in
+        // every process.
+        let hash = format!("{:016x}", crate::flow_control::key_hash(&json.to_string()));
+        Some((json, hash))
+    }
+}
+
+/// One function's rules, compiled, as a sender uses them.
+#[derive(Debug)]
+struct Compiled {
+    function_id: String,
+    hash: String,
+    /// The key's expression, or why it cannot be used (rules a newer flow wrote,
+    /// or an expression that does not compile: only hand-made definitions).
+    idempotency: Option<Result<Expr, String>>,
+}
+
+impl Compiled {
+    fn new(function_id: &str, hash: &str, rules: &Value) -> Compiled {
+        let (idempotency, problem) = match serde_json::from_value::<SendRules>(rules.clone()) {
+            Ok(rules) => (rules.idempotency, None),
+            Err(e) => (None, Some(format!("its announced rules do not read: {e}"))),
+        };
+        let idempotency = match (idempotency, problem) {
+            (_, Some(problem)) => Some(Err(problem)),
+            (Some(source), None) => {
+                Some(Expr::compile(&source).map_err(|e| format!("its idempotency key {e}")))
+            }
+            (None, None) => None,
+        };
+        Compiled {
+            function_id: function_id.to_owned(),
+            hash: hash.to_owned(),
+            idempotency,
+        }
+    }
+}
+
+/// The send-time rules of every function that has some, by trigger.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_trigger: HashMap<String, Vec<Arc<Compiled>>>,
+}
+
+/// A catalog row: a function's id, trigger, rules hash and rules.
+pub type CatalogRow = (String, String, String, Value);
+
+impl Catalog {
+    /// The catalog of these rows, reusing what `previous` compiled for the same
+    /// function and hash.
+    pub fn from_rows(rows: impl IntoIterator<Item = CatalogRow>, previous: &Catalog) -> Catalog {
+        let mut by_trigger: HashMap<String, Vec<Arc<Compiled>>> = HashMap::new();
+        for (id, trigger, hash, rules) in rows {
+            let compiled = previous
+                .by_trigger
+                .get(&trigger)
+                .and_then(|fns| {
+                    fns.iter()
+                        .find(|c| c.function_id == id && c.hash == hash)
+                        .cloned()
+                })
+                .unwrap_or_else(|| Arc::new(Compiled::new(&id, &hash, &rules)));
+            by_trigger.entry(trigger).or_default().push(compiled);
+        }
+        Catalog { by_trigger }
+    }
+
+    /// (function id, rules hash) of every function with rules that `names`
+    /// trigger: what the send statement checks against the announced hashes.
+    pub fn known<'a>(
+        &'a self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> (Vec<&'a str>, Vec<&'a str>) {
+        let (mut ids, mut hashes) = (Vec::new(), Vec::new());
+        let mut seen = Vec::new();
+        for name in names {
+            if seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            for c in self.by_trigger.get(name).into_iter().flatten() {
+                ids.push(c.function_id.as_str());
+                hashes.push(c.hash.as_str());
+            }
+        }
+        (ids, hashes)
+    }
+
+    /// The idempotency keys of `events` (`position` in the send, id, event) for
+    /// the functions they trigger; a key that does not evaluate leaves its run
+    /// unkeyed and is reported.
+    pub fn decide<'a>(
+        &self,
+        events: impl IntoIterator<Item = (usize, EventId, &'a NewEvent)>,
+        now: DateTime<Utc>,
+    ) -> Decisions {
+        let mut decisions = Decisions::default();
+        for (position, id, event) in events {
+            let Some(functions) = self.by_trigger.get(event.name()) else {
+                continue;
+            };
+            let mut stored = None;
+            for c in functions {
+                let Some(expr) = &c.idempotency else { continue };
+                let stored = stored.get_or_insert_with(|| StoredEvent {
+                    id,
+                    name: event.name().to_owned(),
+                    data: event.data().clone(),
+                    ts: event.timestamp().unwrap_or(now),
+                });
+                match expr
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|e| e.key(stored))
+                {
+                    Ok(key) => decisions.keyed.push(Keyed {
+                        position,
+                        event: id,
+                        function: c.function_id.clone(),
+                        key,
+                    }),
+                    Err(problem) => decisions.unevaluated.push(Unevaluated {
+                        event: id,
+                        function: c.function_id.clone(),
+                        problem: format!("idempotency not applied: {problem}"),
+                    }),
+                }
+            }
+        }
+        decisions
+    }
+}
+
+/// Why an idempotency key cannot be stored (longer than
+/// [`MATCH_VALUE_BYTES`](crate::MATCH_VALUE_BYTES), or holding a NUL): its run
+/// then starts without it, and the receipt says so.
+pub fn key_problem(key: &str) -> Option<String> {
+    if key.len() > crate::MATCH_VALUE_BYTES {
+        Some(format!(
+            "idempotency not applied: the key is {} bytes long, over the {} a key may have",
+            key.len(),
+            crate::MATCH_VALUE_BYTES
+        ))
+    } else if key.contains('\0') {
+        Some("idempotency not applied: the key holds a NUL character".to_owned())
+    } else {
+        None
+    }
+}
+
+/// What a sender decided for the events of one send.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    /// The idempotency key of each (event, function) that has one.
+    pub keyed: Vec<Keyed>,
+    /// The rules that could not be applied; their runs start as if without them.
+    pub unevaluated: Vec<Unevaluated>,
+}
+
+/// An event's idempotency key for one function it triggers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyed {
+    /// The event's position in the send: of two events with one key, the first
+    /// starts the run.
+    pub position: usize,
+    /// The event.
+    pub event: EventId,
+    /// The function.
+    pub function: String,
+    /// The key's value.
+    pub key: String,
+}
+
+/// A run that an event did not start, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The event.
+    pub event: EventId,
+    /// The function whose run it did not start.
+    pub function: String,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// Why an event started no run of a function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A run with the same idempotency key started in the last 24 hours, or
+    /// earlier in the same send.
+    Idempotency {
+        /// The key's value.
+        key: String,
+    },
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Idempotency { key } => write!(
+                f,
+                "a run with idempotency key `{key}` started in the last 24 hours"
+            ),
+        }
+    }
+}
+
+/// A rule that could not be applied to an event (its expression did not evaluate
+/// on the event's data): the run started without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unevaluated {
+    /// The event.
+    pub event: EventId,
+    /// The function.
+    pub function: String,
+    /// What went wrong, naming the expression.
+    pub problem: String,
+}
+
+/// A sender's catalog, shared by the clones of a store and replaced whole when a
+/// send finds it stale.
+#[derive(Debug, Default)]
+pub struct CatalogCache {
+    current: Mutex<Arc<Catalog>>,
+}
+
+impl CatalogCache {
+    /// The catalog as last loaded (empty before the first load).
+    pub fn get(&self) -> Arc<Catalog> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the catalog with these rows, keeping what compiled before.
+    pub fn reload(&self, rows: impl IntoIterator<Item = CatalogRow>) -> Arc<Catalog> {
+        let previous = self.get();
+        let catalog = Arc::new(Catalog::from_rows(rows, &previous));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = catalog.clone();
+        catalog
+    }
+}
+
+/// How many times a send reloads a stale catalog before it gives up: each reload
+/// reads every announcement committed before it, so only announcements racing
+/// the send itself make another round.
+pub const CATALOG_RELOADS: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(idempotency: &str) -> SendRules {
+        SendRules {
+            idempotency: Some(idempotency.to_owned()),
+        }
+    }
+
+    fn row(id: &str, trigger: &str, r: &SendRules) -> CatalogRow {
+        let (json, hash) = r.announced().expect("rules");
+        (id.into(), trigger.into(), hash, json)
+    }
+
+    fn id(n: u128) -> EventId {
+        EventId(uuid::Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn rules_hash_alike_and_differ_with_their_text() {
+        assert_eq!(SendRules::default().announced(), None);
+        let a = rules("event.data.order").announced().expect("a");
+        assert_eq!(a, rules("event.data.order").announced().expect("again"));
+        assert_ne!(a.1, rules("event.data.other").announced().expect("b").1);
+        assert_eq!(a.0, json!({"idempotency": "event.data.order"}));
+    }
+
+    #[test]
+    fn events_are_keyed_per_function_and_a_bad_key_is_reported() {
+        let catalog = Catalog::from_rows(
+            [
+                row("charge", "app/order", &rules("event.data.order")),
+                row(
+                    "audit",
+                    "app/order",
+                    &rules("event.data.customer + ':' + event.name"),
+                ),
+                row("other", "app/other", &rules("event.data.x")),
+            ],
+            &Catalog::default(),
+        );
+        let ok = NewEvent::raw("app/order", json!({"order": 7, "customer": "c"})).unwrap();
+        let lacking = NewEvent::raw("app/order", json!({"order": 8})).unwrap();
+        let untouched = NewEvent::raw("app/none", json!({})).unwrap();
+        let d = catalog.decide(
+            [
+                (0, id(1), &ok),
+                (1, id(2), &lacking),
+                (2, id(3), &untouched),
+            ],
+            Utc::now(),
+        );
+        let keys: Vec<(usize, &str, &str)> = d
+            .keyed
+            .iter()
+            .map(|k| (k.position, k.function.as_str(), k.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (0, "charge", "7"),
+                (0, "audit", "c:app/order"),
+                (1, "charge", "8")
+            ]
+        );
+        assert_eq!(d.unevaluated.len(), 1);
+        assert_eq!(d.unevaluated[0].function, "audit");
+        assert!(
+            d.unevaluated[0].problem.contains("event.data.customer"),
+            "{}",
+            d.unevaluated[0].problem
+        );
+        let (ids, _) = catalog.known(["app/order", "app/order", "app/none"]);
+        assert_eq!(ids, ["charge", "audit"]);
+    }
+
+    #[test]
+    fn rules_that_do_not_read_leave_runs_unkeyed_with_the_reason() {
+        let catalog = Catalog::from_rows(
+            [(
+                "f".into(),
+                "t".into(),
+                "h".into(),
+                json!({"idempotency": "event.data.x", "from_a_newer_flow": 1}),
+            )],
+            &Catalog::default(),
+        );
+        let event = NewEvent::raw("t", json!({"x": 1})).unwrap();
+        let d = catalog.decide([(0, id(1), &event)], Utc::now());
+        assert!(d.keyed.is_empty());
+        assert!(
+            d.unevaluated[0].problem.contains("do not read"),
+            "{:?}",
+            d.unevaluated
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_what_compiled_for_the_same_hash() {
+        let cache = CatalogCache::default();
+        let first = cache.reload([row("f", "t", &rules("event.data.x"))]);
+        let second = cache.reload([row("f", "t", &rules("event.data.x"))]);
+        assert!(Arc::ptr_eq(
+            &first.by_trigger["t"][0],
+            &second.by_trigger["t"][0]
+        ));
+        let third = cache.reload([row("f", "t", &rules("event.data.y"))]);
+        assert!(!Arc::ptr_eq(
+            &first.by_trigger["t"][0],
+            &third.by_trigger["t"][0]
+        ));
+    }
+}
