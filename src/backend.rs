@@ -60,6 +60,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.register_functions(functions, now).await)
     }
 
+    async fn keep_announced(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
+        delegate!(self, s => s.keep_announced(functions, now).await)
+    }
+
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         delegate!(self, s => s.send(events, now).await)
     }

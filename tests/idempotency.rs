@@ -218,28 +218,44 @@ async fn a_sender_applies_the_rules_announced_after_its_last_send() {
             client.send(event).await.unwrap().runs.len()
         }
     };
-    let now = flow::Now::Database;
     // Announced without rules; the client sends (and keeps that catalog).
-    store.register_functions(&[info(None)], now).await.unwrap();
+    store
+        .register_functions(&[info(None)], at(0))
+        .await
+        .unwrap();
     assert_eq!(send(json!({"a": 1, "b": 1})).await, 1);
     assert_eq!(send(json!({"a": 1, "b": 1})).await, 1);
     // A deploy adds a key: the client's next send learns it.
     store
-        .register_functions(&[info(Some("event.data.a"))], now)
+        .register_functions(&[info(Some("event.data.a"))], at(10))
         .await
         .unwrap();
     assert_eq!(send(json!({"a": 1, "b": 1})).await, 1);
     assert_eq!(send(json!({"a": 1, "b": 2})).await, 0, "same `a`");
     // Another changes the key.
     store
-        .register_functions(&[info(Some("event.data.b"))], now)
+        .register_functions(&[info(Some("event.data.b"))], at(20))
         .await
         .unwrap();
     assert_eq!(send(json!({"a": 1, "b": 3})).await, 1, "a new `b`");
     assert_eq!(send(json!({"a": 2, "b": 3})).await, 0, "same `b`");
-    // Another removes it.
-    store.register_functions(&[info(None)], now).await.unwrap();
+    // Another removes it, while the version with `b` is still served: a
+    // configuration no worker served lately is a new version again.
+    let later = 20 + flow::catalog::VERSION_LIVENESS.as_secs() + 10;
+    store
+        .keep_announced(&[info(Some("event.data.b"))], at(later - 1))
+        .await
+        .unwrap();
+    store
+        .register_functions(&[info(None)], at(later))
+        .await
+        .unwrap();
     assert_eq!(send(json!({"a": 2, "b": 3})).await, 1);
+}
+
+fn at(seconds: u64) -> flow::Now {
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-01T09:00:00Z".parse().unwrap();
+    flow::Now::At(start + Duration::from_secs(seconds))
 }
 
 #[derive(Event, Serialize, Deserialize)]

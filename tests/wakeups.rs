@@ -24,6 +24,9 @@ impl Store for LateListener {
     async fn register_functions(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.0.register_functions(f, now).await
     }
+    async fn keep_announced(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
+        self.0.keep_announced(f, now).await
+    }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.0.send(e, now).await
     }

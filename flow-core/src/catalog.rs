@@ -20,6 +20,13 @@ use serde_json::Value;
 use crate::expr::Expr;
 use crate::{EventId, FunctionDef, NewEvent, StoredEvent};
 
+/// How often a worker marks the versions of the functions it serves as seen.
+pub const VERSION_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a version counts as served after a worker last marked it seen (four
+/// heartbeats): the catalog follows the version first seen last among those.
+pub const VERSION_LIVENESS: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How long an idempotency key holds: a second event with the key within this
 /// window of the first starts no run.
 pub const IDEMPOTENCY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -45,6 +52,11 @@ impl SendRules {
     /// No rule: the function's events are never looked at when sent.
     pub fn is_empty(&self) -> bool {
         self.idempotency.is_none()
+    }
+
+    /// The version these rules are: their hash, `""` for none.
+    pub fn version(&self) -> String {
+        self.announced().map(|(_, hash)| hash).unwrap_or_default()
     }
 
     /// The rules as stored in the catalog, with their hash; `None` when there are

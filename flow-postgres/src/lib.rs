@@ -14,6 +14,7 @@ mod send;
 mod signals;
 mod store;
 mod url;
+mod versions;
 mod waits;
 
 use std::time::Duration;

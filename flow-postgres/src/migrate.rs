@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (11, include_str!("../migrations/0011_pause.sql")),
     (12, include_str!("../migrations/0012_concurrency.sql")),
     (13, include_str!("../migrations/0013_idempotency.sql")),
+    (14, include_str!("../migrations/0014_catalog_versions.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -142,13 +142,6 @@ impl Store for PgStore {
             .iter()
             .map(|f| seconds_of(f.timeouts.finish))
             .collect();
-        let (rules, hashes): (Vec<Option<String>>, Vec<Option<String>>) = functions
-            .iter()
-            .map(|f| match f.send_rules.announced() {
-                Some((json, hash)) => (Some(json.to_string()), Some(hash)),
-                None => (None, None),
-            })
-            .unzip();
         let cancels = functions
             .iter()
             .flat_map(|f| f.cancel_on.iter().map(move |c| (f.id.as_str(), c)));
@@ -161,27 +154,26 @@ impl Store for PgStore {
         // A worker that announces a function may be a new deploy whose code
         // replays the function's blocked runs: they are tried again at once.
         // Its cancel triggers replace those announced before, and their fields
-        // are awaited, so that sends key their events (migration 9).
+        // are awaited, so that sends key their events (migration 9). Its versions
+        // are seen in the same transaction, so a new function is never in the
+        // catalog without its rules.
         on_conn!(self, repeat = true, |conn| async {
+            let mut tx = conn.begin().await.map_err(db_error)?;
             sqlx::query(
                 "WITH clock AS (
                      SELECT COALESCE($3::timestamptz, now()) AS now
                  ), announced AS (
                      INSERT INTO flow.functions
-                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen,
-                          send_rules, send_rules_hash)
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
                      SELECT f.id, f.trigger, f.failures_of, f.start * interval '1 second',
-                            f.finish * interval '1 second', clock.now, f.rules::jsonb, f.hash
-                     FROM unnest($1::text[], $2::text[], $4::text[], $8::float8[], $9::float8[],
-                                 $10::text[], $11::text[])
-                         AS f(id, trigger, failures_of, start, finish, rules, hash), clock
+                            f.finish * interval '1 second', clock.now
+                     FROM unnest($1::text[], $2::text[], $4::text[], $8::float8[], $9::float8[])
+                         AS f(id, trigger, failures_of, start, finish), clock
                      ON CONFLICT (id) DO UPDATE
                          SET trigger = EXCLUDED.trigger, failures_of = EXCLUDED.failures_of,
                              start_timeout = EXCLUDED.start_timeout,
                              finish_timeout = EXCLUDED.finish_timeout,
-                             last_seen = EXCLUDED.last_seen,
-                             send_rules = EXCLUDED.send_rules,
-                             send_rules_hash = EXCLUDED.send_rules_hash
+                             last_seen = EXCLUDED.last_seen
                  ), cancels AS (
                      SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
                          AS c(function_id, name, field)
@@ -214,13 +206,19 @@ impl Store for PgStore {
             .bind(&cancel_fields)
             .bind(&start_timeouts)
             .bind(&finish_timeouts)
-            .bind(&rules)
-            .bind(&hashes)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+            crate::versions::keep(&mut tx, functions, now, true).await?;
+            tx.commit().await.map_err(db_error)
         })?;
         Ok(())
+    }
+
+    async fn keep_announced(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
+        on_conn!(self, repeat = true, |conn| {
+            crate::versions::keep(conn, functions, now, false)
+        })
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {

@@ -24,7 +24,7 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
-use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, Unevaluated};
+use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, Unevaluated, VERSION_LIVENESS};
 use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
@@ -84,21 +84,14 @@ impl Store for SqliteStore {
             |d: Option<Duration>| d.map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
         in_transaction(self, async |conn| {
             for f in functions {
-                let (rules, hash) = match f.send_rules.announced() {
-                    Some((json, hash)) => (Some(json.to_string()), Some(hash)),
-                    None => (None, None),
-                };
                 sqlx::query(
                     "INSERT INTO flow_functions
-                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen,
-                          send_rules, send_rules_hash)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                         (id, trigger, failures_of, start_timeout, finish_timeout, last_seen)
+                     VALUES (?, ?, ?, ?, ?, ?)
                      ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,
                          failures_of = excluded.failures_of,
                          start_timeout = excluded.start_timeout,
-                         finish_timeout = excluded.finish_timeout, last_seen = excluded.last_seen,
-                         send_rules = excluded.send_rules,
-                         send_rules_hash = excluded.send_rules_hash",
+                         finish_timeout = excluded.finish_timeout, last_seen = excluded.last_seen",
                 )
                 .bind(&f.id)
                 .bind(&f.trigger)
@@ -106,8 +99,6 @@ impl Store for SqliteStore {
                 .bind(micros_of(f.timeouts.start))
                 .bind(micros_of(f.timeouts.finish))
                 .bind(micros(now))
-                .bind(rules)
-                .bind(hash)
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
@@ -140,6 +131,7 @@ impl Store for SqliteStore {
                     .map_err(db_error)?;
                 }
             }
+            keep_versions(conn, functions, now, true).await?;
             // A worker that announces a function may be a new deploy whose code
             // replays the function's blocked runs: they are tried again at once.
             let ids = serde_json::to_string(
@@ -197,6 +189,14 @@ impl Store for SqliteStore {
             self.wake(Wakeup::Now);
         }
         Ok(receipt)
+    }
+
+    async fn keep_announced(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
+        let now = now.or_local();
+        in_transaction(self, async |conn| {
+            keep_versions(conn, functions, now, false).await
+        })
+        .await
     }
 
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
@@ -886,6 +886,58 @@ fn read_step_record(row: &SqliteRow, key: String) -> Result<StepRecord, Error> {
 /// triggers, resolving the waits it matches (`woke` says whether any did) and
 /// cancelling the runs it cancels (added to `cancelled`), in the caller's
 /// transaction: a send's own, or a commit's that carries events.
+/// Marks the versions of `functions` as seen now and points each function's
+/// catalog entry at the version first seen last among those seen within
+/// `VERSION_LIVENESS` (PostgreSQL's migration 14 and `versions.rs` say why; a
+/// starting worker, `announcing`, makes a version no one served lately new again).
+async fn keep_versions(
+    conn: &mut SqliteConnection,
+    functions: &[FunctionInfo],
+    now: DateTime<Utc>,
+    announcing: bool,
+) -> Result<(), Error> {
+    let live_since = micros(now) - VERSION_LIVENESS.as_micros() as i64;
+    for f in functions {
+        let (rules, hash) = match f.send_rules.announced() {
+            Some((json, hash)) => (Some(json.to_string()), hash),
+            None => (None, String::new()),
+        };
+        sqlx::query(
+            "INSERT INTO flow_function_versions (function_id, hash, send_rules, first_seen, last_seen)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (function_id, hash) DO UPDATE
+                 SET first_seen = CASE WHEN ?6 AND last_seen <= ?7
+                                       THEN excluded.first_seen ELSE first_seen END,
+                     last_seen = max(last_seen, excluded.last_seen)",
+        )
+        .bind(&f.id)
+        .bind(&hash)
+        .bind(&rules)
+        .bind(micros(now))
+        .bind(micros(now))
+        .bind(announcing)
+        .bind(live_since)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        sqlx::query(
+            "UPDATE flow_functions
+             SET (send_rules, send_rules_hash) = (
+                 SELECT send_rules, NULLIF(hash, '') FROM flow_function_versions
+                 WHERE function_id = ?1 AND (last_seen > ?2 OR hash = ?3)
+                 ORDER BY first_seen DESC, hash LIMIT 1)
+             WHERE id = ?1",
+        )
+        .bind(&f.id)
+        .bind(live_since)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// The send-time rules (`idempotency`) of the functions `events` trigger,
 /// evaluated: read inside the send's write transaction, so always current.
 async fn decide(

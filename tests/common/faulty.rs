@@ -69,6 +69,9 @@ impl Store for Faulty {
     async fn register_functions(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.inner.register_functions(f, now).await
     }
+    async fn keep_announced(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
+        self.inner.keep_announced(f, now).await
+    }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.inner.send(e, now).await
     }

@@ -47,6 +47,18 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Marks the versions of `functions` (their send-time rules) as still served
+    /// by a live worker, which does so every
+    /// [`VERSION_HEARTBEAT`](crate::catalog::VERSION_HEARTBEAT); the catalog
+    /// follows, per function, the version first seen last among those seen within
+    /// [`VERSION_LIVENESS`](crate::catalog::VERSION_LIVENESS).
+    /// [`register_functions`](Store::register_functions) does the same.
+    fn keep_announced(
+        &self,
+        functions: &[FunctionInfo],
+        now: Now,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Stores events and, in the same transaction, creates a queued run for every
     /// function they trigger. Producer ids seen in the last 24 hours are duplicates.
     /// Limits are checked by the caller.

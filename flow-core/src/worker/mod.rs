@@ -216,6 +216,7 @@ impl<S: Store> WorkerBuilder<S> {
                 due_hint: Mutex::new(None),
                 sleeping_until: AtomicI64::new(i64::MIN),
                 last_recovery: AtomicI64::new(i64::MIN),
+                last_heartbeat: AtomicI64::new(i64::MIN),
                 shutting_down: AtomicBool::new(false),
                 free: AtomicUsize::new(slots),
                 more_due: AtomicBool::new(true),
@@ -254,6 +255,9 @@ struct Shared<S> {
     /// When this worker last recovered expired leases (microseconds since the
     /// epoch, on its clock), by its timer or its claim loop.
     last_recovery: AtomicI64,
+    /// When this worker last marked its functions' versions as served
+    /// (`Store::keep_announced`), in microseconds; MIN before the first time.
+    last_heartbeat: AtomicI64,
     /// Set once a graceful shutdown begins: runs finish the step bodies they are
     /// running and are handed back at their next step call.
     shutting_down: AtomicBool,
@@ -387,22 +391,16 @@ impl<S: Store> Worker<S> {
     /// sent before any worker announced a function starts no run of it).
     pub async fn announce(&self) -> Result<(), Error> {
         let shared = &self.shared;
-        let infos: Vec<FunctionInfo> = shared
-            .registry
-            .iter()
-            .map(|d| FunctionInfo {
-                id: d.id.to_owned(),
-                trigger: d.trigger.to_owned(),
-                failures_of: d.failures_of.map(str::to_owned),
-                cancel_on: d.cancel_on.to_vec(),
-                timeouts: d.timeouts,
-                send_rules: crate::catalog::SendRules::of(d),
-            })
-            .collect();
+        // Read before: the next heartbeat is due a period after the time written.
+        let (reading, now) = (shared.clock.now(), shared.clock.store_now());
         shared
             .store
-            .register_functions(&infos, shared.clock.store_now())
-            .await
+            .register_functions(&announced(&shared.registry), now)
+            .await?;
+        shared
+            .last_heartbeat
+            .store(reading.timestamp_micros(), Ordering::SeqCst);
+        Ok(())
     }
 
     /// Runs in the background, beside the rest of the program (a web server, a
@@ -463,6 +461,7 @@ impl<S: Store> Worker<S> {
         background.spawn(listen(shared.clone()));
         background.spawn(watch_leases(shared.clone()));
         background.spawn(recover_periodically(shared.clone()));
+        background.spawn(heartbeat_periodically(shared.clone()));
         // Ends the renewal thread when dropped, however this returns.
         let _renewal = spawn_renewal(shared.clone());
 
@@ -730,6 +729,45 @@ async fn claim_loop<S: Store>(
             woken.as_mut().enable();
         }
         shared.sleeping_until.store(i64::MIN, Ordering::SeqCst);
+    }
+}
+
+/// The functions of `registry` as a worker announces them.
+fn announced(registry: &Registry) -> Vec<FunctionInfo> {
+    registry
+        .iter()
+        .map(|d| FunctionInfo {
+            id: d.id.to_owned(),
+            trigger: d.trigger.to_owned(),
+            failures_of: d.failures_of.map(str::to_owned),
+            cancel_on: d.cancel_on.to_vec(),
+            timeouts: d.timeouts,
+            send_rules: crate::catalog::SendRules::of(d),
+        })
+        .collect()
+}
+
+/// Marks the versions of this worker's functions as served every
+/// `VERSION_HEARTBEAT` after the last time (the announcement is the first):
+/// senders follow the newest version that a live worker serves.
+async fn heartbeat_periodically<S: Store>(shared: Arc<Shared<S>>) {
+    let infos = announced(&shared.registry);
+    loop {
+        let last = shared.last_heartbeat.load(Ordering::SeqCst);
+        let since = if last == i64::MIN {
+            shared.clock.now()
+        } else {
+            DateTime::from_timestamp_micros(last).unwrap_or_default()
+        };
+        let next = later(since, crate::catalog::VERSION_HEARTBEAT);
+        shared.clock.sleep_until(next).await;
+        let (reading, now) = (shared.clock.now(), shared.clock.store_now());
+        shared
+            .last_heartbeat
+            .store(reading.timestamp_micros(), Ordering::SeqCst);
+        if let Err(e) = shared.store.keep_announced(&infos, now).await {
+            tracing::warn!(error = %e, "could not mark the served function versions as seen");
+        }
     }
 }
 
