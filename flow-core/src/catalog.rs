@@ -39,6 +39,9 @@ pub struct SendRules {
     /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<String>,
+    /// `priority = "<CEL>"`: seconds by which a run jumps the backlog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 impl SendRules {
@@ -46,12 +49,13 @@ impl SendRules {
     pub fn of(def: &FunctionDef) -> SendRules {
         SendRules {
             idempotency: def.idempotency.map(str::to_owned),
+            priority: def.priority.map(str::to_owned),
         }
     }
 
     /// No rule: the function's events are never looked at when sent.
     pub fn is_empty(&self) -> bool {
-        self.idempotency.is_none()
+        self.idempotency.is_none() && self.priority.is_none()
     }
 
     /// The version these rules are: their hash, `""` for none.
@@ -73,34 +77,73 @@ impl SendRules {
     }
 }
 
+impl Compiled {
+    fn priority_source(&self) -> &str {
+        match &self.priority {
+            Some(Ok(expr)) => expr.source(),
+            _ => "",
+        }
+    }
+}
+
 /// One function's rules, compiled, as a sender uses them.
 #[derive(Debug)]
 struct Compiled {
     function_id: String,
     hash: String,
-    /// The key's expression, or why it cannot be used (rules a newer flow wrote,
-    /// or an expression that does not compile: only hand-made definitions).
+    /// Each rule's expression, or why it cannot be used (rules a newer flow
+    /// wrote, or an expression that does not compile: only hand-made definitions).
     idempotency: Option<Result<Expr, String>>,
+    priority: Option<Result<Expr, String>>,
 }
 
 impl Compiled {
     fn new(function_id: &str, hash: &str, rules: &Value) -> Compiled {
-        let (idempotency, problem) = match serde_json::from_value::<SendRules>(rules.clone()) {
-            Ok(rules) => (rules.idempotency, None),
-            Err(e) => (None, Some(format!("its announced rules do not read: {e}"))),
+        let compile = |source: Option<String>| {
+            source.map(|source| Expr::compile(&source).map_err(|e| format!("its rule {e}")))
         };
-        let idempotency = match (idempotency, problem) {
-            (_, Some(problem)) => Some(Err(problem)),
-            (Some(source), None) => {
-                Some(Expr::compile(&source).map_err(|e| format!("its idempotency key {e}")))
+        let (idempotency, priority) = match serde_json::from_value::<SendRules>(rules.clone()) {
+            Ok(rules) => (compile(rules.idempotency), compile(rules.priority)),
+            Err(e) => {
+                let problem = format!("its announced rules do not read: {e}");
+                (Some(Err(problem.clone())), Some(Err(problem)))
             }
-            (None, None) => None,
         };
         Compiled {
             function_id: function_id.to_owned(),
             hash: hash.to_owned(),
             idempotency,
+            priority,
         }
+    }
+}
+
+/// The most seconds a `priority` moves a run, either way.
+pub const MAX_PRIORITY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A priority's value as whole seconds, held to ±[`MAX_PRIORITY`]; the problem
+/// when it is not whole seconds (no priority applies) or was held.
+fn priority_seconds(value: &Value) -> (Option<i64>, Option<String>) {
+    let max = MAX_PRIORITY.as_secs() as i64;
+    let seconds = match value {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        _ => None,
+    };
+    match seconds {
+        None => (
+            None,
+            Some(format!("gave {value}, not a whole number of seconds")),
+        ),
+        Some(s) if s.abs() > max => (
+            Some(s.clamp(-max, max)),
+            Some(format!(
+                "gave {s} seconds, held to {} (a priority is at most {max} seconds either way)",
+                s.clamp(-max, max)
+            )),
+        ),
+        Some(s) => (Some(s), None),
     }
 }
 
@@ -154,9 +197,9 @@ impl Catalog {
         (ids, hashes)
     }
 
-    /// The idempotency keys of `events` (`position` in the send, id, event) for
-    /// the functions they trigger; a key that does not evaluate leaves its run
-    /// unkeyed and is reported.
+    /// What the rules decide for `events` (`position` in the send, id, event) and
+    /// each function they trigger that has rules; a rule that does not evaluate
+    /// is not applied and is reported.
     pub fn decide<'a>(
         &self,
         events: impl IntoIterator<Item = (usize, EventId, &'a NewEvent)>,
@@ -167,31 +210,69 @@ impl Catalog {
             let Some(functions) = self.by_trigger.get(event.name()) else {
                 continue;
             };
-            let mut stored = None;
+            let stored = StoredEvent {
+                id,
+                name: event.name().to_owned(),
+                data: event.data().clone(),
+                ts: event.timestamp().unwrap_or(now),
+            };
             for c in functions {
-                let Some(expr) = &c.idempotency else { continue };
-                let stored = stored.get_or_insert_with(|| StoredEvent {
-                    id,
-                    name: event.name().to_owned(),
-                    data: event.data().clone(),
-                    ts: event.timestamp().unwrap_or(now),
-                });
-                match expr
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|e| e.key(stored))
-                {
-                    Ok(key) => decisions.keyed.push(Keyed {
+                let mut problems = Vec::new();
+                let evaluate = |expr: &Result<Expr, String>| {
+                    expr.as_ref()
+                        .map_err(Clone::clone)
+                        .and_then(|e| e.value(&stored))
+                };
+                let key = match c.idempotency.as_ref().map(evaluate) {
+                    Some(Ok(value)) => {
+                        let key = Expr::as_key(value);
+                        match key_problem(&key) {
+                            Some(problem) => {
+                                problems.push(format!("idempotency not applied: {problem}"));
+                                None
+                            }
+                            None => Some(key),
+                        }
+                    }
+                    Some(Err(problem)) => {
+                        problems.push(format!("idempotency not applied: {problem}"));
+                        None
+                    }
+                    None => None,
+                };
+                let priority = match c.priority.as_ref().map(evaluate) {
+                    Some(Ok(value)) => {
+                        let (seconds, problem) = priority_seconds(&value);
+                        if let Some(problem) = problem {
+                            let what = match seconds {
+                                Some(_) => "priority applied, but",
+                                None => "priority not applied:",
+                            };
+                            problems.push(format!("{what} `{}` {problem}", c.priority_source()));
+                        }
+                        seconds
+                    }
+                    Some(Err(problem)) => {
+                        problems.push(format!("priority not applied: {problem}"));
+                        None
+                    }
+                    None => None,
+                };
+                decisions
+                    .unevaluated
+                    .extend(problems.into_iter().map(|problem| Unevaluated {
+                        event: id,
+                        function: c.function_id.clone(),
+                        problem,
+                    }));
+                if key.is_some() || priority.is_some() {
+                    decisions.decided.push(Decided {
                         position,
                         event: id,
                         function: c.function_id.clone(),
                         key,
-                    }),
-                    Err(problem) => decisions.unevaluated.push(Unevaluated {
-                        event: id,
-                        function: c.function_id.clone(),
-                        problem: format!("idempotency not applied: {problem}"),
-                    }),
+                        priority,
+                    });
                 }
             }
         }
@@ -205,12 +286,12 @@ impl Catalog {
 pub fn key_problem(key: &str) -> Option<String> {
     if key.len() > crate::MATCH_VALUE_BYTES {
         Some(format!(
-            "idempotency not applied: the key is {} bytes long, over the {} a key may have",
+            "the key is {} bytes long, over the {} a key may have",
             key.len(),
             crate::MATCH_VALUE_BYTES
         ))
     } else if key.contains('\0') {
-        Some("idempotency not applied: the key holds a NUL character".to_owned())
+        Some("the key holds a NUL character".to_owned())
     } else {
         None
     }
@@ -219,15 +300,15 @@ pub fn key_problem(key: &str) -> Option<String> {
 /// What a sender decided for the events of one send.
 #[derive(Debug, Default)]
 pub struct Decisions {
-    /// The idempotency key of each (event, function) that has one.
-    pub keyed: Vec<Keyed>,
-    /// The rules that could not be applied; their runs start as if without them.
+    /// What the rules decided for each (event, function) they apply to.
+    pub decided: Vec<Decided>,
+    /// The rules that could not be applied (or were held to their bounds).
     pub unevaluated: Vec<Unevaluated>,
 }
 
-/// An event's idempotency key for one function it triggers.
+/// What the rules decided for an event and one function it triggers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Keyed {
+pub struct Decided {
     /// The event's position in the send: of two events with one key, the first
     /// starts the run.
     pub position: usize,
@@ -235,8 +316,10 @@ pub struct Keyed {
     pub event: EventId,
     /// The function.
     pub function: String,
-    /// The key's value.
-    pub key: String,
+    /// Its idempotency key, storable.
+    pub key: Option<String>,
+    /// Seconds by which its run jumps the backlog (negative: waits).
+    pub priority: Option<i64>,
 }
 
 /// A run that an event did not start, and why.
@@ -273,7 +356,9 @@ impl std::fmt::Display for SkipReason {
 }
 
 /// A rule that could not be applied to an event (its expression did not evaluate
-/// on the event's data): the run started without it.
+/// on the event's data, or gave what the rule cannot use): the run started
+/// without it. A priority past its bounds is applied, held to them, and reported
+/// here too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unevaluated {
     /// The event.
@@ -322,6 +407,7 @@ mod tests {
     fn rules(idempotency: &str) -> SendRules {
         SendRules {
             idempotency: Some(idempotency.to_owned()),
+            priority: None,
         }
     }
 
@@ -369,9 +455,9 @@ mod tests {
             Utc::now(),
         );
         let keys: Vec<(usize, &str, &str)> = d
-            .keyed
+            .decided
             .iter()
-            .map(|k| (k.position, k.function.as_str(), k.key.as_str()))
+            .map(|k| (k.position, k.function.as_str(), k.key.as_deref().unwrap()))
             .collect();
         assert_eq!(
             keys,
@@ -405,12 +491,42 @@ mod tests {
         );
         let event = NewEvent::raw("t", json!({"x": 1})).unwrap();
         let d = catalog.decide([(0, id(1), &event)], Utc::now());
-        assert!(d.keyed.is_empty());
+        assert!(d.decided.is_empty());
         assert!(
             d.unevaluated[0].problem.contains("do not read"),
             "{:?}",
             d.unevaluated
         );
+    }
+
+    #[test]
+    fn priorities_are_whole_seconds_held_to_their_bounds() {
+        let rules = SendRules {
+            idempotency: None,
+            priority: Some("event.data.p".into()),
+        };
+        let catalog = Catalog::from_rows([row("f", "t", &rules)], &Catalog::default());
+        let decide = |p: Value| {
+            let event = NewEvent::raw("t", json!({ "p": p })).unwrap();
+            let d = catalog.decide([(0, id(1), &event)], Utc::now());
+            let problem = d.unevaluated.first().map(|u| u.problem.clone());
+            (d.decided.first().and_then(|d| d.priority), problem)
+        };
+        assert_eq!(decide(json!(120)), (Some(120), None));
+        assert_eq!(decide(json!(-30)), (Some(-30), None));
+        assert_eq!(decide(json!(2.0)), (Some(2), None));
+        let (held, problem) = decide(json!(4000));
+        assert_eq!(held, Some(600));
+        assert!(problem.unwrap().contains("held to 600"));
+        assert_eq!(decide(json!(-4000)).0, Some(-600));
+        let (none, problem) = decide(json!("soon"));
+        assert_eq!(none, None);
+        let problem = problem.unwrap();
+        assert!(
+            problem.contains("not a whole number") && problem.contains("`event.data.p`"),
+            "{problem}"
+        );
+        assert_eq!(decide(json!(1.5)).0, None);
     }
 
     #[test]

@@ -41,17 +41,27 @@ impl Expr {
         })
     }
 
+    /// The expression's text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Evaluates the expression against `event` and returns its value as a key:
     /// a string as it is, anything else as its JSON text (`42`, `true`, `null`).
     pub fn key(&self, event: &StoredEvent) -> Result<String, String> {
-        let value = self.evaluate(event)?;
-        Ok(match value {
-            Value::String(s) => s,
-            other => other.to_string(),
-        })
+        Ok(Expr::as_key(self.value(event)?))
     }
 
-    fn evaluate(&self, event: &StoredEvent) -> Result<Value, String> {
+    /// A value as a key: a string as it is, anything else as its JSON text.
+    pub fn as_key(value: Value) -> String {
+        match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// Evaluates the expression against `event`, as JSON.
+    pub fn value(&self, event: &StoredEvent) -> Result<Value, String> {
         let fail = |problem: String| format!("`{}` could not be evaluated: {problem}", self.source);
         let event = json!({
             "id": event.id.to_string(),

@@ -83,6 +83,9 @@ pub struct FunctionDef {
     /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours,
     /// decided when the event is sent.
     pub idempotency: Option<&'static str>,
+    /// `priority = "<CEL>"`: seconds by which a run jumps the backlog (negative:
+    /// waits), decided when the event is sent.
+    pub priority: Option<&'static str>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -334,6 +337,7 @@ pub(crate) mod tests {
         timeouts: Timeouts::NONE,
         concurrency: &[],
         idempotency: None,
+        priority: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -348,6 +352,7 @@ pub(crate) mod tests {
         timeouts: Timeouts::NONE,
         concurrency: &[],
         idempotency: None,
+        priority: None,
     };
 
     #[test]

@@ -21,7 +21,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "rate_limit",
     "debounce",
     "batch_events",
-    "priority",
     "singleton",
     "cron",
     "r#if",
@@ -52,6 +51,8 @@ pub struct FunctionArgs {
     pub concurrency: Vec<ConcurrencyArg>,
     /// `idempotency = "<CEL>"`: the key of which one run starts per 24 hours.
     pub idempotency: Option<crate::cel::CheckedExpr>,
+    /// `priority = "<CEL>"`: seconds by which a run jumps the backlog.
+    pub priority: Option<crate::cel::CheckedExpr>,
 }
 
 /// The most `concurrency(...)` rules (flow_core::flow_control::MAX_CONCURRENCY_RULES).
@@ -113,6 +114,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "timeouts",
         "concurrency",
         "idempotency",
+        "priority",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -135,6 +137,15 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                 args.idempotency =
                     string_value(&meta, errors, "idempotency", "\"event.data.order_id\"")?
                         .and_then(|lit| crate::cel::check(&lit, "idempotency", errors));
+            }
+            "priority" => {
+                args.priority = string_value(
+                    &meta,
+                    errors,
+                    "priority",
+                    "\"event.data.plan == 'paid' ? 120 : 0\"",
+                )?
+                .and_then(|lit| crate::cel::check(&lit, "priority", errors));
             }
             "cancel_on" => {
                 if let Some(cancel) = cancel_on_value(&meta, errors)? {

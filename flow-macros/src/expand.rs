@@ -162,6 +162,7 @@ pub fn function(
                     timeouts: ::flow::__private::Timeouts::NONE,
                     concurrency: &[],
                     idempotency: ::core::option::Option::None,
+                    priority: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -177,15 +178,18 @@ pub fn function(
     };
     let (start_timeout, finish_timeout) =
         (timeout(args.timeouts.start), timeout(args.timeouts.finish));
-    let mut idempotency_checks = Vec::new();
-    let idempotency = match &args.idempotency {
-        Some(key) => {
-            idempotency_checks = data_field_checks(key, event);
-            let lit = &key.lit;
+    // Send-time rules: the expression, and the check of the fields it reads.
+    let mut send_rule_checks = Vec::new();
+    let mut send_rule = |rule: &Option<crate::cel::CheckedExpr>| match rule {
+        Some(expr) => {
+            send_rule_checks.extend(data_field_checks(expr, event));
+            let lit = &expr.lit;
             quote!(::core::option::Option::Some(#lit))
         }
         None => quote!(::core::option::Option::None),
     };
+    let idempotency = send_rule(&args.idempotency);
+    let priority = send_rule(&args.priority);
     let def = quote! {
         &::flow::__private::FunctionDef {
             id: #id,
@@ -200,6 +204,7 @@ pub fn function(
             timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
             concurrency: __FLOW_CONCURRENCY,
             idempotency: #idempotency,
+            priority: #priority,
         }
     };
     let concurrency = concurrency_rules(&args.concurrency, event);
@@ -225,7 +230,7 @@ pub fn function(
     let generated = quote! {
         #cancel_on
         #concurrency
-        const _: () = { #(#idempotency_checks)* };
+        const _: () = { #(#send_rule_checks)* };
 
         #[allow(non_local_definitions)]
         impl #name {

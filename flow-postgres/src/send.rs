@@ -7,9 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use flow_core::catalog::{
-    self, CATALOG_RELOADS, CatalogCache, CatalogRow, SkipReason, Skipped, Unevaluated,
-};
+use flow_core::catalog::{self, CATALOG_RELOADS, CatalogCache, CatalogRow, SkipReason, Skipped};
 use flow_core::store::SendReceipt;
 use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, Now, RunId};
 
@@ -84,7 +82,7 @@ pub(crate) async fn send_on(
             accepted.iter().map(|&i| (i, event_ids[i], &events[i])),
             now.at().unwrap_or_else(chrono::Utc::now),
         );
-        let keyed = Keyed::of(decided.keyed, &mut unevaluated);
+        let keyed = Decided::of(decided.decided);
         unevaluated.extend(decided.unevaluated);
         let (known_ids, known_hashes) = current.known(names.iter().map(String::as_str));
         run_rows = sqlx::query(SEND)
@@ -100,6 +98,7 @@ pub(crate) async fn send_on(
             .bind(&keyed.positions)
             .bind(&known_ids)
             .bind(&known_hashes)
+            .bind(&keyed.priorities)
             .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
@@ -152,35 +151,30 @@ pub(crate) async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogR
         .collect()
 }
 
-/// The idempotency keys of a send, as the statement's arrays. A key too long to
-/// index or holding a NUL is not applied (its run starts, and the receipt says
-/// why), never refused with the whole send.
+/// What the rules decided for a send, as the statement's arrays.
 #[derive(Default)]
-struct Keyed {
+struct Decided {
     events: Vec<Uuid>,
     functions: Vec<String>,
-    keys: Vec<String>,
+    keys: Vec<Option<String>>,
     positions: Vec<i32>,
+    priorities: Vec<Option<i32>>,
 }
 
-impl Keyed {
-    fn of(keyed: Vec<catalog::Keyed>, unevaluated: &mut Vec<Unevaluated>) -> Keyed {
-        let mut arrays = Keyed::default();
-        for k in keyed {
-            if let Some(problem) = catalog::key_problem(&k.key) {
-                unevaluated.push(Unevaluated {
-                    event: k.event,
-                    function: k.function,
-                    problem,
-                });
-                continue;
-            }
-            arrays.events.push(k.event.0);
-            arrays.functions.push(k.function);
-            arrays.keys.push(k.key);
+impl Decided {
+    fn of(decided: Vec<catalog::Decided>) -> Decided {
+        let mut arrays = Decided::default();
+        for d in decided {
+            arrays.events.push(d.event.0);
+            arrays.functions.push(d.function);
+            arrays.keys.push(d.key);
             arrays
                 .positions
-                .push(i32::try_from(k.position).unwrap_or(i32::MAX));
+                .push(i32::try_from(d.position).unwrap_or(i32::MAX));
+            // Held to ±MAX_PRIORITY by the catalog.
+            arrays
+                .priorities
+                .push(d.priority.map(|p| i32::try_from(p).unwrap_or(0)));
         }
         arrays
     }
@@ -262,7 +256,8 @@ impl Tail {
 }
 
 /// The send statement: the events, a run per matching function (each keyed run
-/// only if its idempotency key is free), the wait keys of their awaited fields,
+/// only if its idempotency key is free, due earlier or later by its priority),
+/// the wait keys of their awaited fields,
 /// the waits they resolve, the runs they cancel (`cancel_on`), and one NOTIFY
 /// when any run was created or woken (delivered at commit). An event without its
 /// own timestamp takes the send's time. When a function the events trigger has
@@ -290,10 +285,11 @@ const SEND: &str = concat!(
          RETURNING id, name, data, ts
      ), planned AS (
          -- Referenced twice, so computed once: each run's id is fixed here.
-         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position
+         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position,
+                COALESCE(k.priority, 0) AS priority
          FROM ev JOIN flow.functions f ON f.trigger = ev.name
-         LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[])
-             AS k(event_id, function_id, key, position)
+         LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[])
+             AS k(event_id, function_id, key, position, priority)
              ON k.event_id = ev.id AND k.function_id = f.id
      ), claimed_keys AS (
          -- The first event of a key in the send claims it; an existing claim
@@ -312,8 +308,10 @@ const SEND: &str = concat!(
          SELECT p.event_id, p.function_id, p.key FROM planned p
          WHERE p.key IS NOT NULL AND p.id NOT IN (SELECT run_id FROM claimed_keys)
      ), r AS (
+         -- A priority moves the run's due time: the claim takes runs in due order.
          INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
-         SELECT p.id, p.function_id, p.event_id, 'queued', clock.now, clock.now
+         SELECT p.id, p.function_id, p.event_id, 'queued',
+                clock.now - p.priority * interval '1 second', clock.now
          FROM planned p, clock
          WHERE p.key IS NULL OR p.id IN (SELECT run_id FROM claimed_keys)
          RETURNING id, event_id, function_id

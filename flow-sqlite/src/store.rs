@@ -24,7 +24,7 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
-use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, Unevaluated, VERSION_LIVENESS};
+use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, VERSION_LIVENESS};
 use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
@@ -938,7 +938,7 @@ async fn keep_versions(
     Ok(())
 }
 
-/// The send-time rules (`idempotency`) of the functions `events` trigger,
+/// The send-time rules (`idempotency`, `priority`) of the functions `events` trigger,
 /// evaluated: read inside the send's write transaction, so always current.
 async fn decide(
     conn: &mut SqliteConnection,
@@ -1085,26 +1085,25 @@ async fn store_events(
             crate::waits::resolve(conn, &id.0.to_string(), event.name(), now, cancelled).await?;
         for function in functions {
             let run = RunId(Uuid::now_v7());
-            let key = decided
-                .keyed
+            let rules = decided
+                .decided
                 .iter()
-                .find(|k| k.event == id && k.function == function);
-            if let Some(k) = key {
-                if let Some(problem) = catalog::key_problem(&k.key) {
-                    receipt.unevaluated.push(Unevaluated {
-                        event: id,
-                        function: function.clone(),
-                        problem,
-                    });
-                } else if !claim_idempotency_key(conn, &function, &k.key, run, now).await? {
-                    receipt.skipped.push(Skipped {
-                        event: id,
-                        function,
-                        reason: SkipReason::Idempotency { key: k.key.clone() },
-                    });
-                    continue;
-                }
+                .find(|d| d.event == id && d.function == function);
+            if let Some(key) = rules.and_then(|d| d.key.as_deref())
+                && !claim_idempotency_key(conn, &function, key, run, now).await?
+            {
+                receipt.skipped.push(Skipped {
+                    event: id,
+                    function,
+                    reason: SkipReason::Idempotency {
+                        key: key.to_owned(),
+                    },
+                });
+                continue;
             }
+            // A priority moves the run's due time: the claim takes runs in due order.
+            let priority = rules.and_then(|d| d.priority).unwrap_or(0);
+            let due = now - chrono::TimeDelta::seconds(priority);
             sqlx::query(
                 "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
                  VALUES (?, ?, ?, 'queued', ?, ?)",
@@ -1112,7 +1111,7 @@ async fn store_events(
             .bind(run.0.to_string())
             .bind(&function)
             .bind(id.0.to_string())
-            .bind(micros(now))
+            .bind(micros(due))
             .bind(micros(now))
             .execute(&mut *conn)
             .await
