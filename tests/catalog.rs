@@ -22,6 +22,7 @@ fn version(key: &str) -> FunctionInfo {
     info.send_rules = SendRules {
         idempotency: Some(key.to_owned()),
         priority: None,
+        singleton: None,
     };
     info
 }

@@ -204,6 +204,7 @@ fn info(rules: Option<&str>) -> FunctionInfo {
     info.send_rules = SendRules {
         idempotency: rules.map(str::to_owned),
         priority: None,
+        singleton: None,
     };
     info
 }

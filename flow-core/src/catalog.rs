@@ -42,6 +42,52 @@ pub struct SendRules {
     /// `priority = "<CEL>"`: seconds by which a run jumps the backlog.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// `singleton(key = "<CEL>", mode = skip | cancel)`: one active run per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<SingletonRule>,
+}
+
+/// `singleton(...)` as announced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SingletonRule {
+    /// A CEL expression whose value is the key; one key for the whole function
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What a new event does while a run of its key is active.
+    pub mode: SingletonMode,
+}
+
+/// `#[function(singleton(key = "<CEL>", mode = skip | cancel))]`: at most one
+/// active run (any status but ended) per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Singleton {
+    /// A CEL expression whose value is the key; one key for the whole function
+    /// without it.
+    pub key: Option<&'static str>,
+    /// What a new event does while a run of its key is active.
+    pub mode: SingletonMode,
+}
+
+/// What an event does while a run of its singleton key is active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SingletonMode {
+    /// It starts nothing (the receipt says so).
+    Skip,
+    /// It cancels the active run and starts its own.
+    Cancel,
+}
+
+impl SingletonMode {
+    /// Its name in the attribute and in SQL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SingletonMode::Skip => "skip",
+            SingletonMode::Cancel => "cancel",
+        }
+    }
 }
 
 impl SendRules {
@@ -50,12 +96,16 @@ impl SendRules {
         SendRules {
             idempotency: def.idempotency.map(str::to_owned),
             priority: def.priority.map(str::to_owned),
+            singleton: def.singleton.map(|s| SingletonRule {
+                key: s.key.map(str::to_owned),
+                mode: s.mode,
+            }),
         }
     }
 
     /// No rule: the function's events are never looked at when sent.
     pub fn is_empty(&self) -> bool {
-        self.idempotency.is_none() && self.priority.is_none()
+        self.idempotency.is_none() && self.priority.is_none() && self.singleton.is_none()
     }
 
     /// The version these rules are: their hash, `""` for none.
@@ -95,6 +145,9 @@ struct Compiled {
     /// wrote, or an expression that does not compile: only hand-made definitions).
     idempotency: Option<Result<Expr, String>>,
     priority: Option<Result<Expr, String>>,
+    /// The singleton key's expression (`None`: one key for the function), and
+    /// the mode.
+    singleton: Option<(Option<Result<Expr, String>>, SingletonMode)>,
 }
 
 impl Compiled {
@@ -102,18 +155,25 @@ impl Compiled {
         let compile = |source: Option<String>| {
             source.map(|source| Expr::compile(&source).map_err(|e| format!("its rule {e}")))
         };
-        let (idempotency, priority) = match serde_json::from_value::<SendRules>(rules.clone()) {
-            Ok(rules) => (compile(rules.idempotency), compile(rules.priority)),
-            Err(e) => {
-                let problem = format!("its announced rules do not read: {e}");
-                (Some(Err(problem.clone())), Some(Err(problem)))
-            }
-        };
+        let (idempotency, priority, singleton) =
+            match serde_json::from_value::<SendRules>(rules.clone()) {
+                Ok(rules) => (
+                    compile(rules.idempotency),
+                    compile(rules.priority),
+                    rules.singleton.map(|s| (compile(s.key), s.mode)),
+                ),
+                Err(e) => {
+                    // Rules a newer flow wrote: none applies, and each run says so.
+                    let problem = format!("its announced rules do not read: {e}");
+                    (Some(Err(problem.clone())), Some(Err(problem)), None)
+                }
+            };
         Compiled {
             function_id: function_id.to_owned(),
             hash: hash.to_owned(),
             idempotency,
             priority,
+            singleton,
         }
     }
 }
@@ -258,6 +318,26 @@ impl Catalog {
                     }
                     None => None,
                 };
+                let singleton = match &c.singleton {
+                    Some((None, mode)) => Some((String::new(), *mode)),
+                    Some((Some(expr), mode)) => match evaluate(expr) {
+                        Ok(value) => {
+                            let key = Expr::as_key(value);
+                            match key_problem(&key) {
+                                Some(problem) => {
+                                    problems.push(format!("singleton not applied: {problem}"));
+                                    None
+                                }
+                                None => Some((key, *mode)),
+                            }
+                        }
+                        Err(problem) => {
+                            problems.push(format!("singleton not applied: {problem}"));
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 decisions
                     .unevaluated
                     .extend(problems.into_iter().map(|problem| Unevaluated {
@@ -265,13 +345,14 @@ impl Catalog {
                         function: c.function_id.clone(),
                         problem,
                     }));
-                if key.is_some() || priority.is_some() {
+                if key.is_some() || priority.is_some() || singleton.is_some() {
                     decisions.decided.push(Decided {
                         position,
                         event: id,
                         function: c.function_id.clone(),
                         key,
                         priority,
+                        singleton,
                     });
                 }
             }
@@ -280,7 +361,7 @@ impl Catalog {
     }
 }
 
-/// Why an idempotency key cannot be stored (longer than
+/// Why a key (idempotency, singleton) cannot be stored (longer than
 /// [`MATCH_VALUE_BYTES`](crate::MATCH_VALUE_BYTES), or holding a NUL): its run
 /// then starts without it, and the receipt says so.
 pub fn key_problem(key: &str) -> Option<String> {
@@ -320,6 +401,8 @@ pub struct Decided {
     pub key: Option<String>,
     /// Seconds by which its run jumps the backlog (negative: waits).
     pub priority: Option<i64>,
+    /// Its singleton key (`""` for a function without one) and mode.
+    pub singleton: Option<(String, SingletonMode)>,
 }
 
 /// A run that an event did not start, and why.
@@ -342,6 +425,20 @@ pub enum SkipReason {
         /// The key's value.
         key: String,
     },
+    /// A run of the same singleton key is active (`mode = skip`).
+    Singleton {
+        /// The key's value (`""` for a function without a key).
+        key: String,
+        /// The active run.
+        active: crate::RunId,
+    },
+    /// A later event of the same send has the same singleton key: with
+    /// `mode = skip` the first event of a key starts the run, with `mode =
+    /// cancel` the last.
+    SingletonInSend {
+        /// The key's value.
+        key: String,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -350,6 +447,14 @@ impl std::fmt::Display for SkipReason {
             SkipReason::Idempotency { key } => write!(
                 f,
                 "a run with idempotency key `{key}` started in the last 24 hours"
+            ),
+            SkipReason::Singleton { key, active } => write!(
+                f,
+                "run {active} of singleton key `{key}` is active (singleton mode skip)"
+            ),
+            SkipReason::SingletonInSend { key } => write!(
+                f,
+                "another event of this send has singleton key `{key}` and started the run"
             ),
         }
     }
@@ -408,6 +513,7 @@ mod tests {
         SendRules {
             idempotency: Some(idempotency.to_owned()),
             priority: None,
+            singleton: None,
         }
     }
 
@@ -502,8 +608,8 @@ mod tests {
     #[test]
     fn priorities_are_whole_seconds_held_to_their_bounds() {
         let rules = SendRules {
-            idempotency: None,
             priority: Some("event.data.p".into()),
+            ..SendRules::default()
         };
         let catalog = Catalog::from_rows([row("f", "t", &rules)], &Catalog::default());
         let decide = |p: Value| {

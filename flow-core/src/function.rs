@@ -86,6 +86,9 @@ pub struct FunctionDef {
     /// `priority = "<CEL>"`: seconds by which a run jumps the backlog (negative:
     /// waits), decided when the event is sent.
     pub priority: Option<&'static str>,
+    /// `singleton(key = "<CEL>", mode = skip | cancel)`: one active run per key,
+    /// decided when the event is sent.
+    pub singleton: Option<crate::catalog::Singleton>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -338,6 +341,7 @@ pub(crate) mod tests {
         concurrency: &[],
         idempotency: None,
         priority: None,
+        singleton: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -353,6 +357,7 @@ pub(crate) mod tests {
         concurrency: &[],
         idempotency: None,
         priority: None,
+        singleton: None,
     };
 
     #[test]

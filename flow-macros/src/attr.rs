@@ -21,7 +21,6 @@ const NOT_BUILT_YET: &[&str] = &[
     "rate_limit",
     "debounce",
     "batch_events",
-    "singleton",
     "cron",
     "r#if",
     "if_",
@@ -53,6 +52,15 @@ pub struct FunctionArgs {
     pub idempotency: Option<crate::cel::CheckedExpr>,
     /// `priority = "<CEL>"`: seconds by which a run jumps the backlog.
     pub priority: Option<crate::cel::CheckedExpr>,
+    /// `singleton(key = "<CEL>", mode = skip | cancel)`.
+    pub singleton: Option<SingletonArg>,
+}
+
+/// `singleton(key = "<CEL>", mode = skip | cancel)`.
+pub struct SingletonArg {
+    pub key: Option<crate::cel::CheckedExpr>,
+    /// `true` for `mode = cancel`.
+    pub cancel: bool,
 }
 
 /// The most `concurrency(...)` rules (flow_core::flow_control::MAX_CONCURRENCY_RULES).
@@ -115,6 +123,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "concurrency",
         "idempotency",
         "priority",
+        "singleton",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -147,6 +156,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                 )?
                 .and_then(|lit| crate::cel::check(&lit, "priority", errors));
             }
+            "singleton" => args.singleton = singleton_value(&meta, errors)?,
             "cancel_on" => {
                 if let Some(cancel) = cancel_on_value(&meta, errors)? {
                     if args.cancel_on.len() == MAX_CANCEL_ON {
@@ -527,6 +537,74 @@ fn concurrency_value(
     }
     Ok(match (limit, bad) {
         (Some(limit), false) => Some(ConcurrencyArg { limit, key, shared }),
+        _ => None,
+    })
+}
+
+/// `singleton(key = "<CEL>", mode = skip | cancel)`, `mode` required.
+fn singleton_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<SingletonArg>> {
+    const EXAMPLE: &str = "`singleton(key = \"event.data.user_id\", mode = skip)` (skip: \
+                           an event starts nothing while a run of its key is active; cancel: \
+                           it cancels that run and starts its own)";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`singleton` needs a mode: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut key, mut mode) = (None, None);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "singleton(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "key" => match string_value(&inner, errors, "key", "\"event.data.user_id\"")? {
+                Some(lit) => {
+                    key = crate::cel::check(&lit, "key", errors);
+                    bad |= key.is_none();
+                }
+                None => bad = true,
+            },
+            "mode" => match value_expr(&inner, errors, "mode", "skip")? {
+                Some(Expr::Path(p)) if p.path.is_ident("skip") => mode = Some(false),
+                Some(Expr::Path(p)) if p.path.is_ident("cancel") => mode = Some(true),
+                Some(other) => {
+                    errors.at(
+                        &other,
+                        "`mode` is `skip` (an event starts nothing while a run of its key is \
+                         active) or `cancel` (it cancels that run and starts its own)",
+                    );
+                    bad = true;
+                }
+                None => bad = true,
+            },
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key("singleton(...)", other, &["key", "mode"]),
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if mode.is_none() && !bad {
+        errors.at(
+            &meta.path,
+            format!("`singleton` needs a `mode`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (mode, bad) {
+        (Some(cancel), false) => Some(SingletonArg { key, cancel }),
         _ => None,
     })
 }

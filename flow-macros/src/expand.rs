@@ -163,6 +163,7 @@ pub fn function(
                     concurrency: &[],
                     idempotency: ::core::option::Option::None,
                     priority: ::core::option::Option::None,
+                    singleton: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -190,6 +191,19 @@ pub fn function(
     };
     let idempotency = send_rule(&args.idempotency);
     let priority = send_rule(&args.priority);
+    let singleton = match &args.singleton {
+        Some(single) => {
+            let key = send_rule(&single.key);
+            let mode = match single.cancel {
+                true => quote!(::flow::__private::SingletonMode::Cancel),
+                false => quote!(::flow::__private::SingletonMode::Skip),
+            };
+            quote! {
+                ::core::option::Option::Some(::flow::__private::Singleton { key: #key, mode: #mode })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let def = quote! {
         &::flow::__private::FunctionDef {
             id: #id,
@@ -205,6 +219,7 @@ pub fn function(
             concurrency: __FLOW_CONCURRENCY,
             idempotency: #idempotency,
             priority: #priority,
+            singleton: #singleton,
         }
     };
     let concurrency = concurrency_rules(&args.concurrency, event);

@@ -277,6 +277,6 @@ fn candidates(rows: &[PgRow], limited: &Limited) -> Result<Candidates, Error> {
 }
 
 /// A key's 64-bit hash folded into the 32 bits of an advisory lock's second key.
-fn fold(hash: i64) -> i32 {
+pub(crate) fn fold(hash: i64) -> i32 {
     ((hash >> 32) ^ hash) as i32
 }

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (12, include_str!("../migrations/0012_concurrency.sql")),
     (13, include_str!("../migrations/0013_idempotency.sql")),
     (14, include_str!("../migrations/0014_catalog_versions.sql")),
+    (15, include_str!("../migrations/0015_singleton.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

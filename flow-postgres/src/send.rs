@@ -10,6 +10,7 @@ use uuid::Uuid;
 use flow_core::catalog::{self, CATALOG_RELOADS, CatalogCache, CatalogRow, SkipReason, Skipped};
 use flow_core::store::SendReceipt;
 use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, Now, RunId};
+use sqlx::Connection;
 
 use crate::db_error;
 
@@ -85,7 +86,7 @@ pub(crate) async fn send_on(
         let keyed = Decided::of(decided.decided);
         unevaluated.extend(decided.unevaluated);
         let (known_ids, known_hashes) = current.known(names.iter().map(String::as_str));
-        run_rows = sqlx::query(SEND)
+        let statement = sqlx::query(SEND)
             .bind(&ids)
             .bind(&names)
             .bind(&datas)
@@ -99,13 +100,35 @@ pub(crate) async fn send_on(
             .bind(&known_ids)
             .bind(&known_hashes)
             .bind(&keyed.priorities)
-            .fetch_all(&mut *conn)
+            .bind(&keyed.singles)
+            .bind(&keyed.modes);
+        let locks = keyed.singleton_locks();
+        if locks.is_empty() {
+            run_rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
+            tail = Tail::take(&mut run_rows)?;
+            if !tail.stale {
+                resolve_raced_waits(conn, &tail, now).await?;
+                break;
+            }
+        } else {
+            // The singleton keys' locks are held to the end of the transaction (a
+            // savepoint when the caller already has one).
+            let mut tx = conn.begin().await.map_err(db_error)?;
+            sqlx::query(
+                "SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::integer[]) AS h",
+            )
+            .bind(SINGLETON_LOCK_CLASS)
+            .bind(&locks)
+            .execute(&mut *tx)
             .await
             .map_err(db_error)?;
-        tail = Tail::take(&mut run_rows)?;
-        if !tail.stale {
-            resolve_raced_waits(conn, &tail, now).await?;
-            break;
+            run_rows = statement.fetch_all(&mut *tx).await.map_err(db_error)?;
+            tail = Tail::take(&mut run_rows)?;
+            if !tail.stale {
+                resolve_raced_waits(&mut tx, &tail, now).await?;
+                tx.commit().await.map_err(db_error)?;
+                break;
+            }
         }
         if reloads == CATALOG_RELOADS {
             return Err(Error::Unavailable(format!(
@@ -129,6 +152,9 @@ pub(crate) async fn send_on(
     receipt.unevaluated = unevaluated;
     Ok(receipt)
 }
+
+/// The advisory lock class of singleton keys ("flos" in ASCII).
+const SINGLETON_LOCK_CLASS: i32 = 0x666c_6f73;
 
 /// The send-time rules of every function that has some, as announced.
 pub(crate) async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
@@ -159,6 +185,8 @@ struct Decided {
     keys: Vec<Option<String>>,
     positions: Vec<i32>,
     priorities: Vec<Option<i32>>,
+    singles: Vec<Option<String>>,
+    modes: Vec<Option<&'static str>>,
 }
 
 impl Decided {
@@ -175,8 +203,32 @@ impl Decided {
             arrays
                 .priorities
                 .push(d.priority.map(|p| i32::try_from(p).unwrap_or(0)));
+            arrays
+                .modes
+                .push(d.singleton.as_ref().map(|(_, m)| m.as_str()));
+            arrays.singles.push(d.singleton.map(|(key, _)| key));
         }
         arrays
+    }
+
+    /// The advisory locks of the singleton keys decided, sorted (one order, so
+    /// no deadlock): a send holds them through its statement, so that it sees the
+    /// key's latest holder and concurrent sends of a key take turns.
+    fn singleton_locks(&self) -> Vec<i32> {
+        let mut hashes: Vec<i32> = self
+            .functions
+            .iter()
+            .zip(&self.singles)
+            .filter_map(|(function, single)| {
+                let key = single.as_ref()?;
+                Some(crate::concurrency::fold(flow_core::flow_control::key_hash(
+                    &format!("{function}\u{1f}{key}"),
+                )))
+            })
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes
     }
 }
 
@@ -186,7 +238,17 @@ struct Tail {
     stale: bool,
     raced: Option<(Vec<String>, Vec<String>, Vec<String>)>,
     awaited: Vec<String>,
-    skipped: Option<(Vec<Uuid>, Vec<String>, Vec<String>)>,
+    skipped: Option<SkippedRows>,
+}
+
+/// The runs a send skipped: event, function, why, key and the active run, as
+/// arrays of its last row.
+struct SkippedRows {
+    events: Vec<Uuid>,
+    functions: Vec<String>,
+    why: Vec<String>,
+    keys: Vec<Option<String>>,
+    active: Vec<Option<Uuid>>,
 }
 
 impl Tail {
@@ -220,36 +282,53 @@ impl Tail {
             raced,
             awaited: get("awaited_names")?.unwrap_or_default(),
             skipped: match skipped_events {
-                Some(events) => Some((
+                Some(events) => Some(SkippedRows {
                     events,
-                    get("skipped_functions")?.unwrap_or_default(),
-                    get("skipped_keys")?.unwrap_or_default(),
-                )),
+                    functions: get("skipped_functions")?.unwrap_or_default(),
+                    why: get("skipped_why")?.unwrap_or_default(),
+                    keys: last
+                        .try_get::<Option<Vec<Option<String>>>, _>("skipped_keys")
+                        .map_err(db_error)?
+                        .unwrap_or_default(),
+                    active: last
+                        .try_get::<Option<Vec<Option<Uuid>>>, _>("skipped_active")
+                        .map_err(db_error)?
+                        .unwrap_or_default(),
+                }),
                 None => None,
             },
         })
     }
 
-    /// The runs skipped by a key, in the order of the events sent (`ids`).
+    /// The runs skipped by a rule, in the order of the events sent (`ids`).
     fn skipped(&self, ids: &[Uuid]) -> Result<Vec<Skipped>, Error> {
-        let Some((events, functions, keys)) = &self.skipped else {
+        let Some(rows) = &self.skipped else {
             return Ok(Vec::new());
         };
-        let mut skipped: Vec<(usize, Skipped)> = events
-            .iter()
-            .zip(functions)
-            .zip(keys)
-            .map(|((event, function), key)| {
-                (
-                    ids.iter().position(|id| id == event).unwrap_or(usize::MAX),
-                    Skipped {
-                        event: EventId(*event),
-                        function: function.clone(),
-                        reason: SkipReason::Idempotency { key: key.clone() },
-                    },
-                )
-            })
-            .collect();
+        let mut skipped = Vec::with_capacity(rows.events.len());
+        for (i, event) in rows.events.iter().enumerate() {
+            let key = rows.keys.get(i).cloned().flatten().unwrap_or_default();
+            let reason = match rows.why.get(i).map(String::as_str) {
+                Some("idempotency") => SkipReason::Idempotency { key },
+                Some("singleton") => SkipReason::Singleton {
+                    key,
+                    active: RunId(rows.active.get(i).copied().flatten().unwrap_or_default()),
+                },
+                Some("singleton_in_send") => SkipReason::SingletonInSend { key },
+                other => {
+                    return Err(Error::Database(format!(
+                        "the send statement skipped a run for an unknown reason {other:?}"
+                    )));
+                }
+            };
+            let position = ids.iter().position(|id| id == event).unwrap_or(usize::MAX);
+            let skip = Skipped {
+                event: EventId(*event),
+                function: rows.functions.get(i).cloned().unwrap_or_default(),
+                reason,
+            };
+            skipped.push((position, skip));
+        }
         skipped.sort_by(|a, b| (a.0, &a.1.function).cmp(&(b.0, &b.1.function)));
         Ok(skipped.into_iter().map(|(_, s)| s).collect())
     }
@@ -284,36 +363,77 @@ const SEND: &str = concat!(
          WHERE NOT EXISTS (SELECT 1 FROM stale)
          RETURNING id, name, data, ts
      ), planned AS (
-         -- Referenced twice, so computed once: each run's id is fixed here.
+         -- Referenced several times, so computed once: each run's id is fixed here.
          SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position,
-                COALESCE(k.priority, 0) AS priority
+                COALESCE(k.priority, 0) AS priority, k.single, k.mode
          FROM ev JOIN flow.functions f ON f.trigger = ev.name
-         LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[])
-             AS k(event_id, function_id, key, position, priority)
+         LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[],
+                          $14::text[], $15::text[])
+             AS k(event_id, function_id, key, position, priority, single, mode)
              ON k.event_id = ev.id AND k.function_id = f.id
+     ), holders AS (
+         -- The active run holding each singleton key the events name (the sender
+         -- holds the keys' locks, so this is the latest holder).
+         SELECT s.function_id, s.key, s.run_id FROM flow.singletons s
+         JOIN flow.runs h ON h.id = s.run_id AND h.status NOT IN ('completed', 'failed', 'cancelled')
+         WHERE (s.function_id, s.key) IN
+               (SELECT function_id, single FROM planned WHERE single IS NOT NULL)
+     ), picked AS (
+         -- Per singleton key, the event of the send whose run may take it: the
+         -- first (mode skip) or the last (mode cancel).
+         SELECT DISTINCT ON (function_id, single) id FROM planned
+         WHERE single IS NOT NULL
+         ORDER BY function_id, single, CASE WHEN mode = 'cancel' THEN -position ELSE position END
+     ), single_ok AS (
+         SELECT p.* FROM planned p
+         WHERE p.single IS NULL
+            OR (p.id IN (SELECT id FROM picked)
+                AND (p.mode = 'cancel'
+                     OR NOT EXISTS (SELECT 1 FROM holders h
+                                    WHERE h.function_id = p.function_id AND h.key = p.single)))
      ), claimed_keys AS (
          -- The first event of a key in the send claims it; an existing claim
          -- yields only once expired (a concurrent send's claim is waited for).
          INSERT INTO flow.idempotency_keys AS i (function_id, key, run_id, expires_at)
          SELECT DISTINCT ON (p.function_id, p.key) p.function_id, p.key, p.id,
                 clock.now + interval '24 hours'
-         FROM planned p, clock
+         FROM single_ok p, clock
          WHERE p.key IS NOT NULL
          ORDER BY p.function_id, p.key, p.position
          ON CONFLICT (function_id, key) DO UPDATE
              SET run_id = EXCLUDED.run_id, expires_at = EXCLUDED.expires_at
              WHERE i.expires_at <= (SELECT now FROM clock)
          RETURNING run_id
+     ), started AS (
+         SELECT * FROM single_ok p WHERE p.key IS NULL OR p.id IN (SELECT run_id FROM claimed_keys)
+     ), taken AS (
+         INSERT INTO flow.singletons AS s (function_id, key, run_id)
+         SELECT function_id, single, id FROM started WHERE single IS NOT NULL
+         ON CONFLICT (function_id, key) DO UPDATE SET run_id = EXCLUDED.run_id
+     ), superseded AS (
+         -- Mode cancel: the active runs whose key a started run took.
+         SELECT h.run_id,
+                'cancelled by event ' || st.event_id || ', whose run ' || st.id
+                || ' took singleton key `' || h.key || '` (singleton mode cancel)' AS reason
+         FROM holders h
+         JOIN started st ON st.function_id = h.function_id AND st.single = h.key
+                        AND st.mode = 'cancel'
      ), skipped AS (
-         SELECT p.event_id, p.function_id, p.key FROM planned p
-         WHERE p.key IS NOT NULL AND p.id NOT IN (SELECT run_id FROM claimed_keys)
+         SELECT p.event_id, p.function_id,
+                CASE WHEN p.id IN (SELECT id FROM single_ok) THEN 'idempotency'
+                     WHEN p.mode = 'skip' AND h.run_id IS NOT NULL THEN 'singleton'
+                     ELSE 'singleton_in_send' END AS why,
+                CASE WHEN p.id IN (SELECT id FROM single_ok) THEN p.key ELSE p.single END AS key,
+                h.run_id AS active
+         FROM planned p
+         LEFT JOIN holders h ON h.function_id = p.function_id AND h.key = p.single
+         WHERE p.id NOT IN (SELECT id FROM started)
      ), r AS (
          -- A priority moves the run's due time: the claim takes runs in due order.
          INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
          SELECT p.id, p.function_id, p.event_id, 'queued',
                 clock.now - p.priority * interval '1 second', clock.now
-         FROM planned p, clock
-         WHERE p.key IS NULL OR p.id IN (SELECT run_id FROM claimed_keys)
+         FROM started p, clock
          RETURNING id, event_id, function_id
      ), keys AS (
          -- Each awaited field of each event (a value too long to index, over
@@ -336,13 +456,16 @@ const SEND: &str = concat!(
          RETURNING k.name, k.field, k.value, k.waits
      ), cancel_hits AS (
          -- The runs the sent events cancel (cancel_on, migration 9), each by the
-         -- first that matches.
-         SELECT DISTINCT ON (x.run_id) x.run_id,
-                flow.cancel_on_reason(keys.name, keys.id, keys.field) AS reason
-         FROM keys
-         JOIN flow.cancel_waits x
-             ON x.name = keys.name AND x.field = keys.field AND x.value = keys.value
-         ORDER BY x.run_id, keys.id
+         -- first that matches, and the runs a singleton key's new run supersedes.
+         SELECT DISTINCT ON (c.run_id) c.run_id, c.reason
+         FROM (SELECT x.run_id, flow.cancel_on_reason(keys.name, keys.id, keys.field) AS reason,
+                      1 AS rank, keys.id AS ord
+               FROM keys
+               JOIN flow.cancel_waits x
+                   ON x.name = keys.name AND x.field = keys.field AND x.value = keys.value
+               UNION ALL
+               SELECT run_id, reason, 0, NULL FROM superseded) AS c
+         ORDER BY c.run_id, c.rank, c.ord
      ), found AS (
          -- The first of the sent events that matches each open wait of a run
          -- that is not cancelled.
@@ -369,7 +492,8 @@ const SEND: &str = concat!(
             NULL::text[] AS raced_names, NULL::text[] AS raced_fields,
             NULL::text[] AS raced_values, NULL::text[] AS awaited_names,
             NULL::bool AS stale, NULL::uuid[] AS skipped_events,
-            NULL::text[] AS skipped_functions, NULL::text[] AS skipped_keys
+            NULL::text[] AS skipped_functions, NULL::text[] AS skipped_keys,
+            NULL::text[] AS skipped_why, NULL::uuid[] AS skipped_active
      FROM r
      UNION ALL
      SELECT NULL, NULL, NULL,
@@ -381,7 +505,9 @@ const SEND: &str = concat!(
             EXISTS (SELECT 1 FROM stale),
             (SELECT array_agg(event_id) FROM skipped),
             (SELECT array_agg(function_id) FROM skipped),
-            (SELECT array_agg(key) FROM skipped)"
+            (SELECT array_agg(key) FROM skipped),
+            (SELECT array_agg(why) FROM skipped),
+            (SELECT array_agg(active) FROM skipped)"
 );
 
 /// Resolves the waits on the keys the send statement's last row lists, if any:

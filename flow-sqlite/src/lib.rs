@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_concurrency.sql")),
     (11, include_str!("../migrations/0011_idempotency.sql")),
     (12, include_str!("../migrations/0012_catalog_versions.sql")),
+    (13, include_str!("../migrations/0013_singleton.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -24,7 +24,9 @@ use flow_core::{
 };
 
 use crate::{SqliteStore, db_error, micros, time};
-use flow_core::catalog::{self, CatalogCache, SkipReason, Skipped, VERSION_LIVENESS};
+use flow_core::catalog::{
+    self, CatalogCache, SingletonMode, SkipReason, Skipped, VERSION_LIVENESS,
+};
 use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
 
@@ -985,6 +987,69 @@ async fn decide(
     ))
 }
 
+/// The active run holding singleton `key` of `function`, if any.
+async fn singleton_holder(
+    conn: &mut SqliteConnection,
+    function: &str,
+    key: &str,
+) -> Result<Option<RunId>, Error> {
+    let holder: Option<String> = sqlx::query_scalar(
+        "SELECT s.run_id FROM flow_singletons s
+         JOIN flow_runs h ON h.id = s.run_id
+         WHERE s.function_id = ? AND s.key = ?
+           AND h.status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(function)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    holder.map(|id| uuid(&id).map(RunId)).transpose()
+}
+
+/// Makes `run` the holder of singleton `key` of `function`.
+async fn take_singleton(
+    conn: &mut SqliteConnection,
+    function: &str,
+    key: &str,
+    run: RunId,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO flow_singletons (function_id, key, run_id) VALUES (?, ?, ?)
+         ON CONFLICT (function_id, key) DO UPDATE SET run_id = excluded.run_id",
+    )
+    .bind(function)
+    .bind(key)
+    .bind(run.0.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// Cancels the run a singleton key's new run superseded (mode cancel), unless it
+/// has ended; true when it was cancelled.
+async fn cancel_superseded(
+    conn: &mut SqliteConnection,
+    run: RunId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "UPDATE flow_runs
+         SET status = 'cancelled', error = ?2, error_kind = NULL, error_step = NULL,
+             finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(run.0.to_string())
+    .bind(reason)
+    .bind(micros(now))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Claims `key` of `function` for `run` for 24 hours: false when a run claimed
 /// it less than 24 hours ago (or earlier in this send).
 async fn claim_idempotency_key(
@@ -1022,6 +1087,7 @@ async fn store_events(
 ) -> Result<SendReceipt, Error> {
     let mut receipt = SendReceipt::default();
     let decided = decide(conn, events, ids, now).await?;
+    let mut taken_in_send: HashMap<(String, String), RunId> = HashMap::new();
     let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
     for (event, &id) in events.iter().zip(ids) {
         if let Some(pid) = event.producer_id() {
@@ -1089,6 +1155,43 @@ async fn store_events(
                 .decided
                 .iter()
                 .find(|d| d.event == id && d.function == function);
+            // A singleton key first: the first event of a key in the send may
+            // take it (mode skip, if no run holds it), or the last (mode cancel).
+            let mut supersede = None;
+            if let Some((key, mode)) = rules.and_then(|d| d.singleton.as_ref()) {
+                let in_send = (function.clone(), key.clone());
+                let reason = match mode {
+                    SingletonMode::Skip => match taken_in_send.get(&in_send) {
+                        Some(_) => Some(SkipReason::SingletonInSend { key: key.clone() }),
+                        None => singleton_holder(conn, &function, key).await?.map(|active| {
+                            SkipReason::Singleton {
+                                key: key.clone(),
+                                active,
+                            }
+                        }),
+                    },
+                    SingletonMode::Cancel => {
+                        let last = decided.decided.iter().rev().find(|d| {
+                            d.function == function
+                                && d.singleton.as_ref().is_some_and(|(k, _)| k == key)
+                        });
+                        if last.is_some_and(|d| d.event != id) {
+                            Some(SkipReason::SingletonInSend { key: key.clone() })
+                        } else {
+                            supersede = singleton_holder(conn, &function, key).await?;
+                            None
+                        }
+                    }
+                };
+                if let Some(reason) = reason {
+                    receipt.skipped.push(Skipped {
+                        event: id,
+                        function,
+                        reason,
+                    });
+                    continue;
+                }
+            }
             if let Some(key) = rules.and_then(|d| d.key.as_deref())
                 && !claim_idempotency_key(conn, &function, key, run, now).await?
             {
@@ -1100,6 +1203,19 @@ async fn store_events(
                     },
                 });
                 continue;
+            }
+            if let Some((key, _)) = rules.and_then(|d| d.singleton.as_ref()) {
+                take_singleton(conn, &function, key, run).await?;
+                taken_in_send.insert((function.clone(), key.clone()), run);
+                if let Some(active) = supersede {
+                    let reason = format!(
+                        "cancelled by event {id}, whose run {run} took singleton key `{key}` \
+                         (singleton mode cancel)"
+                    );
+                    if cancel_superseded(conn, active, &reason, now).await? {
+                        cancelled.push(active);
+                    }
+                }
             }
             // A priority moves the run's due time: the claim takes runs in due order.
             let priority = rules.and_then(|d| d.priority).unwrap_or(0);
