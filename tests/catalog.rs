@@ -21,8 +21,7 @@ fn version(key: &str) -> FunctionInfo {
     let mut info = FunctionInfo::new("deployed", "test/catalog.order");
     info.send_rules = SendRules {
         idempotency: Some(key.to_owned()),
-        priority: None,
-        singleton: None,
+        ..SendRules::default()
     };
     info
 }

@@ -203,8 +203,7 @@ fn info(rules: Option<&str>) -> FunctionInfo {
     let mut info = FunctionInfo::new("hand-made", "test/idempotency.hand");
     info.send_rules = SendRules {
         idempotency: rules.map(str::to_owned),
-        priority: None,
-        singleton: None,
+        ..SendRules::default()
     };
     info
 }

@@ -45,6 +45,9 @@ pub struct SendRules {
     /// `singleton(key = "<CEL>", mode = skip | cancel)`: one active run per key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub singleton: Option<SingletonRule>,
+    /// `if = "<CEL>"`: only events for which this is true start a run.
+    #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// `singleton(...)` as announced.
@@ -100,12 +103,16 @@ impl SendRules {
                 key: s.key.map(str::to_owned),
                 mode: s.mode,
             }),
+            filter: def.filter.map(str::to_owned),
         }
     }
 
     /// No rule: the function's events are never looked at when sent.
     pub fn is_empty(&self) -> bool {
-        self.idempotency.is_none() && self.priority.is_none() && self.singleton.is_none()
+        self.idempotency.is_none()
+            && self.priority.is_none()
+            && self.singleton.is_none()
+            && self.filter.is_none()
     }
 
     /// The version these rules are: their hash, `""` for none.
@@ -134,6 +141,13 @@ impl Compiled {
             _ => "",
         }
     }
+
+    fn filter_source(&self) -> &str {
+        match &self.filter {
+            Some(Ok(expr)) => expr.source(),
+            _ => "",
+        }
+    }
 }
 
 /// One function's rules, compiled, as a sender uses them.
@@ -148,6 +162,7 @@ struct Compiled {
     /// The singleton key's expression (`None`: one key for the function), and
     /// the mode.
     singleton: Option<(Option<Result<Expr, String>>, SingletonMode)>,
+    filter: Option<Result<Expr, String>>,
 }
 
 impl Compiled {
@@ -155,17 +170,18 @@ impl Compiled {
         let compile = |source: Option<String>| {
             source.map(|source| Expr::compile(&source).map_err(|e| format!("its rule {e}")))
         };
-        let (idempotency, priority, singleton) =
+        let (idempotency, priority, singleton, filter) =
             match serde_json::from_value::<SendRules>(rules.clone()) {
                 Ok(rules) => (
                     compile(rules.idempotency),
                     compile(rules.priority),
                     rules.singleton.map(|s| (compile(s.key), s.mode)),
+                    compile(rules.filter),
                 ),
                 Err(e) => {
                     // Rules a newer flow wrote: none applies, and each run says so.
                     let problem = format!("its announced rules do not read: {e}");
-                    (Some(Err(problem.clone())), Some(Err(problem)), None)
+                    (Some(Err(problem.clone())), Some(Err(problem)), None, None)
                 }
             };
         Compiled {
@@ -174,6 +190,7 @@ impl Compiled {
             idempotency,
             priority,
             singleton,
+            filter,
         }
     }
 }
@@ -283,6 +300,27 @@ impl Catalog {
                         .map_err(Clone::clone)
                         .and_then(|e| e.value(&stored))
                 };
+                // An `if` that is false decides alone: the event starts nothing.
+                match c.filter.as_ref().map(evaluate) {
+                    Some(Ok(Value::Bool(true))) | None => {}
+                    Some(Ok(Value::Bool(false))) => {
+                        decisions.decided.push(Decided {
+                            position,
+                            event: id,
+                            function: c.function_id.clone(),
+                            filtered: true,
+                            key: None,
+                            priority: None,
+                            singleton: None,
+                        });
+                        continue;
+                    }
+                    Some(Ok(other)) => problems.push(format!(
+                        "if not applied: `{}` gave {other}, not true or false",
+                        c.filter_source()
+                    )),
+                    Some(Err(problem)) => problems.push(format!("if not applied: {problem}")),
+                }
                 let key = match c.idempotency.as_ref().map(evaluate) {
                     Some(Ok(value)) => {
                         let key = Expr::as_key(value);
@@ -350,6 +388,7 @@ impl Catalog {
                         position,
                         event: id,
                         function: c.function_id.clone(),
+                        filtered: false,
                         key,
                         priority,
                         singleton,
@@ -397,6 +436,8 @@ pub struct Decided {
     pub event: EventId,
     /// The function.
     pub function: String,
+    /// Its `if` is false: the event starts no run of it (nothing else applies).
+    pub filtered: bool,
     /// Its idempotency key, storable.
     pub key: Option<String>,
     /// Seconds by which its run jumps the backlog (negative: waits).
@@ -432,6 +473,8 @@ pub enum SkipReason {
         /// The active run.
         active: crate::RunId,
     },
+    /// The function's `if` condition is false for the event.
+    Filtered,
     /// A later event of the same send has the same singleton key: with
     /// `mode = skip` the first event of a key starts the run, with `mode =
     /// cancel` the last.
@@ -452,6 +495,9 @@ impl std::fmt::Display for SkipReason {
                 f,
                 "run {active} of singleton key `{key}` is active (singleton mode skip)"
             ),
+            SkipReason::Filtered => {
+                write!(f, "the function's `if` condition is false for this event")
+            }
             SkipReason::SingletonInSend { key } => write!(
                 f,
                 "another event of this send has singleton key `{key}` and started the run"
@@ -512,8 +558,7 @@ mod tests {
     fn rules(idempotency: &str) -> SendRules {
         SendRules {
             idempotency: Some(idempotency.to_owned()),
-            priority: None,
-            singleton: None,
+            ..SendRules::default()
         }
     }
 

@@ -89,6 +89,9 @@ pub struct FunctionDef {
     /// `singleton(key = "<CEL>", mode = skip | cancel)`: one active run per key,
     /// decided when the event is sent.
     pub singleton: Option<crate::catalog::Singleton>,
+    /// `if = "<CEL>"`: only events for which this is true start a run, decided
+    /// when the event is sent.
+    pub filter: Option<&'static str>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -342,6 +345,7 @@ pub(crate) mod tests {
         idempotency: None,
         priority: None,
         singleton: None,
+        filter: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -358,6 +362,7 @@ pub(crate) mod tests {
         idempotency: None,
         priority: None,
         singleton: None,
+        filter: None,
     };
 
     #[test]

@@ -16,15 +16,7 @@ const MAX_CANCEL_ON: usize = 5;
 
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
-const NOT_BUILT_YET: &[&str] = &[
-    "throttle",
-    "rate_limit",
-    "debounce",
-    "batch_events",
-    "cron",
-    "r#if",
-    "if_",
-];
+const NOT_BUILT_YET: &[&str] = &["throttle", "rate_limit", "debounce", "batch_events", "cron"];
 
 #[derive(Default)]
 pub struct Backoff {
@@ -54,6 +46,8 @@ pub struct FunctionArgs {
     pub priority: Option<crate::cel::CheckedExpr>,
     /// `singleton(key = "<CEL>", mode = skip | cancel)`.
     pub singleton: Option<SingletonArg>,
+    /// `if = "<CEL>"`: only events for which it is true start a run.
+    pub filter: Option<crate::cel::CheckedExpr>,
 }
 
 /// `singleton(key = "<CEL>", mode = skip | cancel)`.
@@ -124,6 +118,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "idempotency",
         "priority",
         "singleton",
+        "if",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -157,6 +152,17 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                 .and_then(|lit| crate::cel::check(&lit, "priority", errors));
             }
             "singleton" => args.singleton = singleton_value(&meta, errors)?,
+            "if" => {
+                args.filter = string_value(&meta, errors, "if", "\"event.data.amount > 100\"")?
+                    .and_then(|lit| crate::cel::check(&lit, "if", errors));
+            }
+            "r#if" | "if_" | "filter" => {
+                errors.at(
+                    &meta.path,
+                    "the filter of a function is `if`: write `if = \"event.data.amount > 100\"`",
+                );
+                skip_value(&meta)?;
+            }
             "cancel_on" => {
                 if let Some(cancel) = cancel_on_value(&meta, errors)? {
                     if args.cancel_on.len() == MAX_CANCEL_ON {

@@ -164,6 +164,7 @@ pub fn function(
                     idempotency: ::core::option::Option::None,
                     priority: ::core::option::Option::None,
                     singleton: ::core::option::Option::None,
+                    filter: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -191,6 +192,7 @@ pub fn function(
     };
     let idempotency = send_rule(&args.idempotency);
     let priority = send_rule(&args.priority);
+    let filter = send_rule(&args.filter);
     let singleton = match &args.singleton {
         Some(single) => {
             let key = send_rule(&single.key);
@@ -220,6 +222,7 @@ pub fn function(
             idempotency: #idempotency,
             priority: #priority,
             singleton: #singleton,
+            filter: #filter,
         }
     };
     let concurrency = concurrency_rules(&args.concurrency, event);

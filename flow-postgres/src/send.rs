@@ -101,7 +101,8 @@ pub(crate) async fn send_on(
             .bind(&known_hashes)
             .bind(&keyed.priorities)
             .bind(&keyed.singles)
-            .bind(&keyed.modes);
+            .bind(&keyed.modes)
+            .bind(&keyed.filtered);
         let locks = keyed.singleton_locks();
         if locks.is_empty() {
             run_rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
@@ -187,6 +188,7 @@ struct Decided {
     priorities: Vec<Option<i32>>,
     singles: Vec<Option<String>>,
     modes: Vec<Option<&'static str>>,
+    filtered: Vec<bool>,
 }
 
 impl Decided {
@@ -206,6 +208,7 @@ impl Decided {
             arrays
                 .modes
                 .push(d.singleton.as_ref().map(|(_, m)| m.as_str()));
+            arrays.filtered.push(d.filtered);
             arrays.singles.push(d.singleton.map(|(key, _)| key));
         }
         arrays
@@ -315,6 +318,7 @@ impl Tail {
                     active: RunId(rows.active.get(i).copied().flatten().unwrap_or_default()),
                 },
                 Some("singleton_in_send") => SkipReason::SingletonInSend { key },
+                Some("filtered") => SkipReason::Filtered,
                 other => {
                     return Err(Error::Database(format!(
                         "the send statement skipped a run for an unknown reason {other:?}"
@@ -334,8 +338,9 @@ impl Tail {
     }
 }
 
-/// The send statement: the events, a run per matching function (each keyed run
-/// only if its idempotency key is free, due earlier or later by its priority),
+/// The send statement: the events, a run per matching function (none where its
+/// `if` is false; a keyed run only if its idempotency or singleton key is free,
+/// due earlier or later by its priority),
 /// the wait keys of their awaited fields,
 /// the waits they resolve, the runs they cancel (`cancel_on`), and one NOTIFY
 /// when any run was created or woken (delivered at commit). An event without its
@@ -365,27 +370,32 @@ const SEND: &str = concat!(
      ), planned AS (
          -- Referenced several times, so computed once: each run's id is fixed here.
          SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position,
-                COALESCE(k.priority, 0) AS priority, k.single, k.mode
+                COALESCE(k.priority, 0) AS priority, k.single, k.mode,
+                COALESCE(k.filtered, false) AS filtered
          FROM ev JOIN flow.functions f ON f.trigger = ev.name
          LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[],
-                          $14::text[], $15::text[])
-             AS k(event_id, function_id, key, position, priority, single, mode)
+                          $14::text[], $15::text[], $16::bool[])
+             AS k(event_id, function_id, key, position, priority, single, mode, filtered)
              ON k.event_id = ev.id AND k.function_id = f.id
+     ), eligible AS (
+         -- An event whose `if` is false for a function starts nothing of it, and
+         -- takes no key.
+         SELECT * FROM planned WHERE NOT filtered
      ), holders AS (
          -- The active run holding each singleton key the events name (the sender
          -- holds the keys' locks, so this is the latest holder).
          SELECT s.function_id, s.key, s.run_id FROM flow.singletons s
          JOIN flow.runs h ON h.id = s.run_id AND h.status NOT IN ('completed', 'failed', 'cancelled')
          WHERE (s.function_id, s.key) IN
-               (SELECT function_id, single FROM planned WHERE single IS NOT NULL)
+               (SELECT function_id, single FROM eligible WHERE single IS NOT NULL)
      ), picked AS (
          -- Per singleton key, the event of the send whose run may take it: the
          -- first (mode skip) or the last (mode cancel).
-         SELECT DISTINCT ON (function_id, single) id FROM planned
+         SELECT DISTINCT ON (function_id, single) id FROM eligible
          WHERE single IS NOT NULL
          ORDER BY function_id, single, CASE WHEN mode = 'cancel' THEN -position ELSE position END
      ), single_ok AS (
-         SELECT p.* FROM planned p
+         SELECT p.* FROM eligible p
          WHERE p.single IS NULL
             OR (p.id IN (SELECT id FROM picked)
                 AND (p.mode = 'cancel'
@@ -420,7 +430,8 @@ const SEND: &str = concat!(
                         AND st.mode = 'cancel'
      ), skipped AS (
          SELECT p.event_id, p.function_id,
-                CASE WHEN p.id IN (SELECT id FROM single_ok) THEN 'idempotency'
+                CASE WHEN p.filtered THEN 'filtered'
+                     WHEN p.id IN (SELECT id FROM single_ok) THEN 'idempotency'
                      WHEN p.mode = 'skip' AND h.run_id IS NOT NULL THEN 'singleton'
                      ELSE 'singleton_in_send' END AS why,
                 CASE WHEN p.id IN (SELECT id FROM single_ok) THEN p.key ELSE p.single END AS key,

@@ -940,7 +940,8 @@ async fn keep_versions(
     Ok(())
 }
 
-/// The send-time rules (`idempotency`, `priority`) of the functions `events` trigger,
+/// The send-time rules (`if`, `idempotency`, `priority`, `singleton`) of the
+/// functions `events` trigger,
 /// evaluated: read inside the send's write transaction, so always current.
 async fn decide(
     conn: &mut SqliteConnection,
@@ -1155,6 +1156,14 @@ async fn store_events(
                 .decided
                 .iter()
                 .find(|d| d.event == id && d.function == function);
+            if rules.is_some_and(|d| d.filtered) {
+                receipt.skipped.push(Skipped {
+                    event: id,
+                    function,
+                    reason: SkipReason::Filtered,
+                });
+                continue;
+            }
             // A singleton key first: the first event of a key in the send may
             // take it (mode skip, if no run holds it), or the last (mode cancel).
             let mut supersede = None;
@@ -1173,6 +1182,7 @@ async fn store_events(
                     SingletonMode::Cancel => {
                         let last = decided.decided.iter().rev().find(|d| {
                             d.function == function
+                                && !d.filtered
                                 && d.singleton.as_ref().is_some_and(|(k, _)| k == key)
                         });
                         if last.is_some_and(|d| d.event != id) {
