@@ -37,8 +37,9 @@ async fn setup() -> Setup {
     let order = FunctionInfo::new("order", "test/work.order");
     let review = FunctionInfo::new("review", "test/work.review");
     let limited = FunctionInfo::new("limited", "test/work.limited");
+    let throttled = FunctionInfo::new("throttled", "test/work.throttled");
     store
-        .register_functions(&[etl, order, review, limited], Now::Database)
+        .register_functions(&[etl, order, review, limited, throttled], Now::Database)
         .await
         .unwrap();
     let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -356,6 +357,68 @@ async fn runs_parked_on_waits_signals_and_invokes_resolve_on_another_worker_afte
     }
     assert_eq!(seen.len(), 10, "five reviews opened, five orders shipped");
     assert!(seen.values().all(|&n| n == 1), "a step ran twice: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_holds_across_two_worker_processes() {
+    let setup = setup().await;
+    let a = setup.start_worker("a", 0);
+    let b = setup.start_worker("b", 0);
+    let ready = |child: &Child| {
+        let marker = format!(
+            "{}.{}",
+            setup.effects.with_extension("ready").display(),
+            child.id()
+        );
+        std::path::Path::new(&marker).exists()
+    };
+    common::eventually(WAIT, "both workers to be up", || async {
+        ready(&a) && ready(&b)
+    })
+    .await;
+    // Three starts an hour per customer: of ten each, three start, and the
+    // others wait for the next start, an hour of real time away, whichever
+    // process claims them.
+    let events = (0..20).map(|i| {
+        let customer = ["t", "u"][i % 2];
+        NewEvent::raw(
+            "test/work.throttled",
+            serde_json::json!({ "customer": customer }),
+        )
+        .unwrap()
+    });
+    let receipt = setup.client.send_batch(events).await.unwrap();
+    let runs: Vec<flow::RunId> = receipt.runs.iter().map(|(_, run)| *run).collect();
+    let statuses = || async {
+        let mut statuses = Vec::new();
+        for run in &runs {
+            statuses.push(common::status(&setup.client, *run).await);
+        }
+        statuses
+    };
+    common::eventually(WAIT, "three runs of each customer to complete", || async {
+        statuses()
+            .await
+            .iter()
+            .filter(|s| **s == RunStatus::Completed)
+            .count()
+            == 6
+    })
+    .await;
+    let statuses = statuses().await;
+    for customer in 0..2 {
+        let started = statuses
+            .iter()
+            .skip(customer)
+            .step_by(2)
+            .filter(|s| **s != RunStatus::Queued)
+            .count();
+        assert_eq!(started, 3, "customer {customer}: {statuses:?}");
+    }
+    sigterm(&a);
+    sigterm(&b);
+    report(a);
+    report(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
-//! Flow control: how many runs of a function may execute at once (`concurrency`),
-//! enforced by the claim, in the database, so that a limit holds across every
-//! worker process.
+//! Flow control: how many runs of a function may execute at once (`concurrency`)
+//! and how fast they may start (`throttle`), enforced by the claim, in the
+//! database, so that a limit holds across every worker process.
 //!
 //! A run of a limited function holds one slot per `concurrency(...)` rule while it
 //! is `running` under a live lease: a sleeping or waiting run holds none, and the
@@ -9,9 +9,12 @@
 //! value of its CEL `key` for the run's event. The worker that first considers a
 //! run for a claim evaluates its keys (with the configuration it serves) and stores
 //! them on the run; the claim then counts the running runs of each key after
-//! locking the keys, so two claimers never both take the last slot.
+//! locking the keys, so two claimers never both take the last slot. A throttle
+//! key is locked alike, and its state (GCRA) read after the lock.
 
 use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::expr::Expr;
 use crate::{FunctionDef, StoredEvent};
@@ -65,29 +68,77 @@ pub enum ConcurrencyScope {
     Shared(&'static str),
 }
 
-/// The concurrency rules of the functions a worker serves, compiled: what a claim
-/// needs to key runs and admit them.
+/// The most `throttle(...)` rules a function may have.
+pub const MAX_THROTTLE_RULES: usize = 2;
+
+/// `#[function(throttle(limit = 10, period = "1m", burst = 2, key = "..."))]`: at
+/// most `limit` run starts per `period` per key, spread evenly (one every
+/// `period / limit`), with up to `limit + burst` at once after a quiet spell.
+/// Runs over the limit wait their turn, first in first out; none is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    /// Starts per period.
+    pub limit: u32,
+    /// The period.
+    pub period: std::time::Duration,
+    /// Starts allowed at once beyond `limit`.
+    pub burst: u32,
+    /// A CEL expression over `event` whose value is the key.
+    pub key: Option<&'static str>,
+    /// Whose runs share the key's starts.
+    pub scope: ConcurrencyScope,
+}
+
+/// The concurrency and throttle rules of the functions a worker serves,
+/// compiled: what a claim needs to key runs and admit them.
 #[derive(Debug, Default)]
 pub struct Limited {
     rules: HashMap<String, Vec<Rule>>,
     ids: Vec<String>,
 }
 
+/// A function's rule: its concurrency rules first, then its throttles, in the
+/// order of its keys.
 #[derive(Debug)]
 struct Rule {
-    limit: u32,
+    kind: RuleKind,
     /// The scope's part of every key of this rule.
     scope: String,
     key: Option<Expr>,
 }
 
-/// A due run a claim may take: its function and its keys (already evaluated).
+#[derive(Debug)]
+enum RuleKind {
+    Concurrency {
+        limit: u32,
+    },
+    /// GCRA: one start per `interval`, up to `tolerance / interval + 1` at once.
+    Throttle {
+        interval: TimeDelta,
+        tolerance: TimeDelta,
+    },
+}
+
+/// A due run a claim may take: its function, its keys (already evaluated), and
+/// whether it has started (a throttle counts starts only).
 #[derive(Clone, Debug)]
 pub struct Candidate {
     /// Its function.
     pub function_id: String,
     /// One per rule of the function, in the rules' order.
     pub keys: Vec<String>,
+    /// It ran before: a throttle does not hold it.
+    pub started: bool,
+}
+
+/// What a claim decided: the candidates it admits, and those a throttle holds,
+/// with the time their key next allows a start.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Indexes of the admitted candidates, in claim order.
+    pub admitted: Vec<usize>,
+    /// Candidates held by a throttle, and when to try them again.
+    pub throttled: Vec<(usize, DateTime<Utc>)>,
 }
 
 impl Limited {
@@ -97,24 +148,45 @@ impl Limited {
     pub fn of<'a>(defs: impl IntoIterator<Item = &'a FunctionDef>) -> Result<Limited, String> {
         let mut limited = Limited::default();
         for def in defs {
-            if def.concurrency.is_empty() {
+            if def.concurrency.is_empty() && def.throttle.is_empty() {
                 continue;
             }
-            let mut rules = Vec::with_capacity(def.concurrency.len());
-            for c in def.concurrency {
-                let key = c
-                    .key
-                    .map(Expr::compile)
+            let compile = |key: Option<&str>, what: &str| {
+                key.map(Expr::compile)
                     .transpose()
-                    .map_err(|e| format!("function `{}`: concurrency key {e}", def.id))?;
-                let scope = match c.scope {
-                    ConcurrencyScope::Function => format!("fn\u{1f}{}", def.id),
-                    ConcurrencyScope::Shared(name) => format!("shared\u{1f}{name}"),
-                };
+                    .map_err(|e| format!("function `{}`: {what} key {e}", def.id))
+            };
+            let scope_of = |scope: ConcurrencyScope| match scope {
+                ConcurrencyScope::Function => format!("fn\u{1f}{}", def.id),
+                ConcurrencyScope::Shared(name) => format!("shared\u{1f}{name}"),
+            };
+            let mut rules = Vec::with_capacity(def.concurrency.len() + def.throttle.len());
+            for c in def.concurrency {
                 rules.push(Rule {
-                    limit: c.limit,
-                    scope,
-                    key,
+                    kind: RuleKind::Concurrency { limit: c.limit },
+                    scope: scope_of(c.scope),
+                    key: compile(c.key, "concurrency")?,
+                });
+            }
+            for t in def.throttle {
+                if t.limit == 0 || t.period.is_zero() {
+                    return Err(format!(
+                        "function `{}`: a throttle needs a limit and a period above zero",
+                        def.id
+                    ));
+                }
+                let period = TimeDelta::from_std(t.period)
+                    .map_err(|e| format!("function `{}`: throttle period: {e}", def.id))?;
+                let interval = period / i32::try_from(t.limit).unwrap_or(i32::MAX);
+                let tolerance = interval * i32::try_from(t.limit + t.burst - 1).unwrap_or(i32::MAX);
+                rules.push(Rule {
+                    kind: RuleKind::Throttle {
+                        interval,
+                        tolerance,
+                    },
+                    // Throttle keys never meet concurrency keys of the same scope.
+                    scope: format!("throttle\u{1f}{}", scope_of(t.scope)),
+                    key: compile(t.key, "throttle")?,
                 });
             }
             limited.ids.push(def.id.to_owned());
@@ -145,15 +217,17 @@ impl Limited {
         let (mut functions, mut positions, mut limits) = (Vec::new(), Vec::new(), Vec::new());
         for (function, rules) in &self.rules {
             for (i, rule) in rules.iter().enumerate() {
-                functions.push(function.as_str());
-                positions.push(i as i32 + 1);
-                limits.push(i32::try_from(rule.limit).unwrap_or(i32::MAX));
+                if let RuleKind::Concurrency { limit } = rule.kind {
+                    functions.push(function.as_str());
+                    positions.push(i as i32 + 1);
+                    limits.push(i32::try_from(limit).unwrap_or(i32::MAX));
+                }
             }
         }
         (functions, positions, limits)
     }
 
-    /// Whether `function` has concurrency rules.
+    /// Whether `function` has concurrency or throttle rules.
     pub fn is_limited(&self, function: &str) -> bool {
         self.rules.contains_key(function)
     }
@@ -167,10 +241,12 @@ impl Limited {
         rules
             .iter()
             .map(|rule| {
+                let what = match rule.kind {
+                    RuleKind::Concurrency { .. } => "concurrency",
+                    RuleKind::Throttle { .. } => "throttle",
+                };
                 let value = match &rule.key {
-                    Some(expr) => expr
-                        .key(event)
-                        .map_err(|e| format!("concurrency key {e}"))?,
+                    Some(expr) => expr.key(event).map_err(|e| format!("{what} key {e}"))?,
                     None => String::new(),
                 };
                 Ok(format!("{}\u{1f}{value}", rule.scope))
@@ -184,8 +260,11 @@ impl Limited {
         let mut full = Vec::new();
         for (function, rules) in &self.rules {
             for rule in rules {
+                let RuleKind::Concurrency { limit } = rule.kind else {
+                    continue;
+                };
                 for (key, n) in running {
-                    if *n >= u64::from(rule.limit)
+                    if *n >= u64::from(limit)
                         && key
                             .strip_prefix(rule.scope.as_str())
                             .is_some_and(|v| v.starts_with('\u{1f}'))
@@ -199,19 +278,24 @@ impl Limited {
     }
 
     /// Which of `candidates` (in claim order) may start, at most `max`: each only
-    /// if every one of its keys has fewer runs executing than its function's limit
-    /// for it, counting `running` (per key) and the candidates admitted before it.
-    /// A candidate of a function these rules do not know is not admitted.
+    /// if every one of its concurrency keys has fewer runs executing than its
+    /// function's limit for it, counting `running` (per key) and the candidates
+    /// admitted before it, and, for a run that has not started, every throttle
+    /// key allows a start at `now` by `throttles` (each key's theoretical arrival
+    /// time, which admitted starts move on). A candidate of a function these
+    /// rules do not know is not admitted.
     pub fn admit(
         &self,
         candidates: &[Candidate],
         running: &HashMap<String, u64>,
+        throttles: &mut HashMap<String, DateTime<Utc>>,
+        now: DateTime<Utc>,
         max: usize,
-    ) -> Vec<usize> {
+    ) -> Admission {
         let mut taken: HashMap<&str, u64> = HashMap::new();
-        let mut admitted = Vec::new();
+        let mut admission = Admission::default();
         for (i, candidate) in candidates.iter().enumerate() {
-            if admitted.len() == max {
+            if admission.admitted.len() == max {
                 break;
             }
             let Some(rules) = self.rules.get(&candidate.function_id) else {
@@ -222,18 +306,51 @@ impl Limited {
                 continue;
             }
             let fits = rules.iter().zip(&candidate.keys).all(|(rule, key)| {
+                let RuleKind::Concurrency { limit } = rule.kind else {
+                    return true;
+                };
                 let busy = running.get(key).copied().unwrap_or(0)
                     + taken.get(key.as_str()).copied().unwrap_or(0);
-                busy < u64::from(rule.limit)
+                busy < u64::from(limit)
             });
-            if fits {
-                for key in &candidate.keys {
-                    *taken.entry(key).or_default() += 1;
-                }
-                admitted.push(i);
+            if !fits {
+                continue;
             }
+            // GCRA: a start is allowed while the key's arrival time is within the
+            // tolerance of now; each start moves it one interval on.
+            let mut held_until = None;
+            if !candidate.started {
+                for (rule, key) in rules.iter().zip(&candidate.keys) {
+                    if let RuleKind::Throttle { tolerance, .. } = rule.kind {
+                        let tat = throttles.get(key).copied().unwrap_or(now).max(now);
+                        if tat - now > tolerance {
+                            held_until = held_until.max(Some(tat - tolerance));
+                        }
+                    }
+                }
+            }
+            if let Some(until) = held_until {
+                admission.throttled.push((i, until));
+                continue;
+            }
+            for (rule, key) in rules.iter().zip(&candidate.keys) {
+                match rule.kind {
+                    RuleKind::Concurrency { .. } => *taken.entry(key).or_default() += 1,
+                    RuleKind::Throttle { interval, .. } if !candidate.started => {
+                        let tat = throttles.get(key).copied().unwrap_or(now).max(now);
+                        throttles.insert(key.clone(), tat + interval);
+                    }
+                    RuleKind::Throttle { .. } => {}
+                }
+            }
+            admission.admitted.push(i);
         }
-        admitted
+        admission
+    }
+
+    /// Whether `key` (of a candidate's keys) is a throttle's.
+    pub fn is_throttle_key(key: &str) -> bool {
+        key.starts_with("throttle\u{1f}")
     }
 }
 
@@ -308,6 +425,7 @@ mod tests {
         let candidate = |c: &str| Candidate {
             function_id: "classify".into(),
             keys: limited.keys("classify", &event(c)).expect("keys"),
+            started: false,
         };
         let candidates = [
             candidate("a"),
@@ -315,21 +433,74 @@ mod tests {
             candidate("b"),
             candidate("c"),
         ];
+        let now = chrono::Utc::now();
+        let admit = |running: &HashMap<String, u64>, max| {
+            limited
+                .admit(&candidates, running, &mut HashMap::new(), now, max)
+                .admitted
+        };
         // Per customer one, and two in all (the shared rule).
-        assert_eq!(limited.admit(&candidates, &HashMap::new(), 10), [0, 2]);
+        assert_eq!(admit(&HashMap::new(), 10), [0, 2]);
         // One shared slot is taken elsewhere: only the first fits.
         let running = HashMap::from([("shared\u{1f}llm\u{1f}".to_owned(), 1)]);
-        assert_eq!(limited.admit(&candidates, &running, 10), [0]);
+        assert_eq!(admit(&running, 10), [0]);
         // Customer `a` is busy: `b` and then `c` would, but the shared rule allows two.
         let running = HashMap::from([(candidate("a").keys[0].clone(), 1)]);
-        assert_eq!(limited.admit(&candidates, &running, 10), [2, 3]);
+        assert_eq!(admit(&running, 10), [2, 3]);
         // What a SQLite claim leaves out: `a`'s key, for this function.
         assert_eq!(
             limited.full_pairs(&running),
             [format!("classify\u{1e}{}", candidate("a").keys[0])]
         );
         // `max` caps the claim.
-        assert_eq!(limited.admit(&candidates, &HashMap::new(), 1), [0]);
+        assert_eq!(admit(&HashMap::new(), 1), [0]);
+    }
+
+    const THROTTLES: &[Throttle] = &[Throttle {
+        limit: 2,
+        period: std::time::Duration::from_secs(60),
+        burst: 1,
+        key: Some("event.data.customer"),
+        scope: ConcurrencyScope::Function,
+    }];
+
+    static THROTTLED: FunctionDef = FunctionDef {
+        id: "sync",
+        trigger: "app/sync",
+        throttle: THROTTLES,
+        ..crate::function::tests::A
+    };
+
+    #[test]
+    fn a_throttle_starts_limit_plus_burst_at_once_then_one_per_interval() {
+        let limited = Limited::of([&THROTTLED]).expect("compiles");
+        assert!(limited.is_limited("sync"));
+        assert_eq!(limited.rule_table().0.len(), 0, "no concurrency rule");
+        let candidate = |c: &str, started| Candidate {
+            function_id: "sync".into(),
+            keys: limited.keys("sync", &event(c)).expect("keys"),
+            started,
+        };
+        assert!(Limited::is_throttle_key(&candidate("a", false).keys[0]));
+        let t0 = chrono::DateTime::from_timestamp(1_000, 0).expect("a time");
+        let at = |s: i64| t0 + TimeDelta::seconds(s);
+        let mut state = HashMap::new();
+        let five: Vec<Candidate> = (0..5).map(|_| candidate("a", false)).collect();
+        // limit 2 + burst 1 at once; the rest held until the next start, 30 s on.
+        let first = limited.admit(&five, &HashMap::new(), &mut state, t0, 10);
+        assert_eq!(first.admitted, [0, 1, 2]);
+        assert_eq!(first.throttled, [(3, at(30)), (4, at(30))]);
+        // Too early: still held.
+        let early = limited.admit(&five[3..], &HashMap::new(), &mut state, at(29), 10);
+        assert!(early.admitted.is_empty());
+        // One start per 30 s.
+        let next = limited.admit(&five[3..], &HashMap::new(), &mut state, at(30), 10);
+        assert_eq!(next.admitted, [0]);
+        assert_eq!(next.throttled, [(1, at(60))]);
+        // Another key is throttled apart, and a run that started is not held.
+        let others = [candidate("b", false), candidate("a", true)];
+        let other = limited.admit(&others, &HashMap::new(), &mut state, at(30), 10);
+        assert_eq!(other.admitted, [0, 1]);
     }
 
     #[test]

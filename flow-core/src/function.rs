@@ -80,6 +80,8 @@ pub struct FunctionDef {
     pub timeouts: Timeouts,
     /// `concurrency(...)`: how many of its runs may execute at once, per key.
     pub concurrency: &'static [crate::flow_control::Concurrency],
+    /// `throttle(...)`: how many of its runs may start per period, per key.
+    pub throttle: &'static [crate::flow_control::Throttle],
     /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours,
     /// decided when the event is sent.
     pub idempotency: Option<&'static str>,
@@ -342,6 +344,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        throttle: &[],
         idempotency: None,
         priority: None,
         singleton: None,
@@ -359,6 +362,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        throttle: &[],
         idempotency: None,
         priority: None,
         singleton: None,

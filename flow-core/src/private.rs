@@ -2,7 +2,7 @@
 //! any release.
 
 pub use crate::catalog::{Singleton, SingletonMode};
-pub use crate::flow_control::{Concurrency, ConcurrencyScope};
+pub use crate::flow_control::{Concurrency, ConcurrencyScope, Throttle};
 pub use crate::function::{CancelOn, FunctionDef, Registration, Timeouts};
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
 pub use crate::{Ctx, Event, EventFields, Field, StepError};

@@ -40,6 +40,8 @@ pub struct FunctionArgs {
     pub timeouts: Timeouts,
     /// `concurrency(...)` or `concurrency = n`, in the order given.
     pub concurrency: Vec<ConcurrencyArg>,
+    /// `throttle(...)`, in the order given.
+    pub throttle: Vec<ThrottleArg>,
     /// `idempotency = "<CEL>"`: the key of which one run starts per 24 hours.
     pub idempotency: Option<crate::cel::CheckedExpr>,
     /// `priority = "<CEL>"`: seconds by which a run jumps the backlog.
@@ -81,6 +83,19 @@ impl ConcurrencyArg {
     }
 }
 
+/// The most `throttle(...)` rules (flow_core::flow_control::MAX_THROTTLE_RULES).
+const MAX_THROTTLE_RULES: usize = 2;
+
+/// One `throttle(limit = 10, period = "1m", burst = 2, key = "...", scope = ...)`.
+pub struct ThrottleArg {
+    pub limit: u32,
+    /// Milliseconds.
+    pub period: u64,
+    pub burst: u32,
+    pub key: Option<crate::cel::CheckedExpr>,
+    pub shared: Option<LitStr>,
+}
+
 /// `timeouts(start = "10m", finish = "1h")`, in milliseconds.
 #[derive(Default)]
 pub struct Timeouts {
@@ -115,6 +130,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "cancel_on",
         "timeouts",
         "concurrency",
+        "throttle",
         "idempotency",
         "priority",
         "singleton",
@@ -123,9 +139,11 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
-        // `cancel_on` and `concurrency` may be given several times, one rule each.
+        // `cancel_on`, `concurrency` and `throttle` may be given several times,
+        // one rule each.
         if key != "cancel_on"
             && key != "concurrency"
+            && key != "throttle"
             && given_twice(&meta, &key, &mut seen, "#[function]", errors)?
         {
             return Ok(());
@@ -213,6 +231,21 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                         );
                     } else {
                         args.concurrency.push(rule);
+                    }
+                }
+            }
+            "throttle" => {
+                if let Some(rule) = throttle_value(&meta, errors)? {
+                    if args.throttle.len() == MAX_THROTTLE_RULES {
+                        errors.at(
+                            &meta.path,
+                            format!(
+                                "a function takes at most {MAX_THROTTLE_RULES} `throttle` rules; \
+                                 remove one"
+                            ),
+                        );
+                    } else {
+                        args.throttle.push(rule);
                     }
                 }
             }
@@ -543,6 +576,122 @@ fn concurrency_value(
     }
     Ok(match (limit, bad) {
         (Some(limit), false) => Some(ConcurrencyArg { limit, key, shared }),
+        _ => None,
+    })
+}
+
+/// `throttle(limit = 10, period = "1m", burst = 2, key = "<CEL>", scope = fn |
+/// shared("name"))`, `limit` and `period` required.
+fn throttle_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<ThrottleArg>> {
+    const EXAMPLE: &str = "`throttle(limit = 10, period = \"1m\")` (ten run starts a minute, \
+                           spread evenly; add `burst = 5` to start up to fifteen at once, \
+                           `key = \"event.data.customer_id\"` for a throttle per key)";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`throttle` needs a limit and a period: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut limit, mut period, mut burst, mut key, mut shared) = (None, None, 0, None, None);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "throttle(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "limit" => match value_expr(&inner, errors, "limit", "10")? {
+                Some(expr) => {
+                    limit = concurrency_limit(&expr, errors);
+                    bad |= limit.is_none();
+                }
+                None => bad = true,
+            },
+            "burst" => match value_expr(&inner, errors, "burst", "5")? {
+                Some(Expr::Lit(ExprLit {
+                    lit: Lit::Int(int), ..
+                })) if int
+                    .base10_parse::<u64>()
+                    .is_ok_and(|n| n <= MAX_CONCURRENCY_LIMIT) =>
+                {
+                    burst = int.base10_parse::<u32>().unwrap_or(0);
+                }
+                Some(other) => {
+                    errors.at(
+                        &other,
+                        format!(
+                            "`burst` is an integer literal from 0 to {MAX_CONCURRENCY_LIMIT}: the \
+                             starts allowed at once beyond `limit`"
+                        ),
+                    );
+                    bad = true;
+                }
+                None => bad = true,
+            },
+            "period" => match string_value(&inner, errors, "period", "\"1m\"")? {
+                Some(lit) => match parse_duration(&lit.value()) {
+                    Ok(0) => {
+                        errors.at(&lit, "a throttle's `period` must be longer than zero");
+                        bad = true;
+                    }
+                    Ok(ms) if ms > MAX_TIMEOUT_MS => {
+                        errors.at(&lit, "a throttle's `period` is at most 366 days");
+                        bad = true;
+                    }
+                    Ok(ms) => period = Some(ms),
+                    Err(problem) => {
+                        errors.at(&lit, format!("`period`: {problem}"));
+                        bad = true;
+                    }
+                },
+                None => bad = true,
+            },
+            "key" => match string_value(&inner, errors, "key", "\"event.data.customer_id\"")? {
+                Some(lit) => {
+                    key = crate::cel::check(&lit, "key", errors);
+                    bad |= key.is_none();
+                }
+                None => bad = true,
+            },
+            "scope" => match scope_value(&inner, errors)? {
+                Ok(scope) => shared = scope,
+                Err(()) => bad = true,
+            },
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key(
+                        "throttle(...)",
+                        other,
+                        &["limit", "period", "burst", "key", "scope"],
+                    ),
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if (limit.is_none() || period.is_none()) && !bad {
+        errors.at(
+            &meta.path,
+            format!("`throttle` needs a `limit` and a `period`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (limit, period, bad) {
+        (Some(limit), Some(period), false) => Some(ThrottleArg {
+            limit,
+            period,
+            burst,
+            key,
+            shared,
+        }),
         _ => None,
     })
 }

@@ -161,6 +161,7 @@ pub fn function(
                     cancel_on: &[],
                     timeouts: ::flow::__private::Timeouts::NONE,
                     concurrency: &[],
+                    throttle: &[],
                     idempotency: ::core::option::Option::None,
                     priority: ::core::option::Option::None,
                     singleton: ::core::option::Option::None,
@@ -219,6 +220,7 @@ pub fn function(
             cancel_on: __FLOW_CANCEL_ON,
             timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
             concurrency: __FLOW_CONCURRENCY,
+            throttle: __FLOW_THROTTLE,
             idempotency: #idempotency,
             priority: #priority,
             singleton: #singleton,
@@ -226,6 +228,7 @@ pub fn function(
         }
     };
     let concurrency = concurrency_rules(&args.concurrency, event);
+    let throttle = throttle_rules(&args.throttle, event);
     // `cancel_on`: each field is read through the event type's accessors, spanned
     // at the user's token, so a field the event does not have is a compile error
     // there, and the name stored is the one serde writes (its renames applied).
@@ -248,6 +251,7 @@ pub fn function(
     let generated = quote! {
         #cancel_on
         #concurrency
+        #throttle
         const _: () = { #(#send_rule_checks)* };
 
         #[allow(non_local_definitions)]
@@ -457,6 +461,43 @@ fn data_field_checks(expr: &crate::cel::CheckedExpr, event: &syn::Type) -> Vec<T
             }
         })
         .collect()
+}
+
+/// `__FLOW_THROTTLE`, the function's throttles, and the check of the fields their
+/// keys read.
+fn throttle_rules(rules: &[crate::attr::ThrottleArg], event: &syn::Type) -> TokenStream {
+    let mut checks = Vec::new();
+    let values: Vec<TokenStream> = rules
+        .iter()
+        .map(|rule| {
+            let (limit, period, burst) = (rule.limit, rule.period, rule.burst);
+            let key = match &rule.key {
+                Some(key) => {
+                    checks.extend(data_field_checks(key, event));
+                    let lit = &key.lit;
+                    quote!(::core::option::Option::Some(#lit))
+                }
+                None => quote!(::core::option::Option::None),
+            };
+            let scope = match &rule.shared {
+                Some(name) => quote!(::flow::__private::ConcurrencyScope::Shared(#name)),
+                None => quote!(::flow::__private::ConcurrencyScope::Function),
+            };
+            quote! {
+                ::flow::__private::Throttle {
+                    limit: #limit,
+                    period: ::flow::__private::Duration::from_millis(#period),
+                    burst: #burst,
+                    key: #key,
+                    scope: #scope,
+                }
+            }
+        })
+        .collect();
+    quote! {
+        const __FLOW_THROTTLE: &[::flow::__private::Throttle] = &[#(#values),*];
+        const _: () = { #(#checks)* };
+    }
 }
 
 /// `__FLOW_CONCURRENCY`, the function's concurrency rules, and the check of every

@@ -1,14 +1,17 @@
-//! The claim of runs of limited functions (`concurrency(...)`, migration 12), in
-//! one transaction:
+//! The claim of runs of limited functions (`concurrency(...)`, migration 12, and
+//! `throttle(...)`, migration 16), in one transaction:
 //!
 //! 1. the due runs of those functions whose keys are not known to be full, in due
 //!    order, locked (`SKIP LOCKED`): the candidates;
 //! 2. the keys of candidates not keyed yet, evaluated here from their events;
 //! 3. the candidates' keys locked (advisory, sorted), so that claimers of a key
 //!    take turns: each counts only after the one before it committed;
-//! 4. the running runs of those keys counted (a statement begun after the locks
+//! 4. the running runs of those keys counted, and the state of the throttle keys
+//!    of runs that have not started read (a statement begun after the locks
 //!    sees every claim that held them before);
-//! 5. the admitted candidates leased, and the new keys of the others stored.
+//! 5. the admitted candidates leased, the new keys of the others stored, the
+//!    throttle states moved on, and the runs a throttle holds made due at their
+//!    key's next start.
 //!
 //! Step 1 leaves out runs whose keys were full when it began, so a key with a long
 //! backlog does not fill every claim with runs that cannot start: the other keys
@@ -16,6 +19,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
@@ -76,7 +80,8 @@ const CANDIDATES: &str = concat!(
      ), ",
     running_sql!("(SELECT now FROM clock)"),
     "
-     SELECT r.id, r.function_id, r.concurrency_keys AS keys,
+     SELECT r.id, r.function_id, r.concurrency_keys AS keys, r.started_at IS NOT NULL AS started,
+            (SELECT now FROM clock) AS claim_now,
             e.id AS event_id, e.name, e.data, e.ts
      FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
      WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
@@ -88,7 +93,9 @@ const CANDIDATES: &str = concat!(
        AND (r.concurrency_keys IS NULL OR NOT ",
     full_sql!(),
     ")
-     ORDER BY r.not_before
+     -- Ties in due order by id (time-ordered): a throttle's held runs, all due at
+     -- its next start, go first in first out.
+     ORDER BY r.not_before, r.id
      LIMIT $6
      FOR UPDATE OF r SKIP LOCKED"
 );
@@ -107,6 +114,17 @@ const LEASE: &str = concat!(
          SET concurrency_keys = ARRAY(SELECT jsonb_array_elements_text(k.keys))
          FROM unnest($2::uuid[], $3::jsonb[]) AS k(id, keys)
          WHERE r.id = k.id
+         RETURNING 1
+     ), throttled AS (
+         -- Runs a throttle holds wait for their key's next start (migration 16).
+         UPDATE flow.runs r SET not_before = t.until
+         FROM unnest($10::uuid[], $11::timestamptz[]) AS t(id, until)
+         WHERE r.id = t.id
+         RETURNING 1
+     ), throttle_state AS (
+         INSERT INTO flow.throttles AS t (key, tat)
+         SELECT * FROM unnest($8::text[], $9::timestamptz[])
+         ON CONFLICT (key) DO UPDATE SET tat = EXCLUDED.tat
          RETURNING 1
      ), ",
     claim_sql!(
@@ -171,6 +189,7 @@ pub(crate) async fn claim(
         .keyed
         .iter()
         .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
+        .filter(|k| !Limited::is_throttle_key(k))
         .collect();
     let running: HashMap<String, u64> = sqlx::query(
         "SELECT k.key, count(*) AS n
@@ -199,18 +218,58 @@ pub(crate) async fn claim(
         .take(max)
         .map(|id| (*id, None))
         .collect();
+    // The throttle keys of runs that have not started, with their state, read
+    // after the locks like the running counts.
+    let throttle_keys: Vec<&str> = candidates
+        .keyed
+        .iter()
+        .filter(|(_, c, _)| !c.started)
+        .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
+        .filter(|k| Limited::is_throttle_key(k))
+        .collect();
+    let mut throttles: HashMap<String, DateTime<Utc>> = HashMap::new();
+    if !throttle_keys.is_empty() {
+        for row in sqlx::query("SELECT key, tat FROM flow.throttles WHERE key = ANY($1)")
+            .bind(&throttle_keys)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+        {
+            throttles.insert(
+                row.try_get("key").map_err(db_error)?,
+                row.try_get("tat").map_err(db_error)?,
+            );
+        }
+    }
+    let before = throttles.clone();
+    let claim_now: DateTime<Utc> = rows[0].try_get("claim_now").map_err(db_error)?;
     let for_admission: Vec<Candidate> =
         candidates.keyed.iter().map(|(_, c, _)| c.clone()).collect();
-    let chosen = limited.admit(&for_admission, &running, max - admitted.len());
+    let admission = limited.admit(
+        &for_admission,
+        &running,
+        &mut throttles,
+        claim_now,
+        max - admitted.len(),
+    );
     let mut waiting = Vec::new();
     for (i, (id, candidate, fresh)) in candidates.keyed.iter().enumerate() {
         let keys = fresh.then(|| Value::from(candidate.keys.clone()));
-        if chosen.contains(&i) {
+        if admission.admitted.contains(&i) {
             admitted.push((*id, keys));
         } else if let Some(keys) = keys {
             waiting.push((*id, keys));
         }
     }
+    let (held_ids, held_until): (Vec<Uuid>, Vec<DateTime<Utc>>) = admission
+        .throttled
+        .iter()
+        .map(|(i, until)| (candidates.keyed[*i].0, *until))
+        .unzip();
+    let (state_keys, state_tats): (Vec<String>, Vec<DateTime<Utc>>) = throttles
+        .into_iter()
+        .filter(|(key, tat)| before.get(key) != Some(tat))
+        .unzip();
     let (waiting_ids, waiting_keys): (Vec<Uuid>, Vec<Value>) = waiting.into_iter().unzip();
     let (admitted_ids, admitted_keys): (Vec<Uuid>, Vec<Option<Value>>) =
         admitted.into_iter().unzip();
@@ -222,6 +281,10 @@ pub(crate) async fn claim(
         .bind(request.lease.as_secs_f64())
         .bind(&admitted_ids)
         .bind(&admitted_keys)
+        .bind(&state_keys)
+        .bind(&state_tats)
+        .bind(&held_ids)
+        .bind(&held_until)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -269,9 +332,16 @@ fn candidates(rows: &[PgRow], limited: &Limited) -> Result<Candidates, Error> {
             }
         };
         let fresh = stored.as_ref() != Some(&keys);
-        found
-            .keyed
-            .push((id, Candidate { function_id, keys }, fresh));
+        let started: bool = row.try_get("started").map_err(read)?;
+        found.keyed.push((
+            id,
+            Candidate {
+                function_id,
+                keys,
+                started,
+            },
+            fresh,
+        ));
     }
     Ok(found)
 }

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (13, include_str!("../migrations/0013_idempotency.sql")),
     (14, include_str!("../migrations/0014_catalog_versions.sql")),
     (15, include_str!("../migrations/0015_singleton.sql")),
+    (16, include_str!("../migrations/0016_throttle.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

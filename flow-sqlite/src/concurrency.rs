@@ -1,4 +1,5 @@
-//! The claim of runs of limited functions (`concurrency(...)`, migration 10),
+//! The claim of runs of limited functions (`concurrency(...)`, migration 10, and
+//! `throttle(...)`, migration 14),
 //! inside the claim's write transaction: SQLite has one writer at a time, so the
 //! running runs it counts cannot change before the claim commits.
 //!
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use flow_core::flow_control::Candidate;
+use flow_core::flow_control::{Candidate, Limited};
 use flow_core::store::{ClaimRequest, ClaimedRun};
 use flow_core::{Error, EventId, StoredEvent};
 
@@ -73,6 +74,7 @@ pub(crate) async fn claim(
     let functions = serde_json::to_string(limited.ids()).expect("strings serialize");
     let rows = sqlx::query(concat!(
         "SELECT r.id, r.function_id, r.concurrency_keys AS keys,
+                r.started_at IS NOT NULL AS started,
                 e.id AS event_id, e.name, e.data, e.ts
          FROM flow_runs r JOIN flow_events e ON e.id = r.event_id
          WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked') AND r.not_before <= ?1
@@ -83,7 +85,7 @@ pub(crate) async fn claim(
            AND ",
         not_full_sql!("?3"),
         "
-         ORDER BY r.not_before
+         ORDER BY r.not_before, r.id
          LIMIT ?4"
     ))
     .bind(micros(now))
@@ -112,14 +114,50 @@ pub(crate) async fn claim(
                 let fresh = stored
                     .and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok())
                     .is_none_or(|stored| stored != keys);
-                keyed.push((id, Candidate { function_id, keys }, fresh));
+                let started: bool = row.try_get("started").map_err(read)?;
+                let candidate = Candidate {
+                    function_id,
+                    keys,
+                    started,
+                };
+                keyed.push((id, candidate, fresh));
             }
             Err(problem) => unkeyable.push((id, problem)),
         }
     }
     unkeyable.truncate(max);
+    let mut throttles = throttle_state(conn, &keyed).await?;
+    let before = throttles.clone();
     let for_admission: Vec<Candidate> = keyed.iter().map(|(_, c, _)| c.clone()).collect();
-    let chosen = limited.admit(&for_admission, &running, max - unkeyable.len());
+    let admission = limited.admit(
+        &for_admission,
+        &running,
+        &mut throttles,
+        now,
+        max - unkeyable.len(),
+    );
+    for (key, tat) in &throttles {
+        if before.get(key) != Some(tat) {
+            sqlx::query(
+                "INSERT INTO flow_throttles (key, tat) VALUES (?, ?)
+                 ON CONFLICT (key) DO UPDATE SET tat = excluded.tat",
+            )
+            .bind(key)
+            .bind(micros(*tat))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    // Runs a throttle holds wait for their key's next start.
+    for (i, until) in &admission.throttled {
+        sqlx::query("UPDATE flow_runs SET not_before = ? WHERE id = ?")
+            .bind(micros(*until))
+            .bind(&keyed[*i].0)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    }
 
     let mut claimed = Vec::new();
     for (id, problem) in unkeyable {
@@ -131,7 +169,7 @@ pub(crate) async fn claim(
     }
     for (i, (id, candidate, fresh)) in keyed.iter().enumerate() {
         let keys = fresh.then(|| serde_json::to_string(&candidate.keys).expect("strings"));
-        if chosen.contains(&i) {
+        if admission.admitted.contains(&i) {
             if let Some(row) = lease(conn, request, id, keys, now).await? {
                 claimed.push(claimed_run(conn, &row, request.owner).await?);
             }
@@ -145,6 +183,37 @@ pub(crate) async fn claim(
         }
     }
     Ok(claimed)
+}
+
+/// The state (theoretical arrival time) of the throttle keys of candidates that
+/// have not started.
+async fn throttle_state(
+    conn: &mut SqliteConnection,
+    keyed: &[(String, Candidate, bool)],
+) -> Result<HashMap<String, DateTime<Utc>>, Error> {
+    let keys: Vec<&str> = keyed
+        .iter()
+        .filter(|(_, c, _)| !c.started)
+        .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
+        .filter(|k| Limited::is_throttle_key(k))
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys = serde_json::to_string(&keys).expect("strings serialize");
+    sqlx::query("SELECT key, tat FROM flow_throttles WHERE key IN (SELECT value FROM json_each(?))")
+        .bind(keys)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("key").map_err(db_error)?,
+                time(row.try_get("tat").map_err(db_error)?),
+            ))
+        })
+        .collect()
 }
 
 /// Leases one candidate, storing its keys when they were evaluated now.

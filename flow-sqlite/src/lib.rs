@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_idempotency.sql")),
     (12, include_str!("../migrations/0012_catalog_versions.sql")),
     (13, include_str!("../migrations/0013_singleton.sql")),
+    (14, include_str!("../migrations/0014_throttle.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

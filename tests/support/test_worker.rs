@@ -156,6 +156,21 @@ async fn limited(ctx: &Ctx, event: Limited) -> Result<(), FlowError> {
     Ok(hold(ctx, event.customer).await?)
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.throttled")]
+struct Throttled {
+    customer: String,
+}
+
+/// Three starts an hour per customer, across every worker process.
+#[function(
+    event = "test/work.throttled",
+    throttle(limit = 3, period = "1h", key = "event.data.customer")
+)]
+async fn throttled(_ctx: &Ctx, event: Throttled) -> Result<String, FlowError> {
+    Ok(event.customer)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
