@@ -191,3 +191,25 @@ async fn trial_reminders_stop_for_the_user_who_subscribed() {
         assert!(stdout.contains("its `user_id` matches"), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn llm_rate_limited_starts_paying_customers_first_and_spreads_the_rest() {
+    let url = common::fresh_database().await;
+    for url in [Some(url.as_str()), None] {
+        let (stdout, _) = run("llm_rate_limited", url);
+        assert!(
+            stdout.contains("sent 6 threads, which started 6 runs"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("paying customers' threads started first: [5, 6]"),
+            "{stdout}"
+        );
+        // Two at once, then one every 30 s: the last starts two minutes after.
+        assert!(
+            stdout.contains("6 of 6 threads classified, spread over 120 s"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("thread 5: billing"), "{stdout}");
+    }
+}

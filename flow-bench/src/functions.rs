@@ -48,8 +48,13 @@ pub struct Keyed {
     pub key: u64,
 }
 
-/// `three_steps` with one run at a time per key (scenario 9).
-#[function(event = "bench/keyed", concurrency(limit = 1, key = "event.data.key"))]
+/// `three_steps` with one run at a time per key, under one throttle shared by
+/// every run, high enough never to hold one (scenario 9: the cost of enforcing).
+#[function(
+    event = "bench/keyed",
+    concurrency(limit = 1, key = "event.data.key"),
+    throttle(limit = 100000, period = "1s", scope = shared("bench"))
+)]
 pub async fn keyed_three_steps(ctx: &Ctx, event: Keyed) -> Result<u64, FlowError> {
     let a = first(ctx, event.n).await?;
     let b = second(ctx, a).await?;
