@@ -185,3 +185,50 @@ async fn concurrent_senders_of_one_key_start_one_run() {
     let started: usize = senders.join_all().await.into_iter().sum();
     assert_eq!(started, 3, "one run per key across all senders");
 }
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/singleton.order")]
+struct Order {
+    user: String,
+    order: u32,
+}
+
+#[function(
+    event = "test/singleton.order",
+    singleton(key = "event.data.user", mode = skip),
+    idempotency = "event.data.order"
+)]
+async fn fulfil(_ctx: &Ctx, event: Order) -> Result<u32, FlowError> {
+    Ok(event.order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_event_of_a_key_in_a_send_is_picked_even_when_its_idempotency_key_is_taken() {
+    let (store, _) = common::store().await;
+    let client = flow::Client::new(store.clone());
+    common::worker(&store)
+        .register::<fulfil>()
+        .build()
+        .unwrap()
+        .announce()
+        .await
+        .unwrap();
+    let order = |order| Order {
+        user: "x".into(),
+        order,
+    };
+    let first = client.send(order(1)).await.unwrap().runs[0].1;
+    let view = client.cancel(first, "done with it").await.unwrap();
+    assert_eq!(view.status, RunStatus::Cancelled);
+    // The key is free again; order 1's idempotency key is not.
+    let batch = client.send_batch([order(1), order(2)]).await.unwrap();
+    assert!(batch.runs.is_empty(), "{:?}", batch.runs);
+    let reasons: Vec<&SkipReason> = batch.skipped.iter().map(|s| &s.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            &SkipReason::Idempotency { key: "1".into() },
+            &SkipReason::SingletonInSend { key: "x".into() }
+        ]
+    );
+}

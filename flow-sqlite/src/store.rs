@@ -1088,7 +1088,8 @@ async fn store_events(
 ) -> Result<SendReceipt, Error> {
     let mut receipt = SendReceipt::default();
     let decided = decide(conn, events, ids, now).await?;
-    let mut taken_in_send: HashMap<(String, String), RunId> = HashMap::new();
+    // The singleton keys whose event (the first, mode skip) this send picked.
+    let mut picked_in_send: std::collections::HashSet<(String, String)> = Default::default();
     let mut first_in_batch: HashMap<&str, EventId> = HashMap::new();
     for (event, &id) in events.iter().zip(ids) {
         if let Some(pid) = event.producer_id() {
@@ -1170,14 +1171,21 @@ async fn store_events(
             if let Some((key, mode)) = rules.and_then(|d| d.singleton.as_ref()) {
                 let in_send = (function.clone(), key.clone());
                 let reason = match mode {
-                    SingletonMode::Skip => match taken_in_send.get(&in_send) {
-                        Some(_) => Some(SkipReason::SingletonInSend { key: key.clone() }),
-                        None => singleton_holder(conn, &function, key).await?.map(|active| {
-                            SkipReason::Singleton {
-                                key: key.clone(),
-                                active,
-                            }
+                    // The first event of a key is picked whether or not its run
+                    // then starts (as the PostgreSQL statement does): the later
+                    // events of the key in this send start nothing.
+                    SingletonMode::Skip if picked_in_send.contains(&in_send) => {
+                        Some(SkipReason::SingletonInSend { key: key.clone() })
+                    }
+                    SingletonMode::Skip => match singleton_holder(conn, &function, key).await? {
+                        Some(active) => Some(SkipReason::Singleton {
+                            key: key.clone(),
+                            active,
                         }),
+                        None => {
+                            picked_in_send.insert(in_send);
+                            None
+                        }
                     },
                     SingletonMode::Cancel => {
                         let last = decided.decided.iter().rev().find(|d| {
@@ -1216,7 +1224,6 @@ async fn store_events(
             }
             if let Some((key, _)) = rules.and_then(|d| d.singleton.as_ref()) {
                 take_singleton(conn, &function, key, run).await?;
-                taken_in_send.insert((function.clone(), key.clone()), run);
                 if let Some(active) = supersede {
                     let reason = format!(
                         "cancelled by event {id}, whose run {run} took singleton key `{key}` \
