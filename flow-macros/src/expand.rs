@@ -463,6 +463,30 @@ fn data_field_checks(expr: &crate::cel::CheckedExpr, event: &syn::Type) -> Vec<T
         .collect()
 }
 
+/// A keyed rule's `key` (with the check of the fields it reads, pushed to
+/// `checks`) and `scope`, as the `Option<&str>` and `ConcurrencyScope` that
+/// `Concurrency` and `Throttle` take.
+fn key_and_scope(
+    key: &Option<crate::cel::CheckedExpr>,
+    shared: &Option<syn::LitStr>,
+    event: &syn::Type,
+    checks: &mut Vec<TokenStream>,
+) -> (TokenStream, TokenStream) {
+    let key = match key {
+        Some(key) => {
+            checks.extend(data_field_checks(key, event));
+            let lit = &key.lit;
+            quote!(::core::option::Option::Some(#lit))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let scope = match shared {
+        Some(name) => quote!(::flow::__private::ConcurrencyScope::Shared(#name)),
+        None => quote!(::flow::__private::ConcurrencyScope::Function),
+    };
+    (key, scope)
+}
+
 /// `__FLOW_THROTTLE`, the function's throttles, and the check of the fields their
 /// keys read.
 fn throttle_rules(rules: &[crate::attr::ThrottleArg], event: &syn::Type) -> TokenStream {
@@ -471,18 +495,7 @@ fn throttle_rules(rules: &[crate::attr::ThrottleArg], event: &syn::Type) -> Toke
         .iter()
         .map(|rule| {
             let (limit, period, burst) = (rule.limit, rule.period, rule.burst);
-            let key = match &rule.key {
-                Some(key) => {
-                    checks.extend(data_field_checks(key, event));
-                    let lit = &key.lit;
-                    quote!(::core::option::Option::Some(#lit))
-                }
-                None => quote!(::core::option::Option::None),
-            };
-            let scope = match &rule.shared {
-                Some(name) => quote!(::flow::__private::ConcurrencyScope::Shared(#name)),
-                None => quote!(::flow::__private::ConcurrencyScope::Function),
-            };
+            let (key, scope) = key_and_scope(&rule.key, &rule.shared, event, &mut checks);
             quote! {
                 ::flow::__private::Throttle {
                     limit: #limit,
@@ -504,25 +517,16 @@ fn throttle_rules(rules: &[crate::attr::ThrottleArg], event: &syn::Type) -> Toke
 /// field their keys read under `event.data` ([`data_field_checks`]).
 fn concurrency_rules(rules: &[crate::attr::ConcurrencyArg], event: &syn::Type) -> TokenStream {
     let mut checks = Vec::new();
-    let values = rules.iter().map(|rule| {
-        let limit = rule.limit;
-        let key = match &rule.key {
-            Some(key) => {
-                checks.extend(data_field_checks(key, event));
-                let lit = &key.lit;
-                quote!(::core::option::Option::Some(#lit))
+    let values: Vec<TokenStream> = rules
+        .iter()
+        .map(|rule| {
+            let limit = rule.limit;
+            let (key, scope) = key_and_scope(&rule.key, &rule.shared, event, &mut checks);
+            quote! {
+                ::flow::__private::Concurrency { limit: #limit, key: #key, scope: #scope }
             }
-            None => quote!(::core::option::Option::None),
-        };
-        let scope = match &rule.shared {
-            Some(name) => quote!(::flow::__private::ConcurrencyScope::Shared(#name)),
-            None => quote!(::flow::__private::ConcurrencyScope::Function),
-        };
-        quote! {
-            ::flow::__private::Concurrency { limit: #limit, key: #key, scope: #scope }
-        }
-    });
-    let values: Vec<TokenStream> = values.collect();
+        })
+        .collect();
     quote! {
         const __FLOW_CONCURRENCY: &[::flow::__private::Concurrency] = &[#(#values),*];
         const _: () = { #(#checks)* };

@@ -400,19 +400,8 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
-        let cancelled = sqlx::query(
-            "UPDATE flow_runs
-             SET status = 'cancelled', error = ?2, error_kind = NULL, error_step = NULL,
-                 finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
-        )
-        .bind(run.0.to_string())
-        .bind(reason)
-        .bind(micros(now.or_local()))
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let cancelled = cancelled.rows_affected() == 1;
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        let cancelled = cancel_run(&mut conn, run, reason, now.or_local()).await?;
         if cancelled {
             self.finishes.announce(vec![run]);
             self.wake_after_ending(1);
@@ -1028,9 +1017,9 @@ async fn take_singleton(
     Ok(())
 }
 
-/// Cancels the run a singleton key's new run superseded (mode cancel), unless it
-/// has ended; true when it was cancelled.
-async fn cancel_superseded(
+/// Cancels `run` with `reason` unless it has ended (a client's cancel, or the run
+/// a singleton key's new run superseded); true when it was cancelled.
+async fn cancel_run(
     conn: &mut SqliteConnection,
     run: RunId,
     reason: &str,
@@ -1229,7 +1218,7 @@ async fn store_events(
                         "cancelled by event {id}, whose run {run} took singleton key `{key}` \
                          (singleton mode cancel)"
                     );
-                    if cancel_superseded(conn, active, &reason, now).await? {
+                    if cancel_run(conn, active, &reason, now).await? {
                         cancelled.push(active);
                     }
                 }
