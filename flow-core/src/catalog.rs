@@ -1,6 +1,6 @@
 //! The function catalog: what a sender must know of the functions an event
-//! triggers to decide, when the event is sent, whether each starts a run
-//! (`idempotency`).
+//! triggers to decide, when the event is sent, whether and when each starts a run
+//! (`if`, `idempotency`, `priority`, `singleton`).
 //!
 //! Workers announce each function's send-time rules with a hash of them. A
 //! sender keeps the rules it compiled last ([`CatalogCache`]); its send statement
@@ -113,11 +113,6 @@ impl SendRules {
             && self.priority.is_none()
             && self.singleton.is_none()
             && self.filter.is_none()
-    }
-
-    /// The version these rules are: their hash, `""` for none.
-    pub fn version(&self) -> String {
-        self.announced().map(|(_, hash)| hash).unwrap_or_default()
     }
 
     /// The rules as stored in the catalog, with their hash; `None` when there are
