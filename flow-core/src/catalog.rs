@@ -129,65 +129,83 @@ impl SendRules {
     }
 }
 
-impl Compiled {
-    fn priority_source(&self) -> &str {
-        match &self.priority {
-            Some(Ok(expr)) => expr.source(),
-            _ => "",
-        }
-    }
-
-    fn filter_source(&self) -> &str {
-        match &self.filter {
-            Some(Ok(expr)) => expr.source(),
-            _ => "",
-        }
-    }
-}
-
 /// One function's rules, compiled, as a sender uses them.
 #[derive(Debug)]
 struct Compiled {
     function_id: String,
     hash: String,
-    /// Each rule's expression, or why it cannot be used (rules a newer flow
-    /// wrote, or an expression that does not compile: only hand-made definitions).
-    idempotency: Option<Result<Expr, String>>,
-    priority: Option<Result<Expr, String>>,
+    /// Why none of its rules applies: they do not read (rules a newer flow
+    /// wrote). Each event it gets starts its run, and says so.
+    unreadable: Option<String>,
+    /// Each rule's expression, or why it does not compile (only hand-made
+    /// definitions get past the macro's check).
+    idempotency: Option<Rule>,
+    priority: Option<Rule>,
     /// The singleton key's expression (`None`: one key for the function), and
     /// the mode.
-    singleton: Option<(Option<Result<Expr, String>>, SingletonMode)>,
-    filter: Option<Result<Expr, String>>,
+    singleton: Option<(Option<Rule>, SingletonMode)>,
+    filter: Option<Rule>,
 }
+
+/// A rule's compiled expression, or why it does not compile.
+type Rule = Result<Expr, String>;
 
 impl Compiled {
     fn new(function_id: &str, hash: &str, rules: &Value) -> Compiled {
         let compile = |source: Option<String>| {
             source.map(|source| Expr::compile(&source).map_err(|e| format!("its rule {e}")))
         };
-        let (idempotency, priority, singleton, filter) =
-            match serde_json::from_value::<SendRules>(rules.clone()) {
-                Ok(rules) => (
-                    compile(rules.idempotency),
-                    compile(rules.priority),
-                    rules.singleton.map(|s| (compile(s.key), s.mode)),
-                    compile(rules.filter),
-                ),
-                Err(e) => {
-                    // Rules a newer flow wrote: none applies, and each run says so.
-                    let problem = format!("its announced rules do not read: {e}");
-                    (Some(Err(problem.clone())), Some(Err(problem)), None, None)
-                }
-            };
+        let (rules, unreadable) = match serde_json::from_value::<SendRules>(rules.clone()) {
+            Ok(rules) => (rules, None),
+            Err(e) => (
+                SendRules::default(),
+                Some(format!("its announced rules do not read: {e}")),
+            ),
+        };
         Compiled {
             function_id: function_id.to_owned(),
             hash: hash.to_owned(),
-            idempotency,
-            priority,
-            singleton,
-            filter,
+            unreadable,
+            idempotency: compile(rules.idempotency),
+            priority: compile(rules.priority),
+            singleton: rules.singleton.map(|s| (compile(s.key), s.mode)),
+            filter: compile(rules.filter),
         }
     }
+}
+
+/// `rule` evaluated on `event`, or why it could not be.
+fn evaluate(rule: &Rule, event: &StoredEvent) -> Result<Value, String> {
+    rule.as_ref()
+        .map_err(Clone::clone)
+        .and_then(|e| e.value(event))
+}
+
+/// The source of a rule that compiled, for messages.
+fn source(rule: &Rule) -> &str {
+    rule.as_ref().map_or("", Expr::source)
+}
+
+/// A key rule (`idempotency`, `singleton`) evaluated on `event` as a storable
+/// key; `None` with the problem recorded when it cannot be one.
+fn key_of(
+    what: &str,
+    rule: &Rule,
+    event: &StoredEvent,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let problem = match evaluate(rule, event) {
+        Ok(value) => {
+            let key = Expr::as_key(value);
+            match key_problem(&key) {
+                None => return Some(key),
+                Some(problem) => problem,
+            }
+        }
+        Err(problem) => problem,
+    };
+    problems.push(format!("{what} not applied: {problem}"));
+    None
 }
 
 /// The most seconds a `priority` moves a run, either way.
@@ -290,13 +308,11 @@ impl Catalog {
             };
             for c in functions {
                 let mut problems = Vec::new();
-                let evaluate = |expr: &Result<Expr, String>| {
-                    expr.as_ref()
-                        .map_err(Clone::clone)
-                        .and_then(|e| e.value(&stored))
-                };
+                if let Some(problem) = &c.unreadable {
+                    problems.push(format!("no rule applied: {problem}"));
+                }
                 // An `if` that is false decides alone: the event starts nothing.
-                match c.filter.as_ref().map(evaluate) {
+                match c.filter.as_ref().map(|rule| evaluate(rule, &stored)) {
                     Some(Ok(Value::Bool(true))) | None => {}
                     Some(Ok(Value::Bool(false))) => {
                         decisions.decided.push(Decided {
@@ -312,63 +328,39 @@ impl Catalog {
                     }
                     Some(Ok(other)) => problems.push(format!(
                         "if not applied: `{}` gave {other}, not true or false",
-                        c.filter_source()
+                        c.filter.as_ref().map_or("", source)
                     )),
                     Some(Err(problem)) => problems.push(format!("if not applied: {problem}")),
                 }
-                let key = match c.idempotency.as_ref().map(evaluate) {
-                    Some(Ok(value)) => {
-                        let key = Expr::as_key(value);
-                        match key_problem(&key) {
-                            Some(problem) => {
-                                problems.push(format!("idempotency not applied: {problem}"));
-                                None
+                let key = c
+                    .idempotency
+                    .as_ref()
+                    .and_then(|rule| key_of("idempotency", rule, &stored, &mut problems));
+                let priority = match c.priority.as_ref() {
+                    Some(rule) => match evaluate(rule, &stored) {
+                        Ok(value) => {
+                            let (seconds, problem) = priority_seconds(&value);
+                            if let Some(problem) = problem {
+                                let what = match seconds {
+                                    Some(_) => "priority applied, but",
+                                    None => "priority not applied:",
+                                };
+                                problems.push(format!("{what} `{}` {problem}", source(rule)));
                             }
-                            None => Some(key),
+                            seconds
                         }
-                    }
-                    Some(Err(problem)) => {
-                        problems.push(format!("idempotency not applied: {problem}"));
-                        None
-                    }
-                    None => None,
-                };
-                let priority = match c.priority.as_ref().map(evaluate) {
-                    Some(Ok(value)) => {
-                        let (seconds, problem) = priority_seconds(&value);
-                        if let Some(problem) = problem {
-                            let what = match seconds {
-                                Some(_) => "priority applied, but",
-                                None => "priority not applied:",
-                            };
-                            problems.push(format!("{what} `{}` {problem}", c.priority_source()));
+                        Err(problem) => {
+                            problems.push(format!("priority not applied: {problem}"));
+                            None
                         }
-                        seconds
-                    }
-                    Some(Err(problem)) => {
-                        problems.push(format!("priority not applied: {problem}"));
-                        None
-                    }
+                    },
                     None => None,
                 };
                 let singleton = match &c.singleton {
                     Some((None, mode)) => Some((String::new(), *mode)),
-                    Some((Some(expr), mode)) => match evaluate(expr) {
-                        Ok(value) => {
-                            let key = Expr::as_key(value);
-                            match key_problem(&key) {
-                                Some(problem) => {
-                                    problems.push(format!("singleton not applied: {problem}"));
-                                    None
-                                }
-                                None => Some((key, *mode)),
-                            }
-                        }
-                        Err(problem) => {
-                            problems.push(format!("singleton not applied: {problem}"));
-                            None
-                        }
-                    },
+                    Some((Some(rule), mode)) => {
+                        key_of("singleton", rule, &stored, &mut problems).map(|key| (key, *mode))
+                    }
                     None => None,
                 };
                 decisions
