@@ -171,19 +171,8 @@ pub(crate) async fn claim(
     }
     let candidates = candidates(&rows, limited)?;
 
-    let mut hashes: Vec<i32> = candidates
-        .keyed
-        .iter()
-        .flat_map(|(_, c, _)| c.keys.iter().map(|k| fold(key_hash(k))))
-        .collect();
-    hashes.sort_unstable();
-    hashes.dedup();
-    sqlx::query("SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::integer[]) AS h")
-        .bind(LOCK_CLASS)
-        .bind(&hashes)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+    let keys = candidates.keyed.iter().flat_map(|(_, c, _)| c.keys.iter());
+    lock_keys(&mut tx, LOCK_CLASS, keys).await?;
 
     let keys: Vec<&str> = candidates
         .keyed
@@ -346,7 +335,30 @@ fn candidates(rows: &[PgRow], limited: &Limited) -> Result<Candidates, Error> {
     Ok(found)
 }
 
+/// Takes transaction-scoped advisory locks of `class` on `keys` (each key's hash
+/// folded to 32 bits), sorted and once each: every locker takes them in one
+/// order, so two never deadlock. Held until the transaction ends.
+pub(crate) async fn lock_keys(
+    tx: &mut PgConnection,
+    class: i32,
+    keys: impl IntoIterator<Item = impl AsRef<str>>,
+) -> Result<(), Error> {
+    let mut hashes: Vec<i32> = keys
+        .into_iter()
+        .map(|k| fold(key_hash(k.as_ref())))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    sqlx::query("SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::integer[]) AS h")
+        .bind(class)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// A key's 64-bit hash folded into the 32 bits of an advisory lock's second key.
-pub(crate) fn fold(hash: i64) -> i32 {
+fn fold(hash: i64) -> i32 {
     ((hash >> 32) ^ hash) as i32
 }

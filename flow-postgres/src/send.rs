@@ -84,7 +84,7 @@ pub(crate) async fn send_on(
             now.at().unwrap_or_else(chrono::Utc::now),
         );
         let keyed = Decided::of(decided.decided);
-        unevaluated.extend(decided.unevaluated);
+        unevaluated = decided.unevaluated;
         let (known_ids, known_hashes) = current.known(names.iter().map(String::as_str));
         let statement = sqlx::query(SEND)
             .bind(&ids)
@@ -103,8 +103,8 @@ pub(crate) async fn send_on(
             .bind(&keyed.singles)
             .bind(&keyed.modes)
             .bind(&keyed.filtered);
-        let locks = keyed.singleton_locks();
-        if locks.is_empty() {
+        let singletons = keyed.singleton_keys();
+        if singletons.is_empty() {
             run_rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
             tail = Tail::take(&mut run_rows)?;
             if !tail.stale {
@@ -115,14 +115,7 @@ pub(crate) async fn send_on(
             // The singleton keys' locks are held to the end of the transaction (a
             // savepoint when the caller already has one).
             let mut tx = conn.begin().await.map_err(db_error)?;
-            sqlx::query(
-                "SELECT count(pg_advisory_xact_lock($1, h)) FROM unnest($2::integer[]) AS h",
-            )
-            .bind(SINGLETON_LOCK_CLASS)
-            .bind(&locks)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            crate::concurrency::lock_keys(&mut tx, SINGLETON_LOCK_CLASS, &singletons).await?;
             run_rows = statement.fetch_all(&mut *tx).await.map_err(db_error)?;
             tail = Tail::take(&mut run_rows)?;
             if !tail.stale {
@@ -138,7 +131,6 @@ pub(crate) async fn send_on(
             )));
         }
         reloads += 1;
-        unevaluated.clear();
         catalog.reload(load_catalog(conn).await?);
     }
     let mut receipt = receipt(
@@ -158,7 +150,7 @@ pub(crate) async fn send_on(
 const SINGLETON_LOCK_CLASS: i32 = 0x666c_6f73;
 
 /// The send-time rules of every function that has some, as announced.
-pub(crate) async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
+async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
     let rows = sqlx::query(
         "SELECT id, trigger, send_rules_hash, send_rules FROM flow.functions
          WHERE send_rules IS NOT NULL",
@@ -214,24 +206,15 @@ impl Decided {
         arrays
     }
 
-    /// The advisory locks of the singleton keys decided, sorted (one order, so
-    /// no deadlock): a send holds them through its statement, so that it sees the
-    /// key's latest holder and concurrent sends of a key take turns.
-    fn singleton_locks(&self) -> Vec<i32> {
-        let mut hashes: Vec<i32> = self
-            .functions
+    /// The singleton keys decided (`function \x1f key`): a send locks them
+    /// through its statement, so that it sees each key's latest holder and
+    /// concurrent sends of a key take turns.
+    fn singleton_keys(&self) -> Vec<String> {
+        self.functions
             .iter()
             .zip(&self.singles)
-            .filter_map(|(function, single)| {
-                let key = single.as_ref()?;
-                Some(crate::concurrency::fold(flow_core::flow_control::key_hash(
-                    &format!("{function}\u{1f}{key}"),
-                )))
-            })
-            .collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        hashes
+            .filter_map(|(function, single)| Some(format!("{function}\u{1f}{}", single.as_ref()?)))
+            .collect()
     }
 }
 
