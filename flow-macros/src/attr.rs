@@ -157,23 +157,14 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "timeouts" => timeouts_value(&meta, &mut args.timeouts, errors)?,
             "idempotency" => {
                 args.idempotency =
-                    string_value(&meta, errors, "idempotency", "\"event.data.order_id\"")?
-                        .and_then(|lit| crate::cel::check(&lit, "idempotency", errors));
+                    cel_value(&meta, errors, "idempotency", "\"event.data.order_id\"")?;
             }
             "priority" => {
-                args.priority = string_value(
-                    &meta,
-                    errors,
-                    "priority",
-                    "\"event.data.plan == 'paid' ? 120 : 0\"",
-                )?
-                .and_then(|lit| crate::cel::check(&lit, "priority", errors));
+                let example = "\"event.data.plan == 'paid' ? 120 : 0\"";
+                args.priority = cel_value(&meta, errors, "priority", example)?;
             }
             "singleton" => args.singleton = singleton_value(&meta, errors)?,
-            "if" => {
-                args.filter = string_value(&meta, errors, "if", "\"event.data.amount > 100\"")?
-                    .and_then(|lit| crate::cel::check(&lit, "if", errors));
-            }
+            "if" => args.filter = cel_value(&meta, errors, "if", "\"event.data.amount > 100\"")?,
             "r#if" | "if_" | "filter" => {
                 errors.at(
                     &meta.path,
@@ -411,6 +402,18 @@ fn string_value(
     })
 }
 
+/// `key = "<CEL>"`: a string literal, parsed and checked as CEL (`crate::cel`);
+/// `None` once the problem is recorded.
+fn cel_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    key: &str,
+    example: &str,
+) -> syn::Result<Option<crate::cel::CheckedExpr>> {
+    Ok(string_value(meta, errors, key, example)?
+        .and_then(|lit| crate::cel::check(&lit, key, errors)))
+}
+
 /// `on_failure = path::to_fn`: a path to an async fn, not a string or a call.
 fn on_failure_value(
     meta: &ParseNestedMeta<'_>,
@@ -546,13 +549,10 @@ fn concurrency_value(
                 }
                 None => bad = true,
             },
-            "key" => match string_value(&inner, errors, "key", "\"event.data.customer_id\"")? {
-                Some(lit) => {
-                    key = crate::cel::check(&lit, "key", errors);
-                    bad |= key.is_none();
-                }
-                None => bad = true,
-            },
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.customer_id\"")?;
+                bad |= key.is_none();
+            }
             "scope" => match scope_value(&inner, errors)? {
                 Ok(scope) => shared = scope,
                 Err(()) => bad = true,
@@ -652,13 +652,10 @@ fn throttle_value(
                 },
                 None => bad = true,
             },
-            "key" => match string_value(&inner, errors, "key", "\"event.data.customer_id\"")? {
-                Some(lit) => {
-                    key = crate::cel::check(&lit, "key", errors);
-                    bad |= key.is_none();
-                }
-                None => bad = true,
-            },
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.customer_id\"")?;
+                bad |= key.is_none();
+            }
             "scope" => match scope_value(&inner, errors)? {
                 Ok(scope) => shared = scope,
                 Err(()) => bad = true,
@@ -721,13 +718,10 @@ fn singleton_value(
             return Ok(());
         }
         match name.as_str() {
-            "key" => match string_value(&inner, errors, "key", "\"event.data.user_id\"")? {
-                Some(lit) => {
-                    key = crate::cel::check(&lit, "key", errors);
-                    bad |= key.is_none();
-                }
-                None => bad = true,
-            },
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.user_id\"")?;
+                bad |= key.is_none();
+            }
             "mode" => match value_expr(&inner, errors, "mode", "skip")? {
                 Some(Expr::Path(p)) if p.path.is_ident("skip") => mode = Some(false),
                 Some(Expr::Path(p)) if p.path.is_ident("cancel") => mode = Some(true),
