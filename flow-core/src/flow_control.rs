@@ -178,7 +178,18 @@ impl Limited {
                 let period = TimeDelta::from_std(t.period)
                     .map_err(|e| format!("function `{}`: throttle period: {e}", def.id))?;
                 let interval = period / i32::try_from(t.limit).unwrap_or(i32::MAX);
-                let tolerance = interval * i32::try_from(t.limit + t.burst - 1).unwrap_or(i32::MAX);
+                // `limit + burst` starts at once: the first and `limit + burst - 1`
+                // more within the tolerance. A hand-made definition past the range
+                // of time is refused, not a panic.
+                let at_once =
+                    i32::try_from(t.limit.saturating_add(t.burst) - 1).unwrap_or(i32::MAX);
+                let tolerance = interval.checked_mul(at_once).ok_or_else(|| {
+                    format!(
+                        "function `{}`: a throttle's period times its limit and burst is \
+                         past the range of time",
+                        def.id
+                    )
+                })?;
                 rules.push(Rule {
                     kind: RuleKind::Throttle {
                         interval,
@@ -470,6 +481,49 @@ mod tests {
         throttle: THROTTLES,
         ..crate::function::tests::A
     };
+
+    #[test]
+    fn hand_made_throttles_out_of_range_are_refused_or_held_not_a_panic() {
+        static HUGE: &[Throttle] = &[Throttle {
+            limit: 1,
+            period: std::time::Duration::from_secs(366 * 86_400),
+            burst: u32::MAX,
+            key: None,
+            scope: ConcurrencyScope::Function,
+        }];
+        static DEF: FunctionDef = FunctionDef {
+            throttle: HUGE,
+            ..crate::function::tests::A
+        };
+        // `limit + burst` would overflow: held to the most starts at once.
+        let limited = Limited::of([&DEF]).expect("a huge burst is a long tolerance");
+        let candidate = Candidate {
+            function_id: "same".into(),
+            keys: limited.keys("same", &event("a")).expect("keys"),
+            started: false,
+        };
+        let now = chrono::Utc::now();
+        let admission = limited.admit(
+            &[candidate.clone(), candidate],
+            &HashMap::new(),
+            &mut HashMap::new(),
+            now,
+            10,
+        );
+        assert_eq!(admission.admitted, [0, 1]);
+        // A period past what a time can hold is an error naming the function.
+        static LONG: &[Throttle] = &[Throttle {
+            period: std::time::Duration::MAX,
+            burst: 0,
+            ..HUGE[0]
+        }];
+        static LONG_DEF: FunctionDef = FunctionDef {
+            throttle: LONG,
+            ..crate::function::tests::A
+        };
+        let err = Limited::of([&LONG_DEF]).expect_err("too long");
+        assert!(err.contains("function `same`: throttle period"), "{err}");
+    }
 
     #[test]
     fn a_throttle_starts_limit_plus_burst_at_once_then_one_per_interval() {
