@@ -53,6 +53,22 @@ async fn setup() -> Setup {
 }
 
 impl Setup {
+    /// Waits until every worker in `workers` has written its ready marker.
+    async fn wait_until_up(&self, workers: &[&Child]) {
+        let ready = |child: &Child| {
+            let marker = format!(
+                "{}.{}",
+                self.effects.with_extension("ready").display(),
+                child.id()
+            );
+            std::path::Path::new(&marker).exists()
+        };
+        common::eventually(WAIT, "the workers to be up", || async {
+            workers.iter().all(|child| ready(child))
+        })
+        .await;
+    }
+
     fn start_worker(&self, id: &str, slow_ms: u64) -> Child {
         self.worker_command(id, slow_ms)
             .spawn()
@@ -235,18 +251,7 @@ async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
     };
     let a = start("a");
     let b = start("b");
-    let ready = |child: &Child| {
-        let marker = format!(
-            "{}.{}",
-            setup.effects.with_extension("ready").display(),
-            child.id()
-        );
-        std::path::Path::new(&marker).exists()
-    };
-    common::eventually(WAIT, "both workers to be up", || async {
-        ready(&a) && ready(&b)
-    })
-    .await;
+    setup.wait_until_up(&[&a, &b]).await;
     let runs = setup.send_items(200).await;
     for run in &runs {
         assert_eq!(
@@ -364,18 +369,7 @@ async fn a_throttle_holds_across_two_worker_processes() {
     let setup = setup().await;
     let a = setup.start_worker("a", 0);
     let b = setup.start_worker("b", 0);
-    let ready = |child: &Child| {
-        let marker = format!(
-            "{}.{}",
-            setup.effects.with_extension("ready").display(),
-            child.id()
-        );
-        std::path::Path::new(&marker).exists()
-    };
-    common::eventually(WAIT, "both workers to be up", || async {
-        ready(&a) && ready(&b)
-    })
-    .await;
+    setup.wait_until_up(&[&a, &b]).await;
     // Three starts an hour per customer: of ten each, three start, and the
     // others wait for the next start, an hour of real time away, whichever
     // process claims them.
@@ -438,18 +432,7 @@ async fn a_concurrency_limit_holds_across_two_worker_processes() {
     };
     let a = start("a");
     let b = start("b");
-    let ready = |child: &Child| {
-        let marker = format!(
-            "{}.{}",
-            setup.effects.with_extension("ready").display(),
-            child.id()
-        );
-        std::path::Path::new(&marker).exists()
-    };
-    common::eventually(WAIT, "both workers to be up", || async {
-        ready(&a) && ready(&b)
-    })
-    .await;
+    setup.wait_until_up(&[&a, &b]).await;
     let events = (0..24).map(|i| {
         let customer = ["x", "y", "z"][i % 3];
         NewEvent::raw(
