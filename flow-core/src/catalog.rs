@@ -127,6 +127,15 @@ impl SendRules {
         let hash = format!("{:016x}", crate::flow_control::key_hash(&json.to_string()));
         Some((json, hash))
     }
+
+    /// The version these rules are, as the catalog's tables store it: the hash
+    /// (`""` for none) and the rules as JSON text (`None` for none).
+    pub fn version(&self) -> (String, Option<String>) {
+        match self.announced() {
+            Some((json, hash)) => (hash, Some(json.to_string())),
+            None => (String::new(), None),
+        }
+    }
 }
 
 /// One function's rules, compiled, as a sender uses them.

@@ -23,19 +23,8 @@ pub(crate) async fn keep(
     announcing: bool,
 ) -> Result<(), Error> {
     let ids: Vec<&str> = functions.iter().map(|f| f.id.as_str()).collect();
-    let (mut hashes, mut rules) = (Vec::new(), Vec::new());
-    for f in functions {
-        match f.send_rules.announced() {
-            Some((json, hash)) => {
-                hashes.push(hash);
-                rules.push(Some(json.to_string()));
-            }
-            None => {
-                hashes.push(String::new());
-                rules.push(None);
-            }
-        }
-    }
+    let (hashes, rules): (Vec<String>, Vec<Option<String>>) =
+        functions.iter().map(|f| f.send_rules.version()).unzip();
     sqlx::query(
         "WITH clock AS (
              SELECT COALESCE($4::timestamptz, now()) AS now

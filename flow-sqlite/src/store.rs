@@ -889,10 +889,7 @@ async fn keep_versions(
 ) -> Result<(), Error> {
     let live_since = micros(now) - VERSION_LIVENESS.as_micros() as i64;
     for f in functions {
-        let (rules, hash) = match f.send_rules.announced() {
-            Some((json, hash)) => (Some(json.to_string()), hash),
-            None => (None, String::new()),
-        };
+        let (hash, rules) = f.send_rules.version();
         sqlx::query(
             "INSERT INTO flow_function_versions (function_id, hash, send_rules, first_seen, last_seen)
              VALUES (?, ?, ?, ?, ?)
