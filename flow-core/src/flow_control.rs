@@ -1,6 +1,7 @@
 //! Flow control: how many runs of a function may execute at once (`concurrency`)
-//! and how fast they may start (`throttle`), enforced by the claim, in the
-//! database, so that a limit holds across every worker process.
+//! or be active at once (`run_concurrency`), and how fast they may start
+//! (`throttle`), enforced by the claim, in the database, so that a limit holds
+//! across every worker process.
 //!
 //! A run of a limited function holds one slot per `concurrency(...)` rule while it
 //! is `running` under a live lease: a sleeping or waiting run holds none, and the
@@ -9,8 +10,11 @@
 //! value of its CEL `key` for the run's event. The worker that first considers a
 //! run for a claim evaluates its keys (with the configuration it serves) and stores
 //! them on the run; the claim then counts the running runs of each key after
-//! locking the keys, so two claimers never both take the last slot. A throttle
-//! key is locked alike, and its state (GCRA) read after the lock.
+//! locking the keys, so two claimers never both take the last slot. A
+//! `run_concurrency(...)` key is held from a run's first start to its end, sleeps
+//! and waits included: a run that has not started is admitted only while fewer
+//! runs of the key are active (counted after the lock alike). A throttle key is
+//! locked alike, and its state (GCRA) read after the lock.
 
 use std::collections::HashMap;
 
@@ -19,7 +23,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::expr::Expr;
 use crate::{FunctionDef, StoredEvent};
 
-/// The most `concurrency(...)` rules a function may have.
+/// The most `concurrency(...)` rules a function may have, and the most
+/// `run_concurrency(...)` rules.
 pub const MAX_CONCURRENCY_RULES: usize = 2;
 
 /// The highest `limit` a rule may set.
@@ -47,7 +52,8 @@ pub fn check_scope_name(name: &str) -> Result<(), String> {
 
 /// `#[function(concurrency(limit = 5, key = "event.data.customer_id"))]`: at most
 /// `limit` runs executing at once per value of `key` (one group without a key),
-/// counted in `scope`.
+/// counted in `scope`. The same rule under `run_concurrency(...)` counts the runs
+/// that are active (started and not ended, sleeping and waiting ones included).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Concurrency {
     /// Runs executing at once, per key.
@@ -109,9 +115,10 @@ struct Rule {
 
 #[derive(Debug)]
 enum RuleKind {
-    Concurrency {
-        limit: u32,
-    },
+    /// Runs executing at once.
+    Concurrency { limit: u32 },
+    /// Runs active at once (`run_concurrency`): started and not ended.
+    Active { limit: u32 },
     /// GCRA: one start per `interval`, up to `tolerance / interval + 1` at once.
     Throttle {
         interval: TimeDelta,
@@ -120,7 +127,7 @@ enum RuleKind {
 }
 
 /// A due run a claim may take: its function, its keys (already evaluated), and
-/// whether it has started (a throttle counts starts only).
+/// whether it has started (a throttle and `run_concurrency` count starts only).
 #[derive(Clone, Debug)]
 pub struct Candidate {
     /// Its function.
@@ -148,7 +155,10 @@ impl Limited {
     pub fn of<'a>(defs: impl IntoIterator<Item = &'a FunctionDef>) -> Result<Limited, String> {
         let mut limited = Limited::default();
         for def in defs {
-            if def.concurrency.is_empty() && def.throttle.is_empty() {
+            if def.concurrency.is_empty()
+                && def.run_concurrency.is_empty()
+                && def.throttle.is_empty()
+            {
                 continue;
             }
             let compile = |key: Option<&str>, what: &str| {
@@ -160,12 +170,22 @@ impl Limited {
                 ConcurrencyScope::Function => format!("fn\u{1f}{}", def.id),
                 ConcurrencyScope::Shared(name) => format!("shared\u{1f}{name}"),
             };
-            let mut rules = Vec::with_capacity(def.concurrency.len() + def.throttle.len());
+            let mut rules = Vec::with_capacity(
+                def.concurrency.len() + def.run_concurrency.len() + def.throttle.len(),
+            );
             for c in def.concurrency {
                 rules.push(Rule {
                     kind: RuleKind::Concurrency { limit: c.limit },
                     scope: scope_of(c.scope),
                     key: compile(c.key, "concurrency")?,
+                });
+            }
+            for c in def.run_concurrency {
+                rules.push(Rule {
+                    kind: RuleKind::Active { limit: c.limit },
+                    // Active keys never meet executing keys of the same scope.
+                    scope: format!("{ACTIVE}{}", scope_of(c.scope)),
+                    key: compile(c.key, "run_concurrency")?,
                 });
             }
             for t in def.throttle {
@@ -196,7 +216,7 @@ impl Limited {
                         tolerance,
                     },
                     // Throttle keys never meet concurrency keys of the same scope.
-                    scope: format!("throttle\u{1f}{}", scope_of(t.scope)),
+                    scope: format!("{THROTTLE}{}", scope_of(t.scope)),
                     key: compile(t.key, "throttle")?,
                 });
             }
@@ -222,20 +242,33 @@ impl Limited {
         self.ids.is_empty()
     }
 
-    /// Every rule as (function, its position counted from 1, limit): what a SQL
-    /// claim joins a run's keys (in rule order) with.
-    pub fn rule_table(&self) -> (Vec<&str>, Vec<i32>, Vec<i32>) {
-        let (mut functions, mut positions, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+    /// Every counted rule as (function, its position counted from 1, limit,
+    /// whether it counts active runs): what a SQL claim joins a run's keys (in
+    /// rule order) with.
+    pub fn rule_table(&self) -> RuleTable<'_> {
+        let mut table = RuleTable::default();
         for (function, rules) in &self.rules {
             for (i, rule) in rules.iter().enumerate() {
-                if let RuleKind::Concurrency { limit } = rule.kind {
-                    functions.push(function.as_str());
-                    positions.push(i as i32 + 1);
-                    limits.push(i32::try_from(limit).unwrap_or(i32::MAX));
-                }
+                let (limit, active) = match rule.kind {
+                    RuleKind::Concurrency { limit } => (limit, false),
+                    RuleKind::Active { limit } => (limit, true),
+                    RuleKind::Throttle { .. } => continue,
+                };
+                table.functions.push(function.as_str());
+                table.positions.push(i as i32 + 1);
+                table.limits.push(i32::try_from(limit).unwrap_or(i32::MAX));
+                table.active.push(active);
             }
         }
-        (functions, positions, limits)
+        table
+    }
+
+    /// Whether some function counts active runs (`run_concurrency`).
+    pub fn counts_active(&self) -> bool {
+        self.rules
+            .values()
+            .flatten()
+            .any(|rule| matches!(rule.kind, RuleKind::Active { .. }))
     }
 
     /// Whether `function` has concurrency or throttle rules.
@@ -254,6 +287,7 @@ impl Limited {
             .map(|rule| {
                 let what = match rule.kind {
                     RuleKind::Concurrency { .. } => "concurrency",
+                    RuleKind::Active { .. } => "run_concurrency",
                     RuleKind::Throttle { .. } => "throttle",
                 };
                 let value = match &rule.key {
@@ -265,16 +299,19 @@ impl Limited {
             .collect()
     }
 
-    /// `function \x1e key` for every key in `running` that is full for a rule of
-    /// `function`: what a SQLite claim leaves out.
-    pub fn full_pairs(&self, running: &HashMap<String, u64>) -> Vec<String> {
+    /// `function \x1e key` for every key in `held` (runs executing per
+    /// executing key, runs active per active key) that is full for a rule of
+    /// `function`: what a SQLite claim leaves out (an active key only for runs
+    /// that have not started).
+    pub fn full_pairs(&self, held: &HashMap<String, u64>) -> Vec<String> {
         let mut full = Vec::new();
         for (function, rules) in &self.rules {
             for rule in rules {
-                let RuleKind::Concurrency { limit } = rule.kind else {
+                let (RuleKind::Concurrency { limit } | RuleKind::Active { limit }) = rule.kind
+                else {
                     continue;
                 };
-                for (key, n) in running {
+                for (key, n) in held {
                     if *n >= u64::from(limit)
                         && key
                             .strip_prefix(rule.scope.as_str())
@@ -290,15 +327,17 @@ impl Limited {
 
     /// Which of `candidates` (in claim order) may start, at most `max`: each only
     /// if every one of its concurrency keys has fewer runs executing than its
-    /// function's limit for it, counting `running` (per key) and the candidates
-    /// admitted before it, and, for a run that has not started, every throttle
+    /// function's limit for it, counting `held` (per key) and the candidates
+    /// admitted before it, and, for a run that has not started, every active key
+    /// has fewer runs active (by `held` and the admitted alike) and every throttle
     /// key allows a start at `now` by `throttles` (each key's theoretical arrival
-    /// time, which admitted starts move on). A candidate of a function these
-    /// rules do not know is not admitted.
+    /// time, which admitted starts move on). `held` counts runs executing for an
+    /// executing key, active runs for an active key. A candidate of a function
+    /// these rules do not know is not admitted.
     pub fn admit(
         &self,
         candidates: &[Candidate],
-        running: &HashMap<String, u64>,
+        held: &HashMap<String, u64>,
         throttles: &mut HashMap<String, DateTime<Utc>>,
         now: DateTime<Utc>,
         max: usize,
@@ -317,10 +356,12 @@ impl Limited {
                 continue;
             }
             let fits = rules.iter().zip(&candidate.keys).all(|(rule, key)| {
-                let RuleKind::Concurrency { limit } = rule.kind else {
-                    return true;
+                let limit = match rule.kind {
+                    RuleKind::Concurrency { limit } => limit,
+                    RuleKind::Active { limit } if !candidate.started => limit,
+                    RuleKind::Active { .. } | RuleKind::Throttle { .. } => return true,
                 };
-                let busy = running.get(key).copied().unwrap_or(0)
+                let busy = held.get(key).copied().unwrap_or(0)
                     + taken.get(key.as_str()).copied().unwrap_or(0);
                 busy < u64::from(limit)
             });
@@ -347,6 +388,10 @@ impl Limited {
             for (rule, key) in rules.iter().zip(&candidate.keys) {
                 match rule.kind {
                     RuleKind::Concurrency { .. } => *taken.entry(key).or_default() += 1,
+                    RuleKind::Active { .. } if !candidate.started => {
+                        *taken.entry(key).or_default() += 1;
+                    }
+                    RuleKind::Active { .. } => {}
                     RuleKind::Throttle { interval, .. } if !candidate.started => {
                         let tat = throttles.get(key).copied().unwrap_or(now).max(now);
                         throttles.insert(key.clone(), tat + interval);
@@ -361,8 +406,33 @@ impl Limited {
 
     /// Whether `key` (of a candidate's keys) is a throttle's.
     pub fn is_throttle_key(key: &str) -> bool {
-        key.starts_with("throttle\u{1f}")
+        key.starts_with(THROTTLE)
     }
+
+    /// Whether `key` (of a candidate's keys) is a `run_concurrency` rule's.
+    pub fn is_active_key(key: &str) -> bool {
+        key.starts_with(ACTIVE)
+    }
+}
+
+/// The prefix of a throttle's keys.
+const THROTTLE: &str = "throttle\u{1f}";
+
+/// The prefix of a `run_concurrency` rule's keys (the SQL of both backends
+/// knows it too).
+pub const ACTIVE: &str = "active\u{1f}";
+
+/// [`Limited::rule_table`]: the counted rules, one per row across the vectors.
+#[derive(Debug, Default)]
+pub struct RuleTable<'a> {
+    /// The rule's function.
+    pub functions: Vec<&'a str>,
+    /// Its position among the function's rules (and so its keys), from 1.
+    pub positions: Vec<i32>,
+    /// Its limit.
+    pub limits: Vec<i32>,
+    /// It counts active runs (`run_concurrency`), not executing ones.
+    pub active: Vec<bool>,
 }
 
 /// A 64-bit hash of a key that every process computes alike (FNV-1a): what the
@@ -467,6 +537,53 @@ mod tests {
         assert_eq!(admit(&HashMap::new(), 1), [0]);
     }
 
+    #[test]
+    fn run_concurrency_holds_runs_that_have_not_started_only() {
+        static ACTIVE_RULES: &[Concurrency] = &[Concurrency {
+            limit: 1,
+            key: Some("event.data.customer"),
+            scope: ConcurrencyScope::Function,
+        }];
+        static TRIAL: FunctionDef = FunctionDef {
+            id: "trial",
+            run_concurrency: ACTIVE_RULES,
+            ..crate::function::tests::A
+        };
+        let limited = Limited::of([&TRIAL]).expect("compiles");
+        assert!(limited.counts_active());
+        let table = limited.rule_table();
+        assert_eq!(
+            (table.limits.as_slice(), table.active.as_slice()),
+            (&[1][..], &[true][..])
+        );
+        let candidate = |c: &str, started| Candidate {
+            function_id: "trial".into(),
+            keys: limited.keys("trial", &event(c)).expect("keys"),
+            started,
+        };
+        let key = candidate("a", false).keys[0].clone();
+        assert!(Limited::is_active_key(&key), "{key:?}");
+        assert!(!Limited::is_throttle_key(&key));
+        let now = chrono::Utc::now();
+        let admit = |candidates: &[Candidate], held: &HashMap<String, u64>| {
+            limited
+                .admit(candidates, held, &mut HashMap::new(), now, 10)
+                .admitted
+        };
+        // One new run per key; a run that started (it slept, and woke) is not held.
+        let mixed = [
+            candidate("a", false),
+            candidate("a", false),
+            candidate("a", true),
+            candidate("b", false),
+        ];
+        assert_eq!(admit(&mixed, &HashMap::new()), [0, 2, 3]);
+        // A sleeping run of `a` is active: no new run of `a` starts.
+        let held = HashMap::from([(key.clone(), 1)]);
+        assert_eq!(admit(&mixed, &held), [2, 3]);
+        assert_eq!(limited.full_pairs(&held), [format!("trial\u{1e}{key}")]);
+    }
+
     const THROTTLES: &[Throttle] = &[Throttle {
         limit: 2,
         period: std::time::Duration::from_secs(60),
@@ -529,7 +646,7 @@ mod tests {
     fn a_throttle_starts_limit_plus_burst_at_once_then_one_per_interval() {
         let limited = Limited::of([&THROTTLED]).expect("compiles");
         assert!(limited.is_limited("sync"));
-        assert_eq!(limited.rule_table().0.len(), 0, "no concurrency rule");
+        assert_eq!(limited.rule_table().functions.len(), 0, "no counted rule");
         let candidate = |c: &str, started| Candidate {
             function_id: "sync".into(),
             keys: limited.keys("sync", &event(c)).expect("keys"),

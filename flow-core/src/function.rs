@@ -80,6 +80,9 @@ pub struct FunctionDef {
     pub timeouts: Timeouts,
     /// `concurrency(...)`: how many of its runs may execute at once, per key.
     pub concurrency: &'static [crate::flow_control::Concurrency],
+    /// `run_concurrency(...)`: how many of its runs may be active at once (started
+    /// and not ended, sleeping and waiting ones included), per key.
+    pub run_concurrency: &'static [crate::flow_control::Concurrency],
     /// `throttle(...)`: how many of its runs may start per period, per key.
     pub throttle: &'static [crate::flow_control::Throttle],
     /// `idempotency = "<CEL>"`: one run per value of this key per 24 hours,
@@ -284,25 +287,30 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             ));
         }
     }
-    if def.concurrency.len() > crate::flow_control::MAX_CONCURRENCY_RULES {
-        return refuse(format!(
-            "it has {} `concurrency` rules; the limit is {}",
-            def.concurrency.len(),
-            crate::flow_control::MAX_CONCURRENCY_RULES
-        ));
-    }
-    for rule in def.concurrency {
-        if rule.limit == 0 || rule.limit > crate::flow_control::MAX_CONCURRENCY_LIMIT {
+    for (what, rules) in [
+        ("concurrency", def.concurrency),
+        ("run_concurrency", def.run_concurrency),
+    ] {
+        if rules.len() > crate::flow_control::MAX_CONCURRENCY_RULES {
             return refuse(format!(
-                "its `concurrency` limit is {}; it must be 1 to {}",
-                rule.limit,
-                crate::flow_control::MAX_CONCURRENCY_LIMIT
+                "it has {} `{what}` rules; the limit is {}",
+                rules.len(),
+                crate::flow_control::MAX_CONCURRENCY_RULES
             ));
         }
-        if let crate::flow_control::ConcurrencyScope::Shared(name) = rule.scope
-            && let Err(problem) = crate::flow_control::check_scope_name(name)
-        {
-            return refuse(format!("its `concurrency` scope: {problem}"));
+        for rule in rules {
+            if rule.limit == 0 || rule.limit > crate::flow_control::MAX_CONCURRENCY_LIMIT {
+                return refuse(format!(
+                    "its `{what}` limit is {}; it must be 1 to {}",
+                    rule.limit,
+                    crate::flow_control::MAX_CONCURRENCY_LIMIT
+                ));
+            }
+            if let crate::flow_control::ConcurrencyScope::Shared(name) = rule.scope
+                && let Err(problem) = crate::flow_control::check_scope_name(name)
+            {
+                return refuse(format!("its `{what}` scope: {problem}"));
+            }
         }
     }
     for (which, timeout) in [
@@ -344,6 +352,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        run_concurrency: &[],
         throttle: &[],
         idempotency: None,
         priority: None,
@@ -362,6 +371,7 @@ pub(crate) mod tests {
         cancel_on: &[],
         timeouts: Timeouts::NONE,
         concurrency: &[],
+        run_concurrency: &[],
         throttle: &[],
         idempotency: None,
         priority: None,

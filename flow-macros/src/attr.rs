@@ -16,7 +16,7 @@ const MAX_CANCEL_ON: usize = 5;
 
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
-const NOT_BUILT_YET: &[&str] = &["throttle", "rate_limit", "debounce", "batch_events", "cron"];
+const NOT_BUILT_YET: &[&str] = &["rate_limit", "debounce", "batch_events", "cron"];
 
 #[derive(Default)]
 pub struct Backoff {
@@ -40,6 +40,8 @@ pub struct FunctionArgs {
     pub timeouts: Timeouts,
     /// `concurrency(...)` or `concurrency = n`, in the order given.
     pub concurrency: Vec<ConcurrencyArg>,
+    /// `run_concurrency(...)` or `run_concurrency = n`, in the order given.
+    pub run_concurrency: Vec<ConcurrencyArg>,
     /// `throttle(...)`, in the order given.
     pub throttle: Vec<ThrottleArg>,
     /// `idempotency = "<CEL>"`: the key of which one run starts per 24 hours.
@@ -130,6 +132,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "cancel_on",
         "timeouts",
         "concurrency",
+        "run_concurrency",
         "throttle",
         "idempotency",
         "priority",
@@ -139,10 +142,11 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
-        // `cancel_on`, `concurrency` and `throttle` may be given several times,
-        // one rule each.
+        // `cancel_on`, `concurrency`, `run_concurrency` and `throttle` may be
+        // given several times, one rule each.
         if key != "cancel_on"
             && key != "concurrency"
+            && key != "run_concurrency"
             && key != "throttle"
             && given_twice(&meta, &key, &mut seen, "#[function]", errors)?
         {
@@ -200,28 +204,30 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                     }
                 }
             }
-            "concurrency" => {
-                if let Some(rule) = concurrency_value(&meta, errors)? {
-                    if args.concurrency.len() == MAX_CONCURRENCY_RULES {
+            "concurrency" | "run_concurrency" => {
+                let rules = match key.as_str() {
+                    "concurrency" => &mut args.concurrency,
+                    _ => &mut args.run_concurrency,
+                };
+                if let Some(rule) = concurrency_value(&meta, errors, &key)? {
+                    if rules.len() == MAX_CONCURRENCY_RULES {
                         errors.at(
                             &meta.path,
                             format!(
-                                "a function takes at most {MAX_CONCURRENCY_RULES} `concurrency` \
+                                "a function takes at most {MAX_CONCURRENCY_RULES} `{key}` \
                                  rules; remove one"
                             ),
                         );
-                    } else if args
-                        .concurrency
-                        .iter()
-                        .any(|c| c.identity() == rule.identity())
-                    {
+                    } else if rules.iter().any(|c| c.identity() == rule.identity()) {
                         errors.at(
                             &meta.path,
-                            "this `concurrency` rule has the scope and key of another one; \
-                             keep one (the lower limit is the one that holds)",
+                            format!(
+                                "this `{key}` rule has the scope and key of another one; keep \
+                                 one (the lower limit is the one that holds)"
+                            ),
                         );
                     } else {
-                        args.concurrency.push(rule);
+                        rules.push(rule);
                     }
                 }
             }
@@ -507,15 +513,25 @@ fn cancel_on_value(
 const MAX_TIMEOUT_MS: u64 = 366 * 86_400_000;
 
 /// `concurrency = 5`, or `concurrency(limit = 5, key = "<CEL>", scope = fn |
-/// shared("name"))` with `limit` required.
+/// shared("name"))` with `limit` required; `run_concurrency` alike (`attr`).
 fn concurrency_value(
     meta: &ParseNestedMeta<'_>,
     errors: &mut Errors,
+    attr: &str,
 ) -> syn::Result<Option<ConcurrencyArg>> {
-    const EXAMPLE: &str =
-        "`concurrency(limit = 5, key = \"event.data.customer_id\")` or `concurrency = 5`";
+    let example = match attr {
+        "concurrency" => {
+            "`concurrency(limit = 5, key = \"event.data.customer_id\")` (five runs executing \
+             steps at once per customer) or `concurrency = 5`"
+        }
+        _ => {
+            "`run_concurrency(limit = 1, key = \"event.data.customer_id\")` (one run started \
+             and not ended per customer, sleeping and waiting ones included) or \
+             `run_concurrency = 1`"
+        }
+    };
     if meta.input.peek(syn::Token![=]) {
-        let Some(expr) = value_expr(meta, errors, "concurrency", "5")? else {
+        let Some(expr) = value_expr(meta, errors, attr, "5")? else {
             return Ok(None);
         };
         return Ok(
@@ -529,15 +545,16 @@ fn concurrency_value(
     if !meta.input.peek(syn::token::Paren) {
         errors.at(
             &meta.path,
-            format!("`concurrency` needs a limit: write {EXAMPLE}"),
+            format!("`{attr}` needs a limit: write {example}"),
         );
         return Ok(None);
     }
     let (mut limit, mut key, mut shared) = (None, None, None);
     let (mut seen, mut bad) = (Vec::new(), false);
+    let within = format!("{attr}(...)");
     meta.parse_nested_meta(|inner| {
         let name = path_name(&inner);
-        if given_twice(&inner, &name, &mut seen, "concurrency(...)", errors)? {
+        if given_twice(&inner, &name, &mut seen, &within, errors)? {
             bad = true;
             return Ok(());
         }
@@ -560,7 +577,7 @@ fn concurrency_value(
             other => {
                 errors.at(
                     &inner.path,
-                    unknown_key("concurrency(...)", other, &["limit", "key", "scope"]),
+                    unknown_key(&within, other, &["limit", "key", "scope"]),
                 );
                 bad = true;
                 skip_value(&inner)?;
@@ -571,7 +588,7 @@ fn concurrency_value(
     if limit.is_none() && !bad {
         errors.at(
             &meta.path,
-            format!("`concurrency` needs a `limit`: write {EXAMPLE}"),
+            format!("`{attr}` needs a `limit`: write {example}"),
         );
     }
     Ok(match (limit, bad) {

@@ -161,6 +161,7 @@ pub fn function(
                     cancel_on: &[],
                     timeouts: ::flow::__private::Timeouts::NONE,
                     concurrency: &[],
+                    run_concurrency: &[],
                     throttle: &[],
                     idempotency: ::core::option::Option::None,
                     priority: ::core::option::Option::None,
@@ -220,6 +221,7 @@ pub fn function(
             cancel_on: __FLOW_CANCEL_ON,
             timeouts: ::flow::__private::Timeouts { start: #start_timeout, finish: #finish_timeout },
             concurrency: __FLOW_CONCURRENCY,
+            run_concurrency: __FLOW_RUN_CONCURRENCY,
             throttle: __FLOW_THROTTLE,
             idempotency: #idempotency,
             priority: #priority,
@@ -227,7 +229,8 @@ pub fn function(
             filter: #filter,
         }
     };
-    let concurrency = concurrency_rules(&args.concurrency, event);
+    let concurrency = concurrency_rules("__FLOW_CONCURRENCY", &args.concurrency, event);
+    let run_concurrency = concurrency_rules("__FLOW_RUN_CONCURRENCY", &args.run_concurrency, event);
     let throttle = throttle_rules(&args.throttle, event);
     // `cancel_on`: each field is read through the event type's accessors, spanned
     // at the user's token, so a field the event does not have is a compile error
@@ -251,6 +254,7 @@ pub fn function(
     let generated = quote! {
         #cancel_on
         #concurrency
+        #run_concurrency
         #throttle
         const _: () = { #(#send_rule_checks)* };
 
@@ -513,9 +517,15 @@ fn throttle_rules(rules: &[crate::attr::ThrottleArg], event: &syn::Type) -> Toke
     }
 }
 
-/// `__FLOW_CONCURRENCY`, the function's concurrency rules, and the check of every
-/// field their keys read under `event.data` ([`data_field_checks`]).
-fn concurrency_rules(rules: &[crate::attr::ConcurrencyArg], event: &syn::Type) -> TokenStream {
+/// `__FLOW_CONCURRENCY` (or `__FLOW_RUN_CONCURRENCY`: `name`), the function's
+/// concurrency rules, and the check of every field their keys read under
+/// `event.data` ([`data_field_checks`]).
+fn concurrency_rules(
+    name: &str,
+    rules: &[crate::attr::ConcurrencyArg],
+    event: &syn::Type,
+) -> TokenStream {
+    let name = syn::Ident::new(name, proc_macro2::Span::call_site());
     let mut checks = Vec::new();
     let values: Vec<TokenStream> = rules
         .iter()
@@ -528,7 +538,7 @@ fn concurrency_rules(rules: &[crate::attr::ConcurrencyArg], event: &syn::Type) -
         })
         .collect();
     quote! {
-        const __FLOW_CONCURRENCY: &[::flow::__private::Concurrency] = &[#(#values),*];
+        const #name: &[::flow::__private::Concurrency] = &[#(#values),*];
         const _: () = { #(#checks)* };
     }
 }

@@ -6,9 +6,11 @@
 /// The CTEs that cancel the runs `$selector` picks (a SQL condition on `r`, with
 /// `$from` joined: `", hits h"`) with the reason `$reason` (an expression):
 /// those that have not ended are cancelled and announced to their watchers as
-/// every finish is (`announce_finishes_sql!`). `clock(now)` must be defined;
-/// defines `cancelled(id)`, `unwatched` and `announced`, which the statement must
-/// read for the NOTIFY to run (a CTE nothing reads is not).
+/// every finish is (`announce_finishes_sql!`), and a run that held active keys
+/// (`run_concurrency`) wakes the workers whose runs wait for them. `clock(now)`
+/// must be defined; defines `cancelled(id, held)`, `unwatched`, `announced` and
+/// `freed`, the last two of which the statement must read for their NOTIFYs to
+/// run (a CTE nothing reads is not).
 macro_rules! cancelling_sql {
     ($from:literal, $selector:literal, $reason:literal) => {
         concat!(
@@ -24,7 +26,10 @@ macro_rules! cancelling_sql {
                  WHERE ",
             $selector,
             " AND r.status NOT IN ('completed', 'failed', 'cancelled')
-                 RETURNING r.id
+                 RETURNING r.id, r.active_keys IS NOT NULL AS held
+             ), freed AS (
+                 SELECT pg_notify('flow_wakeup', '')
+                 WHERE EXISTS (SELECT 1 FROM cancelled WHERE held)
              ), ",
             crate::finish::announce_finishes_sql!("SELECT id FROM cancelled")
         )
@@ -43,7 +48,8 @@ macro_rules! cancel_sql {
              ), ",
             crate::cancel::cancelling_sql!($from, $selector, $reason),
             "
-             SELECT (SELECT count(*) FROM cancelled), (SELECT count(*) FROM announced)"
+             SELECT (SELECT count(*) FROM cancelled),
+                    (SELECT count(*) FROM announced) + 0 * (SELECT count(*) FROM freed)"
         )
     };
 }

@@ -1,14 +1,16 @@
-//! The claim of runs of limited functions (`concurrency(...)`, migration 12, and
-//! `throttle(...)`, migration 16), in one transaction:
+//! The claim of runs of limited functions (`concurrency(...)`, migration 12,
+//! `throttle(...)`, migration 16, and `run_concurrency(...)`, migration 17), in
+//! one transaction:
 //!
 //! 1. the due runs of those functions whose keys are not known to be full, in due
 //!    order, locked (`SKIP LOCKED`): the candidates;
 //! 2. the keys of candidates not keyed yet, evaluated here from their events;
 //! 3. the candidates' keys locked (advisory, sorted), so that claimers of a key
 //!    take turns: each counts only after the one before it committed;
-//! 4. the running runs of those keys counted, and the state of the throttle keys
-//!    of runs that have not started read (a statement begun after the locks
-//!    sees every claim that held them before);
+//! 4. the running runs of those keys counted, the active runs of the active keys
+//!    of runs that have not started counted, and the state of their throttle
+//!    keys read (a statement begun after the locks sees every claim that held
+//!    them before);
 //! 5. the admitted candidates leased, the new keys of the others stored, the
 //!    throttle states moved on, and the runs a throttle holds made due at their
 //!    key's next start.
@@ -58,26 +60,53 @@ macro_rules! running_sql {
     };
 }
 
-/// Whether a run `r` (keyed) has a key that is full, by `running` and the rule
-/// table `limits(function_id, position, lim)`.
+/// The rule table `limits(function_id, position, lim, active)`
+/// ([`Limited::rule_table`]) from four parameters.
+macro_rules! limits_sql {
+    ($functions:literal, $positions:literal, $limits:literal, $active:literal) => {
+        concat!(
+            "limits AS (
+         SELECT * FROM unnest(",
+            $functions,
+            "::text[], ",
+            $positions,
+            "::integer[], ",
+            $limits,
+            "::integer[], ",
+            $active,
+            "::boolean[])
+             AS l(function_id, position, lim, active)
+     )"
+        )
+    };
+}
+
+/// Whether a run `r` (keyed) has a key that is full, by `limits`: an executing
+/// key by `running`, an active key (for a run that has not started) by a count of
+/// its active runs through their index (`runs_active_keys`).
 macro_rules! full_sql {
     () => {
         "EXISTS (SELECT 1 FROM unnest(r.concurrency_keys) WITH ORDINALITY AS k(key, position)
                  JOIN limits l ON l.function_id = r.function_id AND l.position = k.position
-                 JOIN running ON running.key = k.key
-                 WHERE running.n >= l.lim)"
+                 LEFT JOIN running ON running.key = k.key
+                 WHERE CASE WHEN l.active THEN
+                           r.started_at IS NULL
+                           AND (SELECT count(*) FROM flow.runs x
+                                WHERE x.active_keys @> ARRAY[k.key]
+                                  AND x.status IN ('queued', 'running', 'sleeping', 'waiting',
+                                                   'blocked')) >= l.lim
+                       ELSE running.n >= l.lim END)"
     };
 }
-pub(crate) use {full_sql, running_sql};
+pub(crate) use {full_sql, limits_sql, running_sql};
 
 /// The candidates of step 1.
 const CANDIDATES: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($1::timestamptz, now()) AS now
-     ), limits AS (
-         SELECT * FROM unnest($2::text[], $3::integer[], $4::integer[])
-             AS l(function_id, position, lim)
      ), ",
+    limits_sql!("$2", "$3", "$4", "$7"),
+    ", ",
     running_sql!("(SELECT now FROM clock)"),
     "
      SELECT r.id, r.function_id, r.concurrency_keys AS keys, r.started_at IS NOT NULL AS started,
@@ -100,9 +129,10 @@ const CANDIDATES: &str = concat!(
      FOR UPDATE OF r SKIP LOCKED"
 );
 
-/// Step 5: `$2`/`$3` the new keys of candidates left waiting, `$6`/`$7` the
-/// admitted runs with their new keys (NULL: keep the stored ones, or keyless for a
-/// run whose keys do not evaluate).
+/// Step 5: `$2`/`$3` the new keys of candidates left waiting, `$6`/`$7`/`$12`
+/// the admitted runs with their new keys (NULL: keep the stored ones, or keyless
+/// for a run whose keys do not evaluate) and, for a first start, the active keys
+/// it holds until it ends (NULL: none, or keep them).
 const LEASE: &str = concat!(
     // The statement's own start, after the locks and the count, not the
     // transaction's (`now()`): a run admitted because another ended starts after
@@ -131,8 +161,10 @@ const LEASE: &str = concat!(
         "$4",
         "$5",
         ", concurrency_keys = CASE WHEN a.keys IS NULL THEN r.concurrency_keys
-                                   ELSE ARRAY(SELECT jsonb_array_elements_text(a.keys)) END",
-        ", unnest($6::uuid[], $7::jsonb[]) AS a(id, keys)",
+                                   ELSE ARRAY(SELECT jsonb_array_elements_text(a.keys)) END,
+           active_keys = CASE WHEN a.active IS NULL THEN r.active_keys
+                              ELSE ARRAY(SELECT jsonb_array_elements_text(a.active)) END",
+        ", unnest($6::uuid[], $7::jsonb[], $12::jsonb[]) AS a(id, keys, active)",
         "r.id = a.id"
     ),
     "\n     ",
@@ -155,14 +187,15 @@ pub(crate) async fn claim(
         .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
         .await
         .map_err(db_error)?;
-    let (functions, positions, limits) = limited.rule_table();
+    let table = limited.rule_table();
     let rows = sqlx::query(CANDIDATES)
         .bind(now.at())
-        .bind(&functions)
-        .bind(&positions)
-        .bind(&limits)
+        .bind(&table.functions)
+        .bind(&table.positions)
+        .bind(&table.limits)
         .bind(limited.ids())
         .bind(i64::try_from(max.saturating_mul(CANDIDATES_PER_SLOT)).unwrap_or(i64::MAX))
+        .bind(&table.active)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -178,9 +211,9 @@ pub(crate) async fn claim(
         .keyed
         .iter()
         .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
-        .filter(|k| !Limited::is_throttle_key(k))
+        .filter(|k| !Limited::is_throttle_key(k) && !Limited::is_active_key(k))
         .collect();
-    let running: HashMap<String, u64> = sqlx::query(
+    let mut held: HashMap<String, u64> = sqlx::query(
         "SELECT k.key, count(*) AS n
          FROM flow.runs x, unnest(x.concurrency_keys) AS k(key)
          WHERE x.status = 'running'
@@ -198,6 +231,7 @@ pub(crate) async fn claim(
     .map(|row| Ok((row.try_get("key")?, row.try_get::<i64, _>("n")? as u64)))
     .collect::<Result<_, sqlx::Error>>()
     .map_err(db_error)?;
+    held.extend(active(&mut tx, &candidates).await?);
 
     // Runs whose keys do not evaluate are taken first, without a slot: the worker
     // fails them at once.
@@ -236,15 +270,24 @@ pub(crate) async fn claim(
         candidates.keyed.iter().map(|(_, c, _)| c.clone()).collect();
     let admission = limited.admit(
         &for_admission,
-        &running,
+        &held,
         &mut throttles,
         claim_now,
         max - admitted.len(),
     );
     let mut waiting = Vec::new();
+    let mut first_active: HashMap<Uuid, Value> = HashMap::new();
     for (i, (id, candidate, fresh)) in candidates.keyed.iter().enumerate() {
         let keys = fresh.then(|| Value::from(candidate.keys.clone()));
         if admission.admitted.contains(&i) {
+            let active: Vec<&String> = candidate
+                .keys
+                .iter()
+                .filter(|k| Limited::is_active_key(k))
+                .collect();
+            if !candidate.started && !active.is_empty() {
+                first_active.insert(*id, active.into_iter().cloned().collect());
+            }
             admitted.push((*id, keys));
         } else if let Some(keys) = keys {
             waiting.push((*id, keys));
@@ -262,6 +305,10 @@ pub(crate) async fn claim(
     let (waiting_ids, waiting_keys): (Vec<Uuid>, Vec<Value>) = waiting.into_iter().unzip();
     let (admitted_ids, admitted_keys): (Vec<Uuid>, Vec<Option<Value>>) =
         admitted.into_iter().unzip();
+    let admitted_active: Vec<Option<Value>> = admitted_ids
+        .iter()
+        .map(|id| first_active.remove(id))
+        .collect();
     let claimed = sqlx::query(LEASE)
         .bind(now.at())
         .bind(&waiting_ids)
@@ -274,6 +321,7 @@ pub(crate) async fn claim(
         .bind(&state_tats)
         .bind(&held_ids)
         .bind(&held_until)
+        .bind(&admitted_active)
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -284,6 +332,40 @@ pub(crate) async fn claim(
         .filter(|(id, _)| admitted_ids.contains(id))
         .collect();
     Ok((claimed, problems))
+}
+
+/// The active runs of each active key of the candidates that have not started
+/// (those that have are not held by them), through `runs_active_keys`.
+async fn active(
+    tx: &mut PgConnection,
+    candidates: &Candidates,
+) -> Result<HashMap<String, u64>, Error> {
+    let keys: Vec<&str> = candidates
+        .keyed
+        .iter()
+        .filter(|(_, c, _)| !c.started)
+        .flat_map(|(_, c, _)| c.keys.iter().map(String::as_str))
+        .filter(|k| Limited::is_active_key(k))
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query(
+        "SELECT k.key, count(*) AS n
+         FROM flow.runs x, unnest(x.active_keys) AS k(key)
+         WHERE x.active_keys && $1::text[]
+           AND x.status IN ('queued', 'running', 'sleeping', 'waiting', 'blocked')
+           AND k.key = ANY($1)
+         GROUP BY k.key",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?
+    .iter()
+    .map(|row| Ok((row.try_get("key")?, row.try_get::<i64, _>("n")? as u64)))
+    .collect::<Result<_, sqlx::Error>>()
+    .map_err(db_error)
 }
 
 /// The candidates of one claim, by what is known of their keys.

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (14, include_str!("../migrations/0014_catalog_versions.sql")),
     (15, include_str!("../migrations/0015_singleton.sql")),
     (16, include_str!("../migrations/0016_throttle.sql")),
+    (17, include_str!("../migrations/0017_run_concurrency.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

@@ -491,7 +491,8 @@ const SEND: &str = concat!(
      FROM r
      UNION ALL
      SELECT NULL, NULL, NULL,
-            (SELECT count(*) FROM notified) + 0 * (SELECT count(*) FROM announced),
+            (SELECT count(*) FROM notified) + 0 * (SELECT count(*) FROM announced)
+                + 0 * (SELECT count(*) FROM freed),
             (SELECT array_agg(name) FROM raced), (SELECT array_agg(field) FROM raced),
             (SELECT array_agg(value) FROM raced),
             (SELECT array_agg(DISTINCT a.name) FROM flow.awaited_fields a

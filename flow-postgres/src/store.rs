@@ -538,7 +538,7 @@ impl Store for PgStore {
         functions: &[String],
         limited: &Limited,
     ) -> Result<Option<DateTime<Utc>>, Error> {
-        let (rule_functions, positions, limits) = limited.rule_table();
+        let table = limited.rule_table();
         let row = on_conn!(self, repeat = true, |conn| async {
             // `ORDER BY … LIMIT 1`, not `min()`: the planner aggregates a `min`
             // with a filter over every entry of the index (every sleeping and
@@ -546,10 +546,9 @@ impl Store for PgStore {
             // at the first row of these functions. A limited function's run whose
             // keys are full is left out: the run that frees the slot notifies.
             sqlx::query(concat!(
-                "WITH limits AS (
-                     SELECT * FROM unnest($3::text[], $4::integer[], $5::integer[])
-                         AS l(function_id, position, lim)
-                 ), ",
+                "WITH ",
+                crate::concurrency::limits_sql!("$3", "$4", "$5", "$6"),
+                ", ",
                 crate::concurrency::running_sql!("now()"),
                 "
                  SELECT LEAST(
@@ -575,9 +574,10 @@ impl Store for PgStore {
             ))
             .bind(functions)
             .bind(limited.ids())
-            .bind(&rule_functions)
-            .bind(&positions)
-            .bind(&limits)
+            .bind(&table.functions)
+            .bind(&table.positions)
+            .bind(&table.limits)
+            .bind(&table.active)
             .fetch_one(&mut *conn)
             .await
             .map_err(db_error)

@@ -106,7 +106,7 @@ pub(crate) async fn resolve_raced(
              SELECT pg_notify('flow_wakeup', '') WHERE EXISTS (SELECT 1 FROM woken)
          )
          SELECT (SELECT count(*) FROM woken) + 0 * (SELECT count(*) FROM notified)
-                + 0 * (SELECT count(*) FROM announced)"
+                + 0 * (SELECT count(*) FROM announced) + 0 * (SELECT count(*) FROM freed)"
     ))
     .bind(names)
     .bind(fields)

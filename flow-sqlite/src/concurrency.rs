@@ -1,7 +1,7 @@
-//! The claim of runs of limited functions (`concurrency(...)`, migration 10, and
-//! `throttle(...)`, migration 14),
+//! The claim of runs of limited functions (`concurrency(...)`, migration 10,
+//! `throttle(...)`, migration 14, and `run_concurrency(...)`, migration 15),
 //! inside the claim's write transaction: SQLite has one writer at a time, so the
-//! running runs it counts cannot change before the claim commits.
+//! runs it counts cannot change before the claim commits.
 //!
 //! Candidates whose keys are already full are left out by the query, so that a key
 //! with a long backlog does not fill every claim with runs that cannot start.
@@ -24,30 +24,54 @@ use flow_core::later;
 const CANDIDATES_PER_SLOT: usize = 2;
 
 /// Runs executing per key, live leases only (a dead worker's slot frees itself
-/// when its lease expires).
-pub(crate) async fn running(
+/// when its lease expires), and, when `limited` has `run_concurrency` rules,
+/// runs active (started, not ended) per active key.
+pub(crate) async fn held(
     conn: &mut SqliteConnection,
+    limited: &Limited,
     now: DateTime<Utc>,
 ) -> Result<HashMap<String, u64>, Error> {
-    sqlx::query(
-        "SELECT k.value AS key, count(*) AS n
-         FROM flow_runs x, json_each(x.concurrency_keys) AS k
-         WHERE x.status = 'running' AND x.lease_expires_at > ?
-           AND x.concurrency_keys IS NOT NULL
-         GROUP BY k.value",
-    )
-    .bind(micros(now))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?
-    .iter()
-    .map(|row| Ok((row.try_get("key")?, row.try_get::<i64, _>("n")? as u64)))
-    .collect::<Result<_, sqlx::Error>>()
-    .map_err(db_error)
+    let mut held = counts(
+        sqlx::query(
+            "SELECT k.value AS key, count(*) AS n
+             FROM flow_runs x, json_each(x.concurrency_keys) AS k
+             WHERE x.status = 'running' AND x.lease_expires_at > ?
+               AND x.concurrency_keys IS NOT NULL
+             GROUP BY k.value",
+        )
+        .bind(micros(now))
+        .fetch_all(&mut *conn)
+        .await,
+    )?;
+    if limited.counts_active() {
+        // Through `flow_runs_active`: only runs that hold active keys.
+        held.extend(counts(
+            sqlx::query(
+                "SELECT k.value AS key, count(*) AS n
+                 FROM flow_runs x, json_each(x.active_keys) AS k
+                 WHERE x.active_keys IS NOT NULL
+                   AND x.status IN ('queued', 'running', 'sleeping', 'waiting', 'blocked')
+                 GROUP BY k.value",
+            )
+            .fetch_all(&mut *conn)
+            .await,
+        )?);
+    }
+    Ok(held)
+}
+
+/// `(key, n)` rows as a map.
+fn counts(rows: Result<Vec<SqliteRow>, sqlx::Error>) -> Result<HashMap<String, u64>, Error> {
+    rows.map_err(db_error)?
+        .iter()
+        .map(|row| Ok((row.try_get("key")?, row.try_get::<i64, _>("n")? as u64)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db_error)
 }
 
 /// The condition that leaves out a run `r` with a full key, given `?full` (a JSON
-/// array of `function \x1e key` from `Limited::full_pairs`).
+/// array of `function \x1e key` from `Limited::full_pairs`): an active key
+/// (`flow_control::ACTIVE`) holds back only a run that has not started.
 macro_rules! not_full_sql {
     ($full:literal) => {
         concat!(
@@ -55,7 +79,8 @@ macro_rules! not_full_sql {
                  SELECT 1 FROM json_each(r.concurrency_keys) AS k
                  WHERE r.function_id || char(30) || k.value IN (SELECT value FROM json_each(",
             $full,
-            "))))"
+            "))
+                   AND (r.started_at IS NULL OR k.value NOT LIKE 'active' || char(31) || '%')))"
         )
     };
 }
@@ -69,8 +94,8 @@ pub(crate) async fn claim(
     now: DateTime<Utc>,
 ) -> Result<Vec<ClaimedRun>, Error> {
     let limited = request.limited;
-    let running = running(conn, now).await?;
-    let full = serde_json::to_string(&limited.full_pairs(&running)).expect("strings serialize");
+    let held = held(conn, limited, now).await?;
+    let full = serde_json::to_string(&limited.full_pairs(&held)).expect("strings serialize");
     let functions = serde_json::to_string(limited.ids()).expect("strings serialize");
     let rows = sqlx::query(concat!(
         "SELECT r.id, r.function_id, r.concurrency_keys AS keys,
@@ -131,7 +156,7 @@ pub(crate) async fn claim(
     let for_admission: Vec<Candidate> = keyed.iter().map(|(_, c, _)| c.clone()).collect();
     let admission = limited.admit(
         &for_admission,
-        &running,
+        &held,
         &mut throttles,
         now,
         max - unkeyable.len(),
@@ -161,7 +186,7 @@ pub(crate) async fn claim(
 
     let mut claimed = Vec::new();
     for (id, problem) in unkeyable {
-        if let Some(row) = lease(conn, request, &id, None, now).await? {
+        if let Some(row) = lease(conn, request, &id, None, None, now).await? {
             let mut run = claimed_run(conn, &row, request.owner).await?;
             run.key_problem = Some(problem);
             claimed.push(run);
@@ -170,7 +195,15 @@ pub(crate) async fn claim(
     for (i, (id, candidate, fresh)) in keyed.iter().enumerate() {
         let keys = fresh.then(|| serde_json::to_string(&candidate.keys).expect("strings"));
         if admission.admitted.contains(&i) {
-            if let Some(row) = lease(conn, request, id, keys, now).await? {
+            // A first start takes the active keys it holds until it ends.
+            let active: Vec<&String> = candidate
+                .keys
+                .iter()
+                .filter(|k| Limited::is_active_key(k))
+                .collect();
+            let active = (!candidate.started && !active.is_empty())
+                .then(|| serde_json::to_string(&active).expect("strings"));
+            if let Some(row) = lease(conn, request, id, keys, active, now).await? {
                 claimed.push(claimed_run(conn, &row, request.owner).await?);
             }
         } else if let Some(keys) = keys {
@@ -216,12 +249,14 @@ async fn throttle_state(
         .collect()
 }
 
-/// Leases one candidate, storing its keys when they were evaluated now.
+/// Leases one candidate, storing its keys when they were evaluated now, and the
+/// active keys of a first start.
 async fn lease(
     conn: &mut SqliteConnection,
     request: &ClaimRequest<'_>,
     id: &str,
     keys: Option<String>,
+    active: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<Option<SqliteRow>, Error> {
     sqlx::query(
@@ -230,7 +265,8 @@ async fn lease(
              lease_expires_at = ?2, started_at = COALESCE(started_at, ?3),
              timeout_at = CASE WHEN started_at IS NULL THEN ?3 + finish_within
                                ELSE timeout_at END,
-             concurrency_keys = COALESCE(?5, concurrency_keys)
+             concurrency_keys = COALESCE(?5, concurrency_keys),
+             active_keys = COALESCE(?6, active_keys)
          WHERE id = ?4
          RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
                    event_id",
@@ -240,6 +276,7 @@ async fn lease(
     .bind(micros(now))
     .bind(id)
     .bind(keys)
+    .bind(active)
     .fetch_optional(&mut *conn)
     .await
     .map_err(db_error)

@@ -473,8 +473,8 @@ impl Store for SqliteStore {
         let full = if limited.is_empty() {
             Vec::new()
         } else {
-            let running = crate::concurrency::running(&mut conn, Utc::now()).await?;
-            limited.full_pairs(&running)
+            let held = crate::concurrency::held(&mut conn, limited, Utc::now()).await?;
+            limited.full_pairs(&held)
         };
         let next: Option<i64> = sqlx::query_scalar(concat!(
             "SELECT min(t) FROM (

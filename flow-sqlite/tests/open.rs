@@ -27,7 +27,10 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    );
     // Opening it again (a restart) applies nothing and keeps the data.
     drop(store);
     let again = SqliteStore::connect(&format!("sqlite://{}", path.display()))
