@@ -1,6 +1,6 @@
 //! The function catalog: what a sender must know of the functions an event
 //! triggers to decide, when the event is sent, whether and when each starts a run
-//! (`if`, `idempotency`, `priority`, `singleton`).
+//! (`if`, `idempotency`, `priority`, `singleton`, `rate_limit`).
 //!
 //! Workers announce each function's send-time rules with a hash of them. A
 //! sender keeps the rules it compiled last ([`CatalogCache`]); its send statement
@@ -48,6 +48,87 @@ pub struct SendRules {
     /// `if = "<CEL>"`: only events for which this is true start a run.
     #[serde(rename = "if", default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// `rate_limit(limit, period, key)`: events over the limit start no run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitRule>,
+}
+
+/// `rate_limit(...)` as announced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// Runs per period.
+    pub limit: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// A CEL expression whose value is the key; one key for the whole function
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `#[function(rate_limit(limit = 1, period = "4h", key = "<CEL>"))]`: at most
+/// `limit` runs start per `period` per key (GCRA: `limit` at once after a quiet
+/// period, then one per `period / limit`); an event over it starts no run, and
+/// the run it would have started is recorded as skipped, with the reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Runs per period.
+    pub limit: u32,
+    /// The period.
+    pub period: std::time::Duration,
+    /// A CEL expression whose value is the key; one key for the whole function
+    /// without it.
+    pub key: Option<&'static str>,
+}
+
+/// The most a rate limit's `limit` may be.
+pub const MAX_RATE_LIMIT: u32 = 100_000;
+
+/// The longest a rate limit's `period` may be (as for throttles and waits).
+pub const MAX_RATE_PERIOD: std::time::Duration = crate::MAX_WAIT;
+
+/// A rate-limit key decided at send: what the store admits by (GCRA).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateKey {
+    /// The key's value (`""` for a function without one).
+    pub key: String,
+    /// Runs per period.
+    pub limit: u32,
+    /// The period.
+    pub period: std::time::Duration,
+}
+
+impl RateKey {
+    /// One start per interval...
+    pub fn interval(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.period).unwrap_or(chrono::TimeDelta::MAX)
+            / i32::try_from(self.limit.max(1)).unwrap_or(i32::MAX)
+    }
+
+    /// ...and `limit` at once: the key's arrival time may run this far ahead.
+    pub fn tolerance(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.period).unwrap_or(chrono::TimeDelta::MAX) - self.interval()
+    }
+
+    /// Whether a start is allowed at `now` with the key's theoretical arrival
+    /// time `tat`: the time it moves to when it is.
+    pub fn admit(&self, tat: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let base = tat.unwrap_or(now).max(now);
+        (base - now <= self.tolerance()).then(|| base + self.interval())
+    }
+
+    /// The error a skipped run is recorded with.
+    pub fn reason(&self, function: &str) -> String {
+        format!(
+            "skipped: function `{function}` allows {} run{} per {} for rate-limit key `{}`, \
+             and this event came over it (rate_limit)",
+            self.limit,
+            if self.limit == 1 { "" } else { "s" },
+            crate::function::duration_text(self.period),
+            self.key
+        )
+    }
 }
 
 /// `singleton(...)` as announced.
@@ -104,6 +185,11 @@ impl SendRules {
                 mode: s.mode,
             }),
             filter: def.filter.map(str::to_owned),
+            rate_limit: def.rate_limit.map(|r| RateLimitRule {
+                limit: r.limit,
+                period_ms: u64::try_from(r.period.as_millis()).unwrap_or(u64::MAX),
+                key: r.key.map(str::to_owned),
+            }),
         }
     }
 
@@ -113,6 +199,7 @@ impl SendRules {
             && self.priority.is_none()
             && self.singleton.is_none()
             && self.filter.is_none()
+            && self.rate_limit.is_none()
     }
 
     /// The rules as stored in the catalog, with their hash; `None` when there are
@@ -154,6 +241,9 @@ struct Compiled {
     /// the mode.
     singleton: Option<(Option<Rule>, SingletonMode)>,
     filter: Option<Rule>,
+    /// The rate limit's key expression (`None`: one key for the function), and
+    /// its limit and period.
+    rate_limit: Option<(Option<Rule>, u32, std::time::Duration)>,
 }
 
 /// A rule's compiled expression, or why it does not compile.
@@ -179,6 +269,13 @@ impl Compiled {
             priority: compile(rules.priority),
             singleton: rules.singleton.map(|s| (compile(s.key), s.mode)),
             filter: compile(rules.filter),
+            rate_limit: rules.rate_limit.map(|r| {
+                (
+                    compile(r.key),
+                    r.limit,
+                    std::time::Duration::from_millis(r.period_ms),
+                )
+            }),
         }
     }
 }
@@ -332,6 +429,7 @@ impl Catalog {
                             key: None,
                             priority: None,
                             singleton: None,
+                            rate: None,
                         });
                         continue;
                     }
@@ -372,6 +470,20 @@ impl Catalog {
                     }
                     None => None,
                 };
+                let rate = match &c.rate_limit {
+                    Some((rule, limit, period)) => {
+                        let key = match rule {
+                            None => Some(String::new()),
+                            Some(rule) => key_of("rate_limit", rule, &stored, &mut problems),
+                        };
+                        key.map(|key| RateKey {
+                            key,
+                            limit: *limit,
+                            period: *period,
+                        })
+                    }
+                    None => None,
+                };
                 decisions
                     .unevaluated
                     .extend(problems.into_iter().map(|problem| Unevaluated {
@@ -379,7 +491,7 @@ impl Catalog {
                         function: c.function_id.clone(),
                         problem,
                     }));
-                if key.is_some() || priority.is_some() || singleton.is_some() {
+                if key.is_some() || priority.is_some() || singleton.is_some() || rate.is_some() {
                     decisions.decided.push(Decided {
                         position,
                         event: id,
@@ -388,6 +500,7 @@ impl Catalog {
                         key,
                         priority,
                         singleton,
+                        rate,
                     });
                 }
             }
@@ -440,6 +553,8 @@ pub struct Decided {
     pub priority: Option<i64>,
     /// Its singleton key (`""` for a function without one) and mode.
     pub singleton: Option<(String, SingletonMode)>,
+    /// Its rate-limit key, with the limit.
+    pub rate: Option<RateKey>,
 }
 
 /// A run that an event did not start, and why.
@@ -478,6 +593,14 @@ pub enum SkipReason {
         /// The key's value.
         key: String,
     },
+    /// The function's `rate_limit` held the key at its limit: the run is
+    /// recorded as [`Skipped`](crate::RunStatus::Skipped), with the reason.
+    RateLimited {
+        /// The key's value (`""` for a function without one).
+        key: String,
+        /// The skipped run.
+        run: crate::RunId,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -497,6 +620,10 @@ impl std::fmt::Display for SkipReason {
             SkipReason::SingletonInSend { key } => write!(
                 f,
                 "another event of this send has singleton key `{key}` and started the run"
+            ),
+            SkipReason::RateLimited { key, run } => write!(
+                f,
+                "rate-limit key `{key}` is at its limit; run {run} is recorded as skipped"
             ),
         }
     }
@@ -574,6 +701,44 @@ mod tests {
         assert_eq!(a, rules("event.data.order").announced().expect("again"));
         assert_ne!(a.1, rules("event.data.other").announced().expect("b").1);
         assert_eq!(a.0, json!({"idempotency": "event.data.order"}));
+    }
+
+    #[test]
+    fn a_rate_limit_starts_limit_at_once_then_one_per_interval() {
+        let rate = RateKey {
+            key: "u1".into(),
+            limit: 2,
+            period: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(rate.interval(), chrono::TimeDelta::minutes(30));
+        assert_eq!(rate.tolerance(), chrono::TimeDelta::minutes(30));
+        let t0 = DateTime::from_timestamp(1_000_000, 0).expect("a time");
+        let at = |m: i64| t0 + chrono::TimeDelta::minutes(m);
+        let first = rate.admit(None, t0).expect("the first");
+        let second = rate.admit(Some(first), t0).expect("the second, at once");
+        assert_eq!(second, at(60));
+        assert_eq!(rate.admit(Some(second), at(29)), None, "too early");
+        assert_eq!(rate.admit(Some(second), at(30)), Some(at(90)));
+        // After a quiet spell the key starts afresh, with no credit saved up.
+        assert_eq!(rate.admit(Some(second), at(600)), Some(at(630)));
+        assert!(
+            rate.reason("alert")
+                .contains("allows 2 runs per 1h for rate-limit key `u1`")
+        );
+        // Rules with a rate limit are announced, and hash apart from those without.
+        let limited = SendRules {
+            rate_limit: Some(RateLimitRule {
+                limit: 2,
+                period_ms: 3_600_000,
+                key: Some("event.data.user".into()),
+            }),
+            ..SendRules::default()
+        };
+        let (json, _) = limited.announced().expect("announced");
+        assert_eq!(
+            json,
+            json!({"rate_limit": {"limit": 2, "period_ms": 3_600_000, "key": "event.data.user"}})
+        );
     }
 
     #[test]

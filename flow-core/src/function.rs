@@ -97,6 +97,9 @@ pub struct FunctionDef {
     /// `if = "<CEL>"`: only events for which this is true start a run, decided
     /// when the event is sent.
     pub filter: Option<&'static str>,
+    /// `rate_limit(limit, period, key = "<CEL>")`: events over the limit start
+    /// no run (it is recorded as skipped), decided when the event is sent.
+    pub rate_limit: Option<crate::catalog::RateLimit>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -132,7 +135,7 @@ impl Timeouts {
 
 /// A duration as `#[function]` takes them: `90s`, `10m`, `2h`, `1d`, `250ms`
 /// (the largest unit that divides it).
-fn duration_text(d: Duration) -> String {
+pub(crate) fn duration_text(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [
         ("d", 86_400_000),
@@ -313,6 +316,18 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             }
         }
     }
+    if let Some(rate) = def.rate_limit {
+        if rate.limit == 0 || rate.limit > crate::catalog::MAX_RATE_LIMIT {
+            return refuse(format!(
+                "its `rate_limit` limit is {}; it must be 1 to {}",
+                rate.limit,
+                crate::catalog::MAX_RATE_LIMIT
+            ));
+        }
+        if rate.period < Duration::from_secs(1) || rate.period > crate::catalog::MAX_RATE_PERIOD {
+            return refuse("its `rate_limit` period must be 1 second to 366 days".to_owned());
+        }
+    }
     for (which, timeout) in [
         ("start", def.timeouts.start),
         ("finish", def.timeouts.finish),
@@ -358,6 +373,7 @@ pub(crate) mod tests {
         priority: None,
         singleton: None,
         filter: None,
+        rate_limit: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -377,6 +393,7 @@ pub(crate) mod tests {
         priority: None,
         singleton: None,
         filter: None,
+        rate_limit: None,
     };
 
     #[test]

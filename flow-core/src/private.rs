@@ -1,7 +1,7 @@
 //! What the macros' generated code calls. Not a public API: names may change in
 //! any release.
 
-pub use crate::catalog::{Singleton, SingletonMode};
+pub use crate::catalog::{RateLimit, Singleton, SingletonMode};
 pub use crate::flow_control::{Concurrency, ConcurrencyScope, Throttle};
 pub use crate::function::{CancelOn, FunctionDef, Registration, Timeouts};
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};

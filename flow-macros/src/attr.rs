@@ -4,6 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
+use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitStr};
 
 use crate::errors::Errors;
@@ -16,7 +17,7 @@ const MAX_CANCEL_ON: usize = 5;
 
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
-const NOT_BUILT_YET: &[&str] = &["rate_limit", "debounce", "batch_events", "cron"];
+const NOT_BUILT_YET: &[&str] = &["debounce", "batch_events", "cron"];
 
 #[derive(Default)]
 pub struct Backoff {
@@ -52,6 +53,16 @@ pub struct FunctionArgs {
     pub singleton: Option<SingletonArg>,
     /// `if = "<CEL>"`: only events for which it is true start a run.
     pub filter: Option<crate::cel::CheckedExpr>,
+    /// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
+    pub rate_limit: Option<RateLimitArg>,
+}
+
+/// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
+pub struct RateLimitArg {
+    pub limit: u32,
+    /// Milliseconds.
+    pub period: u64,
+    pub key: Option<crate::cel::CheckedExpr>,
 }
 
 /// `singleton(key = "<CEL>", mode = skip | cancel)`.
@@ -69,6 +80,8 @@ const MAX_CONCURRENCY_LIMIT: u64 = 100_000;
 
 /// One `concurrency(limit = 5, key = "...", scope = fn | shared("name"))`.
 pub struct ConcurrencyArg {
+    /// Where the rule was written, for errors about it beside others.
+    pub span: Span,
     pub limit: u32,
     pub key: Option<crate::cel::CheckedExpr>,
     /// `shared("name")`; `None` for the function's own runs.
@@ -138,6 +151,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "priority",
         "singleton",
         "if",
+        "rate_limit",
     ];
     let mut seen = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -168,6 +182,7 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                 args.priority = cel_value(&meta, errors, "priority", example)?;
             }
             "singleton" => args.singleton = singleton_value(&meta, errors)?,
+            "rate_limit" => args.rate_limit = rate_limit_value(&meta, errors)?,
             "if" => args.filter = cel_value(&meta, errors, "if", "\"event.data.amount > 100\"")?,
             "r#if" | "if_" | "filter" => {
                 errors.at(
@@ -267,7 +282,36 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
     if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
         errors.push(e);
     }
+    check_combinations(&args, errors);
     args
+}
+
+/// Options that cannot work together as written.
+fn check_combinations(args: &FunctionArgs, errors: &mut Errors) {
+    // Active runs include executing ones: a concurrency limit at or above the
+    // run_concurrency limit of the same key never holds anything.
+    for rule in &args.concurrency {
+        if let Some(active) = args
+            .run_concurrency
+            .iter()
+            .find(|a| a.identity() == rule.identity() && a.limit <= rule.limit)
+        {
+            let n = active.limit;
+            let fix = match n {
+                1 => "remove this rule".to_owned(),
+                _ => format!("lower this limit below {n} or remove the rule"),
+            };
+            errors.at_span(
+                rule.span,
+                format!(
+                    "this `concurrency` rule never holds a run: `run_concurrency(limit = {n})` on \
+                     the same key and scope already keeps at most {n} run{} active, executing \
+                     ones included; {fix}",
+                    if n == 1 { "" } else { "s" }
+                ),
+            );
+        }
+    }
 }
 
 pub fn parse_step_args(tokens: TokenStream, errors: &mut Errors) -> StepArgs {
@@ -536,6 +580,7 @@ fn concurrency_value(
         };
         return Ok(
             concurrency_limit(&expr, errors).map(|limit| ConcurrencyArg {
+                span: meta.path.span(),
                 limit,
                 key: None,
                 shared: None,
@@ -592,7 +637,12 @@ fn concurrency_value(
         );
     }
     Ok(match (limit, bad) {
-        (Some(limit), false) => Some(ConcurrencyArg { limit, key, shared }),
+        (Some(limit), false) => Some(ConcurrencyArg {
+            span: meta.path.span(),
+            limit,
+            key,
+            shared,
+        }),
         _ => None,
     })
 }
@@ -651,24 +701,10 @@ fn throttle_value(
                 }
                 None => bad = true,
             },
-            "period" => match string_value(&inner, errors, "period", "\"1m\"")? {
-                Some(lit) => match parse_duration(&lit.value()) {
-                    Ok(0) => {
-                        errors.at(&lit, "a throttle's `period` must be longer than zero");
-                        bad = true;
-                    }
-                    Ok(ms) if ms > MAX_TIMEOUT_MS => {
-                        errors.at(&lit, "a throttle's `period` is at most 366 days");
-                        bad = true;
-                    }
-                    Ok(ms) => period = Some(ms),
-                    Err(problem) => {
-                        errors.at(&lit, format!("`period`: {problem}"));
-                        bad = true;
-                    }
-                },
-                None => bad = true,
-            },
+            "period" => {
+                period = period_value(&inner, errors, "a throttle's", 1)?;
+                bad |= period.is_none();
+            }
             "key" => {
                 key = cel_value(&inner, errors, "key", "\"event.data.customer_id\"")?;
                 bad |= key.is_none();
@@ -706,6 +742,116 @@ fn throttle_value(
             key,
             shared,
         }),
+        _ => None,
+    })
+}
+
+/// A rule's `period = "1m"`, in milliseconds: at least `least_ms`, at most 366
+/// days; `None` with the error recorded (`whose`: "a throttle's").
+fn period_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    whose: &str,
+    least_ms: u64,
+) -> syn::Result<Option<u64>> {
+    let Some(lit) = string_value(meta, errors, "period", "\"1m\"")? else {
+        return Ok(None);
+    };
+    Ok(match parse_duration(&lit.value()) {
+        Ok(ms) if ms < least_ms && least_ms <= 1 => {
+            errors.at(&lit, format!("{whose} `period` must be longer than zero"));
+            None
+        }
+        Ok(ms) if ms < least_ms => {
+            let least = match least_ms % 1_000 {
+                0 => format!("{}s", least_ms / 1_000),
+                _ => format!("{least_ms}ms"),
+            };
+            errors.at(&lit, format!("{whose} `period` is at least {least}"));
+            None
+        }
+        Ok(ms) if ms > MAX_TIMEOUT_MS => {
+            errors.at(&lit, format!("{whose} `period` is at most 366 days"));
+            None
+        }
+        Ok(ms) => Some(ms),
+        Err(problem) => {
+            errors.at(&lit, format!("`period`: {problem}"));
+            None
+        }
+    })
+}
+
+/// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`, `limit` and `period`
+/// required.
+fn rate_limit_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<RateLimitArg>> {
+    const EXAMPLE: &str = "`rate_limit(limit = 1, period = \"4h\", key = \"event.data.user_id\")` \
+                           (one run per user per four hours; the events over it start nothing \
+                           and their runs are recorded as skipped)";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`rate_limit` needs a limit and a period: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut limit, mut period, mut key) = (None, None, None);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "rate_limit(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "limit" => match value_expr(&inner, errors, "limit", "1")? {
+                Some(expr) => {
+                    limit = concurrency_limit(&expr, errors);
+                    bad |= limit.is_none();
+                }
+                None => bad = true,
+            },
+            "period" => {
+                period = period_value(&inner, errors, "a rate limit's", 1_000)?;
+                bad |= period.is_none();
+            }
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.user_id\"")?;
+                bad |= key.is_none();
+            }
+            "burst" => {
+                errors.at(
+                    &inner.path,
+                    "a rate limit has no `burst`: `limit` runs start at once after a quiet \
+                     `period`; to queue the runs over a limit instead of skipping them, use \
+                     `throttle(limit, period, burst)`",
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key("rate_limit(...)", other, &["limit", "period", "key"]),
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if (limit.is_none() || period.is_none()) && !bad {
+        errors.at(
+            &meta.path,
+            format!("`rate_limit` needs a `limit` and a `period`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (limit, period, bad) {
+        (Some(limit), Some(period), false) => Some(RateLimitArg { limit, period, key }),
         _ => None,
     })
 }

@@ -167,6 +167,7 @@ pub fn function(
                     priority: ::core::option::Option::None,
                     singleton: ::core::option::Option::None,
                     filter: ::core::option::Option::None,
+                    rate_limit: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -195,6 +196,20 @@ pub fn function(
     let idempotency = send_rule(&args.idempotency);
     let priority = send_rule(&args.priority);
     let filter = send_rule(&args.filter);
+    let rate_limit = match &args.rate_limit {
+        Some(rate) => {
+            let (limit, period) = (rate.limit, rate.period);
+            let key = send_rule(&rate.key);
+            quote! {
+                ::core::option::Option::Some(::flow::__private::RateLimit {
+                    limit: #limit,
+                    period: ::flow::__private::Duration::from_millis(#period),
+                    key: #key,
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let singleton = match &args.singleton {
         Some(single) => {
             let key = send_rule(&single.key);
@@ -227,6 +242,7 @@ pub fn function(
             priority: #priority,
             singleton: #singleton,
             filter: #filter,
+            rate_limit: #rate_limit,
         }
     };
     let concurrency = concurrency_rules("__FLOW_CONCURRENCY", &args.concurrency, event);

@@ -25,7 +25,7 @@ macro_rules! cancelling_sql {
             "
                  WHERE ",
             $selector,
-            " AND r.status NOT IN ('completed', 'failed', 'cancelled')
+            " AND r.status NOT IN ('completed', 'failed', 'cancelled', 'skipped')
                  RETURNING r.id, r.active_keys IS NOT NULL AS held
              ), freed AS (
                  SELECT pg_notify('flow_wakeup', '')

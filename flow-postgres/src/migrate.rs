@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (15, include_str!("../migrations/0015_singleton.sql")),
     (16, include_str!("../migrations/0016_throttle.sql")),
     (17, include_str!("../migrations/0017_run_concurrency.sql")),
+    (18, include_str!("../migrations/0018_rate_limit.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

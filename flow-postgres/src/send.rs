@@ -102,9 +102,13 @@ pub(crate) async fn send_on(
             .bind(&keyed.priorities)
             .bind(&keyed.singles)
             .bind(&keyed.modes)
-            .bind(&keyed.filtered);
-        let singletons = keyed.singleton_keys();
-        if singletons.is_empty() {
+            .bind(&keyed.filtered)
+            .bind(&keyed.rate_keys)
+            .bind(&keyed.rate_limits)
+            .bind(&keyed.rate_periods)
+            .bind(&keyed.rate_reasons);
+        let locked = keyed.locked_keys();
+        if locked.is_empty() {
             run_rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
             tail = Tail::take(&mut run_rows)?;
             if !tail.stale {
@@ -112,10 +116,10 @@ pub(crate) async fn send_on(
                 break;
             }
         } else {
-            // The singleton keys' locks are held to the end of the transaction (a
-            // savepoint when the caller already has one).
+            // The singleton and rate-limit keys' locks are held to the end of the
+            // transaction (a savepoint when the caller already has one).
             let mut tx = conn.begin().await.map_err(db_error)?;
-            crate::concurrency::lock_keys(&mut tx, SINGLETON_LOCK_CLASS, &singletons).await?;
+            crate::concurrency::lock_keys(&mut tx, SEND_LOCK_CLASS, &locked).await?;
             run_rows = statement.fetch_all(&mut *tx).await.map_err(db_error)?;
             tail = Tail::take(&mut run_rows)?;
             if !tail.stale {
@@ -146,8 +150,8 @@ pub(crate) async fn send_on(
     Ok(receipt)
 }
 
-/// The advisory lock class of singleton keys ("flos" in ASCII).
-const SINGLETON_LOCK_CLASS: i32 = 0x666c_6f73;
+/// The advisory lock class of singleton and rate-limit keys ("flos" in ASCII).
+const SEND_LOCK_CLASS: i32 = 0x666c_6f73;
 
 /// The send-time rules of every function that has some, as announced.
 async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
@@ -181,6 +185,12 @@ struct Decided {
     singles: Vec<Option<String>>,
     modes: Vec<Option<&'static str>>,
     filtered: Vec<bool>,
+    rate_keys: Vec<Option<String>>,
+    rate_limits: Vec<Option<i32>>,
+    /// Milliseconds.
+    rate_periods: Vec<Option<i64>>,
+    /// The error a run skipped by the rate limit is recorded with.
+    rate_reasons: Vec<Option<String>>,
 }
 
 impl Decided {
@@ -188,6 +198,9 @@ impl Decided {
         let mut arrays = Decided::default();
         for d in decided {
             arrays.events.push(d.event.0);
+            arrays
+                .rate_reasons
+                .push(d.rate.as_ref().map(|r| r.reason(&d.function)));
             arrays.functions.push(d.function);
             arrays.keys.push(d.key);
             arrays
@@ -201,20 +214,40 @@ impl Decided {
                 .modes
                 .push(d.singleton.as_ref().map(|(_, m)| m.as_str()));
             arrays.filtered.push(d.filtered);
+            arrays.rate_limits.push(
+                d.rate
+                    .as_ref()
+                    .map(|r| i32::try_from(r.limit).unwrap_or(i32::MAX)),
+            );
+            arrays.rate_periods.push(
+                d.rate
+                    .as_ref()
+                    .map(|r| i64::try_from(r.period.as_millis()).unwrap_or(i64::MAX)),
+            );
+            arrays.rate_keys.push(d.rate.map(|r| r.key));
             arrays.singles.push(d.singleton.map(|(key, _)| key));
         }
         arrays
     }
 
-    /// The singleton keys decided (`function \x1f key`): a send locks them
-    /// through its statement, so that it sees each key's latest holder and
-    /// concurrent sends of a key take turns.
-    fn singleton_keys(&self) -> Vec<String> {
-        self.functions
+    /// The singleton keys (`function \x1f key`) and rate-limit keys (`rate \x1f
+    /// function \x1f key`) decided: a send locks them through its statement, so
+    /// that it sees each key's latest holder or arrival time, and concurrent
+    /// sends of a key take turns.
+    fn locked_keys(&self) -> Vec<String> {
+        let singles = self
+            .functions
             .iter()
             .zip(&self.singles)
-            .filter_map(|(function, single)| Some(format!("{function}\u{1f}{}", single.as_ref()?)))
-            .collect()
+            .filter_map(|(function, single)| Some(format!("{function}\u{1f}{}", single.as_ref()?)));
+        let rates = self
+            .functions
+            .iter()
+            .zip(&self.rate_keys)
+            .filter_map(|(function, key)| {
+                Some(format!("rate\u{1f}{function}\u{1f}{}", key.as_ref()?))
+            });
+        singles.chain(rates).collect()
     }
 }
 
@@ -302,6 +335,10 @@ impl Tail {
                 },
                 Some("singleton_in_send") => SkipReason::SingletonInSend { key },
                 Some("filtered") => SkipReason::Filtered,
+                Some("rate_limit") => SkipReason::RateLimited {
+                    key,
+                    run: RunId(rows.active.get(i).copied().flatten().unwrap_or_default()),
+                },
                 other => {
                     return Err(Error::Database(format!(
                         "the send statement skipped a run for an unknown reason {other:?}"
@@ -323,7 +360,8 @@ impl Tail {
 
 /// The send statement: the events, a run per matching function (none where its
 /// `if` is false; a keyed run only if its idempotency or singleton key is free,
-/// due earlier or later by its priority),
+/// due earlier or later by its priority; recorded as skipped when its rate-limit
+/// key is at the limit),
 /// the wait keys of their awaited fields,
 /// the waits they resolve, the runs they cancel (`cancel_on`), and one NOTIFY
 /// when any run was created or woken (delivered at commit). An event without its
@@ -354,11 +392,14 @@ const SEND: &str = concat!(
          -- Referenced several times, so computed once: each run's id is fixed here.
          SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position,
                 COALESCE(k.priority, 0) AS priority, k.single, k.mode,
-                COALESCE(k.filtered, false) AS filtered
+                COALESCE(k.filtered, false) AS filtered, k.rate_key, k.rate_lim,
+                k.rate_ms * interval '1 millisecond' AS rate_period, k.rate_reason
          FROM ev JOIN flow.functions f ON f.trigger = ev.name
          LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[],
-                          $14::text[], $15::text[], $16::bool[])
-             AS k(event_id, function_id, key, position, priority, single, mode, filtered)
+                          $14::text[], $15::text[], $16::bool[], $17::text[], $18::int[],
+                          $19::bigint[], $20::text[])
+             AS k(event_id, function_id, key, position, priority, single, mode, filtered,
+                  rate_key, rate_lim, rate_ms, rate_reason)
              ON k.event_id = ev.id AND k.function_id = f.id
      ), eligible AS (
          -- An event whose `if` is false for a function starts nothing of it, and
@@ -399,9 +440,47 @@ const SEND: &str = concat!(
          RETURNING run_id
      ), started AS (
          SELECT * FROM single_ok p WHERE p.key IS NULL OR p.id IN (SELECT run_id FROM claimed_keys)
+     ), rated AS (
+         -- Rate limits (GCRA, migration 18), last: only an event that would start
+         -- a run counts against its key. The n-th such event of a key in the send
+         -- starts while the key's arrival time, moved on by the n - 1 before it,
+         -- is within the tolerance (`limit` at once, then one per interval).
+         SELECT p.id, p.function_id, p.rate_key, p.rate_period / p.rate_lim AS step,
+                p.rate_period - p.rate_period / p.rate_lim AS tolerance,
+                row_number() OVER (PARTITION BY p.function_id, p.rate_key
+                                   ORDER BY p.position) AS nth
+         FROM started p WHERE p.rate_key IS NOT NULL
+     ), rate_base AS (
+         -- The sender holds the keys' locks, so this is the latest arrival time.
+         SELECT DISTINCT ON (r.function_id, r.rate_key) r.function_id, r.rate_key, r.step,
+                GREATEST(COALESCE(t.tat, clock.now), clock.now) AS base
+         FROM rated r CROSS JOIN clock
+         LEFT JOIN flow.rate_limits t ON t.function_id = r.function_id AND t.key = r.rate_key
+     ), rate_admitted AS (
+         SELECT r.id, r.function_id, r.rate_key FROM rated r
+         JOIN rate_base b ON b.function_id = r.function_id AND b.rate_key = r.rate_key
+         WHERE b.base - (SELECT now FROM clock) + (r.nth - 1) * r.step <= r.tolerance
+     ), rate_state AS (
+         INSERT INTO flow.rate_limits AS t (function_id, key, tat)
+         SELECT b.function_id, b.rate_key, b.base + count(*) * b.step
+         FROM rate_base b
+         JOIN rate_admitted a ON a.function_id = b.function_id AND a.rate_key = b.rate_key
+         GROUP BY b.function_id, b.rate_key, b.base, b.step
+         ON CONFLICT (function_id, key) DO UPDATE SET tat = EXCLUDED.tat
+     ), launched AS (
+         SELECT * FROM started p
+         WHERE p.rate_key IS NULL OR p.id IN (SELECT id FROM rate_admitted)
+     ), rate_skipped AS (
+         -- Recorded, ended: visible through the client with the reason.
+         INSERT INTO flow.runs
+             (id, function_id, event_id, status, not_before, created_at, finished_at, error)
+         SELECT p.id, p.function_id, p.event_id, 'skipped', clock.now, clock.now, clock.now,
+                p.rate_reason
+         FROM started p, clock
+         WHERE p.rate_key IS NOT NULL AND p.id NOT IN (SELECT id FROM rate_admitted)
      ), taken AS (
          INSERT INTO flow.singletons AS s (function_id, key, run_id)
-         SELECT function_id, single, id FROM started WHERE single IS NOT NULL
+         SELECT function_id, single, id FROM launched WHERE single IS NOT NULL
          ON CONFLICT (function_id, key) DO UPDATE SET run_id = EXCLUDED.run_id
      ), superseded AS (
          -- Mode cancel: the active runs whose key a started run took.
@@ -409,25 +488,30 @@ const SEND: &str = concat!(
                 'cancelled by event ' || st.event_id || ', whose run ' || st.id
                 || ' took singleton key `' || h.key || '` (singleton mode cancel)' AS reason
          FROM holders h
-         JOIN started st ON st.function_id = h.function_id AND st.single = h.key
-                        AND st.mode = 'cancel'
+         JOIN launched st ON st.function_id = h.function_id AND st.single = h.key
+                         AND st.mode = 'cancel'
      ), skipped AS (
+         -- `active`: the active run of a singleton key, or the skipped run of a
+         -- rate-limit key.
          SELECT p.event_id, p.function_id,
                 CASE WHEN p.filtered THEN 'filtered'
+                     WHEN p.id IN (SELECT id FROM started) THEN 'rate_limit'
                      WHEN p.id IN (SELECT id FROM single_ok) THEN 'idempotency'
                      WHEN p.mode = 'skip' AND h.run_id IS NOT NULL THEN 'singleton'
                      ELSE 'singleton_in_send' END AS why,
-                CASE WHEN p.id IN (SELECT id FROM single_ok) THEN p.key ELSE p.single END AS key,
-                h.run_id AS active
+                CASE WHEN p.id IN (SELECT id FROM started) THEN p.rate_key
+                     WHEN p.id IN (SELECT id FROM single_ok) THEN p.key
+                     ELSE p.single END AS key,
+                CASE WHEN p.id IN (SELECT id FROM started) THEN p.id ELSE h.run_id END AS active
          FROM planned p
          LEFT JOIN holders h ON h.function_id = p.function_id AND h.key = p.single
-         WHERE p.id NOT IN (SELECT id FROM started)
+         WHERE p.id NOT IN (SELECT id FROM launched)
      ), r AS (
          -- A priority moves the run's due time: the claim takes runs in due order.
          INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
          SELECT p.id, p.function_id, p.event_id, 'queued',
                 clock.now - p.priority * interval '1 second', clock.now
-         FROM started p, clock
+         FROM launched p, clock
          RETURNING id, event_id, function_id
      ), keys AS (
          -- Each awaited field of each event (a value too long to index, over

@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/0013_singleton.sql")),
     (14, include_str!("../migrations/0014_throttle.sql")),
     (15, include_str!("../migrations/0015_run_concurrency.sql")),
+    (16, include_str!("../migrations/0016_rate_limit.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

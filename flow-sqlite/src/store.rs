@@ -25,7 +25,7 @@ use flow_core::{
 
 use crate::{SqliteStore, db_error, micros, time};
 use flow_core::catalog::{
-    self, CatalogCache, SingletonMode, SkipReason, Skipped, VERSION_LIVENESS,
+    self, CatalogCache, RateKey, SingletonMode, SkipReason, Skipped, VERSION_LIVENESS,
 };
 use flow_core::flow_control::Limited;
 use flow_core::system::{FUNCTION_CANCELLED, FUNCTION_FAILED, FUNCTION_FINISHED};
@@ -421,7 +421,7 @@ impl Store for SqliteStore {
              SET status = 'cancelled', error = ?4, error_kind = NULL, error_step = NULL,
                  finished_at = ?5, lease_owner = NULL, lease_expires_at = NULL
              WHERE function_id = ?1 AND created_at >= ?2 AND created_at < ?3
-               AND status NOT IN ('completed', 'failed', 'cancelled')
+               AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')
              RETURNING id",
         )
         .bind(function)
@@ -1026,7 +1026,7 @@ async fn cancel_run(
         "UPDATE flow_runs
          SET status = 'cancelled', error = ?2, error_kind = NULL, error_step = NULL,
              finished_at = ?3, lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+         WHERE id = ?1 AND status NOT IN ('completed', 'failed', 'cancelled', 'skipped')",
     )
     .bind(run.0.to_string())
     .bind(reason)
@@ -1062,6 +1062,37 @@ async fn claim_idempotency_key(
     .await
     .map_err(db_error)?;
     Ok(claimed.is_some())
+}
+
+/// Takes a start of rate-limit key `rate` of `function` at `now` (GCRA); false
+/// when the key is at its limit.
+async fn take_rate(
+    conn: &mut SqliteConnection,
+    function: &str,
+    rate: &RateKey,
+    now: DateTime<Utc>,
+) -> Result<bool, Error> {
+    let tat: Option<i64> =
+        sqlx::query_scalar("SELECT tat FROM flow_rate_limits WHERE function_id = ? AND key = ?")
+            .bind(function)
+            .bind(&rate.key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?;
+    let Some(next) = rate.admit(tat.map(time), now) else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "INSERT INTO flow_rate_limits (function_id, key, tat) VALUES (?, ?, ?)
+         ON CONFLICT (function_id, key) DO UPDATE SET tat = excluded.tat",
+    )
+    .bind(function)
+    .bind(&rate.key)
+    .bind(micros(next))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    Ok(true)
 }
 
 async fn store_events(
@@ -1204,6 +1235,35 @@ async fn store_events(
                     function,
                     reason: SkipReason::Idempotency {
                         key: key.to_owned(),
+                    },
+                });
+                continue;
+            }
+            // A rate limit last: only an event that would start a run counts
+            // against its key.
+            if let Some(rate) = rules.and_then(|d| d.rate.as_ref())
+                && !take_rate(conn, &function, rate, now).await?
+            {
+                sqlx::query(
+                    "INSERT INTO flow_runs
+                         (id, function_id, event_id, status, not_before, created_at,
+                          finished_at, error)
+                     VALUES (?1, ?2, ?3, 'skipped', ?4, ?4, ?4, ?5)",
+                )
+                .bind(run.0.to_string())
+                .bind(&function)
+                .bind(id.0.to_string())
+                .bind(micros(now))
+                .bind(rate.reason(&function))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+                receipt.skipped.push(Skipped {
+                    event: id,
+                    function,
+                    reason: SkipReason::RateLimited {
+                        key: rate.key.clone(),
+                        run,
                     },
                 });
                 continue;

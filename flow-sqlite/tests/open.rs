@@ -29,7 +29,7 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     );
     // Opening it again (a restart) applies nothing and keeps the data.
     drop(store);
@@ -130,4 +130,31 @@ async fn a_file_of_an_older_schema_is_upgraded_with_its_runs_intact() {
         .execute(store.pool())
         .await
         .expect("the new status is allowed");
+    sqlx::query("UPDATE flow_runs SET status = 'skipped'")
+        .execute(store.pool())
+        .await
+        .expect("a status of migration 16, which rebuilt the table, is allowed");
+    // The rebuild kept the table's indexes and triggers.
+    let objects: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master
+         WHERE tbl_name = 'flow_runs' AND type IN ('index', 'trigger') AND sql IS NOT NULL
+         ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        objects,
+        [
+            "flow_runs_active",
+            "flow_runs_by_event",
+            "flow_runs_created_register_cancel_waits",
+            "flow_runs_created_set_timeouts",
+            "flow_runs_due",
+            "flow_runs_end_closes_cancel_waits",
+            "flow_runs_ended",
+            "flow_runs_leased",
+            "flow_runs_timeouts",
+        ]
+    );
 }

@@ -60,6 +60,9 @@ pub enum RunStatus {
     Failed,
     /// Stopped before finishing.
     Cancelled,
+    /// Never started: the function's `rate_limit` held its key at the limit when
+    /// the event was sent. The error says which key and limit.
+    Skipped,
 }
 
 impl RunStatus {
@@ -74,6 +77,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
         }
     }
 
@@ -81,7 +85,7 @@ impl RunStatus {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Skipped
         )
     }
 }
@@ -105,6 +109,7 @@ impl FromStr for RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
+            "skipped" => RunStatus::Skipped,
             other => {
                 return Err(crate::Error::Database(format!(
                     "unknown run status `{other}`"

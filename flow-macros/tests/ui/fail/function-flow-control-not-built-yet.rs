@@ -22,7 +22,7 @@ async fn sum(_ctx: &Ctx, lines: &[i64]) -> Result<Receipt, std::io::Error> {
     Ok(Receipt { total: lines.iter().sum() })
 }
 
-#[function(event = "shop/order.placed", id = "price-order", retries = 5, rate_limit = 10)]
+#[function(event = "shop/order.placed", id = "price-order", retries = 5, debounce = "5m")]
 async fn price_order(ctx: &Ctx, event: OrderPlaced) -> Result<Receipt, FlowError> {
     let lines = fetch_lines(ctx, event.order).await?;
     let receipt = sum(ctx, &lines).await?;

@@ -40,4 +40,13 @@ async fn unknown_key(_ctx: &Ctx, _event: TrialStarted) -> Result<(), FlowError> 
     Ok(())
 }
 
+#[function(
+    event = "billing/trial.started",
+    run_concurrency(limit = 1, key = "event.data.account_id"),
+    concurrency(limit = 3, key = "event.data.account_id")
+)]
+async fn concurrency_that_never_holds(_ctx: &Ctx, _event: TrialStarted) -> Result<(), FlowError> {
+    Ok(())
+}
+
 fn main() {}
