@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (16, include_str!("../migrations/0016_throttle.sql")),
     (17, include_str!("../migrations/0017_run_concurrency.sql")),
     (18, include_str!("../migrations/0018_rate_limit.sql")),
+    (19, include_str!("../migrations/0019_fair_claims.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

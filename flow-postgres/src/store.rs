@@ -1517,18 +1517,46 @@ const COMMIT: &str = concat!(
      ), hit_notified AS (
          SELECT pg_notify('flow_wakeup', '')
          WHERE EXISTS (SELECT 1 FROM hits h JOIN leased l ON l.id = h.run_id)
-     ), due AS (
+     ), serving AS (
+         SELECT unnest(",
+    unpaused_sql!("$35"),
+    ") AS id
+     ), heads AS (
+         -- Fair across functions: the oldest due run of each function with one,
+         -- in random order, goes first (a probe of `runs_due_by_function`
+         -- each), so every function gets an equal share of the claims, in
+         -- expectation, however long another's backlog is.
+         SELECT r.id, r.not_before FROM flow.runs r
+         WHERE r.id = ANY(ARRAY(
+                   SELECT h.id FROM serving f
+                   CROSS JOIN LATERAL (
+                       SELECT x.id FROM flow.runs x
+                       WHERE x.function_id = f.id
+                         AND x.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                         AND x.not_before <= (SELECT now FROM clock)
+                         AND (x.timeout_at IS NULL OR x.timeout_at > (SELECT now FROM clock))
+                       ORDER BY x.not_before LIMIT 1) AS h
+                   WHERE $36 > 0))
+           AND r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+           AND r.not_before <= (SELECT now FROM clock)
+           AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
+         ORDER BY random()
+         LIMIT $36
+         FOR UPDATE SKIP LOCKED
+     ), in_order AS (
+         -- Then the slots left, in due order.
          SELECT id FROM flow.runs
          WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND not_before <= (SELECT now FROM clock)
-           AND function_id = ANY(",
-    unpaused_sql!("$35"),
-    ")
+           AND function_id = ANY(ARRAY(SELECT id FROM serving))
            -- Past its deadline (timeouts): cancelled, not started.
            AND (timeout_at IS NULL OR timeout_at > (SELECT now FROM clock))
+           AND NOT (id = ANY(ARRAY(SELECT id FROM heads)))
          ORDER BY not_before
-         LIMIT $36
+         LIMIT $36 - (SELECT count(*) FROM heads)
          FOR UPDATE SKIP LOCKED
+     ), due AS (
+         SELECT id FROM heads UNION ALL SELECT id FROM in_order
      ), ",
     claim_sql!(
         "$37",

@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../migrations/0014_throttle.sql")),
     (15, include_str!("../migrations/0015_run_concurrency.sql")),
     (16, include_str!("../migrations/0016_rate_limit.sql")),
+    (17, include_str!("../migrations/0017_fair_claims.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

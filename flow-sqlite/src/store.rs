@@ -757,14 +757,36 @@ async fn claim_on(
              timeout_at = CASE WHEN started_at IS NULL THEN ?3 + finish_within
                                ELSE timeout_at END
          WHERE id IN (
-             SELECT id FROM flow_runs
-             WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked') AND not_before <= ?3
-               AND function_id IN ",
+             -- Fair across functions: the oldest due run of each function with
+             -- one, in random order, first (a probe of `flow_runs_due_by_function`
+             -- each), then the slots left in due order.
+             SELECT id FROM (
+                 SELECT * FROM (
+                     SELECT (SELECT x.id FROM flow_runs x
+                             WHERE x.function_id = f.value
+                               AND x.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                               AND x.not_before <= ?3
+                               AND (x.timeout_at IS NULL OR x.timeout_at > ?3)
+                             ORDER BY x.not_before LIMIT 1) AS id,
+                            0 AS pass, random() AS o
+                     FROM ",
+        unpaused_sql!("?4"),
+        " AS f)
+                 WHERE id IS NOT NULL
+                 UNION ALL
+                 SELECT * FROM (
+                     SELECT id, 1, not_before FROM flow_runs
+                     WHERE status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                       AND not_before <= ?3
+                       AND function_id IN ",
         unpaused_sql!("?4"),
         "
-               -- Past its deadline (timeouts): cancelled, not started.
-               AND (timeout_at IS NULL OR timeout_at > ?3)
-             ORDER BY not_before
+                       -- Past its deadline (timeouts): cancelled, not started.
+                       AND (timeout_at IS NULL OR timeout_at > ?3)
+                     ORDER BY not_before
+                     LIMIT ?5))
+             GROUP BY id
+             ORDER BY min(pass), min(o)
              LIMIT ?5)
          RETURNING id, function_id, lease_token, lost_count, blocked_count, step_count,
                    event_id"

@@ -29,7 +29,7 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
     );
     // Opening it again (a restart) applies nothing and keeps the data.
     drop(store);
@@ -151,6 +151,7 @@ async fn a_file_of_an_older_schema_is_upgraded_with_its_runs_intact() {
             "flow_runs_created_register_cancel_waits",
             "flow_runs_created_set_timeouts",
             "flow_runs_due",
+            "flow_runs_due_by_function",
             "flow_runs_end_closes_cancel_waits",
             "flow_runs_ended",
             "flow_runs_leased",
