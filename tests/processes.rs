@@ -38,8 +38,12 @@ async fn setup() -> Setup {
     let review = FunctionInfo::new("review", "test/work.review");
     let limited = FunctionInfo::new("limited", "test/work.limited");
     let throttled = FunctionInfo::new("throttled", "test/work.throttled");
+    let keyed = FunctionInfo::new("one_per_key", "test/work.keyed");
     store
-        .register_functions(&[etl, order, review, limited, throttled], Now::Database)
+        .register_functions(
+            &[etl, order, review, limited, throttled, keyed],
+            Now::Database,
+        )
         .await
         .unwrap();
     let effects = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -482,5 +486,90 @@ async fn a_concurrency_limit_holds_across_two_worker_processes() {
             most <= 2,
             "{most} runs of {customer} at once, over a limit of 2"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_keys_with_a_limit_of_one_are_all_busy_at_once_across_two_processes() {
+    let setup = setup().await;
+    let release = setup.effects.with_extension("release");
+    // 1,200 slots between the two processes for 1,000 keys of limit 1, two runs
+    // each: every key's first run holds its slot until released, so all 1,000
+    // keys must be busy at once, none twice.
+    let start = |id: &str| {
+        setup
+            .worker_command(id, 0)
+            .env("FLOW_TEST_LEASE_MS", "10000")
+            .env("FLOW_TEST_CONCURRENCY", "600")
+            .env("FLOW_TEST_RELEASE", &release)
+            .spawn()
+            .expect("start the test worker")
+    };
+    let a = start("a");
+    let b = start("b");
+    setup.wait_until_up(&[&a, &b]).await;
+    let mut runs = Vec::new();
+    for _wave in 0..2 {
+        let events = (0..1000u32).map(|key| {
+            NewEvent::raw("test/work.keyed", serde_json::json!({ "key": key })).unwrap()
+        });
+        let receipt = setup.client.send_batch(events).await.unwrap();
+        runs.extend(receipt.runs.into_iter().map(|(_, run)| run));
+    }
+    let holding = || {
+        let mut keys = HashSet::new();
+        for effect in setup.effects() {
+            if let Some(key) = effect.step.strip_prefix("hold:") {
+                assert!(keys.insert(key.to_owned()), "key {key} held twice at once");
+            }
+        }
+        keys.len()
+    };
+    common::eventually(
+        Duration::from_secs(120),
+        "all 1,000 keys to be busy",
+        || async { holding() == 1000 },
+    )
+    .await;
+    std::fs::write(&release, b"go").unwrap();
+    for run in &runs {
+        let view = setup
+            .client
+            .wait(*run, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
+    }
+    sigterm(&a);
+    sigterm(&b);
+    let (finished_a, line_a) = report(a);
+    let (finished_b, line_b) = report(b);
+    assert!(
+        finished_a > 0 && finished_b > 0,
+        "each process finished runs: {line_a} / {line_b}"
+    );
+    // Per key, the second run started after the first ended.
+    let mut spans: HashMap<String, Vec<(i64, i32)>> = HashMap::new();
+    for effect in setup.effects() {
+        let (what, key) = effect.step.split_once(':').unwrap();
+        let step = if what == "hold" { 1 } else { -1 };
+        spans
+            .entry(key.to_owned())
+            .or_default()
+            .push((effect.started_us, step));
+    }
+    assert_eq!(spans.len(), 1000);
+    for (key, mut moves) in spans {
+        assert_eq!(
+            moves.len(),
+            4,
+            "key {key}: two runs, each started and ended"
+        );
+        moves.sort();
+        let mut running = 0;
+        for (_, step) in moves {
+            running += step;
+            assert!(running <= 1, "key {key} ran two runs at once");
+        }
     }
 }

@@ -157,6 +157,35 @@ async fn limited(ctx: &Ctx, event: Limited) -> Result<(), FlowError> {
 }
 
 #[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.keyed")]
+struct Keyed {
+    key: u32,
+}
+
+/// Writes `hold:<key>` when it starts, then holds until the file named by
+/// FLOW_TEST_RELEASE exists, and writes `held:<key>` when it ends.
+#[step]
+async fn hold_until_released(ctx: &Ctx, key: u32) -> Result<(), StepError> {
+    effect(ctx, &format!("hold:{key}"))?;
+    let release = std::env::var("FLOW_TEST_RELEASE").map_err(StepError::fatal)?;
+    // Hundreds of runs wait at once: a look every 100 ms each is enough.
+    while !std::path::Path::new(&release).exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    effect(ctx, &format!("held:{key}"))?;
+    Ok(())
+}
+
+/// One run per key at once, across every worker process.
+#[function(
+    event = "test/work.keyed",
+    concurrency(limit = 1, key = "event.data.key")
+)]
+async fn one_per_key(ctx: &Ctx, event: Keyed) -> Result<(), FlowError> {
+    Ok(hold_until_released(ctx, event.key).await?)
+}
+
+#[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/work.throttled")]
 struct Throttled {
     customer: String,
