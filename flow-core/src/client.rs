@@ -411,6 +411,16 @@ pub fn prepare<E: IntoEvent>(
                 event.name()
             )));
         }
+        if let Some(ts) = event.timestamp()
+            && ts > chrono::Utc::now() + crate::MAX_WAIT
+        {
+            return Err(Error::InvalidEvent(format!(
+                "event `{}` has a timestamp ({ts}) more than 366 days ahead; an event's \
+                 runs start at its timestamp when it is in the future, and a run can be \
+                 delayed by at most 366 days",
+                event.name()
+            )));
+        }
         if let Some(id) = event.producer_id() {
             if id.is_empty() || id.len() > 256 {
                 return Err(Error::InvalidEvent(format!(

@@ -18,8 +18,9 @@ CREATE TABLE flow.rate_limits (
     PRIMARY KEY (function_id, key)
 );
 
--- As migration 9, with `skipped` among the ended statuses: a skipped run gets no
--- timeouts and registers no cancel waits.
+-- As migration 9, with `skipped` among the ended statuses (a skipped run gets no
+-- timeouts and registers no cancel waits), and a run's start deadline counted
+-- from when it is due, for a run an event with a future timestamp delays.
 CREATE OR REPLACE FUNCTION flow.runs_created() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -31,7 +32,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM flow.functions
                WHERE start_timeout IS NOT NULL OR finish_timeout IS NOT NULL) THEN
         UPDATE flow.runs r
-        SET timeout_at = n.created_at + f.start_timeout, finish_within = f.finish_timeout
+        SET timeout_at = GREATEST(n.created_at, n.not_before) + f.start_timeout,
+            finish_within = f.finish_timeout
         FROM created n JOIN flow.functions f ON f.id = n.function_id
         WHERE r.id = n.id AND r.status NOT IN ('completed', 'failed', 'cancelled', 'skipped')
           AND (f.start_timeout IS NOT NULL OR f.finish_timeout IS NOT NULL);

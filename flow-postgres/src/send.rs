@@ -390,7 +390,8 @@ const SEND: &str = concat!(
          RETURNING id, name, data, ts
      ), planned AS (
          -- Referenced several times, so computed once: each run's id is fixed here.
-         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, k.key, k.position,
+         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, ev.ts, k.key,
+                k.position,
                 COALESCE(k.priority, 0) AS priority, k.single, k.mode,
                 COALESCE(k.filtered, false) AS filtered, k.rate_key, k.rate_lim,
                 k.rate_ms * interval '1 millisecond' AS rate_period, k.rate_reason
@@ -508,9 +509,12 @@ const SEND: &str = concat!(
          WHERE p.id NOT IN (SELECT id FROM launched)
      ), r AS (
          -- A priority moves the run's due time: the claim takes runs in due order.
+         -- An event whose timestamp is in the future delays its runs until then.
          INSERT INTO flow.runs (id, function_id, event_id, status, not_before, created_at)
          SELECT p.id, p.function_id, p.event_id, 'queued',
-                clock.now - p.priority * interval '1 second', clock.now
+                CASE WHEN p.ts > clock.now THEN p.ts
+                     ELSE clock.now - p.priority * interval '1 second' END,
+                clock.now
          FROM launched p, clock
          RETURNING id, event_id, function_id
      ), keys AS (

@@ -2,7 +2,9 @@
 -- key's limit starts no run; the run it would have started is recorded, ended,
 -- as `skipped` with the reason as its error. SQLite cannot change a CHECK
 -- constraint, so the table is rebuilt (its indexes and triggers with it, as they
--- were, `skipped` added to the ended statuses that insert triggers pass over).
+-- were, `skipped` added to the ended statuses that insert triggers pass over, and
+-- a run's start deadline counted from when it is due, for a run an event with a
+-- future timestamp delays).
 
 CREATE TABLE flow_runs_new (
     id               TEXT PRIMARY KEY,
@@ -198,7 +200,7 @@ CREATE TRIGGER flow_runs_created_set_timeouts
                        AND (f.start_timeout IS NOT NULL OR f.finish_timeout IS NOT NULL))
 BEGIN
     UPDATE flow_runs
-    SET timeout_at = NEW.created_at
+    SET timeout_at = max(NEW.created_at, NEW.not_before)
                      + (SELECT f.start_timeout FROM flow_functions f WHERE f.id = NEW.function_id),
         finish_within = (SELECT f.finish_timeout FROM flow_functions f WHERE f.id = NEW.function_id)
     WHERE id = NEW.id;

@@ -1304,7 +1304,11 @@ async fn store_events(
             }
             // A priority moves the run's due time: the claim takes runs in due order.
             let priority = rules.and_then(|d| d.priority).unwrap_or(0);
-            let due = now - chrono::TimeDelta::seconds(priority);
+            // An event whose timestamp is in the future delays its runs until then.
+            let due = match event.timestamp() {
+                Some(ts) if ts > now => ts,
+                _ => now - chrono::TimeDelta::seconds(priority),
+            };
             sqlx::query(
                 "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
                  VALUES (?, ?, ?, 'queued', ?, ?)",
