@@ -1530,9 +1530,12 @@ const COMMIT: &str = concat!(
          WHERE r.id = ANY(ARRAY(
                    SELECT h.id FROM serving f
                    CROSS JOIN LATERAL (
+                       -- The statuses as `runs_due_by_function` names them
+                       -- (migration 19), so that index and no other serves it.
                        SELECT x.id FROM flow.runs x
                        WHERE x.function_id = f.id
-                         AND x.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                         AND x.status NOT IN ('running', 'completed', 'failed', 'cancelled',
+                                              'skipped')
                          AND x.not_before <= (SELECT now FROM clock)
                          AND (x.timeout_at IS NULL OR x.timeout_at > (SELECT now FROM clock))
                        ORDER BY x.not_before LIMIT 1) AS h
