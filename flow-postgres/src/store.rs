@@ -1522,29 +1522,27 @@ const COMMIT: &str = concat!(
     unpaused_sql!("$35"),
     ") AS id
      ), heads AS (
-         -- Fair across functions: the oldest due run of each function with one,
-         -- in random order, goes first (a probe of `runs_due_by_function`
-         -- each), so every function gets an equal share of the claims, in
-         -- expectation, however long another's backlog is.
-         SELECT r.id, r.not_before FROM flow.runs r
-         WHERE r.id = ANY(ARRAY(
-                   SELECT h.id FROM serving f
-                   CROSS JOIN LATERAL (
-                       -- The statuses as `runs_due_by_function` names them
-                       -- (migration 19), so that index and no other serves it.
-                       SELECT x.id FROM flow.runs x
-                       WHERE x.function_id = f.id
-                         AND x.status NOT IN ('running', 'completed', 'failed', 'cancelled',
-                                              'skipped')
-                         AND x.not_before <= (SELECT now FROM clock)
-                         AND (x.timeout_at IS NULL OR x.timeout_at > (SELECT now FROM clock))
-                       ORDER BY x.not_before LIMIT 1) AS h
-                   WHERE $36 > 0))
+         -- Fair across functions: one function the worker serves, at random,
+         -- gives its oldest due run first (one probe of `runs_due_by_function`),
+         -- so a function's runs wait for a few claims at most (as many as the
+         -- functions served, in expectation), however long another function's
+         -- backlog is; one probe a claim keeps the claim cheap.
+         SELECT r.id FROM flow.runs r
+         WHERE r.id = (
+                   -- The statuses as `runs_due_by_function` names them
+                   -- (migration 19), so that index and no other serves it.
+                   SELECT x.id FROM flow.runs x
+                   WHERE x.function_id = (SELECT id FROM serving ORDER BY random() LIMIT 1)
+                     AND x.status NOT IN ('running', 'completed', 'failed', 'cancelled',
+                                          'skipped')
+                     AND x.not_before <= (SELECT now FROM clock)
+                     AND (x.timeout_at IS NULL OR x.timeout_at > (SELECT now FROM clock))
+                     -- A worker of one function claims in due order alone.
+                     AND $36 > 0 AND (SELECT count(*) FROM serving) > 1
+                   ORDER BY x.not_before LIMIT 1)
            AND r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
            AND r.not_before <= (SELECT now FROM clock)
            AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
-         ORDER BY random()
-         LIMIT $36
          FOR UPDATE SKIP LOCKED
      ), in_order AS (
          -- Then the slots left, in due order.

@@ -757,21 +757,20 @@ async fn claim_on(
              timeout_at = CASE WHEN started_at IS NULL THEN ?3 + finish_within
                                ELSE timeout_at END
          WHERE id IN (
-             -- Fair across functions: the oldest due run of each function with
-             -- one, in random order, first (a probe of `flow_runs_due_by_function`
-             -- each), then the slots left in due order.
+             -- Fair across functions: one function served, at random, gives its
+             -- oldest due run first (a probe of `flow_runs_due_by_function`), then
+             -- the slots left go in due order.
              SELECT id FROM (
                  SELECT * FROM (
                      SELECT (SELECT x.id FROM flow_runs x
-                             WHERE x.function_id = f.value
+                             WHERE x.function_id = (SELECT value FROM ",
+        unpaused_sql!("?4"),
+        " ORDER BY random() LIMIT 1)
                                AND x.status IN ('queued', 'sleeping', 'waiting', 'blocked')
                                AND x.not_before <= ?3
                                AND (x.timeout_at IS NULL OR x.timeout_at > ?3)
                              ORDER BY x.not_before LIMIT 1) AS id,
-                            0 AS pass, random() AS o
-                     FROM ",
-        unpaused_sql!("?4"),
-        " AS f)
+                            0 AS pass, 0 AS o)
                  WHERE id IS NOT NULL
                  UNION ALL
                  SELECT * FROM (
