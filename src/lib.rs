@@ -46,7 +46,7 @@ pub use backend::DEFAULT_SQLITE_URL;
 #[cfg(feature = "postgres")]
 pub use backend::SendInTransaction;
 pub use flow_core::{
-    AttemptView, Backoff, BackoffOverride, Branch, CancelOn, Clock, Connect, Ctx,
+    AttemptView, Backoff, BackoffOverride, Branch, CancelOn, Clock, Connect, CronTick, Ctx,
     DEFAULT_CONCURRENCY, ERROR_MESSAGE_BYTES, Error, Event, EventFields, EventId, Failure,
     FailureKind, Field, First2, First3, First4, FirstOf, FlowError, Function, FunctionDef,
     FunctionView, HandlerFailure, HandlerOutcome, IntoEvent, IntoEvents, Invocation, Invoke,
@@ -66,6 +66,8 @@ pub use flow_sqlite::SqliteStore;
 /// The function catalog: the rules applied when an event is sent (`idempotency`),
 /// and what a send's receipt says of them.
 pub use flow_core::catalog;
+/// Cron triggers: schedules, zones, and the tick a cron function receives.
+pub use flow_core::cron;
 /// The Store trait and its records, for backends and for tests that drive a store directly.
 pub use flow_core::flow_control;
 pub use flow_core::store;
@@ -80,7 +82,7 @@ pub type Client = flow_core::Client<AnyStore>;
 
 /// What a flow program needs in scope.
 pub mod prelude {
-    pub use crate::{Ctx, Event, FlowError, StepError, function, step};
+    pub use crate::{CronTick, Ctx, Event, FlowError, StepError, function, step};
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;
 }

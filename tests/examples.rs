@@ -213,3 +213,25 @@ async fn llm_rate_limited_starts_paying_customers_first_and_spreads_the_rest() {
         assert!(stdout.contains("thread 5: billing"), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn daily_report_fans_out_each_night_and_fires_when_the_clocks_jump() {
+    let url = common::fresh_database().await;
+    for url in [Some(url.as_str()), None] {
+        let (stdout, _) = run("daily_report", url);
+        // 02:00 in Berlin does not exist on 29 March 2026: the tick fires at 03:00
+        // CEST (01:00 UTC); the next night at 02:00 CEST (00:00 UTC).
+        assert!(
+            stdout.contains("night 1: tick scheduled for 2026-03-29 01:00 UTC, 3 customers synced"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("night 2: tick scheduled for 2026-03-30 00:00 UTC, 3 customers synced"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("6 customer syncs over two nights, 3 customers"),
+            "{stdout}"
+        );
+    }
+}

@@ -57,8 +57,10 @@ pub type HandlerFn = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = HandlerOutcom
 pub struct FunctionDef {
     /// The function's id (its fn name unless `id = "..."` was given). Runs store it.
     pub id: &'static str,
-    /// The event name that triggers it.
+    /// The event name that triggers it (`flow/cron.<id>` for a cron function).
     pub trigger: &'static str,
+    /// `cron = "..."` (with `timezone`): the schedule whose ticks start its runs.
+    pub cron: Option<crate::cron::Cron>,
     /// Retries its steps get unless they say otherwise.
     pub retries: u32,
     /// Backoff its steps use unless they say otherwise.
@@ -316,6 +318,18 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             }
         }
     }
+    if let Some(cron) = def.cron {
+        if let Err(problem) = crate::cron::Schedule::parse(cron.schedule, cron.timezone) {
+            return refuse(format!("its `cron`: {problem}"));
+        }
+        let trigger = format!("{}{}", crate::cron::CRON_TRIGGER_PREFIX, def.id);
+        if def.trigger != trigger {
+            return refuse(format!(
+                "a cron function's trigger is `{trigger}`, not `{}`",
+                def.trigger
+            ));
+        }
+    }
     if let Some(rate) = def.rate_limit {
         if rate.limit == 0 || rate.limit > crate::catalog::MAX_RATE_LIMIT {
             return refuse(format!(
@@ -358,6 +372,7 @@ pub(crate) mod tests {
     pub(crate) static A: FunctionDef = FunctionDef {
         id: "same",
         trigger: "t/a",
+        cron: None,
         retries: 4,
         backoff: Backoff::DEFAULT,
         handler: never,
@@ -378,6 +393,7 @@ pub(crate) mod tests {
     static B: FunctionDef = FunctionDef {
         id: "same",
         trigger: "t/b",
+        cron: None,
         retries: 4,
         backoff: Backoff::DEFAULT,
         handler: never,

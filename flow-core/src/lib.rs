@@ -11,6 +11,7 @@ extern crate self as flow;
 pub mod catalog;
 mod client;
 mod clock;
+pub mod cron;
 mod ctx;
 mod error;
 mod event;
@@ -33,6 +34,7 @@ pub mod __private;
 
 pub use client::{Client, prepare};
 pub use clock::{Clock, ManualClock, Now, SystemClock, later};
+pub use cron::CronTick;
 pub use ctx::{Ctx, SendEvent, StartsSteps, StepCtx};
 pub use error::{Error, FlowError, HandlerFailure, StepError, StepErrorKind, StepFailure};
 pub use event::{

@@ -2,6 +2,7 @@
 //! any release.
 
 pub use crate::catalog::{RateLimit, Singleton, SingletonMode};
+pub use crate::cron::{Cron, IsCronTick};
 pub use crate::flow_control::{Concurrency, ConcurrencyScope, Throttle};
 pub use crate::function::{CancelOn, FunctionDef, Registration, Timeouts};
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};

@@ -17,7 +17,7 @@ const MAX_CANCEL_ON: usize = 5;
 
 /// Keys of Inngest's function configuration that flow will support; until each is
 /// built it is refused, so an accepted key always does what it says.
-const NOT_BUILT_YET: &[&str] = &["debounce", "batch_events", "cron"];
+const NOT_BUILT_YET: &[&str] = &["debounce", "batch_events"];
 
 #[derive(Default)]
 pub struct Backoff {
@@ -55,6 +55,19 @@ pub struct FunctionArgs {
     pub filter: Option<crate::cel::CheckedExpr>,
     /// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
     pub rate_limit: Option<RateLimitArg>,
+    /// `cron = "0 9 * * 1"` (or `"TZ=Asia/Tokyo 0 9 * * 1"`), checked.
+    pub cron: Option<CronArg>,
+    /// `cron` was written, valid or not (a refused one is its own error, not a
+    /// missing trigger).
+    pub cron_written: bool,
+}
+
+/// `cron = "..."` with its zone (`timezone = "..."` or a `TZ=` prefix, else UTC).
+pub struct CronArg {
+    /// The attribute's literal, for errors about it beside others.
+    pub lit: LitStr,
+    pub schedule: String,
+    pub timezone: String,
 }
 
 /// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
@@ -152,8 +165,11 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "singleton",
         "if",
         "rate_limit",
+        "cron",
+        "timezone",
     ];
     let mut seen = Vec::new();
+    let (mut cron, mut timezone) = (None, None);
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
         // `cancel_on`, `concurrency`, `run_concurrency` and `throttle` may be
@@ -183,6 +199,10 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             }
             "singleton" => args.singleton = singleton_value(&meta, errors)?,
             "rate_limit" => args.rate_limit = rate_limit_value(&meta, errors)?,
+            "cron" => cron = string_value(&meta, errors, "cron", "\"0 9 * * 1\"")?,
+            "timezone" => {
+                timezone = string_value(&meta, errors, "timezone", "\"Asia/Tokyo\"")?;
+            }
             "if" => args.filter = cel_value(&meta, errors, "if", "\"event.data.amount > 100\"")?,
             "r#if" | "if_" | "filter" => {
                 errors.at(
@@ -282,8 +302,84 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
     if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
         errors.push(e);
     }
+    args.cron_written = cron.is_some();
+    args.cron = cron_value(cron, timezone, errors);
     check_combinations(&args, errors);
     args
+}
+
+/// The most fields a schedule has (flow_core::cron::parse_schedule).
+const CRON_FIELDS: usize = 5;
+
+/// `cron` and `timezone` checked together: the schedule parses (croner, five
+/// fields or a nickname), the zone is an IANA name (chrono-tz), given once.
+fn cron_value(
+    cron: Option<LitStr>,
+    timezone: Option<LitStr>,
+    errors: &mut Errors,
+) -> Option<CronArg> {
+    let Some(lit) = cron else {
+        if let Some(timezone) = timezone {
+            errors.at(
+                &timezone,
+                "`timezone` is the zone of a `cron` schedule; this function has none (write \
+                 `cron = \"0 9 * * 1\"` beside it, or remove it)",
+            );
+        }
+        return None;
+    };
+    let text = lit.value();
+    let (prefixed, schedule) = match text.trim_start().strip_prefix("TZ=") {
+        Some(rest) => match rest.split_once(char::is_whitespace) {
+            Some((zone, schedule)) => (Some(zone.to_owned()), schedule.trim().to_owned()),
+            None => (Some(rest.to_owned()), String::new()),
+        },
+        None => (None, text.trim().to_owned()),
+    };
+    let zone = match (prefixed, &timezone) {
+        (Some(_), Some(given)) => {
+            errors.at(
+                given,
+                "the schedule already names its zone with `TZ=`; keep one of the two",
+            );
+            return None;
+        }
+        (Some(zone), None) => zone,
+        (None, Some(given)) => given.value(),
+        (None, None) => "UTC".to_owned(),
+    };
+    let mut ok = true;
+    let fields = schedule.split_whitespace().count();
+    if !schedule.starts_with('@') && fields != CRON_FIELDS {
+        errors.at(
+            &lit,
+            format!(
+                "`{schedule}` has {fields} fields; a schedule has five: minute, hour, day of \
+                 month, month and day of week (as in \"0 9 * * 1\", nine o'clock on Mondays), \
+                 or is a nickname such as \"@daily\""
+            ),
+        );
+        ok = false;
+    } else if let Err(e) = <croner::Cron as std::str::FromStr>::from_str(&schedule) {
+        errors.at(&lit, format!("`{schedule}` is not a cron schedule: {e}"));
+        ok = false;
+    }
+    if zone.parse::<chrono_tz::Tz>().is_err() {
+        let message = format!(
+            "`{zone}` is not a time zone flow knows; use an IANA name such as \"Asia/Tokyo\", \
+             \"Europe/Berlin\" or \"UTC\""
+        );
+        match &timezone {
+            Some(given) => errors.at(given, message),
+            None => errors.at(&lit, message),
+        }
+        ok = false;
+    }
+    ok.then_some(CronArg {
+        lit,
+        schedule,
+        timezone: zone,
+    })
 }
 
 /// Options that cannot work together as written.

@@ -42,7 +42,16 @@ pub fn function(
     // concatenated at compile time.
     // A statement of the array length the other generated items live in (below),
     // which is evaluated at compile time.
-    let name_check = quote_spanned! {event_lit.span()=>
+    let name_check = if args.cron.is_some() {
+        // A cron function's event is its tick: the handler must take one.
+        quote_spanned! {event.span()=>
+            {
+                const fn __flow_takes_cron_ticks<T: ::flow::__private::IsCronTick>() {}
+                __flow_takes_cron_ticks::<#event>();
+            }
+        }
+    } else {
+        quote_spanned! {event_lit.span()=>
         {
             const TRIGGER: &str = #event_lit;
             const NAME: &str = <#event as ::flow::__private::Event>::NAME;
@@ -58,6 +67,7 @@ pub fn function(
             {
                 ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
             }
+        }
         }
     };
     // Spanned at the fn name: a handler future that is not `Send` is reported there.
@@ -152,6 +162,7 @@ pub fn function(
                 ::core::option::Option::Some(&::flow::__private::FunctionDef {
                     id: #failure_id,
                     trigger: ::flow::system::FUNCTION_FAILED,
+                    cron: ::core::option::Option::None,
                     retries: #retries,
                     backoff: #backoff,
                     handler: #name::#failure_handler,
@@ -196,6 +207,18 @@ pub fn function(
     let idempotency = send_rule(&args.idempotency);
     let priority = send_rule(&args.priority);
     let filter = send_rule(&args.filter);
+    let cron = match &args.cron {
+        Some(cron) => {
+            let (schedule, timezone) = (&cron.schedule, &cron.timezone);
+            quote! {
+                ::core::option::Option::Some(::flow::__private::Cron {
+                    schedule: #schedule,
+                    timezone: #timezone,
+                })
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let rate_limit = match &args.rate_limit {
         Some(rate) => {
             let (limit, period) = (rate.limit, rate.period);
@@ -227,6 +250,7 @@ pub fn function(
         &::flow::__private::FunctionDef {
             id: #id,
             trigger: #event_lit,
+            cron: #cron,
             retries: #retries,
             backoff: #backoff,
             handler: #name::#handler,

@@ -35,23 +35,51 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// function triggered by `event`. Keys: `event = "..."` (required), `id = "..."`,
 /// `retries = 0..=20` (default 4), `backoff(initial = "1s", max = "10m", factor = 2.0, jitter = 0.2)`,
 /// `on_failure = path`, up to five `cancel_on(event = "...", match = field)`, and
-/// `timeouts(start = "10m", finish = "1h")`.
+/// `timeouts(start = "10m", finish = "1h")`. Instead of `event`, `cron = "0 9 * * 1"`
+/// (with `timezone = "Asia/Tokyo"`) starts a run at each tick of a schedule; its
+/// handler takes a `flow::CronTick`.
 #[proc_macro_attribute]
 pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let args = attr::parse_function_args(args.into(), &mut errors);
     let item = syn::parse_macro_input!(item as ItemFn);
     let model = model::handler(&item, &mut errors);
-    if args.event.is_none() {
-        errors.at(
-            &item.sig.ident,
-            "#[function] needs its trigger: write `#[function(event = \"app/user.created\")]` with the name \
-             declared on the event type",
-        );
-    }
-    match (model, &args.event) {
-        (Some(model), Some(event)) if errors.is_empty() => {
-            expand::function(&item, &args, event, &model).into()
+    // A cron function's trigger is its ticks' name, `flow/cron.<id>`.
+    let trigger = match (&args.event, &args.cron) {
+        (Some(event), None) => Some(event.clone()),
+        (None, Some(cron)) => {
+            let id = args
+                .id
+                .as_ref()
+                .map(syn::LitStr::value)
+                .unwrap_or_else(|| item.sig.ident.to_string());
+            Some(syn::LitStr::new(
+                &format!("flow/cron.{id}"),
+                cron.lit.span(),
+            ))
+        }
+        (Some(_), Some(cron)) => {
+            errors.at(
+                &cron.lit,
+                "a function has one trigger for now, `event` or `cron`: several triggers are \
+                 not built yet; write a second #[function] for the other",
+            );
+            None
+        }
+        (None, None) if args.cron_written => None,
+        (None, None) => {
+            errors.at(
+                &item.sig.ident,
+                "#[function] needs its trigger: write `#[function(event = \"app/user.created\")]` \
+                 with the name declared on the event type, or `#[function(cron = \"0 9 * * 1\")]` \
+                 for a schedule",
+            );
+            None
+        }
+    };
+    match (model, &trigger) {
+        (Some(model), Some(trigger)) if errors.is_empty() => {
+            expand::function(&item, &args, trigger, &model).into()
         }
         _ => handler_fallback(&item, &errors),
     }

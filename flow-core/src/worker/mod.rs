@@ -3,6 +3,7 @@
 //! of dead workers, and shuts down gracefully.
 
 mod committer;
+mod cron;
 mod driver;
 
 use crate::run::core::RunSettings;
@@ -436,8 +437,19 @@ impl<S: Store> Worker<S> {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully: no new claims,
     /// in-flight steps get the grace period to finish, the rest is handed back.
-    pub async fn run_until(
+    /// Cron ticks are sent from the time of this call on, however late the
+    /// returned future is first polled (as when it is spawned).
+    pub fn run_until(
         self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<WorkerReport, Error>> + Send {
+        let started = self.shared.clock.now();
+        self.run_from(started, shutdown)
+    }
+
+    async fn run_from(
+        self,
+        started: DateTime<Utc>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, Error> {
         sync_clock(&self.shared, &self.shared.store, true).await;
@@ -462,6 +474,9 @@ impl<S: Store> Worker<S> {
         background.spawn(watch_leases(shared.clone()));
         background.spawn(recover_periodically(shared.clone()));
         background.spawn(heartbeat_periodically(shared.clone()));
+        for def in shared.registry.iter().filter(|d| d.cron.is_some()) {
+            background.spawn(cron::tick(shared.clone(), def, started));
+        }
         // Ends the renewal thread when dropped, however this returns.
         let _renewal = spawn_renewal(shared.clone());
 

@@ -1,0 +1,27 @@
+use flow::prelude::*;
+
+#[function(cron = "0 9 * * 1", timezone = "Asia/Tokyo")]
+async fn weekly(_ctx: &Ctx, tick: CronTick) -> Result<String, FlowError> {
+    Ok(tick.scheduled.to_rfc3339())
+}
+
+#[function(cron = "TZ=Europe/Berlin 30 2 * * *", id = "nightly-sync", retries = 2)]
+async fn nightly(_ctx: &Ctx, _tick: flow::CronTick) -> Result<(), FlowError> {
+    Ok(())
+}
+
+#[function(cron = "@hourly")]
+async fn hourly(_ctx: &Ctx, _tick: CronTick) -> Result<(), FlowError> {
+    Ok(())
+}
+
+fn main() {
+    use flow::cron::Cron;
+    let def = <weekly as flow::Function>::DEF;
+    assert_eq!(def.trigger, "flow/cron.weekly");
+    assert_eq!(def.cron, Some(Cron { schedule: "0 9 * * 1", timezone: "Asia/Tokyo" }));
+    let def = <nightly as flow::Function>::DEF;
+    assert_eq!(def.trigger, "flow/cron.nightly-sync");
+    assert_eq!(def.cron, Some(Cron { schedule: "30 2 * * *", timezone: "Europe/Berlin" }));
+    assert_eq!(<hourly as flow::Function>::DEF.cron.unwrap().timezone, "UTC");
+}

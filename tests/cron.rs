@@ -1,0 +1,79 @@
+//! `#[function(cron = "...", timezone = "...")]`: each tick of the schedule starts
+//! exactly one run, however many workers serve the function (two here, each with
+//! a store of its own, on one test clock); the run receives its tick.
+
+mod common;
+
+use std::time::Duration;
+
+use flow::prelude::*;
+use flow::{Connect, CronTick};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Every five minutes, read in Tokyo (which has no daylight saving time).
+#[function(cron = "*/5 * * * *", timezone = "Asia/Tokyo")]
+async fn report(_ctx: &Ctx, tick: CronTick) -> Result<String, FlowError> {
+    assert_eq!(tick.schedule, "*/5 * * * *");
+    assert_eq!(tick.timezone, "Asia/Tokyo");
+    Ok(tick.scheduled.to_rfc3339())
+}
+
+async fn completed(store: &flow::AnyStore) -> i64 {
+    common::count(
+        store,
+        "SELECT count(*) FROM flow.runs WHERE function_id = 'report' AND status = 'completed'",
+        "SELECT count(*) FROM flow_runs WHERE function_id = 'report' AND status = 'completed'",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tick_starts_one_run_across_two_workers() {
+    let (store, url) = common::store().await;
+    let clock = common::clock(); // 2026-03-01T09:00:00Z
+    let second = flow::AnyStore::connect(&url).await.unwrap();
+    let a = common::spawn_worker(
+        common::worker(&store)
+            .clock(clock.clone())
+            .register::<report>(),
+    )
+    .await;
+    let b = common::spawn_worker(
+        common::worker(&second)
+            .clock(clock.clone())
+            .register::<report>(),
+    )
+    .await;
+    let def = <report as flow::Function>::DEF;
+    assert_eq!(def.trigger, "flow/cron.report");
+    for tick in 1..=4 {
+        clock.advance(Duration::from_secs(300));
+        common::eventually(WAIT, &format!("tick {tick}'s run to complete"), || async {
+            completed(&store).await == tick
+        })
+        .await;
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    // One run per tick, each with its own tick.
+    assert_eq!(completed(&store).await, 4);
+    let runs = common::count(
+        &store,
+        "SELECT count(*) FROM flow.runs WHERE function_id = 'report'",
+        "SELECT count(*) FROM flow_runs WHERE function_id = 'report'",
+    )
+    .await;
+    assert_eq!(runs, 4, "one run per tick, though both workers sent each");
+    let outputs = common::count(
+        &store,
+        "SELECT count(DISTINCT output) FROM flow.runs WHERE function_id = 'report'
+           AND output IN ('\"2026-03-01T09:05:00+00:00\"', '\"2026-03-01T09:10:00+00:00\"',
+                          '\"2026-03-01T09:15:00+00:00\"', '\"2026-03-01T09:20:00+00:00\"')",
+        "SELECT count(DISTINCT output) FROM flow_runs WHERE function_id = 'report'
+           AND output IN ('\"2026-03-01T09:05:00+00:00\"', '\"2026-03-01T09:10:00+00:00\"',
+                          '\"2026-03-01T09:15:00+00:00\"', '\"2026-03-01T09:20:00+00:00\"')",
+    )
+    .await;
+    assert_eq!(outputs, 4, "each run received its own tick");
+}
