@@ -64,6 +64,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.keep_announced(functions, now).await)
     }
 
+    async fn latest_event(&self, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
+        delegate!(self, s => s.latest_event(name).await)
+    }
+
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         delegate!(self, s => s.send(events, now).await)
     }

@@ -1,6 +1,7 @@
 //! `#[function(cron = "...", timezone = "...")]`: each tick of the schedule starts
 //! exactly one run, however many workers serve the function (two here, each with
-//! a store of its own, on one test clock); the run receives its tick.
+//! a store of its own, on one test clock); the run receives its tick. Ticks missed
+//! while no worker was up are skipped, or the last N caught up (`catch_up = N`).
 
 mod common;
 
@@ -19,13 +20,24 @@ async fn report(_ctx: &Ctx, tick: CronTick) -> Result<String, FlowError> {
     Ok(tick.scheduled.to_rfc3339())
 }
 
+/// Every five minutes; after a time without workers, the last two missed ticks.
+#[function(cron = "*/5 * * * *", catch_up = 2)]
+async fn ledger(_ctx: &Ctx, tick: CronTick) -> Result<String, FlowError> {
+    Ok(tick.scheduled.to_rfc3339())
+}
+
+async fn completed_of(store: &flow::AnyStore, function: &str) -> i64 {
+    let postgres = format!(
+        "SELECT count(*) FROM flow.runs WHERE function_id = '{function}' AND status = 'completed'"
+    );
+    let sqlite = format!(
+        "SELECT count(*) FROM flow_runs WHERE function_id = '{function}' AND status = 'completed'"
+    );
+    common::count(store, &postgres, &sqlite).await
+}
+
 async fn completed(store: &flow::AnyStore) -> i64 {
-    common::count(
-        store,
-        "SELECT count(*) FROM flow.runs WHERE function_id = 'report' AND status = 'completed'",
-        "SELECT count(*) FROM flow_runs WHERE function_id = 'report' AND status = 'completed'",
-    )
-    .await
+    completed_of(store, "report").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,4 +88,52 @@ async fn each_tick_starts_one_run_across_two_workers() {
     )
     .await;
     assert_eq!(outputs, 4, "each run received its own tick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_are_skipped_or_the_last_n_caught_up() {
+    let (store, _) = common::store().await;
+    let clock = common::clock(); // 2026-03-01T09:00:00Z
+    let builder = || {
+        common::worker(&store)
+            .clock(clock.clone())
+            .register::<report>()
+            .register::<ledger>()
+    };
+    let first = common::spawn_worker(builder()).await;
+    clock.advance(Duration::from_secs(300));
+    common::eventually(WAIT, "09:05's runs", || async {
+        completed_of(&store, "report").await == 1 && completed_of(&store, "ledger").await == 1
+    })
+    .await;
+    first.stop().await.unwrap();
+    // Half an hour without a worker: six ticks missed, 09:10 to 09:35.
+    clock.advance(Duration::from_secs(1800));
+    let second = common::spawn_worker(builder()).await;
+    common::eventually(WAIT, "the ledger's last two missed ticks", || async {
+        completed_of(&store, "ledger").await == 3
+    })
+    .await;
+    // The next tick runs both; the report skipped what it missed.
+    clock.advance(Duration::from_secs(300));
+    common::eventually(WAIT, "09:40's runs", || async {
+        completed_of(&store, "report").await == 2 && completed_of(&store, "ledger").await == 4
+    })
+    .await;
+    second.stop().await.unwrap();
+    let caught_up = common::count(
+        &store,
+        "SELECT count(*) FROM flow.runs WHERE function_id = 'ledger'
+           AND output IN ('\"2026-03-01T09:30:00+00:00\"', '\"2026-03-01T09:35:00+00:00\"')",
+        "SELECT count(*) FROM flow_runs WHERE function_id = 'ledger'
+           AND output IN ('\"2026-03-01T09:30:00+00:00\"', '\"2026-03-01T09:35:00+00:00\"')",
+    )
+    .await;
+    assert_eq!(caught_up, 2, "the last two missed ticks, 09:30 and 09:35");
+    assert_eq!(
+        completed_of(&store, "report").await,
+        2,
+        "09:05 and 09:40 only"
+    );
+    assert_eq!(completed_of(&store, "ledger").await, 4);
 }

@@ -27,6 +27,12 @@ impl Store for LateListener {
     async fn keep_announced(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.0.keep_announced(f, now).await
     }
+    async fn latest_event(
+        &self,
+        name: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, flow::Error> {
+        self.0.latest_event(name).await
+    }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.0.send(e, now).await
     }

@@ -6,7 +6,8 @@
 //! id naming the function and the tick: the store keeps the first of the
 //! workers' sends of a tick and drops the others, so each tick starts exactly one
 //! run however many workers are up. Ticks that pass while no worker is up are
-//! skipped.
+//! skipped, or, with `catch_up = N`, the last N of them are sent when a worker
+//! starts (after the function's last stored tick).
 //!
 //! Daylight saving time, as croner evaluates a schedule in a zone: a local time
 //! that a spring-forward skips fires when the clocks jump (02:30 on the night
@@ -29,7 +30,13 @@ pub struct Cron {
     pub schedule: &'static str,
     /// An IANA zone name (`Asia/Tokyo`); `UTC` unless given.
     pub timezone: &'static str,
+    /// How many of the ticks missed while no worker was up a starting worker
+    /// sends (the last ones); 0 skips them.
+    pub catch_up: u32,
 }
+
+/// The most missed ticks `catch_up` may send.
+pub const MAX_CATCH_UP: u32 = 100;
 
 /// What a cron function receives: the tick that started its run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +80,27 @@ impl Schedule {
             cron: parse_schedule(schedule)?,
             zone: parse_zone(timezone)?,
         })
+    }
+
+    /// The last `n` ticks after `last` up to `until` (inclusive), oldest first:
+    /// the ticks a worker starting at `until` catches up. Looks at a million
+    /// ticks at most (two years of a minutely schedule).
+    pub fn missed(&self, last: DateTime<Utc>, until: DateTime<Utc>, n: u32) -> Vec<DateTime<Utc>> {
+        let mut missed = std::collections::VecDeque::new();
+        let mut after = last;
+        for _ in 0..1_000_000 {
+            match self.next_after(after) {
+                Some(tick) if tick <= until => {
+                    if missed.len() == n as usize {
+                        missed.pop_front();
+                    }
+                    missed.push_back(tick);
+                    after = tick;
+                }
+                _ => break,
+            }
+        }
+        missed.into()
     }
 
     /// The first tick strictly after `after`; `None` for a schedule that never
@@ -150,6 +178,26 @@ mod tests {
         assert_eq!(
             early.next_after(at("2026-11-01T05:30:00Z")),
             Some(at("2026-11-02T06:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn missed_ticks_are_the_last_n_after_the_last_one_sent() {
+        let hourly = Schedule::parse("0 * * * *", "UTC").expect("parses");
+        let last = at("2026-03-01T09:00:00Z");
+        assert_eq!(
+            hourly.missed(last, at("2026-03-01T13:30:00Z"), 2),
+            [at("2026-03-01T12:00:00Z"), at("2026-03-01T13:00:00Z")]
+        );
+        // A tick at the start itself counts as missed.
+        assert_eq!(
+            hourly.missed(last, at("2026-03-01T10:00:00Z"), 5),
+            [at("2026-03-01T10:00:00Z")]
+        );
+        assert!(
+            hourly
+                .missed(last, at("2026-03-01T09:59:00Z"), 5)
+                .is_empty()
         );
     }
 

@@ -322,6 +322,13 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
         if let Err(problem) = crate::cron::Schedule::parse(cron.schedule, cron.timezone) {
             return refuse(format!("its `cron`: {problem}"));
         }
+        if cron.catch_up > crate::cron::MAX_CATCH_UP {
+            return refuse(format!(
+                "its `catch_up` is {}; the most is {}",
+                cron.catch_up,
+                crate::cron::MAX_CATCH_UP
+            ));
+        }
         let trigger = format!("{}{}", crate::cron::CRON_TRIGGER_PREFIX, def.id);
         if def.trigger != trigger {
             return refuse(format!(

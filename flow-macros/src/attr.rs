@@ -68,7 +68,12 @@ pub struct CronArg {
     pub lit: LitStr,
     pub schedule: String,
     pub timezone: String,
+    /// `catch_up = N`: missed ticks a starting worker sends (0: skipped).
+    pub catch_up: u32,
 }
+
+/// The most missed ticks `catch_up` may send (flow_core::cron::MAX_CATCH_UP).
+const MAX_CATCH_UP: u64 = 100;
 
 /// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
 pub struct RateLimitArg {
@@ -167,9 +172,10 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "rate_limit",
         "cron",
         "timezone",
+        "catch_up",
     ];
     let mut seen = Vec::new();
-    let (mut cron, mut timezone) = (None, None);
+    let (mut cron, mut timezone, mut catch_up) = (None, None, None);
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
         // `cancel_on`, `concurrency`, `run_concurrency` and `throttle` may be
@@ -203,6 +209,25 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             "timezone" => {
                 timezone = string_value(&meta, errors, "timezone", "\"Asia/Tokyo\"")?;
             }
+            "catch_up" => match value_expr(&meta, errors, "catch_up", "3")? {
+                Some(Expr::Lit(ExprLit {
+                    lit: Lit::Int(int), ..
+                })) if int
+                    .base10_parse::<u64>()
+                    .is_ok_and(|n| (1..=MAX_CATCH_UP).contains(&n)) =>
+                {
+                    catch_up = Some((int.base10_parse::<u32>().unwrap_or(0), int.span()));
+                }
+                Some(other) => errors.at(
+                    &other,
+                    format!(
+                        "`catch_up` is an integer literal from 1 to {MAX_CATCH_UP}: how many of \
+                         the ticks missed while no worker was up a starting worker sends (the \
+                         last ones); leave it out to skip them"
+                    ),
+                ),
+                None => {}
+            },
             "if" => args.filter = cel_value(&meta, errors, "if", "\"event.data.amount > 100\"")?,
             "r#if" | "if_" | "filter" => {
                 errors.at(
@@ -303,7 +328,16 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         errors.push(e);
     }
     args.cron_written = cron.is_some();
-    args.cron = cron_value(cron, timezone, errors);
+    if let (None, Some((_, span))) = (&cron, catch_up) {
+        errors.at_span(
+            span,
+            "`catch_up` is for the missed ticks of a `cron` schedule; this function has none",
+        );
+    }
+    args.cron = cron_value(cron, timezone, errors).map(|mut cron| {
+        cron.catch_up = catch_up.map_or(0, |(n, _)| n);
+        cron
+    });
     check_combinations(&args, errors);
     args
 }
@@ -379,6 +413,7 @@ fn cron_value(
         lit,
         schedule,
         timezone: zone,
+        catch_up: 0,
     })
 }
 

@@ -209,11 +209,12 @@ pub fn function(
     let filter = send_rule(&args.filter);
     let cron = match &args.cron {
         Some(cron) => {
-            let (schedule, timezone) = (&cron.schedule, &cron.timezone);
+            let (schedule, timezone, catch_up) = (&cron.schedule, &cron.timezone, cron.catch_up);
             quote! {
                 ::core::option::Option::Some(::flow::__private::Cron {
                     schedule: #schedule,
                     timezone: #timezone,
+                    catch_up: #catch_up,
                 })
             }
         }

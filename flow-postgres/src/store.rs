@@ -221,6 +221,19 @@ impl Store for PgStore {
         })
     }
 
+    async fn latest_event(&self, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
+        // Through `events_by_name` (migration 6).
+        on_conn!(self, repeat = true, |conn| async {
+            sqlx::query_scalar(
+                "SELECT ts FROM flow.events WHERE name = $1 ORDER BY received_at DESC LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)
+        })
+    }
+
     async fn send(&self, events: Vec<NewEvent>, now: Now) -> Result<SendReceipt, Error> {
         let ids = new_event_ids(events.len());
         let dedupes = events.iter().any(|e| e.producer_id().is_some());

@@ -193,6 +193,18 @@ impl Store for SqliteStore {
         Ok(receipt)
     }
 
+    async fn latest_event(&self, name: &str) -> Result<Option<DateTime<Utc>>, Error> {
+        // Through `flow_events_by_name` (migration 4).
+        let ts: Option<i64> = sqlx::query_scalar(
+            "SELECT ts FROM flow_events WHERE name = ? ORDER BY received_at DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(ts.map(time))
+    }
+
     async fn keep_announced(&self, functions: &[FunctionInfo], now: Now) -> Result<(), Error> {
         let now = now.or_local();
         in_transaction(self, async |conn| {

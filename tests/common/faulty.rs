@@ -72,6 +72,9 @@ impl Store for Faulty {
     async fn keep_announced(&self, f: &[FunctionInfo], now: Now) -> Result<(), flow::Error> {
         self.inner.keep_announced(f, now).await
     }
+    async fn latest_event(&self, name: &str) -> Result<Option<DateTime<Utc>>, flow::Error> {
+        self.inner.latest_event(name).await
+    }
     async fn send(&self, e: Vec<NewEvent>, now: Now) -> Result<SendReceipt, flow::Error> {
         self.inner.send(e, now).await
     }

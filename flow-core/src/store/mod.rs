@@ -59,6 +59,13 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// The timestamp of the event named `name` stored last, if any: where a cron
+    /// function's missed ticks begin (its ticks are stored in order).
+    fn latest_event(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, Error>> + Send;
+
     /// Stores events and, in the same transaction, creates a queued run for every
     /// function they trigger. Producer ids seen in the last 24 hours are duplicates.
     /// Limits are checked by the caller.

@@ -30,6 +30,21 @@ pub(super) async fn tick<S: Store>(
             return;
         }
     };
+    if cron.catch_up > 0 {
+        // The ticks missed since the last one stored, which no worker sent; a
+        // function that never ticked missed nothing.
+        match shared.store.latest_event(def.trigger).await {
+            Ok(Some(last)) => {
+                for tick in schedule.missed(last, started, cron.catch_up) {
+                    send(&shared, def, &cron, tick).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(function = def.id, error = %e, "could not read the last cron tick; missed ticks are not caught up");
+            }
+        }
+    }
     let mut after = started;
     while let Some(tick) = schedule.next_after(after) {
         shared.clock.sleep_until(tick).await;

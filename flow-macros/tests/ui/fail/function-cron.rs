@@ -46,4 +46,14 @@ async fn takes_an_event(_ctx: &Ctx, _event: ReportRequested) -> Result<(), FlowE
     Ok(())
 }
 
+#[function(cron = "0 9 * * 1", catch_up = 0)]
+async fn catch_up_zero(_ctx: &Ctx, _tick: CronTick) -> Result<(), FlowError> {
+    Ok(())
+}
+
+#[function(event = "app/report.requested", catch_up = 3)]
+async fn catch_up_without_cron(_ctx: &Ctx, _event: ReportRequested) -> Result<(), FlowError> {
+    Ok(())
+}
+
 fn main() {}

@@ -10,7 +10,7 @@ async fn nightly(_ctx: &Ctx, _tick: flow::CronTick) -> Result<(), FlowError> {
     Ok(())
 }
 
-#[function(cron = "@hourly")]
+#[function(cron = "@hourly", catch_up = 3)]
 async fn hourly(_ctx: &Ctx, _tick: CronTick) -> Result<(), FlowError> {
     Ok(())
 }
@@ -19,9 +19,16 @@ fn main() {
     use flow::cron::Cron;
     let def = <weekly as flow::Function>::DEF;
     assert_eq!(def.trigger, "flow/cron.weekly");
-    assert_eq!(def.cron, Some(Cron { schedule: "0 9 * * 1", timezone: "Asia/Tokyo" }));
+    assert_eq!(
+        def.cron,
+        Some(Cron { schedule: "0 9 * * 1", timezone: "Asia/Tokyo", catch_up: 0 })
+    );
     let def = <nightly as flow::Function>::DEF;
     assert_eq!(def.trigger, "flow/cron.nightly-sync");
-    assert_eq!(def.cron, Some(Cron { schedule: "30 2 * * *", timezone: "Europe/Berlin" }));
-    assert_eq!(<hourly as flow::Function>::DEF.cron.unwrap().timezone, "UTC");
+    assert_eq!(
+        def.cron,
+        Some(Cron { schedule: "30 2 * * *", timezone: "Europe/Berlin", catch_up: 0 })
+    );
+    let hourly = <hourly as flow::Function>::DEF.cron.unwrap();
+    assert_eq!((hourly.timezone, hourly.catch_up), ("UTC", 3));
 }
