@@ -100,7 +100,10 @@ macro_rules! full_sql {
 }
 pub(crate) use {full_sql, limits_sql, running_sql};
 
-/// The candidates of step 1.
+/// The candidates of step 1: first the oldest due run of one limited function,
+/// picked at random (as the unlimited claim's `heads`, through
+/// `runs_due_by_function`), so one limited function's backlog does not hold up
+/// another's; then the others in due order.
 const CANDIDATES: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($1::timestamptz, now()) AS now
@@ -108,25 +111,49 @@ const CANDIDATES: &str = concat!(
     limits_sql!("$2", "$3", "$4", "$7"),
     ", ",
     running_sql!("(SELECT now FROM clock)"),
-    "
+    ", serving AS (
+         SELECT unnest(",
+    crate::store::unpaused_sql!("$5"),
+    ") AS id
+     ), head AS (
+         -- The statuses as `runs_due_by_function` names them (migration 19).
+         SELECT r.id, r.not_before FROM flow.runs r
+         WHERE r.function_id = (SELECT id FROM serving ORDER BY random() LIMIT 1)
+           AND r.status NOT IN ('running', 'completed', 'failed', 'cancelled', 'skipped')
+           AND r.not_before <= (SELECT now FROM clock)
+           AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
+           AND (r.concurrency_keys IS NULL OR NOT ",
+    full_sql!(),
+    ")
+           AND (SELECT count(*) FROM serving) > 1
+         ORDER BY r.not_before, r.id
+         LIMIT 1
+         FOR UPDATE OF r SKIP LOCKED
+     ), in_order AS (
+         SELECT r.id, r.not_before FROM flow.runs r
+         WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+           AND r.not_before <= (SELECT now FROM clock)
+           AND r.function_id = ANY(ARRAY(SELECT id FROM serving))
+           AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
+           AND (r.concurrency_keys IS NULL OR NOT ",
+    full_sql!(),
+    ")
+           AND NOT (r.id = ANY(ARRAY(SELECT id FROM head)))
+         -- Ties in due order by id (time-ordered): a throttle's held runs, all due at
+         -- its next start, go first in first out.
+         ORDER BY r.not_before, r.id
+         LIMIT $6 - (SELECT count(*) FROM head)
+         FOR UPDATE OF r SKIP LOCKED
+     ), picked AS (
+         SELECT id, 0 AS pass, not_before FROM head
+         UNION ALL
+         SELECT id, 1, not_before FROM in_order
+     )
      SELECT r.id, r.function_id, r.concurrency_keys AS keys, r.started_at IS NOT NULL AS started,
             (SELECT now FROM clock) AS claim_now,
             e.id AS event_id, e.name, e.data, e.ts
-     FROM flow.runs r JOIN flow.events e ON e.id = r.event_id
-     WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
-       AND r.not_before <= (SELECT now FROM clock)
-       AND r.function_id = ANY(",
-    crate::store::unpaused_sql!("$5"),
-    ")
-       AND (r.timeout_at IS NULL OR r.timeout_at > (SELECT now FROM clock))
-       AND (r.concurrency_keys IS NULL OR NOT ",
-    full_sql!(),
-    ")
-     -- Ties in due order by id (time-ordered): a throttle's held runs, all due at
-     -- its next start, go first in first out.
-     ORDER BY r.not_before, r.id
-     LIMIT $6
-     FOR UPDATE OF r SKIP LOCKED"
+     FROM picked p JOIN flow.runs r ON r.id = p.id JOIN flow.events e ON e.id = r.event_id
+     ORDER BY p.pass, p.not_before, r.id"
 );
 
 /// Step 5: `$2`/`$3` the new keys of candidates left waiting, `$6`/`$7`/`$12`

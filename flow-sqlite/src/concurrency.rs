@@ -98,19 +98,44 @@ pub(crate) async fn claim(
     let full = serde_json::to_string(&limited.full_pairs(&held)).expect("strings serialize");
     let functions = serde_json::to_string(limited.ids()).expect("strings serialize");
     let rows = sqlx::query(concat!(
-        "SELECT r.id, r.function_id, r.concurrency_keys AS keys,
-                r.started_at IS NOT NULL AS started,
-                e.id AS event_id, e.name, e.data, e.ts
-         FROM flow_runs r JOIN flow_events e ON e.id = r.event_id
-         WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked') AND r.not_before <= ?1
-           AND r.function_id IN ",
+        // First the oldest due run of one limited function, picked at random (as
+        // the unlimited claim does), then the others in due order.
+        "WITH head AS (
+             SELECT r.id FROM flow_runs r
+             WHERE r.function_id = (SELECT value FROM ",
         unpaused_sql!("?2"),
-        "
-           AND (r.timeout_at IS NULL OR r.timeout_at > ?1)
-           AND ",
+        " ORDER BY random() LIMIT 1)
+               AND r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+               AND r.not_before <= ?1
+               AND (r.timeout_at IS NULL OR r.timeout_at > ?1)
+               AND ",
         not_full_sql!("?3"),
         "
-         ORDER BY r.not_before, r.id
+             ORDER BY r.not_before, r.id
+             LIMIT 1
+         ), picked AS (
+             SELECT id, 0 AS pass FROM head
+             UNION ALL
+             SELECT * FROM (
+                 SELECT r.id, 1 FROM flow_runs r
+                 WHERE r.status IN ('queued', 'sleeping', 'waiting', 'blocked')
+                   AND r.not_before <= ?1
+                   AND r.function_id IN ",
+        unpaused_sql!("?2"),
+        "
+                   AND (r.timeout_at IS NULL OR r.timeout_at > ?1)
+                   AND ",
+        not_full_sql!("?3"),
+        "
+                   AND r.id NOT IN (SELECT id FROM head)
+                 ORDER BY r.not_before, r.id
+                 LIMIT ?4)
+         )
+         SELECT r.id, r.function_id, r.concurrency_keys AS keys,
+                r.started_at IS NOT NULL AS started,
+                e.id AS event_id, e.name, e.data, e.ts
+         FROM picked p JOIN flow_runs r ON r.id = p.id JOIN flow_events e ON e.id = r.event_id
+         ORDER BY p.pass, r.not_before, r.id
          LIMIT ?4"
     ))
     .bind(micros(now))
