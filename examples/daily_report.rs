@@ -10,6 +10,7 @@
 //! cargo run --example daily_report
 //! ```
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ struct SyncRequested {
     night: DateTime<Utc>,
 }
 
-/// The ticks the nightly function saw, and the customers synced, in order.
-static TICKS: Mutex<Vec<DateTime<Utc>>> = Mutex::new(Vec::new());
-static SYNCED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The ticks the nightly function saw, and the (night, customer) synced: sets,
+/// since a handler's code outside its steps runs again when a run resumes.
+static TICKS: Mutex<BTreeSet<DateTime<Utc>>> = Mutex::new(BTreeSet::new());
+static SYNCED: Mutex<BTreeSet<(DateTime<Utc>, String)>> = Mutex::new(BTreeSet::new());
 
 /// The customers to sync: a real one reads them from the application's database.
 #[step]
@@ -36,7 +38,7 @@ async fn load_customers(_ctx: &Ctx) -> Result<Vec<String>, StepError> {
 
 #[function(cron = "0 2 * * *", timezone = "Europe/Berlin")]
 async fn nightly_sync(ctx: &Ctx, tick: CronTick) -> Result<usize, FlowError> {
-    TICKS.lock().unwrap().push(tick.scheduled);
+    TICKS.lock().unwrap().insert(tick.scheduled);
     let customers = load_customers(ctx).await?;
     let events = customers
         .iter()
@@ -61,7 +63,10 @@ async fn copy_customer(_ctx: &Ctx, customer_id: &str) -> Result<String, StepErro
 #[function(event = "customer/sync.requested")]
 async fn sync_customer(ctx: &Ctx, request: SyncRequested) -> Result<String, FlowError> {
     let done = copy_customer(ctx, &request.customer_id).await?;
-    SYNCED.lock().unwrap().push(request.customer_id);
+    SYNCED
+        .lock()
+        .unwrap()
+        .insert((request.night, request.customer_id));
     Ok(done)
 }
 
@@ -80,26 +85,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = flow::Worker::connect(&url)
         .await?
         .clock(clock.clone())
+        // A day of the virtual clock passes at once: leases must outlast it.
+        .lease(Duration::from_secs(3 * 86_400))
         .build()?
         .spawn();
 
     for night in 1..=2 {
         clock.advance(Duration::from_secs(24 * 3600));
-        wait_until(|| SYNCED.lock().unwrap().len() == 3 * night).await?;
-        let tick = TICKS.lock().unwrap()[night - 1];
+        wait_until(|| TICKS.lock().unwrap().len() == night).await?;
+        let tick = *TICKS
+            .lock()
+            .unwrap()
+            .iter()
+            .nth(night - 1)
+            .ok_or("a tick")?;
+        let synced_that_night = || {
+            let synced = SYNCED.lock().unwrap();
+            synced.iter().filter(|(at, _)| *at == tick).count()
+        };
+        wait_until(|| synced_that_night() == 3).await?;
         println!(
             "night {night}: tick scheduled for {} UTC, {} customers synced",
             tick.format("%Y-%m-%d %H:%M"),
-            SYNCED.lock().unwrap().len() - 3 * (night - 1)
+            synced_that_night()
         );
     }
-    let mut synced = SYNCED.lock().unwrap().clone();
-    synced.sort();
-    synced.dedup();
+    let synced = SYNCED.lock().unwrap().clone();
+    let customers: BTreeSet<&String> = synced.iter().map(|(_, customer)| customer).collect();
     println!(
         "{} customer syncs over two nights, {} customers",
-        SYNCED.lock().unwrap().len(),
-        synced.len()
+        synced.len(),
+        customers.len()
     );
     let report = worker.stop().await?;
     println!("worker stopped: {} runs finished", report.finished);
