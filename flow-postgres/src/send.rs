@@ -668,12 +668,15 @@ pub(crate) async fn stored_receipt(
         .copied()
         .collect();
     let stored_names: Vec<String> = ids.iter().map(|id| names[id].clone()).collect();
-    let run_rows =
-        sqlx::query("SELECT id, event_id, function_id FROM flow.runs WHERE event_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?;
+    // A run a rate limit skipped is recorded, but the send started nothing.
+    let run_rows = sqlx::query(
+        "SELECT id, event_id, function_id FROM flow.runs
+         WHERE event_id = ANY($1) AND status <> 'skipped'",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
     let duplicates = events.len() - ids.len();
     let awaited: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT name FROM flow.awaited_fields WHERE name = ANY($1)")
