@@ -39,9 +39,10 @@ async fn setup() -> Setup {
     let limited = FunctionInfo::new("limited", "test/work.limited");
     let throttled = FunctionInfo::new("throttled", "test/work.throttled");
     let keyed = FunctionInfo::new("one_per_key", "test/work.keyed");
+    let leap_day = FunctionInfo::new("leap_day", "flow/cron.leap_day");
     store
         .register_functions(
-            &[etl, order, review, limited, throttled, keyed],
+            &[etl, order, review, limited, throttled, keyed, leap_day],
             Now::Database,
         )
         .await
@@ -572,4 +573,56 @@ async fn a_thousand_keys_with_a_limit_of_one_are_all_busy_at_once_across_two_pro
             assert!(running <= 1, "key {key} ran two runs at once");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_start_one_run_per_cron_tick() {
+    let setup = setup().await;
+    // A test clock both processes read from a file: `leap_day` ticks at midnight
+    // of each 29 February, so each jump of the file's time is one tick.
+    let clock = setup.effects.with_extension("clock");
+    std::fs::write(&clock, "2028-02-28T23:00:00Z").unwrap();
+    let start = |id: &str| {
+        setup
+            .worker_command(id, 0)
+            .env("FLOW_TEST_LEASE_MS", "10000")
+            .env("FLOW_TEST_CLOCK_FILE", &clock)
+            .spawn()
+            .expect("start the test worker")
+    };
+    let a = start("a");
+    let b = start("b");
+    setup.wait_until_up(&[&a, &b]).await;
+    let completed = || {
+        common::count(
+            &setup.store,
+            "SELECT count(*) FROM flow.runs WHERE function_id = 'leap_day' AND status = 'completed'",
+            "SELECT count(*) FROM flow_runs WHERE function_id = 'leap_day' AND status = 'completed'",
+        )
+    };
+    for (n, now) in [
+        "2028-02-29T00:01:00Z",
+        "2032-02-29T00:01:00Z",
+        "2036-02-29T00:01:00Z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(&clock, now).unwrap();
+        common::eventually(WAIT, &format!("the run of tick {}", n + 1), || async {
+            completed().await == n as i64 + 1
+        })
+        .await;
+    }
+    sigterm(&a);
+    sigterm(&b);
+    report(a);
+    report(b);
+    let runs = common::count(
+        &setup.store,
+        "SELECT count(*) FROM flow.runs WHERE function_id = 'leap_day'",
+        "SELECT count(*) FROM flow_runs WHERE function_id = 'leap_day'",
+    )
+    .await;
+    assert_eq!(runs, 3, "one run per tick, though both processes sent each");
 }

@@ -6,7 +6,9 @@
 //! to which each step body appends `pid run step started_us` when it starts;
 //! FLOW_TEST_LEASE_MS (default 1000); FLOW_TEST_POLL_MS (default one hour);
 //! FLOW_TEST_SLOW_MS; FLOW_TEST_WORKER_ID; FLOW_TEST_READY, a path prefix: the
-//! worker creates `<prefix>.<pid>` once it is up. On a clean exit it prints its report.
+//! worker creates `<prefix>.<pid>` once it is up; FLOW_TEST_CLOCK_FILE, a file
+//! holding an RFC 3339 time that the worker's clock reads (a test clock shared
+//! by processes). On a clean exit it prints its report.
 
 use std::future::IntoFuture;
 use std::io::Write;
@@ -200,6 +202,61 @@ async fn throttled(_ctx: &Ctx, event: Throttled) -> Result<String, FlowError> {
     Ok(event.customer)
 }
 
+/// Midnight of every 29 February (UTC): never during a test on the machine's
+/// clock, so only tests with FLOW_TEST_CLOCK_FILE see its ticks.
+#[function(cron = "0 0 29 2 *")]
+async fn leap_day(_ctx: &Ctx, tick: CronTick) -> Result<String, FlowError> {
+    Ok(tick.scheduled.to_rfc3339())
+}
+
+/// A clock that reads its time from a file the test writes: processes share it.
+/// Read every 10 ms by a thread of its own.
+struct FileClock {
+    now: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl FileClock {
+    fn new(path: String) -> Result<Self, Box<dyn std::error::Error>> {
+        let read = move || -> Option<i64> {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let at: chrono::DateTime<chrono::Utc> = text.trim().parse().ok()?;
+            Some(at.timestamp_micros())
+        };
+        let start = read().ok_or("FLOW_TEST_CLOCK_FILE does not hold a time")?;
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(start));
+        let shared = now.clone();
+        std::thread::spawn(move || {
+            loop {
+                if let Some(at) = read() {
+                    shared.fetch_max(at, std::sync::atomic::Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Ok(FileClock { now })
+    }
+}
+
+impl flow::Clock for FileClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let micros = self.now.load(std::sync::atomic::Ordering::SeqCst);
+        chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+    }
+
+    fn sleep_until(
+        &self,
+        deadline: chrono::DateTime<chrono::Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let now = self.now.clone();
+        Box::pin(async move {
+            let at = deadline.timestamp_micros();
+            while now.load(std::sync::atomic::Ordering::SeqCst) < at {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
@@ -215,6 +272,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )));
     if let Ok(id) = std::env::var("FLOW_TEST_WORKER_ID") {
         builder = builder.worker_id(id);
+    }
+    if let Ok(path) = std::env::var("FLOW_TEST_CLOCK_FILE") {
+        builder = builder.clock(FileClock::new(path)?);
     }
     let worker = builder.build()?;
     worker.announce().await?;
