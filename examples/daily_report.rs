@@ -80,18 +80,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| flow::DEFAULT_SQLITE_URL.into());
-    // Noon UTC on 28 March 2026; that night Berlin moves from 02:00 to 03:00.
-    let clock = ManualClock::new("2026-03-28T12:00:00Z".parse()?);
+    // 23:00 UTC on 28 March 2026; that night Berlin moves from 02:00 to 03:00.
+    let clock = ManualClock::new("2026-03-28T23:00:00Z".parse()?);
     let worker = flow::Worker::connect(&url)
         .await?
         .clock(clock.clone())
-        // A day of the virtual clock passes at once: leases must outlast it.
+        // Up to a day of the virtual clock passes at once: leases must outlast it.
         .lease(Duration::from_secs(3 * 86_400))
         .build()?
         .spawn();
 
-    for night in 1..=2 {
-        clock.advance(Duration::from_secs(24 * 3600));
+    // To each night's tick: 03:00 CEST on the 29th (01:00 UTC; 02:00 does not
+    // exist that night), then 02:00 CEST on the 30th (00:00 UTC).
+    for (night, hours) in [(1, 2), (2, 23)] {
+        clock.advance(Duration::from_secs(hours * 3600));
         wait_until(|| TICKS.lock().unwrap().len() == night).await?;
         let tick = *TICKS
             .lock()

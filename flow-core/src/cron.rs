@@ -38,6 +38,12 @@ pub struct Cron {
 /// The most missed ticks `catch_up` may send.
 pub const MAX_CATCH_UP: u32 = 100;
 
+/// How late after its time a worker still sends a tick; a worker that wakes
+/// later (suspended, cut off, or a test clock that jumped) counts it missed.
+/// Every send of a tick so falls within the store's 24-hour producer-id window
+/// of the first, and the store keeps one.
+pub const TICK_SEND_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(12);
+
 /// What a cron function receives: the tick that started its run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CronTick {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, later};
-use crate::cron::{CronTick, Schedule, tick_producer_id};
+use crate::cron::{CronTick, Schedule, TICK_SEND_WINDOW, tick_producer_id};
 use crate::store::Store;
 use crate::{FunctionDef, NewEvent};
 
@@ -48,8 +48,12 @@ pub(super) async fn tick<S: Store>(
     let mut after = started;
     while let Some(tick) = schedule.next_after(after) {
         shared.clock.sleep_until(tick).await;
-        send(&shared, def, &cron, tick).await;
         after = tick;
+        if shared.clock.now() - tick > TICK_SEND_WINDOW {
+            tracing::warn!(function = def.id, %tick, "woke too late to send a cron tick; counted missed");
+            continue;
+        }
+        send(&shared, def, &cron, tick).await;
     }
     tracing::info!(function = def.id, "cron schedule has no further tick");
 }
