@@ -99,8 +99,10 @@ pub(crate) async fn claim(
     let functions = serde_json::to_string(limited.ids()).expect("strings serialize");
     let rows = sqlx::query(concat!(
         // First the oldest due run of one limited function, picked at random (as
-        // the unlimited claim does), then the others in due order.
-        "WITH head AS (
+        // the unlimited claim does), then the others in due order. Materialized:
+        // inlined at each use, its random pick would differ between them, and a
+        // run could be a candidate twice (a throttle would count two starts).
+        "WITH head AS MATERIALIZED (
              SELECT r.id FROM flow_runs r
              WHERE r.function_id = (SELECT value FROM ",
         unpaused_sql!("?2"),
