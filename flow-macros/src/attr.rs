@@ -735,13 +735,10 @@ fn concurrency_value(
             return Ok(());
         }
         match name.as_str() {
-            "limit" => match value_expr(&inner, errors, "limit", "5")? {
-                Some(expr) => {
-                    limit = concurrency_limit(&expr, errors);
-                    bad |= limit.is_none();
-                }
-                None => bad = true,
-            },
+            "limit" => {
+                limit = limit_value(&inner, errors, "5")?;
+                bad |= limit.is_none();
+            }
             "key" => {
                 key = cel_value(&inner, errors, "key", "\"event.data.customer_id\"")?;
                 bad |= key.is_none();
@@ -804,13 +801,10 @@ fn throttle_value(
             return Ok(());
         }
         match name.as_str() {
-            "limit" => match value_expr(&inner, errors, "limit", "10")? {
-                Some(expr) => {
-                    limit = concurrency_limit(&expr, errors);
-                    bad |= limit.is_none();
-                }
-                None => bad = true,
-            },
+            "limit" => {
+                limit = limit_value(&inner, errors, "10")?;
+                bad |= limit.is_none();
+            }
             "burst" => match value_expr(&inner, errors, "burst", "5")? {
                 Some(Expr::Lit(ExprLit {
                     lit: Lit::Int(int), ..
@@ -939,13 +933,10 @@ fn rate_limit_value(
             return Ok(());
         }
         match name.as_str() {
-            "limit" => match value_expr(&inner, errors, "limit", "1")? {
-                Some(expr) => {
-                    limit = concurrency_limit(&expr, errors);
-                    bad |= limit.is_none();
-                }
-                None => bad = true,
-            },
+            "limit" => {
+                limit = limit_value(&inner, errors, "1")?;
+                bad |= limit.is_none();
+            }
             "period" => {
                 period = period_value(&inner, errors, "a rate limit's", 1_000)?;
                 bad |= period.is_none();
@@ -1050,6 +1041,17 @@ fn singleton_value(
         (Some(cancel), false) => Some(SingletonArg { key, cancel }),
         _ => None,
     })
+}
+
+/// A rule's `limit = N` (`example`: the N the message suggests), checked by
+/// [`concurrency_limit`]; `None` with the error recorded.
+fn limit_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    example: &str,
+) -> syn::Result<Option<u32>> {
+    Ok(value_expr(meta, errors, "limit", example)?
+        .and_then(|expr| concurrency_limit(&expr, errors)))
 }
 
 /// A concurrency limit: an integer literal from 1 to the maximum.
