@@ -202,6 +202,27 @@ impl SendRules {
             && self.rate_limit.is_none()
     }
 
+    /// Refuses values the send statement cannot apply (a rate limit of zero
+    /// would divide by zero there): rules announced by hand, not by the macro.
+    fn check(&self) -> Result<(), String> {
+        if let Some(rate) = &self.rate_limit {
+            let period = std::time::Duration::from_millis(rate.period_ms);
+            if rate.limit == 0 || rate.limit > MAX_RATE_LIMIT {
+                return Err(format!(
+                    "rate_limit: limit {} is not 1 to {MAX_RATE_LIMIT}",
+                    rate.limit
+                ));
+            }
+            if period < std::time::Duration::from_secs(1) || period > MAX_RATE_PERIOD {
+                return Err(format!(
+                    "rate_limit: period of {} ms is not 1 second to 366 days",
+                    rate.period_ms
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The rules as stored in the catalog, with their hash; `None` when there are
     /// none.
     pub fn announced(&self) -> Option<(Value, String)> {
@@ -254,7 +275,10 @@ impl Compiled {
         let compile = |source: Option<String>| {
             source.map(|source| Expr::compile(&source).map_err(|e| format!("its rule {e}")))
         };
-        let (rules, unreadable) = match serde_json::from_value::<SendRules>(rules.clone()) {
+        let read = serde_json::from_value::<SendRules>(rules.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|rules| rules.check().map(|()| rules));
+        let (rules, unreadable) = match read {
             Ok(rules) => (rules, None),
             Err(e) => (
                 SendRules::default(),
@@ -809,6 +833,25 @@ mod tests {
             "{:?}",
             d.unevaluated
         );
+    }
+
+    #[test]
+    fn a_rate_limit_the_statement_cannot_apply_leaves_runs_unlimited_with_the_reason() {
+        // Announced by hand: a limit of zero would divide by zero in the send.
+        let catalog = Catalog::from_rows(
+            [(
+                "f".into(),
+                "t".into(),
+                "h".into(),
+                json!({"rate_limit": {"limit": 0, "period_ms": 60_000}}),
+            )],
+            &Catalog::default(),
+        );
+        let event = NewEvent::raw("t", json!({})).unwrap();
+        let d = catalog.decide([(0, id(1), &event)], Utc::now());
+        assert!(d.decided.is_empty());
+        let problem = &d.unevaluated[0].problem;
+        assert!(problem.contains("rate_limit: limit 0 is not 1 to"), "{problem}");
     }
 
     #[test]
