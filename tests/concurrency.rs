@@ -365,32 +365,7 @@ async fn claimers_racing_for_one_key_take_no_more_than_its_limit() {
             };
             client.send(event).await.unwrap();
         }
-        let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
-        let claimers: Vec<_> = (0..8)
-            .map(|i| {
-                let (store, limited, start) = (store.clone(), limited.clone(), start.clone());
-                tokio::spawn(async move {
-                    let owner: std::sync::Arc<str> = format!("claimer-{i}").into();
-                    start.wait().await;
-                    let request = ClaimRequest {
-                        owner: &owner,
-                        functions: &[],
-                        limited: &limited,
-                        max: 1,
-                        lease: Duration::from_secs(600),
-                    };
-                    store
-                        .claim(request, flow::Now::Database)
-                        .await
-                        .unwrap()
-                        .len()
-                })
-            })
-            .collect();
-        let mut claimed = 0;
-        for claimer in claimers {
-            claimed += claimer.await.unwrap();
-        }
+        let claimed = common::race_eight_claimers(&store, &limited).await;
         assert_eq!(claimed, 1, "round {round}: a limit of 1");
     }
 }

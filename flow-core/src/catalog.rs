@@ -851,7 +851,10 @@ mod tests {
         let d = catalog.decide([(0, id(1), &event)], Utc::now());
         assert!(d.decided.is_empty());
         let problem = &d.unevaluated[0].problem;
-        assert!(problem.contains("rate_limit: limit 0 is not 1 to"), "{problem}");
+        assert!(
+            problem.contains("rate_limit: limit 0 is not 1 to"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -216,3 +216,40 @@ pub async fn count(store: &AnyStore, postgres: &str, sqlite: &str) -> i64 {
         _ => unreachable!("a backend these tests do not know"),
     }
 }
+
+/// Eight claimers of one run each of `limited`'s functions, let go at once (a
+/// barrier): how many runs they claimed between them. What a limit must hold
+/// against claimers that race for one key.
+pub async fn race_eight_claimers(
+    store: &AnyStore,
+    limited: &std::sync::Arc<flow::flow_control::Limited>,
+) -> usize {
+    use flow::store::{ClaimRequest, Store};
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let claimers: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, limited, start) = (store.clone(), limited.clone(), start.clone());
+            tokio::spawn(async move {
+                let owner: std::sync::Arc<str> = format!("claimer-{i}").into();
+                start.wait().await;
+                let request = ClaimRequest {
+                    owner: &owner,
+                    functions: &[],
+                    limited: &limited,
+                    max: 1,
+                    lease: Duration::from_secs(600),
+                };
+                store
+                    .claim(request, flow::Now::Database)
+                    .await
+                    .unwrap()
+                    .len()
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    for claimer in claimers {
+        claimed += claimer.await.unwrap();
+    }
+    claimed
+}
