@@ -120,6 +120,21 @@ impl Setup {
             .collect()
     }
 
+    /// The `hold:<key>` / `held:<key>` effects per key, as (time, +1 at a start
+    /// / -1 at an end).
+    fn holds(&self) -> HashMap<String, Vec<(i64, i32)>> {
+        let mut moves: HashMap<String, Vec<(i64, i32)>> = HashMap::new();
+        for effect in self.effects() {
+            let (what, key) = effect.step.split_once(':').unwrap();
+            let step = if what == "hold" { 1 } else { -1 };
+            moves
+                .entry(key.to_owned())
+                .or_default()
+                .push((effect.started_us, step));
+        }
+        moves
+    }
+
     async fn views(&self, runs: &[RunId]) -> HashMap<String, RunView> {
         let mut views = HashMap::new();
         for run in runs {
@@ -136,6 +151,32 @@ impl Setup {
         assert_eq!(receipt.runs.len() as i64, n);
         receipt.runs.into_iter().map(|(_, run)| run).collect()
     }
+}
+
+/// The most runs of one key at once, swept in time order (an end before a start
+/// at the same microsecond: that run had left).
+fn most_at_once(mut moves: Vec<(i64, i32)>) -> i32 {
+    moves.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in moves {
+        now += step;
+        most = most.max(now);
+    }
+    most
+}
+
+/// SIGTERMs two workers that shared the work and reads their reports: each must
+/// have finished runs.
+fn stop_both(a: Child, b: Child) -> (u64, String, u64, String) {
+    sigterm(&a);
+    sigterm(&b);
+    let (finished_a, line_a) = report(a);
+    let (finished_b, line_b) = report(b);
+    assert!(
+        finished_a > 0 && finished_b > 0,
+        "each process finished runs: {line_a} / {line_b}"
+    );
+    (finished_a, line_a, finished_b, line_b)
 }
 
 fn sigterm(child: &Child) {
@@ -264,14 +305,7 @@ async fn two_worker_processes_share_the_work_and_stop_cleanly_on_sigterm() {
             RunStatus::Completed
         );
     }
-    sigterm(&a);
-    sigterm(&b);
-    let (finished_a, line_a) = report(a);
-    let (finished_b, line_b) = report(b);
-    assert!(
-        finished_a > 0 && finished_b > 0,
-        "each process finished runs: {line_a} / {line_b}"
-    );
+    let (finished_a, line_a, finished_b, line_b) = stop_both(a, b);
     assert_eq!(finished_a + finished_b, 200, "{line_a} / {line_b}");
     let effects = setup.effects();
     let mut seen = HashSet::new();
@@ -451,38 +485,17 @@ async fn a_concurrency_limit_holds_across_two_worker_processes() {
         let view = setup.client.wait(*run, WAIT).await.unwrap();
         assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
     }
-    sigterm(&a);
-    sigterm(&b);
-    let (finished_a, line_a) = report(a);
-    let (finished_b, line_b) = report(b);
-    assert!(
-        finished_a > 0 && finished_b > 0,
-        "each process finished runs: {line_a} / {line_b}"
-    );
-    // Each customer's runs, as (time, +1 at a start / -1 at an end), swept in order.
-    let mut moves: HashMap<String, Vec<(i64, i32)>> = HashMap::new();
-    for effect in setup.effects() {
-        let (what, customer) = effect.step.split_once(':').unwrap();
-        let step = if what == "hold" { 1 } else { -1 };
-        moves
-            .entry(customer.to_owned())
-            .or_default()
-            .push((effect.started_us, step));
-    }
+    stop_both(a, b);
+    // Each customer's runs, swept in time order.
+    let moves = setup.holds();
     assert_eq!(moves.len(), 3);
-    for (customer, mut moves) in moves {
+    for (customer, moves) in moves {
         assert_eq!(
             moves.len(),
             16,
             "8 runs of {customer}, each started and ended once"
         );
-        // An end before a start at the same microsecond: that run had left.
-        moves.sort();
-        let (mut now, mut most) = (0, 0);
-        for (_, step) in moves {
-            now += step;
-            most = most.max(now);
-        }
+        let most = most_at_once(moves);
         assert!(
             most <= 2,
             "{most} runs of {customer} at once, over a limit of 2"
@@ -541,37 +554,17 @@ async fn a_thousand_keys_with_a_limit_of_one_are_all_busy_at_once_across_two_pro
             .unwrap();
         assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
     }
-    sigterm(&a);
-    sigterm(&b);
-    let (finished_a, line_a) = report(a);
-    let (finished_b, line_b) = report(b);
-    assert!(
-        finished_a > 0 && finished_b > 0,
-        "each process finished runs: {line_a} / {line_b}"
-    );
+    stop_both(a, b);
     // Per key, the second run started after the first ended.
-    let mut spans: HashMap<String, Vec<(i64, i32)>> = HashMap::new();
-    for effect in setup.effects() {
-        let (what, key) = effect.step.split_once(':').unwrap();
-        let step = if what == "hold" { 1 } else { -1 };
-        spans
-            .entry(key.to_owned())
-            .or_default()
-            .push((effect.started_us, step));
-    }
+    let spans = setup.holds();
     assert_eq!(spans.len(), 1000);
-    for (key, mut moves) in spans {
+    for (key, moves) in spans {
         assert_eq!(
             moves.len(),
             4,
             "key {key}: two runs, each started and ended"
         );
-        moves.sort();
-        let mut running = 0;
-        for (_, step) in moves {
-            running += step;
-            assert!(running <= 1, "key {key} ran two runs at once");
-        }
+        assert!(most_at_once(moves) <= 1, "key {key} ran two runs at once");
     }
 }
 
