@@ -53,8 +53,8 @@ pub use flow_core::{
     Limits, LostLease, MATCH_VALUE_BYTES, MAX_WAIT, ManualClock, NewEvent, Now, ReadStore, RunId,
     RunStatus, RunView, RunningWorker, SIGNAL_NAME_BYTES, SendEvent, SendReceipt, SignalReceipt,
     Sleep, StartsSteps, StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind,
-    StepOptions, StepView, Storable, Store, SystemClock, Timeout, TimeoutMissing, Timeouts,
-    WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport, registered,
+    StepOptions, StepView, Storable, Store, StoredEvent, SystemClock, Timeout, TimeoutMissing,
+    Timeouts, WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport, registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
 pub use flow_macros::{Event, function, step};
@@ -68,8 +68,11 @@ pub use flow_sqlite::SqliteStore;
 pub use flow_core::catalog;
 /// Cron triggers: schedules, zones, and the tick a cron function receives.
 pub use flow_core::cron;
-/// The Store trait and its records, for backends and for tests that drive a store directly.
+/// Flow control: concurrency, run concurrency and throttle rules, and their keys.
 pub use flow_core::flow_control;
+/// Events gathered into one run: `batch_events(...)` and `debounce(...)`.
+pub use flow_core::grouping;
+/// The Store trait and its records, for backends and for tests that drive a store directly.
 pub use flow_core::store;
 /// flow's own events, sent when runs end: `flow/function.finished`, `.failed`, `.cancelled`.
 pub use flow_core::system;

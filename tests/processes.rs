@@ -619,3 +619,70 @@ async fn two_worker_processes_start_one_run_per_cron_tick() {
     .await;
     assert_eq!(runs, 3, "one run per tick, though both processes sent each");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_debounces_take_every_event_once_across_two_worker_processes() {
+    let setup = setup().await;
+    let a = setup.start_worker("a", 0);
+    let b = setup.start_worker("b", 0);
+    setup.wait_until_up(&[&a, &b]).await;
+    // Eight senders of fifty events each, over forty keys, paced over about two
+    // seconds, while both processes claim the groups that close (full batches
+    // at once, the others a second after they opened or went quiet, on the
+    // real clock): a group's run never starts without an event that joined it,
+    // and no event joins two.
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..8u32 {
+        let client = setup.client.clone();
+        senders.spawn(async move {
+            let mut joined = Vec::new();
+            for i in 0..50u32 {
+                let n = sender * 50 + i;
+                let event = NewEvent::raw(
+                    "test/work.grouped",
+                    serde_json::json!({ "key": n % 40, "n": n }),
+                )
+                .unwrap();
+                let receipt = client.send(event).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                joined.extend(receipt.runs.iter().map(|(_, run)| *run));
+            }
+            joined
+        });
+    }
+    let mut runs = HashSet::new();
+    while let Some(joined) = senders.join_next().await {
+        runs.extend(joined.unwrap());
+    }
+    let mut batched: HashMap<u32, u32> = HashMap::new();
+    let mut debounced: HashMap<u32, u32> = HashMap::new();
+    for run in runs {
+        let view = setup.client.wait(run, WAIT).await.unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
+        let events: Vec<(u32, u32)> = serde_json::from_value(view.output.unwrap()).unwrap();
+        let seen = match view.function_id.as_str() {
+            "batched" => {
+                assert!(events.len() <= 10, "a batch over its size: {events:?}");
+                &mut batched
+            }
+            _ => &mut debounced,
+        };
+        let key = events[0].0;
+        for (k, n) in events {
+            assert_eq!(k, key, "one key per group");
+            assert_eq!(n % 40, k);
+            *seen.entry(n).or_default() += 1;
+        }
+    }
+    for (function, seen) in [("batched", batched), ("debounced", debounced)] {
+        assert_eq!(seen.len(), 400, "{function}: every event in a run");
+        assert!(
+            seen.values().all(|&times| times == 1),
+            "{function}: an event in two runs"
+        );
+    }
+    sigterm(&a);
+    sigterm(&b);
+    report(a);
+    report(b);
+}

@@ -51,6 +51,9 @@ pub struct SendRules {
     /// `rate_limit(limit, period, key)`: events over the limit start no run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitRule>,
+    /// `batch_events(...)` or `debounce(...)`: the group an event joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::grouping::GroupRule>,
 }
 
 /// `rate_limit(...)` as announced.
@@ -190,6 +193,7 @@ impl SendRules {
                 period_ms: u64::try_from(r.period.as_millis()).unwrap_or(u64::MAX),
                 key: r.key.map(str::to_owned),
             }),
+            group: def.grouping.map(|g| g.rule()),
         }
     }
 
@@ -200,6 +204,7 @@ impl SendRules {
             && self.singleton.is_none()
             && self.filter.is_none()
             && self.rate_limit.is_none()
+            && self.group.is_none()
     }
 
     /// Refuses values the send statement cannot apply (a rate limit of zero
@@ -219,6 +224,9 @@ impl SendRules {
                     rate.period_ms
                 ));
             }
+        }
+        if let Some(group) = &self.group {
+            group.check()?;
         }
         Ok(())
     }
@@ -265,6 +273,9 @@ struct Compiled {
     /// The rate limit's key expression (`None`: one key for the function), and
     /// its limit and period.
     rate_limit: Option<(Option<Rule>, u32, std::time::Duration)>,
+    /// The group's key expression (`None`: one key for the function), and its
+    /// rule.
+    group: Option<(Option<Rule>, crate::grouping::GroupRule)>,
 }
 
 /// A rule's compiled expression, or why it does not compile.
@@ -300,6 +311,7 @@ impl Compiled {
                     std::time::Duration::from_millis(r.period_ms),
                 )
             }),
+            group: rules.group.map(|g| (compile(g.key.clone()), g)),
         }
     }
 }
@@ -454,6 +466,7 @@ impl Catalog {
                             priority: None,
                             singleton: None,
                             rate: None,
+                            group: None,
                         });
                         continue;
                     }
@@ -508,6 +521,20 @@ impl Catalog {
                     }
                     None => None,
                 };
+                // A key that does not evaluate leaves the event a group of its own.
+                let group = match &c.group {
+                    Some((rule, group)) => {
+                        let key = match rule {
+                            None => Some(String::new()),
+                            Some(rule) => key_of("grouping", rule, &stored, &mut problems),
+                        };
+                        key.map(|key| crate::grouping::GroupKey {
+                            key,
+                            rule: group.clone(),
+                        })
+                    }
+                    None => None,
+                };
                 decisions
                     .unevaluated
                     .extend(problems.into_iter().map(|problem| Unevaluated {
@@ -515,7 +542,12 @@ impl Catalog {
                         function: c.function_id.clone(),
                         problem,
                     }));
-                if key.is_some() || priority.is_some() || singleton.is_some() || rate.is_some() {
+                if key.is_some()
+                    || priority.is_some()
+                    || singleton.is_some()
+                    || rate.is_some()
+                    || group.is_some()
+                {
                     decisions.decided.push(Decided {
                         position,
                         event: id,
@@ -525,6 +557,7 @@ impl Catalog {
                         priority,
                         singleton,
                         rate,
+                        group,
                     });
                 }
             }
@@ -579,6 +612,8 @@ pub struct Decided {
     pub singleton: Option<(String, SingletonMode)>,
     /// Its rate-limit key, with the limit.
     pub rate: Option<RateKey>,
+    /// The group it joins (`batch_events`, `debounce`), with the rule.
+    pub group: Option<crate::grouping::GroupKey>,
 }
 
 /// A run that an event did not start, and why.

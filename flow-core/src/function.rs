@@ -102,6 +102,9 @@ pub struct FunctionDef {
     /// `rate_limit(limit, period, key = "<CEL>")`: events over the limit start
     /// no run (it is recorded as skipped), decided when the event is sent.
     pub rate_limit: Option<crate::catalog::RateLimit>,
+    /// `batch_events(...)` or `debounce(...)`: its events are gathered into
+    /// runs, decided when they are sent ([`crate::grouping`]).
+    pub grouping: Option<crate::grouping::Grouping>,
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -349,6 +352,14 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             return refuse("its `rate_limit` period must be 1 second to 366 days".to_owned());
         }
     }
+    if let Some(grouping) = def.grouping {
+        if def.cron.is_some() {
+            return refuse("a cron function cannot group its ticks".to_owned());
+        }
+        if let Err(problem) = grouping.rule().check() {
+            return refuse(format!("its {problem}"));
+        }
+    }
     for (which, timeout) in [
         ("start", def.timeouts.start),
         ("finish", def.timeouts.finish),
@@ -396,6 +407,7 @@ pub(crate) mod tests {
         singleton: None,
         filter: None,
         rate_limit: None,
+        grouping: None,
     };
     static B: FunctionDef = FunctionDef {
         id: "same",
@@ -417,6 +429,7 @@ pub(crate) mod tests {
         singleton: None,
         filter: None,
         rate_limit: None,
+        grouping: None,
     };
 
     #[test]

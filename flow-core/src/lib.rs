@@ -18,6 +18,7 @@ mod event;
 mod expr;
 pub mod flow_control;
 mod function;
+pub mod grouping;
 mod limits;
 mod retry;
 mod run;

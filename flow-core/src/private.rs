@@ -5,6 +5,7 @@ pub use crate::catalog::{RateLimit, Singleton, SingletonMode};
 pub use crate::cron::{Cron, IsCronTick};
 pub use crate::flow_control::{Concurrency, ConcurrencyScope, Throttle};
 pub use crate::function::{CancelOn, FunctionDef, Registration, Timeouts};
+pub use crate::grouping::Grouping;
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
 pub use crate::{Ctx, Event, EventFields, Field, StepError};
 pub use inventory;

@@ -15,10 +15,6 @@ const MAX_RETRIES: u64 = 20;
 /// The most `cancel_on` a function may have (flow_core::MAX_CANCEL_ON).
 const MAX_CANCEL_ON: usize = 5;
 
-/// Keys of Inngest's function configuration that flow will support; until each is
-/// built it is refused, so an accepted key always does what it says.
-const NOT_BUILT_YET: &[&str] = &["debounce", "batch_events"];
-
 #[derive(Default)]
 pub struct Backoff {
     pub initial: Option<(u64, Span)>,
@@ -60,7 +56,44 @@ pub struct FunctionArgs {
     /// `cron` was written, valid or not (a refused one is its own error, not a
     /// missing trigger).
     pub cron_written: bool,
+    /// `batch_events(...)` or `debounce(...)`.
+    pub grouping: Option<GroupingArg>,
+    /// One of them was written, valid or not (a refused one is its own error,
+    /// not a reason to refuse the handler's `Vec<E>` too).
+    pub grouping_written: bool,
 }
+
+/// `batch_events(max_size = 100, timeout = "5s", key = "<CEL>")` or
+/// `debounce(period = "5m", key = "<CEL>", timeout = "1h", events = all)`.
+pub struct GroupingArg {
+    /// Where it was written, for errors about it beside others.
+    pub span: Span,
+    /// `Some(max_size)` for a batch; `None` for a debounce.
+    pub batch: Option<u32>,
+    /// A debounce's quiet time, in milliseconds.
+    pub period: Option<u64>,
+    /// A batch's or a debounce's timeout, in milliseconds.
+    pub timeout: Option<u64>,
+    pub key: Option<crate::cel::CheckedExpr>,
+    /// The handler takes every event (`Vec<E>`): a batch, or `events = all`.
+    pub all: bool,
+}
+
+impl GroupingArg {
+    /// The attribute it was written as.
+    pub fn attribute(&self) -> &'static str {
+        match self.batch {
+            Some(_) => "batch_events",
+            None => "debounce",
+        }
+    }
+}
+
+/// The most events a batch holds (flow_core::grouping::MAX_GROUP_EVENTS).
+const MAX_BATCH_SIZE: u64 = 1_000;
+
+/// The longest a group waits, in milliseconds (flow_core::grouping::MAX_GROUP_WAIT).
+const MAX_GROUP_WAIT_MS: u64 = 7 * 86_400_000;
 
 /// `cron = "..."` with its zone (`timezone = "..."` or a `TZ=` prefix, else UTC).
 pub struct CronArg {
@@ -173,6 +206,8 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "cron",
         "timezone",
         "catch_up",
+        "batch_events",
+        "debounce",
     ];
     let mut seen = Vec::new();
     let (mut cron, mut timezone, mut catch_up) = (None, None, None);
@@ -306,16 +341,25 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
                     }
                 }
             }
-            other if NOT_BUILT_YET.contains(&other) => {
-                errors.at(
-                    &meta.path,
-                    format!(
-                        "`{}` is not built yet in flow; remove it (flow refuses settings it \
-                         would silently ignore)",
-                        other.trim_start_matches("r#")
+            "batch_events" | "debounce" => {
+                args.grouping_written = true;
+                let grouping = match key.as_str() {
+                    "batch_events" => batch_value(&meta, errors)?,
+                    _ => debounce_value(&meta, errors)?,
+                };
+                match (&args.grouping, grouping) {
+                    (Some(first), Some(_)) => errors.at(
+                        &meta.path,
+                        format!(
+                            "`{key}` and `{}` both gather events into runs; keep one: a batch \
+                             starts a run per `max_size` events, a debounce one run per quiet \
+                             `period`",
+                            first.attribute()
+                        ),
                     ),
-                );
-                skip_value(&meta)?;
+                    (None, grouping) => args.grouping = grouping,
+                    _ => {}
+                }
             }
             other => {
                 errors.at(&meta.path, unknown_key("#[function]", other, &keys));
@@ -419,6 +463,56 @@ fn cron_value(
 
 /// Options that cannot work together as written.
 fn check_combinations(args: &FunctionArgs, errors: &mut Errors) {
+    if let Some(group) = &args.grouping {
+        let attribute = group.attribute();
+        let mut conflicts: Vec<(&str, &str)> = Vec::new();
+        if args.cron_written {
+            conflicts.push((
+                "cron",
+                "a schedule starts one run per tick, with nothing to gather",
+            ));
+        }
+        if args.singleton.is_some() {
+            conflicts.push((
+                "singleton",
+                "for one active run per key, use `run_concurrency(limit = 1, key = ...)`",
+            ));
+        }
+        if args.priority.is_some() {
+            conflicts.push((
+                "priority",
+                "a grouped run is due when its group closes, not by the priority of one event",
+            ));
+        }
+        if args.idempotency.is_some() {
+            conflicts.push((
+                "idempotency",
+                "an idempotency key belongs to one event's run, and a grouped run has many \
+                 events; give the events an `id` to drop duplicates",
+            ));
+        }
+        if group.batch.is_some() {
+            if args.rate_limit.is_some() {
+                conflicts.push((
+                    "rate_limit",
+                    "a rate limit skips single events' runs; to pace the batches' runs, use \
+                     `throttle`",
+                ));
+            }
+            if !args.cancel_on.is_empty() {
+                conflicts.push((
+                    "cancel_on",
+                    "a cancel matches a field of the run's event, and a batch has many events",
+                ));
+            }
+        }
+        for (other, why) in conflicts {
+            errors.at_span(
+                group.span,
+                format!("`{attribute}` cannot be combined with `{other}`: {why}"),
+            );
+        }
+    }
     // Active runs include executing ones: a concurrency limit at or above the
     // run_concurrency limit of the same key never holds anything.
     for rule in &args.concurrency {
@@ -974,6 +1068,224 @@ fn rate_limit_value(
     }
     Ok(match (limit, period, bad) {
         (Some(limit), Some(period), false) => Some(RateLimitArg { limit, period, key }),
+        _ => None,
+    })
+}
+
+/// A group's `period` or `timeout` (`what`), in milliseconds: 1 second to 7
+/// days; `None` with the error recorded.
+fn group_wait_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+    what: &str,
+    example: &str,
+) -> syn::Result<Option<u64>> {
+    let Some(lit) = string_value(meta, errors, what, example)? else {
+        return Ok(None);
+    };
+    Ok(match parse_duration(&lit.value()) {
+        Ok(ms) if (1_000..=MAX_GROUP_WAIT_MS).contains(&ms) => Some(ms),
+        Ok(_) => {
+            errors.at(&lit, format!("`{what}` is 1 second to 7 days"));
+            None
+        }
+        Err(problem) => {
+            errors.at(&lit, format!("`{what}`: {problem}"));
+            None
+        }
+    })
+}
+
+/// `batch_events(max_size = 100, timeout = "5s", key = "<CEL>")`, `max_size` and
+/// `timeout` required.
+fn batch_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<GroupingArg>> {
+    const EXAMPLE: &str = "`batch_events(max_size = 100, timeout = \"5s\", key = \"event.data.user_id\")` \
+                           (a run per 100 events of a user, or fewer once the first has waited \
+                           5 seconds; the handler takes `Vec<E>`)";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`batch_events` needs a `max_size` and a `timeout`: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut max_size, mut timeout, mut key) = (None, None, None);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "batch_events(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "max_size" => {
+                max_size = match value_expr(&inner, errors, "max_size", "100")? {
+                    Some(Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    })) if int
+                        .base10_parse::<u64>()
+                        .is_ok_and(|n| (1..=MAX_BATCH_SIZE).contains(&n)) =>
+                    {
+                        int.base10_parse::<u32>().ok()
+                    }
+                    Some(other) => {
+                        errors.at(
+                            &other,
+                            format!(
+                                "`max_size` is an integer literal from 1 to {MAX_BATCH_SIZE}: \
+                                 the most events one run takes"
+                            ),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                bad |= max_size.is_none();
+            }
+            "timeout" => {
+                timeout = group_wait_value(&inner, errors, "timeout", "\"5s\"")?;
+                bad |= timeout.is_none();
+            }
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.user_id\"")?;
+                bad |= key.is_none();
+            }
+            other => {
+                let hint = match other {
+                    "size" | "max" | "max_events" => Some("max_size"),
+                    "period" | "wait" => Some("timeout"),
+                    _ => None,
+                };
+                match hint {
+                    Some(hint) => errors.at(
+                        &inner.path,
+                        format!("`batch_events` has no `{other}`; did you mean `{hint}`? write {EXAMPLE}"),
+                    ),
+                    None => errors.at(
+                        &inner.path,
+                        unknown_key("batch_events(...)", other, &["max_size", "timeout", "key"]),
+                    ),
+                }
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if (max_size.is_none() || timeout.is_none()) && !bad {
+        errors.at(
+            &meta.path,
+            format!("`batch_events` needs a `max_size` and a `timeout`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (max_size, timeout, bad) {
+        (Some(max_size), Some(timeout), false) => Some(GroupingArg {
+            span: meta.path.span(),
+            batch: Some(max_size),
+            period: None,
+            timeout: Some(timeout),
+            key,
+            all: true,
+        }),
+        _ => None,
+    })
+}
+
+/// `debounce(period = "5m", key = "<CEL>", timeout = "1h", events = last | all)`,
+/// `period` required; `timeout` no shorter than `period`.
+fn debounce_value(
+    meta: &ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<Option<GroupingArg>> {
+    const EXAMPLE: &str = "`debounce(period = \"5m\", key = \"event.data.doc_id\", timeout = \"1h\")` \
+                           (one run per document once its events pause for 5 minutes, and at \
+                           least one an hour while they do not)";
+    if !meta.input.peek(syn::token::Paren) {
+        errors.at(
+            &meta.path,
+            format!("`debounce` needs a `period`: write {EXAMPLE}"),
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    let (mut period, mut timeout, mut key, mut all) = (None, None, None, false);
+    let (mut seen, mut bad) = (Vec::new(), false);
+    meta.parse_nested_meta(|inner| {
+        let name = path_name(&inner);
+        if given_twice(&inner, &name, &mut seen, "debounce(...)", errors)? {
+            bad = true;
+            return Ok(());
+        }
+        match name.as_str() {
+            "period" => {
+                period = group_wait_value(&inner, errors, "period", "\"5m\"")?;
+                bad |= period.is_none();
+            }
+            "timeout" => {
+                timeout = group_wait_value(&inner, errors, "timeout", "\"1h\"")?;
+                bad |= timeout.is_none();
+            }
+            "key" => {
+                key = cel_value(&inner, errors, "key", "\"event.data.doc_id\"")?;
+                bad |= key.is_none();
+            }
+            "events" => match value_expr(&inner, errors, "events", "all")? {
+                Some(Expr::Path(path)) if path.path.is_ident("all") => all = true,
+                Some(Expr::Path(path)) if path.path.is_ident("last") => all = false,
+                Some(other) => {
+                    errors.at(
+                        &other,
+                        "`events` is `last` (the handler takes the window's last event, the \
+                         default) or `all` (it takes every event of the window, as `Vec<E>`)",
+                    );
+                    bad = true;
+                }
+                None => bad = true,
+            },
+            other => {
+                errors.at(
+                    &inner.path,
+                    unknown_key(
+                        "debounce(...)",
+                        other,
+                        &["period", "key", "timeout", "events"],
+                    ),
+                );
+                bad = true;
+                skip_value(&inner)?;
+            }
+        }
+        Ok(())
+    })?;
+    if let (Some(p), Some(t)) = (period, timeout)
+        && t < p
+    {
+        errors.at(
+            &meta.path,
+            "a debounce's `timeout` caps how long its window stays open, so it is no shorter \
+             than its `period`; lengthen it, or leave it out",
+        );
+        bad = true;
+    }
+    if period.is_none() && !bad {
+        errors.at(
+            &meta.path,
+            format!("`debounce` needs a `period`: write {EXAMPLE}"),
+        );
+    }
+    Ok(match (period, bad) {
+        (Some(period), false) => Some(GroupingArg {
+            span: meta.path.span(),
+            batch: None,
+            period: Some(period),
+            timeout,
+            key,
+            all,
+        }),
         _ => None,
     })
 }

@@ -18,6 +18,7 @@ pub fn function(
     let Handler {
         name,
         event,
+        many,
         output,
         error,
     } = model;
@@ -98,9 +99,14 @@ pub fn function(
         ::flow::HandlerFailure::into_flow_error(#failure)
     };
     let event_name = quote_spanned! {event.span()=> <#event as ::flow::Event>::NAME };
+    // A grouped handler taking every event of its group decodes them all.
+    let decoded_type = match many {
+        true => quote_spanned! {event.span()=> ::std::vec::Vec<#event> },
+        false => quote!(#event),
+    };
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
-            let #decoded = match ::flow::__private::decode_event::<#event>(#data, #event_name) {
+            let #decoded = match ::flow::__private::decode_event::<#decoded_type>(#data, #event_name) {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
                     return ::flow::HandlerOutcome::Failed(problem);
@@ -179,6 +185,7 @@ pub fn function(
                     singleton: ::core::option::Option::None,
                     filter: ::core::option::Option::None,
                     rate_limit: ::core::option::Option::None,
+                    grouping: ::core::option::Option::None,
                 })
             };
             (function, def)
@@ -234,6 +241,36 @@ pub fn function(
         }
         None => quote!(::core::option::Option::None),
     };
+    let grouping = match &args.grouping {
+        Some(group) => {
+            let key = send_rule(&group.key);
+            let timeout = timeout(group.timeout);
+            match (group.batch, group.period) {
+                (Some(max_size), _) => {
+                    let ms = group.timeout.unwrap_or(0);
+                    quote! {
+                        ::core::option::Option::Some(::flow::__private::Grouping::Batch {
+                            max_size: #max_size,
+                            timeout: ::flow::__private::Duration::from_millis(#ms),
+                            key: #key,
+                        })
+                    }
+                }
+                (None, period) => {
+                    let (period, all) = (period.unwrap_or(0), group.all);
+                    quote! {
+                        ::core::option::Option::Some(::flow::__private::Grouping::Debounce {
+                            period: ::flow::__private::Duration::from_millis(#period),
+                            timeout: #timeout,
+                            key: #key,
+                            all: #all,
+                        })
+                    }
+                }
+            }
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let singleton = match &args.singleton {
         Some(single) => {
             let key = send_rule(&single.key);
@@ -268,6 +305,7 @@ pub fn function(
             singleton: #singleton,
             filter: #filter,
             rate_limit: #rate_limit,
+            grouping: #grouping,
         }
     };
     let concurrency = concurrency_rules("__FLOW_CONCURRENCY", &args.concurrency, event);

@@ -43,7 +43,10 @@ pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let args = attr::parse_function_args(args.into(), &mut errors);
     let item = syn::parse_macro_input!(item as ItemFn);
-    let model = model::handler(&item, &mut errors);
+    let model = model::handler(&item, &mut errors).map(|mut model| {
+        model::grouped_event(&mut model, &args, &mut errors);
+        model
+    });
     // A cron function's trigger is its ticks' name, `flow/cron.<id>`.
     let trigger = match (&args.event, &args.cron) {
         (Some(event), None) => Some(event.clone()),

@@ -9,7 +9,11 @@ use crate::errors::Errors;
 /// A handler: `async fn name(ctx: &Ctx, event: E) -> Result<T, Err>`.
 pub struct Handler<'a> {
     pub name: &'a Ident,
+    /// The event type (of each event, for a handler that takes `Vec<E>`).
     pub event: &'a Type,
+    /// It takes `Vec<E>`: every event of its group (`batch_events`, `debounce(...,
+    /// events = all)`).
+    pub many: bool,
     pub output: &'a Type,
     pub error: &'a Type,
 }
@@ -84,6 +88,7 @@ pub fn handler<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<Handler<'a>>
     Some(Handler {
         name: &sig.ident,
         event: event?,
+        many: false,
         output,
         error,
     })
@@ -252,4 +257,75 @@ fn result_types<'a>(
     }
     errors.at(ty, help);
     None
+}
+
+/// `T` of a `Vec<T>` (as written, `Vec` or a path ending in it).
+pub fn vec_element(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    match &last.arguments {
+        PathArguments::AngleBracketed(args) if args.args.len() == 1 => match args.args.first()? {
+            GenericArgument::Type(inner) => Some(inner),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A grouped handler's event parameter: `Vec<E>` where it takes every event of
+/// its group, `E` where it takes one; the other is refused with what to write.
+pub fn grouped_event(
+    handler: &mut Handler<'_>,
+    args: &crate::attr::FunctionArgs,
+    errors: &mut Errors,
+) {
+    let element = vec_element(handler.event);
+    let group = args.grouping.as_ref();
+    if group.is_none() && args.grouping_written {
+        // The refused `batch_events` or `debounce` is the error to fix first.
+        return;
+    }
+    match (group, element) {
+        (Some(group), Some(element)) if group.all => {
+            handler.event = element;
+            handler.many = true;
+        }
+        (Some(group), None) if group.all => {
+            let ty = handler.event;
+            let what = match group.batch {
+                Some(_) => "`batch_events` starts a run with every event of a batch",
+                None => "`debounce(..., events = all)` starts a run with every event of the window",
+            };
+            errors.at(
+                ty,
+                format!(
+                    "{what}: take them as `events: Vec<{}>`",
+                    quote::quote!(#ty).to_string().replace(' ', "")
+                ),
+            );
+        }
+        (Some(_), Some(element)) => errors.at(
+            handler.event,
+            format!(
+                "`debounce` hands the handler the last event of the window: take `event: {}`, \
+                 or write `events = all` in `debounce(...)` to take every event",
+                quote::quote!(#element).to_string().replace(' ', "")
+            ),
+        ),
+        (None, Some(element)) => errors.at(
+            handler.event,
+            format!(
+                "a run starts with one event: take `event: {}`; to take several events in one \
+                 run, add `batch_events(max_size = 100, timeout = \"5s\")` or \
+                 `debounce(period = \"5m\", events = all)`",
+                quote::quote!(#element).to_string().replace(' ', "")
+            ),
+        ),
+        _ => {}
+    }
 }

@@ -6,6 +6,7 @@
 mod cancel;
 mod concurrency;
 mod finish;
+mod groups;
 mod held;
 mod invoke;
 mod migrate;

@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (17, include_str!("../migrations/0017_run_concurrency.sql")),
     (18, include_str!("../migrations/0018_rate_limit.sql")),
     (19, include_str!("../migrations/0019_fair_claims.sql")),
+    (20, include_str!("../migrations/0020_event_groups.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

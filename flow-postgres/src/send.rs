@@ -10,6 +10,8 @@ use uuid::Uuid;
 use flow_core::catalog::{self, CATALOG_RELOADS, CatalogCache, CatalogRow, SkipReason, Skipped};
 use flow_core::store::SendReceipt;
 use flow_core::{Error, EventId, IntoEvent, Limits, NewEvent, Now, RunId};
+
+use crate::groups::Joining;
 use sqlx::Connection;
 
 use crate::db_error;
@@ -73,7 +75,7 @@ pub(crate) async fn send_on(
         timestamps.push(event.timestamp());
     }
     let mut tail = Tail::default();
-    let mut run_rows = Vec::new();
+    let mut runs = Vec::new();
     let mut unevaluated = Vec::new();
     let mut reloads = 0;
     while !ids.is_empty() {
@@ -83,6 +85,18 @@ pub(crate) async fn send_on(
             accepted.iter().map(|&i| (i, event_ids[i], &events[i])),
             now.at().unwrap_or_else(chrono::Utc::now),
         );
+        let joining: Vec<Joining> = decided
+            .decided
+            .iter()
+            .filter_map(|d| {
+                Some(Joining {
+                    event: d.event.0,
+                    function: d.function.clone(),
+                    position: d.position,
+                    group: d.group.clone()?,
+                })
+            })
+            .collect();
         let keyed = Decided::of(decided.decided);
         unevaluated = decided.unevaluated;
         let (known_ids, known_hashes) = current.known(names.iter().map(String::as_str));
@@ -106,11 +120,12 @@ pub(crate) async fn send_on(
             .bind(&keyed.rate_keys)
             .bind(&keyed.rate_limits)
             .bind(&keyed.rate_periods)
-            .bind(&keyed.rate_reasons);
+            .bind(&keyed.rate_reasons)
+            .bind(&keyed.grouped);
         let locked = keyed.locked_keys();
         if locked.is_empty() {
-            run_rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
-            tail = Tail::take(&mut run_rows)?;
+            let rows = statement.fetch_all(&mut *conn).await.map_err(db_error)?;
+            (runs, tail) = Tail::take(rows)?;
             if !tail.stale {
                 resolve_raced_waits(conn, &tail, now).await?;
                 break;
@@ -120,10 +135,13 @@ pub(crate) async fn send_on(
             // transaction (a savepoint when the caller already has one).
             let mut tx = conn.begin().await.map_err(db_error)?;
             crate::concurrency::lock_keys(&mut tx, SEND_LOCK_CLASS, &locked).await?;
-            run_rows = statement.fetch_all(&mut *tx).await.map_err(db_error)?;
-            tail = Tail::take(&mut run_rows)?;
+            let rows = statement.fetch_all(&mut *tx).await.map_err(db_error)?;
+            (runs, tail) = Tail::take(rows)?;
             if !tail.stale {
                 resolve_raced_waits(&mut tx, &tail, now).await?;
+                // Grouped events have group keys, so they are placed here, under
+                // their locks.
+                runs.extend(crate::groups::join(&mut tx, &tail.joining(&joining), now).await?);
                 tx.commit().await.map_err(db_error)?;
                 break;
             }
@@ -141,7 +159,7 @@ pub(crate) async fn send_on(
         event_ids,
         &ids,
         &names,
-        &run_rows,
+        runs,
         &tail.awaited,
         duplicates,
         tail.skipped(&ids)?,
@@ -191,6 +209,11 @@ struct Decided {
     rate_periods: Vec<Option<i64>>,
     /// The error a run skipped by the rate limit is recorded with.
     rate_reasons: Vec<Option<String>>,
+    /// Its run joins a group (`batch_events`, `debounce`), placed after the send
+    /// statement ([`crate::groups`]).
+    grouped: Vec<bool>,
+    /// The group keys (`function \x1f key`), locked with the others.
+    group_keys: Vec<String>,
 }
 
 impl Decided {
@@ -198,6 +221,12 @@ impl Decided {
         let mut arrays = Decided::default();
         for d in decided {
             arrays.events.push(d.event.0);
+            arrays.grouped.push(d.group.is_some());
+            if let Some(group) = &d.group {
+                arrays
+                    .group_keys
+                    .push(crate::groups::lock_key(&d.function, &group.key));
+            }
             arrays
                 .rate_reasons
                 .push(d.rate.as_ref().map(|r| r.reason(&d.function)));
@@ -247,7 +276,10 @@ impl Decided {
             .filter_map(|(function, key)| {
                 Some(format!("rate\u{1f}{function}\u{1f}{}", key.as_ref()?))
             });
-        singles.chain(rates).collect()
+        singles
+            .chain(rates)
+            .chain(self.group_keys.iter().cloned())
+            .collect()
     }
 }
 
@@ -258,6 +290,9 @@ struct Tail {
     raced: Option<(Vec<String>, Vec<String>, Vec<String>)>,
     awaited: Vec<String>,
     skipped: Option<SkippedRows>,
+    /// The (event, function) pairs whose runs join groups: they started no run
+    /// of their own.
+    grouped: Vec<(Uuid, String)>,
 }
 
 /// The runs a send skipped: event, function, why, key and the active run, as
@@ -271,16 +306,17 @@ struct SkippedRows {
 }
 
 impl Tail {
-    /// Removes the last row (no run id) from `rows` and reads it.
-    fn take(rows: &mut Vec<PgRow>) -> Result<Tail, Error> {
-        let Some(at) = rows
+    /// The statement's rows read: the runs it created (event, function, run)
+    /// and its last row (no run id).
+    fn take(mut rows: Vec<PgRow>) -> Result<(Vec<StartedRun>, Tail), Error> {
+        let at = rows
             .iter()
-            .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)))
-        else {
-            return Ok(Tail::default());
+            .position(|row| matches!(row.try_get::<Option<Uuid>, _>("id"), Ok(None)));
+        let last = at.map(|at| rows.remove(at));
+        let runs = run_triples(&rows)?;
+        let Some(last) = last else {
+            return Ok((runs, Tail::default()));
         };
-        // Removed in place: the receipt lists the runs in the order of the rows.
-        let last = rows.remove(at);
         let get = |column: &str| -> Result<Option<Vec<String>>, Error> {
             last.try_get(column).map_err(db_error)
         };
@@ -293,7 +329,14 @@ impl Tail {
             None => None,
         };
         let skipped_events: Option<Vec<Uuid>> = last.try_get("skipped_events").map_err(db_error)?;
-        Ok(Tail {
+        let grouped_events: Option<Vec<Uuid>> = last.try_get("grouped_events").map_err(db_error)?;
+        let grouped = grouped_events
+            .unwrap_or_default()
+            .into_iter()
+            .zip(get("grouped_functions")?.unwrap_or_default())
+            .collect();
+        let tail = Tail {
+            grouped,
             stale: last
                 .try_get::<Option<bool>, _>("stale")
                 .map_err(db_error)?
@@ -316,7 +359,22 @@ impl Tail {
                 }),
                 None => None,
             },
-        })
+        };
+        Ok((runs, tail))
+    }
+
+    /// Those of `joining` the statement launched (a rate limit skipped none of
+    /// them).
+    fn joining(&self, joining: &[Joining]) -> Vec<Joining> {
+        joining
+            .iter()
+            .filter(|j| {
+                self.grouped
+                    .iter()
+                    .any(|(event, function)| *event == j.event && *function == j.function)
+            })
+            .cloned()
+            .collect()
     }
 
     /// The runs skipped by a rule, in the order of the events sent (`ids`).
@@ -370,7 +428,7 @@ impl Tail {
 /// (`$11`, `$12`), it stores nothing and says so. Its last row (no run id) says
 /// that, lists the runs skipped by a key, the keys whose waits it could not see
 /// ([`resolve_raced_waits`]), and the names sent that a wait or a `cancel_on`
-/// awaits.
+/// awaits, and the (event, function) pairs whose runs join groups.
 const SEND: &str = concat!(
     "WITH clock AS (
          SELECT COALESCE($6::timestamptz, now()) AS now,
@@ -394,13 +452,14 @@ const SEND: &str = concat!(
                 k.position,
                 COALESCE(k.priority, 0) AS priority, k.single, k.mode,
                 COALESCE(k.filtered, false) AS filtered, k.rate_key, k.rate_lim,
-                k.rate_ms * interval '1 millisecond' AS rate_period, k.rate_reason
+                k.rate_ms * interval '1 millisecond' AS rate_period, k.rate_reason,
+                COALESCE(k.grouped, false) AS grouped
          FROM ev JOIN flow.functions f ON f.trigger = ev.name
          LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[],
                           $14::text[], $15::text[], $16::bool[], $17::text[], $18::int[],
-                          $19::bigint[], $20::text[])
+                          $19::bigint[], $20::text[], $21::bool[])
              AS k(event_id, function_id, key, position, priority, single, mode, filtered,
-                  rate_key, rate_lim, rate_ms, rate_reason)
+                  rate_key, rate_lim, rate_ms, rate_reason, grouped)
              ON k.event_id = ev.id AND k.function_id = f.id
      ), eligible AS (
          -- An event whose `if` is false for a function starts nothing of it, and
@@ -516,6 +575,8 @@ const SEND: &str = concat!(
                      ELSE clock.now - p.priority * interval '1 second' END,
                 clock.now
          FROM launched p, clock
+         -- A grouped event joins its group after this statement (crate::groups).
+         WHERE NOT p.grouped
          RETURNING id, event_id, function_id
      ), keys AS (
          -- Each awaited field of each event (a value too long to index, over
@@ -575,7 +636,8 @@ const SEND: &str = concat!(
             NULL::text[] AS raced_values, NULL::text[] AS awaited_names,
             NULL::bool AS stale, NULL::uuid[] AS skipped_events,
             NULL::text[] AS skipped_functions, NULL::text[] AS skipped_keys,
-            NULL::text[] AS skipped_why, NULL::uuid[] AS skipped_active
+            NULL::text[] AS skipped_why, NULL::uuid[] AS skipped_active,
+            NULL::uuid[] AS grouped_events, NULL::text[] AS grouped_functions
      FROM r
      UNION ALL
      SELECT NULL, NULL, NULL,
@@ -590,7 +652,9 @@ const SEND: &str = concat!(
             (SELECT array_agg(function_id) FROM skipped),
             (SELECT array_agg(key) FROM skipped),
             (SELECT array_agg(why) FROM skipped),
-            (SELECT array_agg(active) FROM skipped)"
+            (SELECT array_agg(active) FROM skipped),
+            (SELECT array_agg(event_id ORDER BY id) FROM launched WHERE grouped),
+            (SELECT array_agg(function_id ORDER BY id) FROM launched WHERE grouped)"
 );
 
 /// Resolves the waits on the keys the send statement's last row lists, if any:
@@ -668,10 +732,15 @@ pub(crate) async fn stored_receipt(
         .copied()
         .collect();
     let stored_names: Vec<String> = ids.iter().map(|id| names[id].clone()).collect();
-    // A run a rate limit skipped is recorded, but the send started nothing.
+    // A run a rate limit skipped is recorded, but the send started nothing. A
+    // grouped event is listed with the run of its group.
     let run_rows = sqlx::query(
         "SELECT id, event_id, function_id FROM flow.runs
-         WHERE event_id = ANY($1) AND status <> 'skipped'",
+         WHERE event_id = ANY($1) AND status <> 'skipped'
+         UNION
+         SELECT re.run_id, re.event_id, r.function_id FROM flow.run_events re
+         JOIN flow.runs r ON r.id = re.run_id
+         WHERE re.event_id = ANY($1)",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
@@ -688,7 +757,7 @@ pub(crate) async fn stored_receipt(
         event_ids,
         &ids,
         &stored_names,
-        &run_rows,
+        run_triples(&run_rows)?,
         &awaited,
         duplicates,
         Vec::new(),
@@ -705,26 +774,23 @@ fn receipt(
     event_ids: Vec<EventId>,
     ids: &[Uuid],
     names: &[String],
-    run_rows: &[PgRow],
+    runs: Vec<StartedRun>,
     awaited: &[String],
     duplicates: usize,
     skipped: Vec<Skipped>,
 ) -> Result<SendReceipt, Error> {
     let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut found = run_rows
-        .iter()
-        .map(|row| {
-            let event: Uuid = row.try_get("event_id").map_err(db_error)?;
-            let function: String = row.try_get("function_id").map_err(db_error)?;
-            let run: Uuid = row.try_get("id").map_err(db_error)?;
-            Ok((
+    let mut found: Vec<_> = runs
+        .into_iter()
+        .map(|(event, function, run)| {
+            (
                 position.get(&event).copied().unwrap_or(usize::MAX),
                 function,
                 event,
                 run,
-            ))
+            )
         })
-        .collect::<Result<Vec<_>, Error>>()?;
+        .collect();
     found.sort();
     let mut receipt = SendReceipt {
         event_ids,
@@ -745,6 +811,22 @@ fn receipt(
         }
     }
     Ok(receipt)
+}
+
+/// A run a send started or an event joined: (event, function, run).
+pub(crate) type StartedRun = (Uuid, String, Uuid);
+
+/// (event, function, run) of rows with those columns (`id` the run's).
+fn run_triples(rows: &[PgRow]) -> Result<Vec<StartedRun>, Error> {
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("event_id").map_err(db_error)?,
+                row.try_get("function_id").map_err(db_error)?,
+                row.try_get("id").map_err(db_error)?,
+            ))
+        })
+        .collect()
 }
 
 /// Claims the producer ids for 24 hours (first write wins, also between

@@ -309,6 +309,12 @@ impl Store for PgStore {
             .1)
     }
 
+    async fn group_events(&self, run: RunId) -> Result<Vec<StoredEvent>, Error> {
+        on_conn!(self, repeat = true, |conn| crate::groups::events_of(
+            conn, run
+        ))
+    }
+
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
         let rows = on_conn!(self, repeat = true, |conn| async {
             sqlx::query(

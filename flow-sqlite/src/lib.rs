@@ -5,6 +5,7 @@
 //! processes or machines.
 
 mod concurrency;
+mod groups;
 mod invoke;
 mod signals;
 mod store;
@@ -60,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/0015_run_concurrency.sql")),
     (16, include_str!("../migrations/0016_rate_limit.sql")),
     (17, include_str!("../migrations/0017_fair_claims.sql")),
+    (18, include_str!("../migrations/0018_event_groups.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

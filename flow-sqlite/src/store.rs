@@ -48,7 +48,7 @@ fn json(value: &Value) -> String {
     value.to_string()
 }
 
-fn parse_json(text: &str) -> Result<Value, Error> {
+pub(crate) fn parse_json(text: &str) -> Result<Value, Error> {
     serde_json::from_str(text)
         .map_err(|e| Error::Database(format!("stored JSON does not parse: {e}")))
 }
@@ -235,6 +235,11 @@ impl Store for SqliteStore {
         // read, in one transaction: a bad row neither orphans the batch nor stops
         // the worker.
         in_transaction(self, async |conn| claim_on(conn, &request, now).await).await
+    }
+
+    async fn group_events(&self, run: RunId) -> Result<Vec<StoredEvent>, Error> {
+        let mut conn = self.pool.acquire().await.map_err(db_error)?;
+        crate::groups::events_of(&mut conn, run).await
     }
 
     async fn load(&self, run: RunId) -> Result<Checkpoints, Error> {
@@ -1299,6 +1304,13 @@ async fn store_events(
                         run,
                     },
                 });
+                continue;
+            }
+            // A grouped event joins its key's group instead of starting a run.
+            if let Some(group) = rules.and_then(|d| d.group.as_ref()) {
+                let run = crate::groups::join(conn, &function, group, id, now).await?;
+                *woke = true;
+                receipt.runs.push((id, run));
                 continue;
             }
             if let Some((key, _)) = rules.and_then(|d| d.singleton.as_ref()) {

@@ -29,7 +29,9 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
         .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+        [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
+        ]
     );
     // Opening it again (a restart) applies nothing and keeps the data.
     drop(store);

@@ -202,6 +202,31 @@ async fn throttled(_ctx: &Ctx, event: Throttled) -> Result<String, FlowError> {
     Ok(event.customer)
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.grouped")]
+struct Grouped {
+    key: u32,
+    n: u32,
+}
+
+/// Up to ten events of a key per run, or fewer a second after the first.
+#[function(
+    event = "test/work.grouped",
+    batch_events(max_size = 10, timeout = "1s", key = "event.data.key")
+)]
+async fn batched(_ctx: &Ctx, events: Vec<Grouped>) -> Result<Vec<(u32, u32)>, FlowError> {
+    Ok(events.iter().map(|e| (e.key, e.n)).collect())
+}
+
+/// Every event of a key until it has been quiet for a second, per run.
+#[function(
+    event = "test/work.grouped",
+    debounce(period = "1s", key = "event.data.key", events = all)
+)]
+async fn debounced(_ctx: &Ctx, events: Vec<Grouped>) -> Result<Vec<(u32, u32)>, FlowError> {
+    Ok(events.iter().map(|e| (e.key, e.n)).collect())
+}
+
 /// Midnight of every 29 February (UTC): never during a test on the machine's
 /// clock, so only tests with FLOW_TEST_CLOCK_FILE see its ticks.
 #[function(cron = "0 0 29 2 *")]

@@ -98,6 +98,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// A resumed run's checkpoints and failed-attempt counts, in one query.
     fn load(&self, run: RunId) -> impl Future<Output = Result<Checkpoints, Error>> + Send;
 
+    /// The events of a grouped run (`batch_events`, `debounce`), in the order
+    /// they joined it; empty for a run that is not a group. Read after the claim:
+    /// a send that joined an event to the run committed before the claim could
+    /// lease it ([`crate::grouping`]).
+    fn group_events(
+        &self,
+        run: RunId,
+    ) -> impl Future<Output = Result<Vec<crate::StoredEvent>, Error>> + Send;
+
     /// Writes transitions of any number of runs in one statement or transaction (one
     /// commit for the whole batch), each fenced by its lease. Returns, per
     /// transition and in order, what was written: a transition whose lease is lost

@@ -63,6 +63,24 @@ fn retry_or_fail(core: &RunCore, failure: Failure, started_at: DateTime<Utc>) ->
     })
 }
 
+/// What a grouped run's handler takes: the data of every event of its group (a
+/// `Vec`), or of the last. A run whose group key did not evaluate when its event
+/// was sent is a group of that one event.
+fn group_input(
+    grouping: crate::grouping::Grouping,
+    event: crate::StoredEvent,
+    mut events: Vec<crate::StoredEvent>,
+) -> serde_json::Value {
+    if events.is_empty() {
+        events.push(event);
+    }
+    if grouping.delivers_all() {
+        serde_json::Value::Array(events.into_iter().map(|e| e.data).collect())
+    } else {
+        events.pop().map(|e| e.data).unwrap_or_default()
+    }
+}
+
 pub(crate) async fn drive<S: Store>(
     store: S,
     core: Arc<RunCore>,
@@ -102,10 +120,29 @@ pub(crate) async fn drive<S: Store>(
                 }
             }
         }
+        let input = match def.grouping {
+            None => claimed.event.data,
+            Some(grouping) => match store.group_events(claimed.lease.run_id).await {
+                Ok(events) => group_input(grouping, claimed.event, events),
+                Err(e) if e.is_transient() => {
+                    tracing::error!(error = %e, "could not read the run's events; handing the run back");
+                    core.end();
+                    return settle(&core, End::Decided(Decision::Release), 0).await;
+                }
+                Err(e) => {
+                    core.end();
+                    let failure = Failure::new(
+                        FailureKind::Storage,
+                        format!("flow could not read this run's events: {e}"),
+                    );
+                    return settle(&core, End::Decided(Decision::Stop(Stop::Fail(failure))), 0)
+                        .await;
+                }
+            },
+        };
         let started_at = core.clock.now();
         // The event is part of what the run stores.
-        if let Err(problem) = core.add_state_bytes(crate::run::core::json_len(&claimed.event.data))
-        {
+        if let Err(problem) = core.add_state_bytes(crate::run::core::json_len(&input)) {
             core.fail(FailureKind::Limit, problem, None);
         }
         if let Some(problem) = claimed.key_problem.take() {
@@ -114,7 +151,7 @@ pub(crate) async fn drive<S: Store>(
         let ctx = Ctx { core: core.clone() };
         // Boxed by the macro, hence Unpin: it can be dropped before the run's end is written.
         let mut handler = Flushing::new(
-            AssertUnwindSafe((def.handler)(ctx, claimed.event.data)).catch_unwind(),
+            AssertUnwindSafe((def.handler)(ctx, input)).catch_unwind(),
             core.clone(),
         );
         let end = loop {
