@@ -81,7 +81,7 @@ fi
 # ones, such as worker processes and the caller's transaction, ask for PostgreSQL).
 # --workspace, as above: with `-p flow` cargo unifies features anew and builds every
 # dependency and test binary a second time.
-sqlite_tests=(--test steps --test replay --test blocked --test time --test leases --test tracing_spans --test wakeups --test events --test processes --test faults --test writes --test cancel --test cancel_on --test timeouts --test waits --test send --test system_events --test invoke --test signals --test first_of --test pause --test concurrency --test idempotency --test catalog --test priority --test singleton --test if_filter --test throttle --test run_concurrency --test rate_limit --test fairness --test delayed_events --test cron --test grouping)
+sqlite_tests=(--test steps --test replay --test blocked --test time --test leases --test tracing_spans --test wakeups --test events --test processes --test faults --test writes --test cancel --test cancel_on --test timeouts --test waits --test send --test system_events --test invoke --test signals --test first_of --test pause --test concurrency --test idempotency --test catalog --test priority --test singleton --test if_filter --test throttle --test run_concurrency --test rate_limit --test fairness --test delayed_events --test cron --test grouping --test several_triggers)
 if cargo nextest --version >/dev/null 2>&1; then
   FLOW_TEST_BACKEND=sqlite cargo nextest run --workspace "${sqlite_tests[@]}" --no-fail-fast
 else

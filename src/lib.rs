@@ -54,10 +54,11 @@ pub use flow_core::{
     RunStatus, RunView, RunningWorker, SIGNAL_NAME_BYTES, SendEvent, SendReceipt, SignalReceipt,
     Sleep, StartsSteps, StepCall, StepCtx, StepError, StepErrorKind, StepFailure, StepKind,
     StepOptions, StepView, Storable, Store, StoredEvent, SystemClock, Timeout, TimeoutMissing,
-    Timeouts, WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport, registered,
+    Timeouts, Triggers, WaitForEvent, WaitForSignal, WorkerBuilder, WorkerConfig, WorkerReport,
+    registered,
 };
 // The derive macro `Event` beside the trait `Event` (another namespace), as serde does.
-pub use flow_macros::{Event, function, step};
+pub use flow_macros::{Event, Triggers, function, step};
 #[cfg(feature = "postgres")]
 pub use flow_postgres::{PgStore, PgStoreOptions};
 #[cfg(feature = "sqlite")]
@@ -85,7 +86,7 @@ pub type Client = flow_core::Client<AnyStore>;
 
 /// What a flow program needs in scope.
 pub mod prelude {
-    pub use crate::{CronTick, Ctx, Event, FlowError, StepError, function, step};
+    pub use crate::{CronTick, Ctx, Event, FlowError, StepError, Triggers, function, step};
     pub use serde::{Deserialize, Serialize};
     pub use std::time::Duration;
 }

@@ -75,7 +75,7 @@ async fn workers_starting_together_migrate_once() {
             .fetch_all(pool)
             .await
             .unwrap();
-    assert_eq!(versions, (1..=20).collect::<Vec<i32>>());
+    assert_eq!(versions, (1..=21).collect::<Vec<i32>>());
     // Connecting again applies nothing.
     assert!(flow_postgres::migrate(pool).await.unwrap().is_empty());
 }

@@ -49,18 +49,29 @@ impl HandlerOutcome {
     }
 }
 
-/// The type-erased entry point the macro generates for a handler.
-pub type HandlerFn = fn(Ctx, Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
+/// The type-erased entry point the macro generates for a handler: the run's
+/// context, the name of the event that started it (which of several triggers),
+/// and the event's data.
+pub type HandlerFn = fn(Ctx, String, Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
+
+/// The most triggers (events and cron schedules) one function may have.
+pub const MAX_TRIGGERS: usize = 10;
 
 /// Everything the engine knows about one `#[function]`.
 #[derive(Debug)]
 pub struct FunctionDef {
     /// The function's id (its fn name unless `id = "..."` was given). Runs store it.
     pub id: &'static str,
-    /// The event name that triggers it (`flow/cron.<id>` for a cron function).
+    /// The event name that triggers it (`flow/cron.<id>` for a cron function):
+    /// its first trigger, as declared.
     pub trigger: &'static str,
-    /// `cron = "..."` (with `timezone`): the schedule whose ticks start its runs.
-    pub cron: Option<crate::cron::Cron>,
+    /// The names of its other triggers, for a function with several (`event`
+    /// given more than once, or beside `cron`); its handler then takes a
+    /// [`Triggers`](crate::Triggers) type.
+    pub more_triggers: &'static [&'static str],
+    /// `cron = "..."` (with `timezone`): the schedules whose ticks start its runs
+    /// (all sent as `flow/cron.<id>`).
+    pub crons: &'static [crate::cron::Cron],
     /// Retries its steps get unless they say otherwise.
     pub retries: u32,
     /// Backoff its steps use unless they say otherwise.
@@ -105,6 +116,20 @@ pub struct FunctionDef {
     /// `batch_events(...)` or `debounce(...)`: its events are gathered into
     /// runs, decided when they are sent ([`crate::grouping`]).
     pub grouping: Option<crate::grouping::Grouping>,
+}
+
+impl FunctionDef {
+    /// Every event name that starts its runs: its trigger, then the others.
+    pub fn triggers(&self) -> Vec<&'static str> {
+        std::iter::once(self.trigger)
+            .chain(self.more_triggers.iter().copied())
+            .collect()
+    }
+
+    /// The name its cron ticks are sent as: `flow/cron.<id>`.
+    pub fn cron_trigger(&self) -> String {
+        format!("{}{}", crate::cron::CRON_TRIGGER_PREFIX, self.id)
+    }
 }
 
 /// `#[function(timeouts(start = "10m", finish = "1h"))]`: a run that has not
@@ -321,7 +346,7 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
             }
         }
     }
-    if let Some(cron) = def.cron {
+    for cron in def.crons {
         if let Err(problem) = crate::cron::Schedule::parse(cron.schedule, cron.timezone) {
             return refuse(format!("its `cron`: {problem}"));
         }
@@ -332,13 +357,29 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
                 crate::cron::MAX_CATCH_UP
             ));
         }
-        let trigger = format!("{}{}", crate::cron::CRON_TRIGGER_PREFIX, def.id);
-        if def.trigger != trigger {
+    }
+    let triggers = def.triggers();
+    if triggers.len() > MAX_TRIGGERS {
+        return refuse(format!(
+            "it has {} triggers; the most is {MAX_TRIGGERS}",
+            triggers.len()
+        ));
+    }
+    let cron_trigger = def.cron_trigger();
+    for (i, trigger) in triggers.iter().enumerate() {
+        if triggers[..i].contains(trigger) {
+            return refuse(format!("its trigger `{trigger}` is given twice"));
+        }
+        if trigger.starts_with(crate::cron::CRON_TRIGGER_PREFIX) && *trigger != cron_trigger {
             return refuse(format!(
-                "a cron function's trigger is `{trigger}`, not `{}`",
-                def.trigger
+                "a cron function's ticks are named `{cron_trigger}`, not `{trigger}`"
             ));
         }
+    }
+    if !def.crons.is_empty() && !triggers.contains(&cron_trigger.as_str()) {
+        return refuse(format!(
+            "it has a `cron` schedule, so `{cron_trigger}` is among its triggers"
+        ));
     }
     if let Some(rate) = def.rate_limit {
         if rate.limit == 0 || rate.limit > crate::catalog::MAX_RATE_LIMIT {
@@ -353,8 +394,8 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
         }
     }
     if let Some(grouping) = def.grouping {
-        if def.cron.is_some() {
-            return refuse("a cron function cannot group its ticks".to_owned());
+        if !def.crons.is_empty() || !def.more_triggers.is_empty() {
+            return refuse("only a function with one event trigger groups its events".to_owned());
         }
         if let Err(problem) = grouping.rule().check() {
             return refuse(format!("its {problem}"));
@@ -381,7 +422,7 @@ fn check_settings(def: &FunctionDef) -> Result<(), Error> {
 pub(crate) mod tests {
     use super::*;
 
-    fn never(_: Ctx, _: Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>> {
+    fn never(_: Ctx, _: String, _: Value) -> Pin<Box<dyn Future<Output = HandlerOutcome> + Send>> {
         Box::pin(async {
             HandlerOutcome::Failed(crate::Failure::new(crate::FailureKind::Handler, "unused"))
         })
@@ -390,7 +431,8 @@ pub(crate) mod tests {
     pub(crate) static A: FunctionDef = FunctionDef {
         id: "same",
         trigger: "t/a",
-        cron: None,
+        more_triggers: &[],
+        crons: &[],
         retries: 4,
         backoff: Backoff::DEFAULT,
         handler: never,
@@ -412,7 +454,8 @@ pub(crate) mod tests {
     static B: FunctionDef = FunctionDef {
         id: "same",
         trigger: "t/b",
-        cron: None,
+        more_triggers: &[],
+        crons: &[],
         retries: 4,
         backoff: Backoff::DEFAULT,
         handler: never,

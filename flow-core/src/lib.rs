@@ -27,6 +27,7 @@ pub mod store;
 pub mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod triggers;
 mod worker;
 
 #[doc(hidden)]
@@ -57,6 +58,7 @@ pub use step::{
     RaceEntry, Sleep, StepCall, Timeout, TimeoutMissing, WaitForEvent, WaitForSignal,
 };
 pub use store::{Connect, Failure, FailureKind, ReadStore, SendReceipt, SignalReceipt, Store};
+pub use triggers::Triggers;
 pub use worker::{
     DEFAULT_CONCURRENCY, RunningWorker, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
     database_url_from_env,

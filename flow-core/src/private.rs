@@ -7,6 +7,9 @@ pub use crate::flow_control::{Concurrency, ConcurrencyScope, Throttle};
 pub use crate::function::{CancelOn, FunctionDef, Registration, Timeouts};
 pub use crate::grouping::Grouping;
 pub use crate::retry::{Backoff, BackoffOverride, StepOptions};
+pub use crate::triggers::{
+    Triggers, distinct_names, every_variant_fires, has_variant, no_variant, takes,
+};
 pub use crate::{Ctx, Event, EventFields, Field, StepError};
 pub use inventory;
 pub use serde_json::Value;

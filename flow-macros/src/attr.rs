@@ -25,7 +25,8 @@ pub struct Backoff {
 
 #[derive(Default)]
 pub struct FunctionArgs {
-    pub event: Option<LitStr>,
+    /// `event = "..."`, once per event trigger, in the order given.
+    pub events: Vec<LitStr>,
     pub id: Option<LitStr>,
     pub retries: Option<u32>,
     pub backoff: Backoff,
@@ -51,8 +52,9 @@ pub struct FunctionArgs {
     pub filter: Option<crate::cel::CheckedExpr>,
     /// `rate_limit(limit = 1, period = "4h", key = "<CEL>")`.
     pub rate_limit: Option<RateLimitArg>,
-    /// `cron = "0 9 * * 1"` (or `"TZ=Asia/Tokyo 0 9 * * 1"`), checked.
-    pub cron: Option<CronArg>,
+    /// `cron = "0 9 * * 1"` (or `"TZ=Asia/Tokyo 0 9 * * 1"`), checked, once per
+    /// schedule.
+    pub crons: Vec<CronArg>,
     /// `cron` was written, valid or not (a refused one is its own error, not a
     /// missing trigger).
     pub cron_written: bool,
@@ -210,12 +212,14 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
         "debounce",
     ];
     let mut seen = Vec::new();
-    let (mut cron, mut timezone, mut catch_up) = (None, None, None);
+    let (mut crons, mut timezone, mut catch_up) = (Vec::new(), None, None);
     let parser = syn::meta::parser(|meta| {
         let key = path_name(&meta);
         // `cancel_on`, `concurrency`, `run_concurrency` and `throttle` may be
-        // given several times, one rule each.
+        // given several times, one rule each; `event` and `cron`, one trigger each.
         if key != "cancel_on"
+            && key != "event"
+            && key != "cron"
             && key != "concurrency"
             && key != "run_concurrency"
             && key != "throttle"
@@ -224,7 +228,21 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             return Ok(());
         }
         match key.as_str() {
-            "event" => args.event = string_value(&meta, errors, "event", "\"app/user.created\"")?,
+            "event" => {
+                if let Some(event) = string_value(&meta, errors, "event", "\"app/user.created\"")? {
+                    if args.events.iter().any(|e| e.value() == event.value()) {
+                        errors.at(
+                            &event,
+                            format!(
+                                "the trigger `event = \"{}\"` is given twice; keep one",
+                                event.value()
+                            ),
+                        );
+                    } else {
+                        args.events.push(event);
+                    }
+                }
+            }
             "id" => args.id = id_value(&meta, errors)?,
             "retries" => args.retries = retries_value(&meta, errors)?,
             "backoff" => backoff_value(&meta, &mut args.backoff, errors)?,
@@ -240,7 +258,10 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
             }
             "singleton" => args.singleton = singleton_value(&meta, errors)?,
             "rate_limit" => args.rate_limit = rate_limit_value(&meta, errors)?,
-            "cron" => cron = string_value(&meta, errors, "cron", "\"0 9 * * 1\"")?,
+            "cron" => {
+                args.cron_written = true;
+                crons.extend(string_value(&meta, errors, "cron", "\"0 9 * * 1\"")?);
+            }
             "timezone" => {
                 timezone = string_value(&meta, errors, "timezone", "\"Asia/Tokyo\"")?;
             }
@@ -371,17 +392,26 @@ pub fn parse_function_args(tokens: TokenStream, errors: &mut Errors) -> Function
     if let Err(e) = syn::parse::Parser::parse2(parser, tokens) {
         errors.push(e);
     }
-    args.cron_written = cron.is_some();
-    if let (None, Some((_, span))) = (&cron, catch_up) {
+    if let (true, Some((_, span))) = (crons.is_empty(), catch_up) {
         errors.at_span(
             span,
             "`catch_up` is for the missed ticks of a `cron` schedule; this function has none",
         );
     }
-    args.cron = cron_value(cron, timezone, errors).map(|mut cron| {
-        cron.catch_up = catch_up.map_or(0, |(n, _)| n);
-        cron
-    });
+    if crons.is_empty() {
+        // Refuses a `timezone` without a schedule.
+        cron_value(None, timezone.clone(), errors);
+    }
+    for lit in crons {
+        if args.crons.iter().any(|c| c.lit.value() == lit.value()) {
+            errors.at(&lit, "this `cron` schedule is given twice; keep one");
+            continue;
+        }
+        if let Some(mut cron) = cron_value(Some(lit), timezone.clone(), errors) {
+            cron.catch_up = catch_up.map_or(0, |(n, _)| n);
+            args.crons.push(cron);
+        }
+    }
     check_combinations(&args, errors);
     args
 }
@@ -463,6 +493,7 @@ fn cron_value(
 
 /// Options that cannot work together as written.
 fn check_combinations(args: &FunctionArgs, errors: &mut Errors) {
+    check_several_triggers(args, errors);
     if let Some(group) = &args.grouping {
         let attribute = group.attribute();
         let mut conflicts: Vec<(&str, &str)> = Vec::new();
@@ -470,6 +501,12 @@ fn check_combinations(args: &FunctionArgs, errors: &mut Errors) {
             conflicts.push((
                 "cron",
                 "a schedule starts one run per tick, with nothing to gather",
+            ));
+        }
+        if args.events.len() > 1 {
+            conflicts.push((
+                "several `event` triggers",
+                "a group gathers the events of one type; write a function per event",
             ));
         }
         if args.singleton.is_some() {
@@ -533,6 +570,92 @@ fn check_combinations(args: &FunctionArgs, errors: &mut Errors) {
                      the same key and scope already keeps at most {n} run{} active, executing \
                      ones included; {fix}",
                     if n == 1 { "" } else { "s" }
+                ),
+            );
+        }
+    }
+}
+
+/// The most triggers one function may have (flow_core::MAX_TRIGGERS).
+const MAX_TRIGGERS: usize = 10;
+
+/// A function with several triggers takes an enum of their events: what reads a
+/// field of "the" event (a `cancel_on` match, an expression's `event.data`, an
+/// `on_failure` handler's `FunctionFailed<E>`) has no one type to be checked
+/// against, so it is refused.
+fn check_several_triggers(args: &FunctionArgs, errors: &mut Errors) {
+    let count = args.events.len() + args.crons.len();
+    if count > MAX_TRIGGERS {
+        let extra = args
+            .crons
+            .iter()
+            .map(|c| c.lit.span())
+            .chain(args.events.iter().map(LitStr::span))
+            .last()
+            .unwrap_or_else(Span::call_site);
+        errors.at_span(
+            extra,
+            format!(
+                "a function takes at most {MAX_TRIGGERS} triggers (`event` and `cron`), and this \
+                 one has {count}; split it into functions"
+            ),
+        );
+    }
+    if args.events.len() + usize::from(!args.crons.is_empty()) < 2 {
+        return;
+    }
+    const WHY: &str = "with several triggers the run's event is one of several types, so \
+                       flow cannot check the field against one";
+    for cancel in &args.cancel_on {
+        errors.at(
+            &cancel.event,
+            format!(
+                "`cancel_on` matches a field of the run's event; {WHY}: write a function per \
+                 trigger"
+            ),
+        );
+    }
+    if let Some(path) = &args.on_failure {
+        errors.at(
+            path,
+            "an `on_failure` handler takes `FunctionFailed<E>` of the function's one event type; \
+             a function with several triggers has none: write a function per trigger",
+        );
+    }
+    let rules = [
+        ("idempotency", args.idempotency.as_ref()),
+        ("priority", args.priority.as_ref()),
+        ("if", args.filter.as_ref()),
+        (
+            "singleton",
+            args.singleton.as_ref().and_then(|s| s.key.as_ref()),
+        ),
+        (
+            "rate_limit",
+            args.rate_limit.as_ref().and_then(|r| r.key.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        args.concurrency
+            .iter()
+            .map(|c| ("concurrency", c.key.as_ref())),
+    )
+    .chain(
+        args.run_concurrency
+            .iter()
+            .map(|c| ("run_concurrency", c.key.as_ref())),
+    )
+    .chain(args.throttle.iter().map(|t| ("throttle", t.key.as_ref())));
+    for (what, expr) in rules {
+        if let Some(expr) = expr
+            && let Some(field) = expr.data_fields.first()
+        {
+            errors.at(
+                &expr.lit,
+                format!(
+                    "this `{what}` expression reads `event.data.{field}`; {WHY}: write a \
+                     function per trigger, or an expression that reads no field"
                 ),
             );
         }

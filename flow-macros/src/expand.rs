@@ -13,6 +13,7 @@ pub fn function(
     item: &ItemFn,
     args: &FunctionArgs,
     event_lit: &LitStr,
+    more_triggers: &[LitStr],
     model: &Handler<'_>,
 ) -> TokenStream {
     let Handler {
@@ -43,7 +44,10 @@ pub fn function(
     // concatenated at compile time.
     // A statement of the array length the other generated items live in (below),
     // which is evaluated at compile time.
-    let name_check = if args.cron.is_some() {
+    let several = !more_triggers.is_empty();
+    let name_check = if several {
+        several_triggers_check(name, event, event_lit, more_triggers)
+    } else if !args.crons.is_empty() {
         // A cron function's event is its tick: the handler must take one.
         quote_spanned! {event.span()=>
             {
@@ -104,9 +108,20 @@ pub fn function(
         true => quote_spanned! {event.span()=> ::std::vec::Vec<#event> },
         false => quote!(#event),
     };
+    let trigger_name = Ident::new("__flow_trigger", Span::mixed_site());
+    // Several triggers: the event's name picks the variant of the handler's type.
+    let decode = match several {
+        true => quote_spanned! {event.span()=>
+            <#event as ::flow::__private::Triggers>::decode(&#trigger_name, #data)
+        },
+        false => quote! {
+            ::flow::__private::decode_event::<#decoded_type>(#data, #event_name)
+        },
+    };
     let boxed = quote_spanned! {name.span()=>
         ::std::boxed::Box::pin(async move {
-            let #decoded = match ::flow::__private::decode_event::<#decoded_type>(#data, #event_name) {
+            let _ = &#trigger_name;
+            let #decoded = match #decode {
                 ::core::result::Result::Ok(event) => event,
                 ::core::result::Result::Err(problem) => {
                     return ::flow::HandlerOutcome::Failed(problem);
@@ -156,6 +171,7 @@ pub fn function(
                     #[doc(hidden)]
                     fn #failure_handler(
                         #ctx: ::flow::__private::Ctx,
+                        _: ::std::string::String,
                         #data: ::flow::__private::Value,
                     ) -> ::core::pin::Pin<::std::boxed::Box<
                         dyn ::core::future::Future<Output = ::flow::HandlerOutcome> + ::core::marker::Send,
@@ -168,7 +184,8 @@ pub fn function(
                 ::core::option::Option::Some(&::flow::__private::FunctionDef {
                     id: #failure_id,
                     trigger: ::flow::system::FUNCTION_FAILED,
-                    cron: ::core::option::Option::None,
+                    more_triggers: &[],
+                    crons: &[],
                     retries: #retries,
                     backoff: #backoff,
                     handler: #name::#failure_handler,
@@ -214,19 +231,16 @@ pub fn function(
     let idempotency = send_rule(&args.idempotency);
     let priority = send_rule(&args.priority);
     let filter = send_rule(&args.filter);
-    let cron = match &args.cron {
-        Some(cron) => {
-            let (schedule, timezone, catch_up) = (&cron.schedule, &cron.timezone, cron.catch_up);
-            quote! {
-                ::core::option::Option::Some(::flow::__private::Cron {
-                    schedule: #schedule,
-                    timezone: #timezone,
-                    catch_up: #catch_up,
-                })
+    let crons = args.crons.iter().map(|cron| {
+        let (schedule, timezone, catch_up) = (&cron.schedule, &cron.timezone, cron.catch_up);
+        quote! {
+            ::flow::__private::Cron {
+                schedule: #schedule,
+                timezone: #timezone,
+                catch_up: #catch_up,
             }
         }
-        None => quote!(::core::option::Option::None),
-    };
+    });
     let rate_limit = match &args.rate_limit {
         Some(rate) => {
             let (limit, period) = (rate.limit, rate.period);
@@ -288,7 +302,8 @@ pub fn function(
         &::flow::__private::FunctionDef {
             id: #id,
             trigger: #event_lit,
-            cron: #cron,
+            more_triggers: &[#(#more_triggers),*],
+            crons: &[#(#crons),*],
             retries: #retries,
             backoff: #backoff,
             handler: #name::#handler,
@@ -328,6 +343,21 @@ pub fn function(
         "This function run with `event`, for `ctx.invoke(\"step-id\", {name}::with(event))`: \
          a child run whose output the invoke step returns."
     );
+    // A function with several triggers is invoked by sending one of its events:
+    // its handler's type names no one event to start it with.
+    let with = match several {
+        true => quote!(),
+        false => quote! {
+            #[allow(non_local_definitions)]
+            impl #name {
+                #[doc = #with_doc]
+                #[allow(private_interfaces, dead_code)]
+                #vis fn with(event: #event) -> ::flow::Invocation<#output> {
+                    ::flow::__private::invocation(<Self as ::flow::Function>::DEF, event)
+                }
+            }
+        },
+    };
     // The handler the worker calls, `with` (for invoke), the `Function` impl, the
     // registration and the trigger check.
     let generated = quote! {
@@ -342,6 +372,7 @@ pub fn function(
             #[doc(hidden)]
             fn #handler(
                 #ctx: ::flow::__private::Ctx,
+                #trigger_name: ::std::string::String,
                 #data: ::flow::__private::Value,
             ) -> ::core::pin::Pin<::std::boxed::Box<
                 dyn ::core::future::Future<Output = ::flow::HandlerOutcome> + ::core::marker::Send,
@@ -352,14 +383,7 @@ pub fn function(
 
         #failure_fn
 
-        #[allow(non_local_definitions)]
-        impl #name {
-            #[doc = #with_doc]
-            #[allow(private_interfaces, dead_code)]
-            #vis fn with(event: #event) -> ::flow::Invocation<#output> {
-                ::flow::__private::invocation(<Self as ::flow::Function>::DEF, event)
-            }
-        }
+        #with
 
         #[allow(non_local_definitions)]
         impl ::flow::Function for #name {
@@ -523,6 +547,59 @@ fn backoff_value(b: &Backoff) -> TokenStream {
     quote! {
         #over.apply_const(::flow::__private::Backoff::DEFAULT)
     }
+}
+
+/// For a function with several triggers: its handler's type has a variant for
+/// each trigger, and each of its variants is a trigger (compile-time assertions
+/// spanned at the triggers and the type).
+fn several_triggers_check(
+    name: &Ident,
+    ty: &syn::Type,
+    first: &LitStr,
+    more: &[LitStr],
+) -> TokenStream {
+    let type_name = quote!(#ty).to_string().replace(' ', "");
+    let names = quote_spanned! {ty.span()=> <#ty as ::flow::__private::Triggers>::NAMES };
+    let each = std::iter::once(first).chain(more).map(|trigger| {
+        let shown = match trigger.value().strip_prefix("flow/cron.") {
+            Some(_) => "cron".to_owned(),
+            None => format!("event = \"{}\"", trigger.value()),
+        };
+        let fix = match trigger.value().starts_with("flow/cron.") {
+            true => "add a variant that takes `flow::CronTick`".to_owned(),
+            false => "add a variant that takes its event type".to_owned(),
+        };
+        quote_spanned! {trigger.span()=>
+            {
+                const PARTS: [&str; 8] = [
+                    "#[function] `", stringify!(#name), "` is triggered by `", #shown,
+                    "`, but its handler's type `", #type_name, "` has no variant for it: ",
+                    #fix,
+                ];
+                const LEN: usize = ::flow::__private::concat_len(&PARTS);
+                const MESSAGE: [u8; LEN] = ::flow::__private::concat::<LEN>(&PARTS);
+                if !::flow::__private::has_variant(#names, #trigger) {
+                    ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
+                }
+            }
+        }
+    });
+    let triggers = std::iter::once(first).chain(more);
+    let every = quote_spanned! {ty.span()=>
+        {
+            const PARTS: [&str; 5] = [
+                "a variant of `", #type_name, "` takes an event that no trigger of `",
+                stringify!(#name),
+                "` names: add the trigger (`event = \"...\"`, or `cron` for `flow::CronTick`), or remove the variant",
+            ];
+            const LEN: usize = ::flow::__private::concat_len(&PARTS);
+            const MESSAGE: [u8; LEN] = ::flow::__private::concat::<LEN>(&PARTS);
+            if !::flow::__private::every_variant_fires(#names, &[#(#triggers),*]) {
+                ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
+            }
+        }
+    };
+    quote! { #(#each)* #every }
 }
 
 /// The check of every field `expr` reads under `event.data`: each is read from

@@ -17,6 +17,7 @@ mod event;
 mod event_fields;
 mod expand;
 mod model;
+mod triggers;
 
 use errors::Errors;
 
@@ -31,13 +32,27 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
     quote!(#expanded #errors).into()
 }
 
+/// `#[derive(Triggers)]` on an enum with one variant per trigger of a function
+/// with several, each wrapping its event type (`flow::CronTick` for its cron
+/// schedules): the handler's parameter, the variant saying which event started
+/// the run.
+#[proc_macro_derive(Triggers)]
+pub fn derive_triggers(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as DeriveInput);
+    let mut errors = Errors::default();
+    let expanded = triggers::derive(&input, &mut errors);
+    let errors = errors.to_compile_errors();
+    quote!(#expanded #errors).into()
+}
+
 /// Makes an async fn `(ctx: &Ctx, event: E) -> Result<T, FlowError>` a durable
 /// function triggered by `event`. Keys: `event = "..."` (required), `id = "..."`,
 /// `retries = 0..=20` (default 4), `backoff(initial = "1s", max = "10m", factor = 2.0, jitter = 0.2)`,
 /// `on_failure = path`, up to five `cancel_on(event = "...", match = field)`, and
 /// `timeouts(start = "10m", finish = "1h")`. Instead of `event`, `cron = "0 9 * * 1"`
 /// (with `timezone = "Asia/Tokyo"`) starts a run at each tick of a schedule; its
-/// handler takes a `flow::CronTick`.
+/// handler takes a `flow::CronTick`. Up to ten triggers (`event` and `cron`, each
+/// given again for another): the handler then takes a `#[derive(Triggers)]` enum.
 #[proc_macro_attribute]
 pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
@@ -47,42 +62,32 @@ pub fn function(args: TokenStream, item: TokenStream) -> TokenStream {
         model::grouped_event(&mut model, &args, &mut errors);
         model
     });
-    // A cron function's trigger is its ticks' name, `flow/cron.<id>`.
-    let trigger = match (&args.event, &args.cron) {
-        (Some(event), None) => Some(event.clone()),
-        (None, Some(cron)) => {
-            let id = args
-                .id
-                .as_ref()
-                .map(syn::LitStr::value)
-                .unwrap_or_else(|| item.sig.ident.to_string());
-            Some(syn::LitStr::new(
-                &format!("flow/cron.{id}"),
-                cron.lit.span(),
-            ))
-        }
-        (Some(_), Some(cron)) => {
-            errors.at(
-                &cron.lit,
-                "a function has one trigger for now, `event` or `cron`: several triggers are \
-                 not built yet; write a second #[function] for the other",
-            );
-            None
-        }
-        (None, None) if args.cron_written => None,
-        (None, None) => {
-            errors.at(
-                &item.sig.ident,
-                "#[function] needs its trigger: write `#[function(event = \"app/user.created\")]` \
-                 with the name declared on the event type, or `#[function(cron = \"0 9 * * 1\")]` \
-                 for a schedule",
-            );
-            None
-        }
-    };
+    // The triggers: each event, then the ticks of the cron schedules, all sent
+    // as `flow/cron.<id>`.
+    let mut triggers = args.events.clone();
+    if let Some(cron) = args.crons.first() {
+        let id = args
+            .id
+            .as_ref()
+            .map(syn::LitStr::value)
+            .unwrap_or_else(|| item.sig.ident.to_string());
+        triggers.push(syn::LitStr::new(
+            &format!("flow/cron.{id}"),
+            cron.lit.span(),
+        ));
+    }
+    if triggers.is_empty() && !args.cron_written {
+        errors.at(
+            &item.sig.ident,
+            "#[function] needs its trigger: write `#[function(event = \"app/user.created\")]` \
+             with the name declared on the event type, or `#[function(cron = \"0 9 * * 1\")]` \
+             for a schedule",
+        );
+    }
+    let trigger = triggers.first().cloned();
     match (model, &trigger) {
         (Some(model), Some(trigger)) if errors.is_empty() => {
-            expand::function(&item, &args, trigger, &model).into()
+            expand::function(&item, &args, trigger, &triggers[1..], &model).into()
         }
         _ => handler_fallback(&item, &errors),
     }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (18, include_str!("../migrations/0018_rate_limit.sql")),
     (19, include_str!("../migrations/0019_fair_claims.sql")),
     (20, include_str!("../migrations/0020_event_groups.sql")),
+    (21, include_str!("../migrations/0021_function_triggers.sql")),
 ];
 
 /// Any fixed number: the lock is per database.

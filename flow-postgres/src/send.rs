@@ -174,8 +174,9 @@ const SEND_LOCK_CLASS: i32 = 0x666c_6f73;
 /// The send-time rules of every function that has some, as announced.
 async fn load_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogRow>, Error> {
     let rows = sqlx::query(
-        "SELECT id, trigger, send_rules_hash, send_rules FROM flow.functions
-         WHERE send_rules IS NOT NULL",
+        "SELECT f.id, t.trigger, f.send_rules_hash, f.send_rules FROM flow.functions f
+         JOIN flow.function_triggers t ON t.function_id = f.id
+         WHERE f.send_rules IS NOT NULL",
     )
     .fetch_all(&mut *conn)
     .await
@@ -435,7 +436,8 @@ const SEND: &str = concat!(
                 COALESCE($6::timestamptz, clock_timestamp()) AS stored_at
      ), stale AS (
          SELECT 1 FROM flow.functions f
-         WHERE f.trigger = ANY($2::text[])
+         WHERE f.id IN (SELECT function_id FROM flow.function_triggers
+                        WHERE trigger = ANY($2::text[]))
            AND f.send_rules_hash IS DISTINCT FROM
                (SELECT k.hash FROM unnest($11::text[], $12::text[]) AS k(id, hash) WHERE k.id = f.id)
          LIMIT 1
@@ -448,19 +450,19 @@ const SEND: &str = concat!(
          RETURNING id, name, data, ts
      ), planned AS (
          -- Referenced several times, so computed once: each run's id is fixed here.
-         SELECT flow.uuid_v7() AS id, f.id AS function_id, ev.id AS event_id, ev.ts, k.key,
+         SELECT flow.uuid_v7() AS id, f.function_id, ev.id AS event_id, ev.ts, k.key,
                 k.position,
                 COALESCE(k.priority, 0) AS priority, k.single, k.mode,
                 COALESCE(k.filtered, false) AS filtered, k.rate_key, k.rate_lim,
                 k.rate_ms * interval '1 millisecond' AS rate_period, k.rate_reason,
                 COALESCE(k.grouped, false) AS grouped
-         FROM ev JOIN flow.functions f ON f.trigger = ev.name
+         FROM ev JOIN flow.function_triggers f ON f.trigger = ev.name
          LEFT JOIN unnest($7::uuid[], $8::text[], $9::text[], $10::int[], $13::int[],
                           $14::text[], $15::text[], $16::bool[], $17::text[], $18::int[],
                           $19::bigint[], $20::text[], $21::bool[])
              AS k(event_id, function_id, key, position, priority, single, mode, filtered,
                   rate_key, rate_lim, rate_ms, rate_reason, grouped)
-             ON k.event_id = ev.id AND k.function_id = f.id
+             ON k.event_id = ev.id AND k.function_id = f.function_id
      ), eligible AS (
          -- An event whose `if` is false for a function starts nothing of it, and
          -- takes no key.

@@ -151,6 +151,13 @@ impl Store for PgStore {
             cancel_names.push(cancel.event);
             cancel_fields.push(cancel.field);
         }
+        let (mut trigger_fns, mut trigger_names) = (vec![], vec![]);
+        for f in functions {
+            for trigger in std::iter::once(&f.trigger).chain(&f.more_triggers) {
+                trigger_fns.push(f.id.as_str());
+                trigger_names.push(trigger.as_str());
+            }
+        }
         // A worker that announces a function may be a new deploy whose code
         // replays the function's blocked runs: they are tried again at once.
         // Its cancel triggers replace those announced before, and their fields
@@ -174,6 +181,16 @@ impl Store for PgStore {
                              start_timeout = EXCLUDED.start_timeout,
                              finish_timeout = EXCLUDED.finish_timeout,
                              last_seen = EXCLUDED.last_seen
+                 ), all_triggers AS (
+                     SELECT * FROM unnest($10::text[], $11::text[]) AS t(function_id, trigger)
+                 ), triggers_dropped AS (
+                     DELETE FROM flow.function_triggers t
+                     WHERE t.function_id = ANY($1)
+                       AND (t.function_id, t.trigger) NOT IN (SELECT * FROM all_triggers)
+                 ), triggers_added AS (
+                     INSERT INTO flow.function_triggers (trigger, function_id)
+                     SELECT trigger, function_id FROM all_triggers
+                     ON CONFLICT DO NOTHING
                  ), cancels AS (
                      SELECT * FROM unnest($5::text[], $6::text[], $7::text[])
                          AS c(function_id, name, field)
@@ -206,6 +223,8 @@ impl Store for PgStore {
             .bind(&cancel_fields)
             .bind(&start_timeouts)
             .bind(&finish_timeouts)
+            .bind(&trigger_fns)
+            .bind(&trigger_names)
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;

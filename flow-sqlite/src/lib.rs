@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/0016_rate_limit.sql")),
     (17, include_str!("../migrations/0017_fair_claims.sql")),
     (18, include_str!("../migrations/0018_event_groups.sql")),
+    (19, include_str!("../migrations/0019_function_triggers.sql")),
 ];
 
 /// Stores opened in this process, by file, so that every store on one file shares

@@ -104,6 +104,23 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
+                // Its triggers replace those announced before.
+                sqlx::query("DELETE FROM flow_function_triggers WHERE function_id = ?")
+                    .bind(&f.id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                for trigger in std::iter::once(&f.trigger).chain(&f.more_triggers) {
+                    sqlx::query(
+                        "INSERT INTO flow_function_triggers (trigger, function_id) VALUES (?, ?)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(trigger)
+                    .bind(&f.id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
+                }
                 // Its cancel triggers replace those announced before, and their
                 // fields are awaited, so that sends key their events (migration 7).
                 sqlx::query("DELETE FROM flow_cancel_triggers WHERE function_id = ?")
@@ -977,8 +994,9 @@ async fn decide(
     static CATALOG: std::sync::LazyLock<CatalogCache> =
         std::sync::LazyLock::new(CatalogCache::default);
     let rows = sqlx::query(
-        "SELECT id, trigger, send_rules_hash, send_rules FROM flow_functions
-         WHERE send_rules IS NOT NULL",
+        "SELECT f.id, t.trigger, f.send_rules_hash, f.send_rules FROM flow_functions f
+         JOIN flow_function_triggers t ON t.function_id = f.id
+         WHERE f.send_rules IS NOT NULL",
     )
     .fetch_all(&mut *conn)
     .await
@@ -1195,12 +1213,14 @@ async fn store_events(
         .execute(&mut *conn)
         .await
         .map_err(db_error)?;
-        let functions: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM flow_functions WHERE trigger = ? ORDER BY id")
-                .bind(event.name())
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_error)?;
+        let functions: Vec<String> = sqlx::query_scalar(
+            "SELECT function_id FROM flow_function_triggers WHERE trigger = ?
+                 ORDER BY function_id",
+        )
+        .bind(event.name())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?;
         if functions.is_empty() && !awaited(conn, event.name()).await? {
             receipt.note_unmatched(event.name());
         }

@@ -30,7 +30,7 @@ async fn a_missing_file_is_created_migrated_and_named_in_describe() {
     assert_eq!(
         versions,
         [
-            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19
         ]
     );
     // Opening it again (a restart) applies nothing and keeps the data.

@@ -190,8 +190,10 @@ pub struct OpenWait {
 pub struct FunctionInfo {
     /// Its id.
     pub id: String,
-    /// The event name that triggers it.
+    /// The event name that triggers it (its first trigger).
     pub trigger: String,
+    /// The names of its other triggers (a function with several).
+    pub more_triggers: Vec<String>,
     /// For an `on_failure` handler (trigger `flow/function.failed`): the function
     /// whose failures alone start it.
     pub failures_of: Option<String>,
@@ -209,6 +211,7 @@ impl FunctionInfo {
         FunctionInfo {
             id: id.into(),
             trigger: trigger.into(),
+            more_triggers: Vec::new(),
             failures_of: None,
             cancel_on: Vec::new(),
             timeouts: crate::Timeouts::NONE,

@@ -12,16 +12,16 @@ use crate::{FunctionDef, NewEvent};
 
 use super::Shared;
 
-/// Sends `def`'s ticks after `started` (when the worker started), until the
-/// worker stops (ticks that passed before are skipped). A tick that cannot be
+/// Sends the ticks of `def`'s schedule `cron` after `started` (when the worker
+/// started), until the worker stops (ticks that passed before are skipped). A tick that cannot be
 /// sent is tried again with backoff (another worker may send it meanwhile; the
 /// store keeps one).
 pub(super) async fn tick<S: Store>(
     shared: Arc<Shared<S>>,
     def: &'static FunctionDef,
+    cron: &'static crate::cron::Cron,
     started: chrono::DateTime<chrono::Utc>,
 ) {
-    let Some(cron) = def.cron else { return };
     // Checked when the worker was built.
     let schedule = match Schedule::parse(cron.schedule, cron.timezone) {
         Ok(schedule) => schedule,
@@ -33,10 +33,10 @@ pub(super) async fn tick<S: Store>(
     if cron.catch_up > 0 {
         // The ticks missed since the last one stored, which no worker sent; a
         // function that never ticked missed nothing.
-        match shared.store.latest_event(def.trigger).await {
+        match shared.store.latest_event(&def.cron_trigger()).await {
             Ok(Some(last)) => {
                 for tick in schedule.missed(last, started, cron.catch_up) {
-                    send(&shared, def, &cron, tick).await;
+                    send(&shared, def, cron, tick).await;
                 }
             }
             Ok(None) => {}
@@ -53,7 +53,7 @@ pub(super) async fn tick<S: Store>(
             tracing::warn!(function = def.id, %tick, "woke too late to send a cron tick; counted missed");
             continue;
         }
-        send(&shared, def, &cron, tick).await;
+        send(&shared, def, cron, tick).await;
     }
     tracing::info!(function = def.id, "cron schedule has no further tick");
 }
@@ -69,7 +69,7 @@ async fn send<S: Store>(
         schedule: cron.schedule.to_owned(),
         timezone: cron.timezone.to_owned(),
     };
-    let event = match NewEvent::raw(def.trigger, serde_json::json!(data)) {
+    let event = match NewEvent::raw(def.cron_trigger(), serde_json::json!(data)) {
         Ok(event) => event.id(tick_producer_id(def.id, tick)).ts(tick),
         Err(e) => {
             tracing::error!(function = def.id, error = %e, "cron tick is not an event");

@@ -120,6 +120,7 @@ pub(crate) async fn drive<S: Store>(
                 }
             }
         }
+        let name = claimed.event.name.clone();
         let input = match def.grouping {
             None => claimed.event.data,
             Some(grouping) => match store.group_events(claimed.lease.run_id).await {
@@ -151,7 +152,7 @@ pub(crate) async fn drive<S: Store>(
         let ctx = Ctx { core: core.clone() };
         // Boxed by the macro, hence Unpin: it can be dropped before the run's end is written.
         let mut handler = Flushing::new(
-            AssertUnwindSafe((def.handler)(ctx, input)).catch_unwind(),
+            AssertUnwindSafe((def.handler)(ctx, name, input)).catch_unwind(),
             core.clone(),
         );
         let end = loop {

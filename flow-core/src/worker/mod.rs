@@ -458,7 +458,7 @@ impl<S: Store> Worker<S> {
         let served = shared
             .registry
             .iter()
-            .map(|d| format!("{} <- {}", d.id, d.trigger))
+            .map(|d| format!("{} <- {}", d.id, d.triggers().join(" | ")))
             .collect::<Vec<_>>()
             .join(", ");
         tracing::info!(
@@ -474,8 +474,10 @@ impl<S: Store> Worker<S> {
         background.spawn(watch_leases(shared.clone()));
         background.spawn(recover_periodically(shared.clone()));
         background.spawn(heartbeat_periodically(shared.clone()));
-        for def in shared.registry.iter().filter(|d| d.cron.is_some()) {
-            background.spawn(cron::tick(shared.clone(), def, started));
+        for def in shared.registry.iter() {
+            for cron in def.crons {
+                background.spawn(cron::tick(shared.clone(), def, cron, started));
+            }
         }
         // Ends the renewal thread when dropped, however this returns.
         let _renewal = spawn_renewal(shared.clone());
@@ -754,6 +756,7 @@ fn announced(registry: &Registry) -> Vec<FunctionInfo> {
         .map(|d| FunctionInfo {
             id: d.id.to_owned(),
             trigger: d.trigger.to_owned(),
+            more_triggers: d.more_triggers.iter().map(|t| (*t).to_owned()).collect(),
             failures_of: d.failures_of.map(str::to_owned),
             cancel_on: d.cancel_on.to_vec(),
             timeouts: d.timeouts,

@@ -36,6 +36,7 @@ async fn zone_without_cron(_ctx: &Ctx, _event: ReportRequested) -> Result<(), Fl
     Ok(())
 }
 
+// An event and a schedule: two triggers, so the handler takes an enum of them.
 #[function(event = "app/report.requested", cron = "0 9 * * 1")]
 async fn two_triggers(_ctx: &Ctx, _event: ReportRequested) -> Result<(), FlowError> {
     Ok(())

@@ -20,15 +20,15 @@ fn main() {
     let def = <weekly as flow::Function>::DEF;
     assert_eq!(def.trigger, "flow/cron.weekly");
     assert_eq!(
-        def.cron,
-        Some(Cron { schedule: "0 9 * * 1", timezone: "Asia/Tokyo", catch_up: 0 })
+        def.crons,
+        [Cron { schedule: "0 9 * * 1", timezone: "Asia/Tokyo", catch_up: 0 }]
     );
     let def = <nightly as flow::Function>::DEF;
     assert_eq!(def.trigger, "flow/cron.nightly-sync");
     assert_eq!(
-        def.cron,
-        Some(Cron { schedule: "30 2 * * *", timezone: "Europe/Berlin", catch_up: 0 })
+        def.crons,
+        [Cron { schedule: "30 2 * * *", timezone: "Europe/Berlin", catch_up: 0 }]
     );
-    let hourly = <hourly as flow::Function>::DEF.cron.unwrap();
+    let hourly = <hourly as flow::Function>::DEF.crons[0];
     assert_eq!((hourly.timezone, hourly.catch_up), ("UTC", 3));
 }
