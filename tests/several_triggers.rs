@@ -49,6 +49,30 @@ async fn sync_accounts(_ctx: &Ctx, change: AccountChange) -> Result<String, Flow
     })
 }
 
+/// One type for the data of two events: a function triggered by both takes it.
+#[derive(Event, Serialize, Deserialize)]
+#[event(
+    name = "test/triggers.plan_upgraded",
+    name = "test/triggers.plan_downgraded"
+)]
+struct PlanChanged {
+    plan: String,
+}
+
+#[function(
+    event = "test/triggers.plan_upgraded",
+    event = "test/triggers.plan_downgraded"
+)]
+async fn bill_plan(_ctx: &Ctx, change: PlanChanged) -> Result<String, FlowError> {
+    Ok(change.plan)
+}
+
+/// Triggered by the type's second name alone.
+#[function(event = "test/triggers.plan_downgraded")]
+async fn note_downgrade(_ctx: &Ctx, change: PlanChanged) -> Result<String, FlowError> {
+    Ok(format!("down to {}", change.plan))
+}
+
 /// The deletions alone, as any one-trigger function.
 #[function(event = "test/triggers.account_deleted")]
 async fn audit_deletion(_ctx: &Ctx, event: AccountDeleted) -> Result<u32, FlowError> {
@@ -64,6 +88,8 @@ fn builder(
         .lease(Duration::from_secs(3 * 86_400))
         .register::<sync_accounts>()
         .register::<audit_deletion>()
+        .register::<bill_plan>()
+        .register::<note_downgrade>()
 }
 
 async fn output_of(client: &flow::Client, run: RunId) -> serde_json::Value {
@@ -137,4 +163,29 @@ async fn each_cron_schedule_starts_a_run_with_its_tick() {
     })
     .await;
     assert_eq!(sweeps("0 12 * * *").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_shared_by_two_events_is_taken_by_a_function_of_both() {
+    let (store, _) = common::store().await;
+    let clock = common::clock();
+    let client = flow::Client::new(store.clone()).with_clock(clock.clone());
+    let _worker = common::spawn_worker(builder(&store, &clock)).await;
+    let up = client
+        .send(NewEvent::raw("test/triggers.plan_upgraded", json!({ "plan": "pro" })).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(up.runs.len(), 1, "{up:?}");
+    assert_eq!(output_of(&client, up.runs[0].1).await, "pro");
+    let down = client
+        .send(NewEvent::raw("test/triggers.plan_downgraded", json!({ "plan": "free" })).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(down.runs.len(), 2, "{down:?}");
+    let mut outputs = Vec::new();
+    for (_, run) in &down.runs {
+        outputs.push(output_of(&client, *run).await);
+    }
+    outputs.sort_by_key(|o| o.to_string());
+    assert_eq!(outputs, [json!("down to free"), json!("free")]);
 }

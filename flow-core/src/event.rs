@@ -18,6 +18,11 @@ use crate::Error;
 pub trait Event: Serialize + DeserializeOwned + Send + 'static {
     /// The event's name, as functions name their trigger.
     const NAME: &'static str;
+    /// The names of other events whose data is of this type too
+    /// (`#[event(name = "app/user.created", name = "app/user.updated")]`): a
+    /// function triggered by any of them may take it. Sends of a value of it and
+    /// waits for it use [`NAME`](Self::NAME).
+    const ALSO: &'static [&'static str] = &[];
 }
 
 /// The fields of an event type that a wait can match on, one [`Field`] each:

@@ -9,7 +9,9 @@ use syn::{DeriveInput, LitStr};
 use crate::errors::Errors;
 
 pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
-    let mut name: Option<LitStr> = None;
+    // The first name is the event's; more make it a type shared by several
+    // events, which a function with several triggers can take.
+    let mut names: Vec<LitStr> = Vec::new();
     let mut seen_attr = false;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
         seen_attr = true;
@@ -18,7 +20,11 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
                 let lit: LitStr = meta.value()?.parse().map_err(|e| {
                     syn::Error::new(e.span(), "`name` takes a string literal: write `name = \"app/user.created\"`")
                 })?;
-                name = Some(lit);
+                if names.iter().any(|n| n.value() == lit.value()) {
+                    errors.at(&lit, format!("the name `{}` is given twice; keep one", lit.value()));
+                } else {
+                    names.push(lit);
+                }
                 Ok(())
             } else {
                 Err(meta.error("unknown key in #[event]; the only key is `name`: write `#[event(name = \"app/user.created\")]`"))
@@ -35,7 +41,7 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
         );
     }
     let ident = &input.ident;
-    let Some(name) = name else {
+    let Some(name) = names.first().cloned() else {
         if !seen_attr {
             errors.at(
                 &input.ident,
@@ -44,14 +50,56 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
         }
         return placeholder(input);
     };
+    for name in &names {
+        check_name(name, errors);
+    }
+    if !errors.is_empty() {
+        return placeholder(input);
+    }
+    let fields = crate::event_fields::accessors(input);
+    let also = &names[1..];
+    // A type of several names is a shared one: a function triggered by them all
+    // takes it (flow::Triggers), each event's data read into it.
+    let shared = match also.is_empty() {
+        true => quote!(),
+        false => quote! {
+            impl ::flow::Triggers for #ident {
+                const NAMES: &'static [&'static str] = &[#(#names),*];
+
+                fn decode(
+                    name: &str,
+                    data: ::flow::__private::Value,
+                ) -> ::core::result::Result<Self, ::flow::Failure> {
+                    match <Self as ::flow::Triggers>::NAMES.contains(&name) {
+                        true => ::flow::__private::decode_event::<Self>(data, #name),
+                        false => ::core::result::Result::Err(
+                            ::flow::__private::no_variant(name, ::core::stringify!(#ident)),
+                        ),
+                    }
+                }
+            }
+        },
+    };
+    quote! {
+        impl ::flow::__private::Event for #ident {
+            const NAME: &'static str = #name;
+            const ALSO: &'static [&'static str] = &[#(#also),*];
+        }
+        #shared
+        #fields
+    }
+}
+
+/// Refuses an event name that is not one, or that is flow's (`flow/`).
+fn check_name(name: &LitStr, errors: &mut Errors) {
     let value = name.value();
     if let Some(problem) = name_problem(&value) {
-        errors.at(&name, problem);
+        errors.at(name, problem);
     } else if value.starts_with("flow/") {
         // flow_core::system::check_not_reserved refuses sending one at run time; to
         // trigger on flow's own events, take `flow::system::FunctionFailed` and kin.
         errors.at(
-            &name,
+            name,
             format!(
                 "event name `{value}` begins with `flow/`, which is reserved for the events \
                  flow sends itself; give it your application's prefix, such as \"app/\" (to \
@@ -59,16 +107,6 @@ pub fn derive(input: &DeriveInput, errors: &mut Errors) -> TokenStream {
                  or `FunctionCancelled` as the event)"
             ),
         );
-    }
-    if !errors.is_empty() {
-        return placeholder(input);
-    }
-    let fields = crate::event_fields::accessors(input);
-    quote! {
-        impl ::flow::__private::Event for #ident {
-            const NAME: &'static str = #name;
-        }
-        #fields
     }
 }
 

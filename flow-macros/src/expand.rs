@@ -68,6 +68,10 @@ pub fn function(
             const LEN: usize = ::flow::__private::concat_len(&PARTS);
             const MESSAGE: [u8; LEN] = ::flow::__private::concat::<LEN>(&PARTS);
             if !::flow::__private::str_eq(TRIGGER, NAME)
+                && !::flow::__private::has_variant(
+                    <#event as ::flow::__private::Event>::ALSO,
+                    TRIGGER,
+                )
                 && !::flow::__private::str_eq(NAME, ::flow::__private::INVALID_EVENT_NAME)
             {
                 ::core::panic!("{}", ::flow::__private::as_str(&MESSAGE));
@@ -567,13 +571,15 @@ fn several_triggers_check(
         };
         let fix = match trigger.value().starts_with("flow/cron.") {
             true => "add a variant that takes `flow::CronTick`".to_owned(),
-            false => "add a variant that takes its event type".to_owned(),
+            false => "add a variant that takes its event type (or, to a type shared by \
+                      several events, its name: `#[event(name = \"...\", name = \"...\")]`)"
+                .to_owned(),
         };
         quote_spanned! {trigger.span()=>
             {
                 const PARTS: [&str; 8] = [
                     "#[function] `", stringify!(#name), "` is triggered by `", #shown,
-                    "`, but its handler's type `", #type_name, "` has no variant for it: ",
+                    "`, but its handler's type `", #type_name, "` does not take it: ",
                     #fix,
                 ];
                 const LEN: usize = ::flow::__private::concat_len(&PARTS);

@@ -34,7 +34,28 @@ async fn sync(_ctx: &Ctx, change: Change) -> Result<u32, FlowError> {
     })
 }
 
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "accounts/plan.upgraded", name = "accounts/plan.downgraded")]
+struct PlanChanged {
+    plan: String,
+}
+
+#[function(event = "accounts/plan.upgraded", event = "accounts/plan.downgraded")]
+async fn bill(_ctx: &Ctx, change: PlanChanged) -> Result<String, FlowError> {
+    Ok(change.plan)
+}
+
+#[function(event = "accounts/plan.downgraded")]
+async fn downgraded(_ctx: &Ctx, change: PlanChanged) -> Result<String, FlowError> {
+    Ok(change.plan)
+}
+
 fn main() {
+    use flow::Event;
+    assert_eq!(PlanChanged::NAME, "accounts/plan.upgraded");
+    assert_eq!(PlanChanged::ALSO, ["accounts/plan.downgraded"]);
+    assert_eq!(<bill as flow::Function>::DEF.more_triggers, ["accounts/plan.downgraded"]);
+    assert_eq!(<downgraded as flow::Function>::DEF.trigger, "accounts/plan.downgraded");
     let def = <sync as flow::Function>::DEF;
     assert_eq!(
         def.triggers(),
