@@ -217,6 +217,22 @@ pub async fn count(store: &AnyStore, postgres: &str, sqlite: &str) -> i64 {
     }
 }
 
+/// The text values of one column read with `postgres` or `sqlite` (as
+/// [`count`]), in the order the query gives.
+pub async fn strings(store: &AnyStore, postgres: &str, sqlite: &str) -> Vec<String> {
+    match store {
+        AnyStore::Postgres(pg) => sqlx::query_scalar(sqlx::AssertSqlSafe(postgres))
+            .fetch_all(pg.pool())
+            .await
+            .unwrap(),
+        AnyStore::Sqlite(lite) => sqlx::query_scalar(sqlx::AssertSqlSafe(sqlite))
+            .fetch_all(lite.pool())
+            .await
+            .unwrap(),
+        _ => unreachable!("a backend these tests do not know"),
+    }
+}
+
 /// Eight claimers of one run each of `limited`'s functions, let go at once (a
 /// barrier): how many runs they claimed between them. What a limit must hold
 /// against claimers that race for one key.
