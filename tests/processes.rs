@@ -686,3 +686,98 @@ async fn batches_and_debounces_take_every_event_once_across_two_worker_processes
     report(a);
     report(b);
 }
+
+/// Per run of `one_active`, the first start of its `hold` step and the start of
+/// its `held` step, from the effects.
+fn active_spans(setup: &Setup) -> HashMap<String, (String, i64, i64)> {
+    let mut spans: HashMap<String, (String, i64, i64)> = HashMap::new();
+    for effect in setup.effects() {
+        let (what, key) = effect.step.split_once(':').unwrap();
+        let span = spans
+            .entry(effect.run.clone())
+            .or_insert((key.to_owned(), i64::MAX, i64::MAX));
+        match what {
+            "hold" => span.1 = span.1.min(effect.started_us),
+            _ => span.2 = effect.started_us,
+        }
+    }
+    spans
+}
+
+/// No two runs of a key were active at once: each run's span, from its first
+/// step's start to its last's, is over before the next run of its key begins.
+fn assert_one_active_per_key(spans: &HashMap<String, (String, i64, i64)>) {
+    let mut by_key: HashMap<&str, Vec<(i64, i64)>> = HashMap::new();
+    for (key, began, ended) in spans.values() {
+        assert!(*ended < i64::MAX, "a run never reached its last step");
+        by_key.entry(key).or_default().push((*began, *ended));
+    }
+    for (key, mut spans) in by_key {
+        spans.sort();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[1].0 > pair[0].1,
+                "two runs of {key} active at once: {pair:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_concurrency_holds_across_two_worker_processes_sleeps_included() {
+    let setup = setup().await;
+    let a = setup.start_worker("a", 20);
+    let b = setup.start_worker("b", 20);
+    setup.wait_until_up(&[&a, &b]).await;
+    // Four runs each of three accounts, one active per account: each run holds
+    // its account through a sleep, whichever process claims it or wakes it.
+    let events = (0..12).map(|i| {
+        let account = ["p", "q", "r"][i % 3];
+        NewEvent::raw(
+            "test/work.active",
+            serde_json::json!({ "account": account }),
+        )
+        .unwrap()
+    });
+    let receipt = setup.client.send_batch(events).await.unwrap();
+    for (_, run) in &receipt.runs {
+        let view = setup.client.wait(*run, WAIT).await.unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
+    }
+    sigterm(&a);
+    sigterm(&b);
+    report(a);
+    report(b);
+    let spans = active_spans(&setup);
+    assert_eq!(spans.len(), 12);
+    assert_one_active_per_key(&spans);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_concurrency_key_of_a_killed_worker_is_held_until_its_run_ends_elsewhere() {
+    let setup = setup().await;
+    // A's first step takes a minute: it holds the account when it is killed.
+    let mut a = setup.start_worker("a", 60_000);
+    setup.wait_until_up(&[&a]).await;
+    let events = (0..2)
+        .map(|_| NewEvent::raw("test/work.active", serde_json::json!({ "account": "k" })).unwrap());
+    let receipt = setup.client.send_batch(events).await.unwrap();
+    common::eventually(WAIT, "the first run to start on A", || async {
+        setup.effects().iter().any(|e| e.step == "hold:k")
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // B recovers the first run once A's lease (1 s) expires and finishes it; the
+    // second starts only then, though the first run's worker is gone.
+    let b = setup.start_worker("b", 0);
+    for (_, run) in &receipt.runs {
+        let view = setup.client.wait(*run, WAIT).await.unwrap();
+        assert_eq!(view.status, RunStatus::Completed, "{:?}", view.error);
+    }
+    sigterm(&b);
+    report(b);
+    let spans = active_spans(&setup);
+    assert_eq!(spans.len(), 2);
+    assert_one_active_per_key(&spans);
+}

@@ -203,6 +203,39 @@ async fn throttled(_ctx: &Ctx, event: Throttled) -> Result<String, FlowError> {
 }
 
 #[derive(Event, Serialize, Deserialize)]
+#[event(name = "test/work.active")]
+struct Active {
+    account: String,
+}
+
+/// Writes `hold:<account>` when it starts (then takes FLOW_TEST_SLOW_MS).
+#[step]
+async fn begin(ctx: &Ctx, account: String) -> Result<(), StepError> {
+    effect(ctx, &format!("hold:{account}"))?;
+    tokio::time::sleep(Duration::from_millis(env_u64("FLOW_TEST_SLOW_MS", 0))).await;
+    Ok(())
+}
+
+/// Writes `held:<account>` when it starts: the run's last step.
+#[step]
+async fn finish(ctx: &Ctx, account: String) -> Result<(), StepError> {
+    effect(ctx, &format!("held:{account}"))?;
+    Ok(())
+}
+
+/// One active run per account, its sleep included, across every worker process.
+#[function(
+    event = "test/work.active",
+    run_concurrency(limit = 1, key = "event.data.account")
+)]
+async fn one_active(ctx: &Ctx, event: Active) -> Result<(), FlowError> {
+    begin(ctx, event.account.clone()).await?;
+    ctx.sleep("nap", Duration::from_millis(150)).await?;
+    finish(ctx, event.account).await?;
+    Ok(())
+}
+
+#[derive(Event, Serialize, Deserialize)]
 #[event(name = "test/work.grouped")]
 struct Grouped {
     key: u32,
