@@ -1,0 +1,294 @@
+//! The server over real HTTP, on a fresh PostgreSQL database per test (on
+//! DATABASE_URL's server, else localhost; scripts/test.sh sets it) and on an
+//! SQLite file: events in, runs read back, and every refusal with its status,
+//! its reason, and nothing stored.
+
+#[path = "../../flow-postgres/tests/common/mod.rs"]
+mod pg;
+
+use flow_core::Now;
+use flow_core::store::{FunctionInfo, Store};
+use flow_server::{Keys, ServerConfig};
+use serde_json::Value;
+
+const EVENT_KEY: &str = "ek_test_producer";
+const TOKEN: &str = "tk_test_reader";
+
+fn config() -> ServerConfig {
+    ServerConfig::new(Keys::of([EVENT_KEY]), Keys::of([TOKEN]))
+}
+
+/// Serves `store` on a free port of 127.0.0.1; returns its base URL.
+async fn serve<S: Store + flow_core::ReadStore>(store: S, config: ServerConfig) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(flow_server::serve(
+        listener,
+        flow_server::router(store, config),
+    ));
+    url
+}
+
+/// A PostgreSQL store on a fresh database, with one function announced
+/// (`signup`, on `app/user.signed_up`); its database URL.
+async fn pg_store() -> (flow_postgres::PgStore, String) {
+    let url = pg::fresh_database().await;
+    let store = pg::connect(&url).await;
+    store
+        .register_functions(
+            &[FunctionInfo::new("signup", "app/user.signed_up")],
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    (store, url)
+}
+
+async fn events_stored(store: &flow_postgres::PgStore) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM flow.events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+async fn post(url: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_over_http_are_stored_with_their_runs_and_read_back() {
+    let (store, _) = pg_store().await;
+    let base = serve(store.clone(), config()).await;
+    let ingest = format!("{base}/e/{EVENT_KEY}");
+    let (status, body) = post(
+        &ingest,
+        r#"{"name": "app/user.signed_up", "data": {"id": 7}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ids"].as_array().unwrap().len(), 1);
+    let run = body["runs"][0]["run"].as_str().unwrap().to_owned();
+    assert_eq!(body["runs"][0]["event"], body["ids"][0]);
+    // An array, one of them a duplicate of the other by its producer id, one of
+    // a name nothing is triggered by (stored, starting nothing).
+    let (status, body) = post(
+        &ingest,
+        r#"[{"name": "app/user.signed_up", "id": "signup-8", "data": {"id": 8}},
+            {"name": "app/user.signed_up", "id": "signup-8", "data": {"id": 8}},
+            {"name": "app/unknown.thing", "ts": "2026-01-01T00:00:00Z"}]"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ids"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        body["ids"][0], body["ids"][1],
+        "the duplicate names the first"
+    );
+    assert_eq!(body["duplicates"], 1);
+    assert_eq!(body["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(events_stored(&store).await, 3);
+    // The run, read through the API.
+    let (status, view) = get(
+        &format!("{base}/api/runs/{run}"),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["function_id"], "signup");
+    assert_eq!(view["status"], "queued");
+    let (status, functions) = get(
+        &format!("{base}/api/functions"),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{functions}");
+    assert_eq!(functions[0]["id"], "signup");
+    assert_eq!(functions[0]["trigger"], "app/user.signed_up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_events_are_answered_with_the_reason_and_nothing_is_stored() {
+    let (store, _) = pg_store().await;
+    let mut small = config();
+    small.body_limit = 1024;
+    let base = serve(store.clone(), small).await;
+    let ingest = format!("{base}/e/{EVENT_KEY}");
+    let event = r#"{"name": "app/user.signed_up", "data": {"id": 7}}"#;
+
+    let (status, body) = post(&format!("{base}/e/not-a-key"), event).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).contains("unknown event key"), "{body}");
+
+    let cases = [
+        (
+            r#"{"name": "app/user.signed_up", "data": {"id": 7}"#,
+            "not JSON",
+        ),
+        (r#"{"name": 7}"#, "invalid type"),
+        (
+            r#"{"name": "app/user.signed_up", "dta": {}}"#,
+            "unknown field `dta`",
+        ),
+        (r#"[]"#, "empty array"),
+        (r#""app/user.signed_up""#, "a string, not an event"),
+        (r#"{"name": "app/user signed up"}"#, "the event:"),
+        (r#"{"name": "flow/function.failed"}"#, "flow/"),
+        (
+            r#"[{"name": "app/a"}, {"name": "app/b", "ts": "tomorrow"}]"#,
+            "event 1: `ts`",
+        ),
+    ];
+    for (bad, reason) in cases {
+        let (status, body) = post(&ingest, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains(reason), "{bad}: {body}");
+    }
+    let oversize = format!(
+        r#"{{"name": "app/user.signed_up", "data": {{"pad": "{}"}}}}"#,
+        "x".repeat(2048)
+    );
+    let (status, body) = post(&ingest, &oversize).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(error_of(&body).contains("up to 1024 bytes"), "{body}");
+    assert_eq!(
+        events_stored(&store).await,
+        0,
+        "nothing of a refused request is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_requests_without_a_token_it_holds() {
+    let (store, _) = pg_store().await;
+    let base = serve(store, config()).await;
+    let functions = format!("{base}/api/functions");
+    let (status, body) = get(&functions, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).contains("needs a token"), "{body}");
+    let (status, body) = get(&functions, Some("Bearer tk_wrong")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).contains("unknown API token"), "{body}");
+    let (status, body) = get(&functions, Some(&format!("Basic {TOKEN}"))).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(error_of(&body).contains("not `Bearer <token>`"), "{body}");
+    let (status, body) = get(&functions, Some(&format!("Bearer {EVENT_KEY}"))).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_of(&body).contains("event key"), "{body}");
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, body) = get(&format!("{base}/api/runs/nope"), Some(&bearer)).await;
+    assert_eq!(status, 400, "{body}");
+    let missing = uuid::Uuid::now_v7();
+    let (status, body) = get(&format!("{base}/api/runs/{missing}"), Some(&bearer)).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get(&format!("{base}/api/nothing"), Some(&bearer)).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_says_whether_the_database_answers() {
+    let (store, url) = pg_store().await;
+    let base = serve(store.clone(), config()).await;
+    let (status, body) = get(&format!("{base}/health"), None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = get(&format!("{base}/ready"), None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    // The database goes away: the process still answers, but is not ready.
+    let name = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&pg::server_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let (status, body) = get(&format!("{base}/ready"), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_of(&body).contains("the database does not answer"),
+        "{body}"
+    );
+    let (status, _) = get(&format!("{base}/health"), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_an_sqlite_file_too() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-sqlite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()));
+    let store = <flow_sqlite::SqliteStore as flow_core::Connect>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    store
+        .register_functions(
+            &[FunctionInfo::new("signup", "app/user.signed_up")],
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    let base = serve(store, config()).await;
+    let (status, body) = post(
+        &format!("{base}/e/{EVENT_KEY}"),
+        r#"{"name": "app/user.signed_up", "data": {"id": 9}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let run = body["runs"][0]["run"].as_str().unwrap().to_owned();
+    let (status, view) = get(
+        &format!("{base}/api/runs/{run}"),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["status"], "queued");
+    let (status, _) = get(&format!("{base}/ready"), None).await;
+    assert_eq!(status, 200);
+}
