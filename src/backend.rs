@@ -184,6 +184,13 @@ impl ReadStore for AnyStore {
     async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
         delegate!(self, s => s.functions().await)
     }
+
+    async fn runs(
+        &self,
+        query: &flow_core::store::RunQuery,
+    ) -> Result<flow_core::store::RunPage, Error> {
+        delegate!(self, s => s.runs(query).await)
+    }
 }
 
 impl Connect for AnyStore {

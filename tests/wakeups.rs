@@ -113,6 +113,12 @@ impl ReadStore for LateListener {
     async fn functions(&self) -> Result<Vec<flow::FunctionView>, flow::Error> {
         self.0.functions().await
     }
+    async fn runs(
+        &self,
+        query: &flow::store::RunQuery,
+    ) -> Result<flow::store::RunPage, flow::Error> {
+        self.0.runs(query).await
+    }
 }
 
 #[derive(Event, Serialize, Deserialize)]

@@ -352,6 +352,17 @@ impl<S: ReadStore> Client<S> {
         }
     }
 
+    /// A page of the runs `query` selects, newest first; the next page is the
+    /// same query with [`RunQuery::after`](crate::store::RunQuery::after) set to
+    /// this page's `next`.
+    pub async fn runs(
+        &self,
+        query: &crate::store::RunQuery,
+    ) -> Result<crate::store::RunPage, Error> {
+        query.check()?;
+        self.store.runs(query).await
+    }
+
     /// The functions workers have announced, by id, with whether each is paused.
     pub async fn functions(&self) -> Result<Vec<crate::FunctionView>, Error> {
         self.store.functions().await

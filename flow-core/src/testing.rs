@@ -129,6 +129,102 @@ pub async fn send_starts_one_run_per_announced_function<S: Store + ReadStore>(st
     }
 }
 
+/// Runs are listed newest first, a page at a time, by function, status, creation
+/// time and event.
+pub async fn runs_are_listed_newest_first_by_filter_and_page<S: Store + ReadStore>(store: S) {
+    use crate::store::RunQuery;
+    announce(&store, &[("a", "t/list.a"), ("b", "t/list.b")]).await;
+    let a = store
+        .send(
+            (0..5).map(|n| event("t/list.a", n)).collect(),
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let later = start() + chrono::TimeDelta::hours(1);
+    let b = store
+        .send(
+            (0..3).map(|n| event("t/list.b", n)).collect(),
+            Now::At(later),
+        )
+        .await
+        .expect("send");
+    assert!(
+        store
+            .cancel(a.runs[0].1, "listed as cancelled", Now::At(later))
+            .await
+            .expect("cancel")
+    );
+    let page = |query: RunQuery| {
+        let store = store.clone();
+        async move { store.runs(&query).await.expect("list runs") }
+    };
+    let all = RunQuery {
+        limit: 3,
+        ..RunQuery::default()
+    };
+    let mut seen = Vec::new();
+    let mut query = all.clone();
+    loop {
+        let listed = page(query.clone()).await;
+        assert!(listed.runs.len() <= 3);
+        seen.extend(listed.runs.iter().map(|r| r.id));
+        match listed.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<RunId> = a.runs.iter().chain(&b.runs).map(|(_, r)| *r).collect();
+    expected.sort_by_key(|r| std::cmp::Reverse(r.0));
+    assert_eq!(
+        seen, expected,
+        "every run once, newest first, over three pages"
+    );
+    let count = |query: RunQuery| async move { page(query).await.runs.len() };
+    let of = |function: &str| RunQuery {
+        function: Some(function.to_owned()),
+        limit: 100,
+        ..RunQuery::default()
+    };
+    assert_eq!(count(of("a")).await, 5);
+    assert_eq!(count(of("b")).await, 3);
+    let cancelled = page(RunQuery {
+        statuses: vec![RunStatus::Cancelled],
+        limit: 100,
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(cancelled.runs.len(), 1);
+    assert_eq!(cancelled.runs[0].id, a.runs[0].1);
+    assert_eq!(
+        cancelled.runs[0].error.as_deref(),
+        Some("listed as cancelled")
+    );
+    let halfway = start() + chrono::TimeDelta::minutes(30);
+    let since = RunQuery {
+        created_from: Some(halfway),
+        limit: 100,
+        ..RunQuery::default()
+    };
+    assert_eq!(count(since).await, 3);
+    let until = RunQuery {
+        created_to: Some(halfway),
+        limit: 100,
+        ..RunQuery::default()
+    };
+    assert_eq!(count(until).await, 5);
+    let by_event = page(RunQuery {
+        event: Some(b.event_ids[1]),
+        limit: 100,
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(by_event.runs.len(), 1);
+    assert_eq!(by_event.runs[0].id, b.runs[1].1);
+    assert_eq!(by_event.runs[0].function_id, "b");
+    assert_eq!(by_event.runs[0].status, RunStatus::Queued);
+}
+
 /// A receipt lists the runs in the order of the events sent, then by function.
 pub async fn receipts_list_runs_in_the_order_sent<S: Store + ReadStore>(store: S) {
     announce(&store, &[("b", "t/ordered"), ("a", "t/ordered")]).await;
@@ -1936,6 +2032,7 @@ macro_rules! store_conformance_tests {
             blocked_runs_are_held_retried_and_settled,
             run_ids_are_ordered_by_creation,
             finishes_are_announced_to_watches,
+            runs_are_listed_newest_first_by_filter_and_page,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -16,8 +16,9 @@ use uuid::Uuid;
 use flow_core::flow_control::Limited;
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, FinishWatch,
-    FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, SendReceipt, Settle, SignalReceipt,
-    StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
+    FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, RunPage, RunQuery, RunSummary,
+    SendReceipt, Settle, SignalReceipt, StepRecord, Store, Transition, Wakeup, Wakeups,
+    stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent, Timeouts,
@@ -674,6 +675,52 @@ impl ReadStore for PgStore {
 
     async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
         self.watch(run).await
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, Error> {
+        let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "SELECT id, function_id, event_id, status, error, created_at, started_at,
+                        finished_at
+                 FROM flow.runs
+                 WHERE ($1::text IS NULL OR function_id = $1)
+                   AND (cardinality($2::text[]) = 0 OR status = ANY($2))
+                   AND ($3::timestamptz IS NULL OR created_at >= $3)
+                   AND ($4::timestamptz IS NULL OR created_at < $4)
+                   AND ($5::uuid IS NULL OR event_id = $5
+                        OR id IN (SELECT run_id FROM flow.run_events WHERE event_id = $5))
+                   AND ($6::uuid IS NULL OR id < $6)
+                 ORDER BY id DESC
+                 LIMIT $7",
+            )
+            .bind(query.function.as_deref())
+            .bind(&statuses)
+            .bind(query.created_from)
+            .bind(query.created_to)
+            .bind(query.event.map(|e| e.0))
+            .bind(query.after.map(|r| r.0))
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        let runs = rows
+            .iter()
+            .map(|row| {
+                Ok(RunSummary {
+                    id: RunId(col(row, "id")?),
+                    function_id: col(row, "function_id")?,
+                    event_id: EventId(col(row, "event_id")?),
+                    status: col::<String>(row, "status")?.parse()?,
+                    error: col(row, "error")?,
+                    created_at: col(row, "created_at")?,
+                    started_at: col(row, "started_at")?,
+                    finished_at: col(row, "finished_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(RunPage::of(runs, query.limit))
     }
 
     async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {

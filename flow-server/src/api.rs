@@ -3,10 +3,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
 
-use flow_core::{FunctionView, ReadStore, RunId, RunView, Store};
+use flow_core::store::{MAX_RUN_PAGE, RunPage, RunQuery, SignalReceipt};
+use flow_core::{EventId, FunctionView, ReadStore, RunId, RunStatus, RunView, Store};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -38,14 +44,19 @@ fn authorize<S>(state: &AppState<S>, headers: &HeaderMap) -> Result<(), ApiError
     Err(ApiError::unauthorized("unknown API token"))
 }
 
+/// `text` as the id of a `what` (a run, an event).
+fn id_of(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text)
+        .map_err(|e| ApiError::bad_request(format!("`{text}` is not {what} id: {e}")))
+}
+
 pub(crate) async fn run<S: Store + ReadStore>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
     authorize(&state, &headers)?;
-    let id = uuid::Uuid::parse_str(&id)
-        .map_err(|e| ApiError::bad_request(format!("`{id}` is not a run id: {e}")))?;
+    let id = id_of(&id, "a run")?;
     match state.client.run(RunId(id)).await? {
         Some(view) => Ok(Json(view)),
         None => Err(ApiError::new(
@@ -61,4 +72,165 @@ pub(crate) async fn functions<S: Store + ReadStore>(
 ) -> Result<Json<Vec<FunctionView>>, ApiError> {
     authorize(&state, &headers)?;
     Ok(Json(state.client.functions().await?))
+}
+
+/// The filters of `GET /api/runs`, as the query string gives them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RunFilters {
+    function: Option<String>,
+    /// Statuses, comma-separated.
+    status: Option<String>,
+    /// Created at or after (RFC 3339).
+    from: Option<String>,
+    /// Created before (RFC 3339).
+    to: Option<String>,
+    event: Option<String>,
+    /// The `next` of the page before.
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The default size of a page of runs.
+const RUN_PAGE: u32 = 50;
+
+fn time_of(text: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::bad_request(format!("`{what}` \"{text}\" is not an RFC 3339 time: {e}"))
+        })
+}
+
+impl RunFilters {
+    fn query(self) -> Result<RunQuery, ApiError> {
+        let statuses = match &self.status {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    s.trim().parse::<RunStatus>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "`status` \"{s}\" is not a run status (queued, running, sleeping, \
+                             waiting, blocked, completed, failed, cancelled, skipped)"
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let limit = self.limit.unwrap_or(RUN_PAGE);
+        if limit == 0 || limit > MAX_RUN_PAGE {
+            return Err(ApiError::bad_request(format!(
+                "`limit` is 1 to {MAX_RUN_PAGE}, not {limit}"
+            )));
+        }
+        Ok(RunQuery {
+            function: self.function,
+            statuses,
+            created_from: self
+                .from
+                .as_deref()
+                .map(|t| time_of(t, "from"))
+                .transpose()?,
+            created_to: self.to.as_deref().map(|t| time_of(t, "to")).transpose()?,
+            event: self
+                .event
+                .as_deref()
+                .map(|e| id_of(e, "an event").map(EventId))
+                .transpose()?,
+            after: self
+                .after
+                .as_deref()
+                .map(|r| id_of(r, "a run").map(RunId))
+                .transpose()?,
+            limit,
+        })
+    }
+}
+
+/// `GET /api/runs?function=&status=failed,cancelled&from=&to=&event=&after=&limit=`:
+/// newest first; `next` is the `after` of the following page.
+pub(crate) async fn runs<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    filters: Result<Query<RunFilters>, QueryRejection>,
+) -> Result<Json<RunPage>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(filters) = filters
+        .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))?;
+    Ok(Json(state.client.runs(&filters.query()?).await?))
+}
+
+/// The JSON body of a request, or `{}` when it has none.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            format!("the body was not read: {}", e.body_text()),
+        )
+    })?;
+    if body.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// `POST /api/runs/{id}/cancel` with an optional `{"reason": "..."}`: the run as
+/// it is after the cancel (`409` if it had already ended).
+pub(crate) async fn cancel<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RunView>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = RunId(id_of(&id, "a run")?);
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cancel {
+        reason: Option<String>,
+    }
+    let cancel: Cancel = serde_json::from_value(json_body(body)?)
+        .map_err(|e| ApiError::bad_request(format!("the body: {e}")))?;
+    let reason = cancel
+        .reason
+        .unwrap_or_else(|| "cancelled through the API".to_owned());
+    Ok(Json(state.client.cancel(id, reason).await?))
+}
+
+/// Whether `POST /api/signals/{name}` keeps a signal no run waits for.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignalOptions {
+    #[serde(default)]
+    buffer: bool,
+}
+
+/// `POST /api/signals/{name}` with the payload as the body: delivered to the one
+/// run waiting on the name (`404` when none does), or with `?buffer=true` kept
+/// for the next run that waits on it.
+pub(crate) async fn signal<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    options: Result<Query<SignalOptions>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(options) = options
+        .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))?;
+    let payload = json_body(body)?;
+    let answer = match options.buffer {
+        false => {
+            let run = state.client.signal(&name, payload).await?;
+            serde_json::json!({ "delivered": run })
+        }
+        true => match state.client.signal_or_buffer(&name, payload).await? {
+            SignalReceipt::Delivered(run) => serde_json::json!({ "delivered": run }),
+            // Buffered (and whatever a later flow adds): not delivered yet.
+            _ => serde_json::json!({ "buffered": true }),
+        },
+    };
+    Ok(Json(answer))
 }

@@ -33,10 +33,14 @@ impl From<flow_core::Error> for ApiError {
         use flow_core::Error;
         let status = match &e {
             Error::InvalidEvent(_)
+            | Error::InvalidSignal(_)
             | Error::Limit { .. }
             | Error::TooMany { .. }
             | Error::Serde(_) => StatusCode::BAD_REQUEST,
-            Error::RunNotFound(_) | Error::FunctionNotFound(_) => StatusCode::NOT_FOUND,
+            Error::RunNotFound(_) | Error::FunctionNotFound(_) | Error::NoSignalWaiter { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            Error::AlreadyEnded { .. } | Error::NotBlocked { .. } => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -292,3 +292,128 @@ async fn the_server_runs_on_an_sqlite_file_too() {
     let (status, _) = get(&format!("{base}/ready"), None).await;
     assert_eq!(status, 200);
 }
+
+async fn post_with(url: &str, token: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_by_filter_and_page_and_cancelled() {
+    let (store, _) = pg_store().await;
+    store
+        .register_functions(
+            &[FunctionInfo::new("audit", "app/user.deleted")],
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    let base = serve(store, config()).await;
+    let events: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"name": "app/user.signed_up", "data": {{"id": {i}}}}}"#))
+        .chain([r#"{"name": "app/user.deleted", "data": {"id": 1}}"#.to_owned()])
+        .collect();
+    let (status, sent) = post(
+        &format!("{base}/e/{EVENT_KEY}"),
+        &format!("[{}]", events.join(",")),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let bearer = format!("Bearer {TOKEN}");
+    let list = |query: String| {
+        let (base, bearer) = (base.clone(), bearer.clone());
+        async move { get(&format!("{base}/api/runs{query}"), Some(&bearer)).await }
+    };
+    // Every run once, newest first, two at a time.
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = list(format!("?limit=2{after}")).await;
+        assert_eq!(status, 200, "{page}");
+        for run in page["runs"].as_array().unwrap() {
+            seen.push(run["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    let mut newest_first = seen.clone();
+    newest_first.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, newest_first);
+    assert_eq!(seen.len(), 6);
+    let (_, audits) = list("?function=audit".into()).await;
+    assert_eq!(audits["runs"].as_array().unwrap().len(), 1);
+    let audit = audits["runs"][0]["id"].as_str().unwrap().to_owned();
+    let deleted_event = sent["ids"][5].as_str().unwrap();
+    let (_, by_event) = list(format!("?event={deleted_event}")).await;
+    assert_eq!(by_event["runs"][0]["id"], audit.as_str());
+    // Cancelled with a reason, then listed as such; a second cancel conflicts.
+    let cancel = format!("{base}/api/runs/{audit}/cancel");
+    let (status, view) = post_with(&cancel, TOKEN, r#"{"reason": "user asked"}"#).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["status"], "cancelled");
+    assert!(
+        view["error"].as_str().unwrap().contains("user asked"),
+        "{view}"
+    );
+    let (status, body) = post_with(&cancel, TOKEN, "").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(error_of(&body).contains("already ended"), "{body}");
+    let (_, cancelled) = list("?status=cancelled,failed".into()).await;
+    assert_eq!(cancelled["runs"].as_array().unwrap().len(), 1);
+    let (_, recent) = list("?from=2000-01-01T00:00:00Z&to=2999-01-01T00:00:00Z".into()).await;
+    assert_eq!(recent["runs"].as_array().unwrap().len(), 6);
+    // Filters that do not read are refused, naming the parameter.
+    for (query, reason) in [
+        ("?status=done", "`status` \"done\" is not a run status"),
+        ("?limit=0", "`limit` is 1 to 200"),
+        ("?limit=lots", "the query string"),
+        ("?from=yesterday", "`from` \"yesterday\""),
+        ("?event=nope", "is not an event id"),
+        ("?colour=red", "unknown field `colour`"),
+    ] {
+        let (status, body) = list(query.into()).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(error_of(&body).contains(reason), "{query}: {body}");
+    }
+    let (status, body) = post_with(&cancel, TOKEN, r#"{"why": "x"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_of(&body).contains("unknown field `why`"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_no_run_waits_for_is_refused_unless_kept() {
+    let (store, _) = pg_store().await;
+    let base = serve(store, config()).await;
+    let signal = format!("{base}/api/signals/approval%2Forder-7");
+    let (status, body) = post_with(&signal, TOKEN, r#"{"approved": true}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        error_of(&body).contains("no run waits for signal `approval/order-7`"),
+        "{body}"
+    );
+    let (status, body) = post_with(
+        &format!("{signal}?buffer=true"),
+        TOKEN,
+        r#"{"approved": true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["buffered"], true);
+    let (status, body) = post_with(&signal, TOKEN, "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post_with(&signal, "tk_wrong", "{}").await;
+    assert_eq!(status, 401);
+}

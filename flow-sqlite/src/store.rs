@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use flow_core::store::{
     Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
-    Lease, NewSignal, Next, OpenWait, ReadStore, SendReceipt, Settle, SignalReceipt, StepRecord,
-    Store, Transition, Wakeup, Wakeups, stored_error_message,
+    Lease, NewSignal, Next, OpenWait, ReadStore, RunPage, RunQuery, RunSummary, SendReceipt,
+    Settle, SignalReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
@@ -611,6 +611,51 @@ impl ReadStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, Error> {
+        let statuses: Vec<&str> = query.statuses.iter().map(|s| s.as_str()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|e| Error::Serde(e.to_string()))?;
+        let event = query.event.map(|e| e.0.to_string());
+        let rows = sqlx::query(
+            "SELECT id, function_id, event_id, status, error, created_at, started_at, finished_at
+             FROM flow_runs
+             WHERE (?1 IS NULL OR function_id = ?1)
+               AND (?2 = '[]' OR status IN (SELECT value FROM json_each(?2)))
+               AND (?3 IS NULL OR created_at >= ?3)
+               AND (?4 IS NULL OR created_at < ?4)
+               AND (?5 IS NULL OR event_id = ?5
+                    OR id IN (SELECT run_id FROM flow_run_events WHERE event_id = ?5))
+               AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC
+             LIMIT ?7",
+        )
+        .bind(query.function.as_deref())
+        .bind(&statuses)
+        .bind(query.created_from.map(micros))
+        .bind(query.created_to.map(micros))
+        .bind(&event)
+        .bind(query.after.map(|r| r.0.to_string()))
+        .bind(i64::from(query.limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let runs = rows
+            .iter()
+            .map(|row| {
+                Ok(RunSummary {
+                    id: RunId(uuid(&col::<String>(row, "id")?)?),
+                    function_id: col(row, "function_id")?,
+                    event_id: EventId(uuid(&col::<String>(row, "event_id")?)?),
+                    status: col::<String>(row, "status")?.parse()?,
+                    error: col(row, "error")?,
+                    created_at: time(col(row, "created_at")?),
+                    started_at: col::<Option<i64>>(row, "started_at")?.map(time),
+                    finished_at: col::<Option<i64>>(row, "finished_at")?.map(time),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(RunPage::of(runs, query.limit))
     }
 
     async fn run(&self, id: RunId) -> Result<Option<RunView>, Error> {

@@ -198,6 +198,12 @@ impl ReadStore for Faulty {
     async fn functions(&self) -> Result<Vec<flow::FunctionView>, flow::Error> {
         self.inner.functions().await
     }
+    async fn runs(
+        &self,
+        query: &flow::store::RunQuery,
+    ) -> Result<flow::store::RunPage, flow::Error> {
+        self.inner.runs(query).await
+    }
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
         if self
             .failing_reads

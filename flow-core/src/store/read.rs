@@ -14,6 +14,9 @@ pub trait ReadStore: Clone + Send + Sync + 'static {
     /// The functions workers have announced, by id.
     fn functions(&self) -> impl Future<Output = Result<Vec<FunctionView>, Error>> + Send;
 
+    /// A page of the runs `query` selects, newest first.
+    fn runs(&self, query: &RunQuery) -> impl Future<Output = Result<RunPage, Error>> + Send;
+
     /// A watch that resolves when `run` may have finished: a worker's commit that
     /// finishes it after this returns is announced (a read after this returns sees
     /// an earlier finish). Finishes by recovery or `settle_blocked` are not.
@@ -21,5 +24,87 @@ pub trait ReadStore: Clone + Send + Sync + 'static {
     /// announces nothing, and waiters poll.
     fn watch_finish(&self, run: RunId) -> impl Future<Output = Result<FinishWatch, Error>> + Send {
         std::future::ready(Ok(FinishWatch::none(run)))
+    }
+}
+
+/// The most runs one page of [`ReadStore::runs`] holds.
+pub const MAX_RUN_PAGE: u32 = 200;
+
+/// Which runs [`ReadStore::runs`] lists: all that match every filter given, newest
+/// first, one page at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Runs of this function.
+    pub function: Option<String>,
+    /// Runs in one of these statuses (any status when empty).
+    pub statuses: Vec<crate::RunStatus>,
+    /// Runs created at or after this time.
+    pub created_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Runs created before this time.
+    pub created_to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Runs this event started (or joined: a batch or debounce run).
+    pub event: Option<crate::EventId>,
+    /// The page after the one that ended with this run ([`RunPage::next`]).
+    pub after: Option<RunId>,
+    /// How many runs a page holds: 1 to [`MAX_RUN_PAGE`].
+    pub limit: u32,
+}
+
+/// A page of runs, newest first.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunPage {
+    /// The runs.
+    pub runs: Vec<RunSummary>,
+    /// Where the next page starts ([`RunQuery::after`]), when there is one.
+    pub next: Option<RunId>,
+}
+
+/// A run as a list shows it: no output, steps or attempts
+/// ([`ReadStore::run`] has them).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunSummary {
+    /// The run's id.
+    pub id: RunId,
+    /// Its function.
+    pub function_id: String,
+    /// The event that started it (the first of a batch or debounce).
+    pub event_id: crate::EventId,
+    /// Where it is.
+    pub status: crate::RunStatus,
+    /// Its error, once failed, cancelled or skipped.
+    pub error: Option<String>,
+    /// When it was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When a worker first claimed it.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it ended.
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl RunQuery {
+    /// Refuses a limit out of bounds.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.limit == 0 || self.limit > MAX_RUN_PAGE {
+            return Err(Error::Config(format!(
+                "a page of runs holds 1 to {MAX_RUN_PAGE} runs, not {}",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl RunPage {
+    /// The page of `limit` runs from `rows` (read with one more than `limit`, to
+    /// know whether another page follows).
+    pub fn of(mut rows: Vec<RunSummary>, limit: u32) -> RunPage {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|r| r.id)
+        } else {
+            None
+        };
+        RunPage { runs: rows, next }
     }
 }
