@@ -191,6 +191,13 @@ impl ReadStore for AnyStore {
     ) -> Result<flow_core::store::RunPage, Error> {
         delegate!(self, s => s.runs(query).await)
     }
+
+    async fn events(
+        &self,
+        query: &flow_core::store::EventQuery,
+    ) -> Result<flow_core::store::EventPage, Error> {
+        delegate!(self, s => s.events(query).await)
+    }
 }
 
 impl Connect for AnyStore {

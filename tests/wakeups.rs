@@ -119,6 +119,12 @@ impl ReadStore for LateListener {
     ) -> Result<flow::store::RunPage, flow::Error> {
         self.0.runs(query).await
     }
+    async fn events(
+        &self,
+        query: &flow::store::EventQuery,
+    ) -> Result<flow::store::EventPage, flow::Error> {
+        self.0.events(query).await
+    }
 }
 
 #[derive(Event, Serialize, Deserialize)]

@@ -363,6 +363,15 @@ impl<S: ReadStore> Client<S> {
         self.store.runs(query).await
     }
 
+    /// A page of the events `query` selects, newest first.
+    pub async fn events(
+        &self,
+        query: &crate::store::EventQuery,
+    ) -> Result<crate::store::EventPage, Error> {
+        query.check()?;
+        self.store.events(query).await
+    }
+
     /// The functions workers have announced, by id, with whether each is paused.
     pub async fn functions(&self) -> Result<Vec<crate::FunctionView>, Error> {
         self.store.functions().await

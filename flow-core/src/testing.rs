@@ -225,6 +225,56 @@ pub async fn runs_are_listed_newest_first_by_filter_and_page<S: Store + ReadStor
     assert_eq!(by_event.runs[0].status, RunStatus::Queued);
 }
 
+/// Events are listed newest first, a page at a time, by name, with their data.
+pub async fn events_are_listed_newest_first_by_name_and_page<S: Store + ReadStore>(store: S) {
+    use crate::store::EventQuery;
+    let sent = store
+        .send(
+            (0..5)
+                .map(|n| event(if n % 2 == 0 { "t/ev.even" } else { "t/ev.odd" }, n))
+                .chain([event("t/ev.even", 6).id("producer-6")])
+                .collect(),
+            Now::At(start()),
+        )
+        .await
+        .expect("send");
+    let mut seen = Vec::new();
+    let mut query = EventQuery {
+        limit: 4,
+        ..EventQuery::default()
+    };
+    loop {
+        let page = store.events(&query).await.expect("list events");
+        assert!(page.events.len() <= 4);
+        seen.extend(page.events.iter().map(|e| e.id));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let mut expected = sent.event_ids.clone();
+    expected.sort_by_key(|e| std::cmp::Reverse(e.0));
+    assert_eq!(
+        seen, expected,
+        "every event once, newest first, over two pages"
+    );
+    let even = store
+        .events(&EventQuery {
+            name: Some("t/ev.even".into()),
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("list events");
+    assert_eq!(even.events.len(), 4);
+    assert!(even.next.is_none());
+    let newest = &even.events[0];
+    assert_eq!(newest.name, "t/ev.even");
+    assert_eq!(newest.producer_id.as_deref(), Some("producer-6"));
+    assert_eq!(newest.data, event("t/ev.even", 6).data().clone());
+    assert_eq!(newest.received_at, start());
+}
+
 /// A receipt lists the runs in the order of the events sent, then by function.
 pub async fn receipts_list_runs_in_the_order_sent<S: Store + ReadStore>(store: S) {
     announce(&store, &[("b", "t/ordered"), ("a", "t/ordered")]).await;
@@ -2033,6 +2083,7 @@ macro_rules! store_conformance_tests {
             run_ids_are_ordered_by_creation,
             finishes_are_announced_to_watches,
             runs_are_listed_newest_first_by_filter_and_page,
+            events_are_listed_newest_first_by_name_and_page,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use flow_core::flow_control::Limited;
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, FinishWatch,
-    FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, RunPage, RunQuery, RunSummary,
-    SendReceipt, Settle, SignalReceipt, StepRecord, Store, Transition, Wakeup, Wakeups,
-    stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EVENT_TIME_MARGIN, EventPage,
+    EventQuery, EventView, FinishWatch, FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore,
+    RunPage, RunQuery, RunSummary, SendReceipt, Settle, SignalReceipt, StepRecord, Store,
+    Transition, Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunView, StoredEvent, Timeouts,
@@ -675,6 +675,37 @@ impl ReadStore for PgStore {
 
     async fn watch_finish(&self, run: RunId) -> Result<FinishWatch, Error> {
         self.watch(run).await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<EventPage, Error> {
+        let rows = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "SELECT id, name, data, producer_id, ts, received_at FROM flow.events
+                 WHERE ($1::text IS NULL OR name = $1) AND ($2::uuid IS NULL OR id < $2)
+                 ORDER BY id DESC
+                 LIMIT $3",
+            )
+            .bind(query.name.as_deref())
+            .bind(query.after.map(|e| e.0))
+            .bind(i64::from(query.limit) + 1)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(EventView {
+                    id: EventId(col(row, "id")?),
+                    name: col(row, "name")?,
+                    data: col(row, "data")?,
+                    producer_id: col(row, "producer_id")?,
+                    ts: col(row, "ts")?,
+                    received_at: col(row, "received_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(EventPage::of(events, query.limit))
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, Error> {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use flow_core::store::{MAX_RUN_PAGE, RunPage, RunQuery, SignalReceipt};
+use flow_core::store::{EventPage, EventQuery, MAX_RUN_PAGE, RunPage, RunQuery, SignalReceipt};
 use flow_core::{EventId, FunctionView, ReadStore, RunId, RunStatus, RunView, Store};
 
 use crate::AppState;
@@ -233,4 +233,41 @@ pub(crate) async fn signal<S: Store + ReadStore>(
         },
     };
     Ok(Json(answer))
+}
+
+/// The filters of `GET /api/events`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventFilters {
+    name: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/events?name=&after=&limit=`: newest first, with their data; the runs
+/// an event started are `GET /api/runs?event={id}`.
+pub(crate) async fn events<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    filters: Result<Query<EventFilters>, QueryRejection>,
+) -> Result<Json<EventPage>, ApiError> {
+    authorize(&state, &headers)?;
+    let Query(filters) = filters
+        .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))?;
+    let limit = filters.limit.unwrap_or(RUN_PAGE);
+    if limit == 0 || limit > MAX_RUN_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "`limit` is 1 to {MAX_RUN_PAGE}, not {limit}"
+        )));
+    }
+    let query = EventQuery {
+        name: filters.name,
+        after: filters
+            .after
+            .as_deref()
+            .map(|e| id_of(e, "an event").map(EventId))
+            .transpose()?,
+        limit,
+    };
+    Ok(Json(state.client.events(&query).await?))
 }

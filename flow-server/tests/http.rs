@@ -357,6 +357,28 @@ async fn runs_are_listed_by_filter_and_page_and_cancelled() {
     assert_eq!(audits["runs"].as_array().unwrap().len(), 1);
     let audit = audits["runs"][0]["id"].as_str().unwrap().to_owned();
     let deleted_event = sent["ids"][5].as_str().unwrap();
+    // The events, newest first, by name.
+    let (status, listed) = get(
+        &format!("{base}/api/events?name=app/user.deleted"),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["events"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["events"][0]["id"], deleted_event);
+    assert_eq!(listed["events"][0]["data"]["id"], 1);
+    let (_, all) = get(&format!("{base}/api/events?limit=4"), Some(&bearer)).await;
+    assert_eq!(all["events"].as_array().unwrap().len(), 4);
+    let next = all["next"].as_str().unwrap();
+    let (_, rest) = get(
+        &format!("{base}/api/events?limit=4&after={next}"),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 2);
+    assert!(rest["next"].is_null());
+    let (status, body) = get(&format!("{base}/api/events?limit=500"), Some(&bearer)).await;
+    assert_eq!(status, 400, "{body}");
     let (_, by_event) = list(format!("?event={deleted_event}")).await;
     assert_eq!(by_event["runs"][0]["id"], audit.as_str());
     // Cancelled with a reason, then listed as such; a second cancel conflicts.

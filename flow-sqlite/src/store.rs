@@ -14,9 +14,10 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use flow_core::store::{
-    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, FinishWatch, FunctionInfo,
-    Lease, NewSignal, Next, OpenWait, ReadStore, RunPage, RunQuery, RunSummary, SendReceipt,
-    Settle, SignalReceipt, StepRecord, Store, Transition, Wakeup, Wakeups, stored_error_message,
+    Checkpoints, ClaimRequest, ClaimedRun, Committed, Connect, Due, EventPage, EventQuery,
+    EventView, FinishWatch, FunctionInfo, Lease, NewSignal, Next, OpenWait, ReadStore, RunPage,
+    RunQuery, RunSummary, SendReceipt, Settle, SignalReceipt, StepRecord, Store, Transition,
+    Wakeup, Wakeups, stored_error_message,
 };
 use flow_core::{
     AttemptView, Error, EventId, LostLease, NewEvent, Now, RunId, RunStatus, RunView, StoredEvent,
@@ -611,6 +612,35 @@ impl ReadStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<EventPage, Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, data, producer_id, ts, received_at FROM flow_events
+             WHERE (?1 IS NULL OR name = ?1) AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC
+             LIMIT ?3",
+        )
+        .bind(query.name.as_deref())
+        .bind(query.after.map(|e| e.0.to_string()))
+        .bind(i64::from(query.limit) + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(EventView {
+                    id: EventId(uuid(&col::<String>(row, "id")?)?),
+                    name: col(row, "name")?,
+                    data: parse_json(&col::<String>(row, "data")?)?,
+                    producer_id: col(row, "producer_id")?,
+                    ts: time(col(row, "ts")?),
+                    received_at: time(col(row, "received_at")?),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(EventPage::of(events, query.limit))
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, Error> {

@@ -204,6 +204,12 @@ impl ReadStore for Faulty {
     ) -> Result<flow::store::RunPage, flow::Error> {
         self.inner.runs(query).await
     }
+    async fn events(
+        &self,
+        query: &flow::store::EventQuery,
+    ) -> Result<flow::store::EventPage, flow::Error> {
+        self.inner.events(query).await
+    }
     async fn run(&self, id: RunId) -> Result<Option<RunView>, flow::Error> {
         if self
             .failing_reads

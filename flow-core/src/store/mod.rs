@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use crate::{Error, NewEvent, Now, RunId};
 
 pub use finish::{FinishWatch, Finishes};
-pub use read::{MAX_RUN_PAGE, ReadStore, RunPage, RunQuery, RunSummary};
+pub use read::{
+    EventPage, EventQuery, EventView, MAX_RUN_PAGE, ReadStore, RunPage, RunQuery, RunSummary,
+};
 pub use records::{
     Checkpoints, ClaimRequest, ClaimedRun, DEDUPE_WINDOW, EVENT_TIME_MARGIN, FailedAttempt,
     FunctionInfo, HANDLER_KEY, Lease, NewSignal, OpenWait, SendReceipt, Settle, SignalReceipt,

@@ -17,6 +17,9 @@ pub trait ReadStore: Clone + Send + Sync + 'static {
     /// A page of the runs `query` selects, newest first.
     fn runs(&self, query: &RunQuery) -> impl Future<Output = Result<RunPage, Error>> + Send;
 
+    /// A page of the events `query` selects, newest first.
+    fn events(&self, query: &EventQuery) -> impl Future<Output = Result<EventPage, Error>> + Send;
+
     /// A watch that resolves when `run` may have finished: a worker's commit that
     /// finishes it after this returns is announced (a read after this returns sees
     /// an earlier finish). Finishes by recovery or `settle_blocked` are not.
@@ -106,5 +109,69 @@ impl RunPage {
             None
         };
         RunPage { runs: rows, next }
+    }
+}
+
+/// Which events [`ReadStore::events`] lists: newest first, one page at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Events of this name.
+    pub name: Option<String>,
+    /// The page after the one that ended with this event ([`EventPage::next`]).
+    pub after: Option<crate::EventId>,
+    /// How many events a page holds: 1 to [`MAX_RUN_PAGE`].
+    pub limit: u32,
+}
+
+/// A page of events, newest first.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct EventPage {
+    /// The events.
+    pub events: Vec<EventView>,
+    /// Where the next page starts ([`EventQuery::after`]), when there is one.
+    pub next: Option<crate::EventId>,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventView {
+    /// Its id.
+    pub id: crate::EventId,
+    /// Its name.
+    pub name: String,
+    /// Its data.
+    pub data: serde_json::Value,
+    /// The id its producer gave it, if any.
+    pub producer_id: Option<String>,
+    /// When it happened.
+    pub ts: chrono::DateTime<chrono::Utc>,
+    /// When it was stored.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl EventQuery {
+    /// Refuses a limit out of bounds.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.limit == 0 || self.limit > MAX_RUN_PAGE {
+            return Err(Error::Config(format!(
+                "a page of events holds 1 to {MAX_RUN_PAGE} events, not {}",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl EventPage {
+    /// The page of `limit` events from `rows` (read with one more than `limit`).
+    pub fn of(mut rows: Vec<EventView>, limit: u32) -> EventPage {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more {
+            rows.last().map(|e| e.id)
+        } else {
+            None
+        };
+        EventPage { events: rows, next }
     }
 }
