@@ -186,6 +186,20 @@ async fn a_batch_starts_when_full_or_when_its_timeout_passes_per_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debounce_runs_once_with_the_last_event_after_a_quiet_period() {
     let s = Setup::new().await;
+    // Announced with its rule, which senders apply.
+    let functions = s.client.functions().await.unwrap();
+    let reindex = functions.iter().find(|f| f.id == "reindex").unwrap();
+    assert_eq!(
+        reindex.send_rules,
+        Some(json!({
+            "group": {
+                "max_size": 1000,
+                "period_ms": 60_000,
+                "timeout_ms": 100_000,
+                "key": "event.data.doc"
+            }
+        }))
+    );
     let _worker = common::spawn_worker(s.builder()).await;
     let first = s.send(vec![edit("x", 1), edit("y", 1)]).await;
     s.clock.advance(Duration::from_secs(30));

@@ -113,6 +113,18 @@ async fn each_event_trigger_starts_a_run_with_its_variant() {
             "flow/cron.sync_accounts"
         ]
     );
+    // The functions as announced, with all their triggers.
+    let functions = client.functions().await.unwrap();
+    let sync = functions.iter().find(|f| f.id == "sync_accounts").unwrap();
+    assert_eq!(
+        sync.triggers,
+        [
+            "test/triggers.account_created",
+            "flow/cron.sync_accounts",
+            "test/triggers.account_deleted"
+        ]
+    );
+    assert_eq!(sync.send_rules, None);
     let created = client
         .send(NewEvent::raw("test/triggers.account_created", json!({ "id": 1 })).unwrap())
         .await

@@ -756,16 +756,26 @@ impl ReadStore for PgStore {
 
     async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
         let rows = on_conn!(self, repeat = true, |conn| async {
-            sqlx::query("SELECT id, trigger, last_seen, paused_at FROM flow.functions ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_error)
+            sqlx::query(
+                "SELECT f.id, f.trigger, f.last_seen, f.paused_at, f.send_rules,
+                        ARRAY(SELECT t.trigger FROM flow.function_triggers t
+                              WHERE t.function_id = f.id AND t.trigger <> f.trigger
+                              ORDER BY t.trigger) AS more_triggers
+                 FROM flow.functions f ORDER BY f.id",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)
         })?;
         rows.iter()
             .map(|row| {
+                let trigger: String = col(row, "trigger")?;
+                let more: Vec<String> = col(row, "more_triggers")?;
                 Ok(flow_core::FunctionView {
                     id: col(row, "id")?,
-                    trigger: col(row, "trigger")?,
+                    triggers: std::iter::once(trigger.clone()).chain(more).collect(),
+                    trigger,
+                    send_rules: col(row, "send_rules")?,
                     last_seen: col(row, "last_seen")?,
                     paused_at: col(row, "paused_at")?,
                 })

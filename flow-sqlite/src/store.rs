@@ -597,16 +597,31 @@ impl ReadStore for SqliteStore {
     }
 
     async fn functions(&self) -> Result<Vec<flow_core::FunctionView>, Error> {
-        let rows =
-            sqlx::query("SELECT id, trigger, last_seen, paused_at FROM flow_functions ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_error)?;
+        let rows = sqlx::query(
+            "SELECT f.id, f.trigger, f.last_seen, f.paused_at, f.send_rules,
+                    (SELECT json_group_array(trigger) FROM
+                         (SELECT t.trigger FROM flow_function_triggers t
+                          WHERE t.function_id = f.id AND t.trigger <> f.trigger
+                          ORDER BY t.trigger)) AS more_triggers
+             FROM flow_functions f ORDER BY f.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
         rows.iter()
             .map(|row| {
+                let trigger: String = col(row, "trigger")?;
+                let more: Vec<String> = serde_json::from_str(&col::<String>(row, "more_triggers")?)
+                    .map_err(|e| {
+                        Error::Database(format!("a function's triggers do not read: {e}"))
+                    })?;
                 Ok(flow_core::FunctionView {
                     id: col(row, "id")?,
-                    trigger: col(row, "trigger")?,
+                    triggers: std::iter::once(trigger.clone()).chain(more).collect(),
+                    trigger,
+                    send_rules: col::<Option<String>>(row, "send_rules")?
+                        .map(|rules| parse_json(&rules))
+                        .transpose()?,
                     last_seen: time(col(row, "last_seen")?),
                     paused_at: col::<Option<i64>>(row, "paused_at")?.map(time),
                 })

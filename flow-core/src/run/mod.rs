@@ -192,8 +192,14 @@ impl FromStr for StepKind {
 pub struct FunctionView {
     /// Its id.
     pub id: String,
-    /// The name of the event that triggers it.
+    /// The name of the event that triggers it (its first trigger).
     pub trigger: String,
+    /// Every event name that triggers it: its trigger first, then the others of
+    /// a function with several, by name (`flow/cron.<id>` for its schedules).
+    pub triggers: Vec<String>,
+    /// Its rules applied when an event is sent (`if`, keys, grouping), as
+    /// announced; `None` when it has none.
+    pub send_rules: Option<Value>,
     /// When a worker last announced it.
     pub last_seen: DateTime<Utc>,
     /// Since when it is paused ([`Client::pause`](crate::Client::pause)), if it is.
