@@ -1,8 +1,18 @@
 //! Keys and tokens, kept as SHA-256 digests (the server never holds a key in the
 //! clear once configured) and compared in constant time.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::error::ApiError;
 
 /// A set of keys, as digests.
 #[derive(Clone, Default)]
@@ -39,6 +49,40 @@ impl Keys {
                 found | held.ct_eq(&given)
             })
             .into()
+    }
+}
+
+/// A development server answers this machine only: a request from any other
+/// peer, or one whose peer is unknown, is refused before it is read.
+pub(crate) async fn local_only<S: Send + Sync + 'static>(
+    State(state): State<Arc<AppState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.config.open {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .cloned();
+    match peer {
+        Some(ConnectInfo(addr)) if addr.ip().is_loopback() => next.run(request).await,
+        Some(ConnectInfo(addr)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this is a development server, which answers only the machine it runs on, \
+                 not {}; serve with keys (ServerConfig::new) to answer others",
+                addr.ip()
+            ),
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this development server cannot tell where the request comes from; serve it \
+             with flow_server::serve",
+        )
+        .into_response(),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub api_tokens: Keys,
     /// The largest request body, in bytes.
     pub body_limit: usize,
+    /// A development server: no key is asked, and only this machine is answered
+    /// ([`ServerConfig::local_development`]).
+    pub open: bool,
 }
 
 impl ServerConfig {
@@ -57,6 +60,18 @@ impl ServerConfig {
             event_keys,
             api_tokens,
             body_limit: DEFAULT_BODY_LIMIT,
+            open: false,
+        }
+    }
+
+    /// A development server: it asks no key, and answers requests from this
+    /// machine only (a loopback peer); any other is refused with `403`, whatever
+    /// address the server is bound to. It needs the peer's address, which
+    /// [`serve`] passes on; a router served without it refuses every request.
+    pub fn local_development() -> Self {
+        ServerConfig {
+            open: true,
+            ..ServerConfig::new(Keys::none(), Keys::none())
         }
     }
 }
@@ -85,11 +100,20 @@ pub fn router<S: Store + ReadStore>(store: S, config: ServerConfig) -> Router {
         .route("/api/events", get(api::events::<S>))
         .route("/api/functions", get(api::functions::<S>))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            keys::local_only::<S>,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until the process ends.
+/// Serves `router` on `listener` until the process ends, telling each request its
+/// peer's address.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router).await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .await
 }

@@ -258,22 +258,7 @@ async fn ready_says_whether_the_database_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_runs_on_an_sqlite_file_too() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-sqlite");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()));
-    let store = <flow_sqlite::SqliteStore as flow_core::Connect>::connect(&format!(
-        "sqlite://{}",
-        path.display()
-    ))
-    .await
-    .unwrap();
-    store
-        .register_functions(
-            &[FunctionInfo::new("signup", "app/user.signed_up")],
-            Now::Database,
-        )
-        .await
-        .unwrap();
+    let store = sqlite_store().await;
     let base = serve(store, config()).await;
     let (status, body) = post(
         &format!("{base}/e/{EVENT_KEY}"),
@@ -437,5 +422,79 @@ async fn a_signal_no_run_waits_for_is_refused_unless_kept() {
     let (status, body) = post_with(&signal, TOKEN, "{not json").await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = post_with(&signal, "tk_wrong", "{}").await;
+    assert_eq!(status, 401);
+}
+
+/// An SQLite store on a file of its own, with `signup` announced.
+async fn sqlite_store() -> flow_sqlite::SqliteStore {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-sqlite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()));
+    let store = <flow_sqlite::SqliteStore as flow_core::Connect>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    store
+        .register_functions(
+            &[FunctionInfo::new("signup", "app/user.signed_up")],
+            Now::Database,
+        )
+        .await
+        .unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_development_server_asks_no_key_and_answers_this_machine_only() {
+    let store = sqlite_store().await;
+    let base = serve(store.clone(), ServerConfig::local_development()).await;
+    let (status, body) = post(
+        &format!("{base}/e/any-key"),
+        r#"{"name": "app/user.signed_up", "data": {"id": 1}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&format!("{base}/api/functions"), None).await;
+    assert_eq!(status, 200, "{body}");
+    // A peer of another machine is refused, whatever the server is bound to.
+    use tower::ServiceExt;
+    let router = flow_server::router(store.clone(), ServerConfig::local_development());
+    let from = |peer: &str| {
+        let mut request = axum::http::Request::get("/api/functions")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    let response = router
+        .clone()
+        .oneshot(from("192.0.2.7:50000"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&body)
+            .contains("answers only the machine it runs on, not 192.0.2.7"),
+        "{body:?}"
+    );
+    let response = router.clone().oneshot(from("[::1]:50000")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Served without the peer's address, it answers no one.
+    let blind = axum::http::Request::get("/api/functions")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.oneshot(blind).await.unwrap();
+    assert_eq!(response.status(), 403);
+    // A server with keys asks for them, from this machine too.
+    let keyed = serve(store, config()).await;
+    let (status, _) = get(&format!("{keyed}/api/functions"), None).await;
     assert_eq!(status, 401);
 }
