@@ -79,15 +79,7 @@ pub(crate) async fn join(
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error)?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("event_id").map_err(db_error)?,
-                row.try_get("function_id").map_err(db_error)?,
-                row.try_get("run_id").map_err(db_error)?,
-            ))
-        })
-        .collect()
+    crate::send::run_triples(&rows)
 }
 
 /// The statement that places a send's grouped events (`$1`..`$8`, one row per
@@ -173,7 +165,7 @@ WITH clock AS (
     SELECT pg_notify('flow_wakeup', '')
     WHERE EXISTS (SELECT 1 FROM created) OR EXISTS (SELECT 1 FROM moved)
 )
-SELECT m.event_id, m.function_id, m.run_id, (SELECT count(*) FROM notified) AS notified
+SELECT m.event_id, m.function_id, m.run_id AS id, (SELECT count(*) FROM notified) AS notified
 FROM members m
 ORDER BY m.position, m.function_id";
 

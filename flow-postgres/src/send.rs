@@ -819,7 +819,7 @@ fn receipt(
 pub(crate) type StartedRun = (Uuid, String, Uuid);
 
 /// (event, function, run) of rows with those columns (`id` the run's).
-fn run_triples(rows: &[PgRow]) -> Result<Vec<StartedRun>, Error> {
+pub(crate) fn run_triples(rows: &[PgRow]) -> Result<Vec<StartedRun>, Error> {
     rows.iter()
         .map(|row| {
             Ok((

@@ -52,13 +52,16 @@ async fn events_stored(store: &flow_postgres::PgStore) -> i64 {
 }
 
 async fn post(url: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
+        .body(body.to_owned());
+    answer(request).await
+}
+
+/// The status and JSON body (else the text) of the answer to `request`.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (
@@ -72,13 +75,7 @@ async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
     if let Some(token) = token {
         request = request.header("authorization", token);
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    answer(request).await
 }
 
 fn error_of(body: &Value) -> &str {
@@ -279,19 +276,11 @@ async fn the_server_runs_on_an_sqlite_file_too() {
 }
 
 async fn post_with(url: &str, token: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(url)
         .header("authorization", format!("Bearer {token}"))
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+        .body(body.to_owned());
+    answer(request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,22 @@ fn retry_or_fail(core: &RunCore, failure: Failure, started_at: DateTime<Utc>) ->
     })
 }
 
+/// A run whose stored `what` (checkpoints, events) could not be read before its
+/// handler began: handed back when the error is transient, else failed (handing
+/// it back would only read the same rows again, forever).
+async fn unreadable(core: &RunCore, what: &str, e: crate::Error) -> Exit {
+    core.end();
+    if e.is_transient() {
+        tracing::error!(error = %e, "could not read the run's {what}; handing the run back");
+        return settle(core, End::Decided(Decision::Release), 0).await;
+    }
+    let failure = Failure::new(
+        FailureKind::Storage,
+        format!("flow could not read this run's {what}: {e}"),
+    );
+    settle(core, End::Decided(Decision::Stop(Stop::Fail(failure))), 0).await
+}
+
 /// What a grouped run's handler takes: the data of every event of its group (a
 /// `Vec`), or of the last. A run whose group key did not evaluate when its event
 /// was sent is a group of that one event.
@@ -103,21 +119,7 @@ pub(crate) async fn drive<S: Store>(
                 Ok(checkpoints) => {
                     core.load(checkpoints, claimed.lost_count > 0, claimed.step_count)
                 }
-                Err(e) if e.is_transient() => {
-                    tracing::error!(error = %e, "could not load checkpoints; handing the run back");
-                    core.end();
-                    return settle(&core, End::Decided(Decision::Release), 0).await;
-                }
-                Err(e) => {
-                    // Handing it back would only load the same rows again, forever.
-                    core.end();
-                    let failure = Failure::new(
-                        FailureKind::Storage,
-                        format!("flow could not read this run's checkpoints: {e}"),
-                    );
-                    return settle(&core, End::Decided(Decision::Stop(Stop::Fail(failure))), 0)
-                        .await;
-                }
+                Err(e) => return unreadable(&core, "checkpoints", e).await,
             }
         }
         let name = claimed.event.name.clone();
@@ -125,20 +127,7 @@ pub(crate) async fn drive<S: Store>(
             None => claimed.event.data,
             Some(grouping) => match store.group_events(claimed.lease.run_id).await {
                 Ok(events) => group_input(grouping, claimed.event, events),
-                Err(e) if e.is_transient() => {
-                    tracing::error!(error = %e, "could not read the run's events; handing the run back");
-                    core.end();
-                    return settle(&core, End::Decided(Decision::Release), 0).await;
-                }
-                Err(e) => {
-                    core.end();
-                    let failure = Failure::new(
-                        FailureKind::Storage,
-                        format!("flow could not read this run's events: {e}"),
-                    );
-                    return settle(&core, End::Decided(Decision::Stop(Stop::Fail(failure))), 0)
-                        .await;
-                }
+                Err(e) => return unreadable(&core, "events", e).await,
             },
         };
         let started_at = core.clock.now();
