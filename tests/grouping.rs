@@ -241,11 +241,14 @@ async fn a_debounce_with_events_all_delivers_every_event_of_the_window() {
     let _worker = common::spawn_worker(s.builder()).await;
     let runs = s.send(vec![note(1), note(2)]).await;
     s.clock.advance(Duration::from_secs(59));
-    let more = s.send(vec![note(3)]).await;
-    assert_eq!([runs[1], more[0]], [runs[0], runs[0]]);
+    let mut more = s.send(vec![note(3)]).await;
+    // Past the first minute: the third note moved the window (no timeout caps it).
+    s.clock.advance(Duration::from_secs(2));
+    more.extend(s.send(vec![note(4)]).await);
+    assert_eq!([runs[1], more[0], more[1]], [runs[0]; 3]);
     s.clock.advance(Duration::from_secs(60));
     let notes: Vec<u32> = s.client.result(runs[0], WAIT).await.unwrap();
-    assert_eq!(notes, [1, 2, 3]);
+    assert_eq!(notes, [1, 2, 3, 4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,9 +131,10 @@ WITH clock AS (
            CASE WHEN m.size >= m.max_size THEN c.now
                 WHEN m.period_ms IS NULL AND m.existing THEN m.open_due
                 WHEN m.period_ms IS NULL THEN c.now + m.timeout_ms * interval '1 millisecond'
+                -- LEAST passes over the NULL of a debounce without a timeout.
                 ELSE LEAST(c.now + m.period_ms * interval '1 millisecond',
                            CASE WHEN m.existing THEN m.opened_at ELSE c.now END
-                               + COALESCE(m.timeout_ms, m.period_ms) * interval '1 millisecond')
+                               + m.timeout_ms * interval '1 millisecond')
            END AS due
     FROM members m, clock c
     ORDER BY m.function_id, m.key, m.g, m.nth
