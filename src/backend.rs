@@ -88,6 +88,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.load(run).await)
     }
 
+    async fn rerun(&self, run: RunId, now: Now) -> Result<RunId, Error> {
+        delegate!(self, s => s.rerun(run, now).await)
+    }
+
     async fn group_events(&self, run: RunId) -> Result<Vec<flow_core::StoredEvent>, Error> {
         delegate!(self, s => s.group_events(run).await)
     }

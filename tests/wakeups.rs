@@ -48,6 +48,9 @@ impl Store for LateListener {
     async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
         self.0.load(run).await
     }
+    async fn rerun(&self, run: RunId, now: flow::Now) -> Result<RunId, flow::Error> {
+        self.0.rerun(run, now).await
+    }
     async fn group_events(&self, run: RunId) -> Result<Vec<flow::StoredEvent>, flow::Error> {
         self.0.group_events(run).await
     }

@@ -236,6 +236,12 @@ impl<S: Store + ReadStore> Client<S> {
         .await
     }
 
+    /// Runs an ended run again: a new run of its function with the same event,
+    /// from the start (its checkpoints are not reused). Returns the new run.
+    pub async fn rerun(&self, id: RunId) -> Result<RunId, Error> {
+        self.store.rerun(id, self.clock.store_now()).await
+    }
+
     /// Cancels every run of `function` created in `created` (its start included,
     /// its end not) that has not ended, as [`Client::cancel`] does one; returns how
     /// many it cancelled.

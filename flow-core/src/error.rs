@@ -73,6 +73,17 @@ pub enum Error {
         /// How it ended.
         status: crate::RunStatus,
     },
+    /// A run that has not ended cannot be run again.
+    #[error(
+        "run {run} has not ended ({status}): only an ended run can be run again; cancel it first, \
+         or wait for it to end"
+    )]
+    NotEnded {
+        /// The run.
+        run: crate::RunId,
+        /// Where it is.
+        status: crate::RunStatus,
+    },
     /// Only a blocked run can be settled by an operator.
     #[error("run {run} is {status}, not blocked: only a blocked run can be settled")]
     NotBlocked {

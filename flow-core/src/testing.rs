@@ -275,6 +275,47 @@ pub async fn events_are_listed_newest_first_by_name_and_page<S: Store + ReadStor
     assert_eq!(newest.received_at, start());
 }
 
+/// An ended run is run again as a new run of its function with its event; a run
+/// that has not ended and an unknown run are refused, saying which.
+pub async fn an_ended_run_is_run_again_with_its_event<S: Store + ReadStore>(store: S) {
+    announce(&store, &[("again", "t/again")]).await;
+    let sent = store
+        .send(vec![event("t/again", 1)], Now::At(start()))
+        .await
+        .expect("send");
+    let run = sent.runs[0].1;
+    match store.rerun(run, Now::At(start())).await {
+        Err(crate::Error::NotEnded { run: r, status }) => {
+            assert_eq!((r, status), (run, RunStatus::Queued));
+        }
+        other => panic!("a queued run is not run again: {other:?}"),
+    }
+    assert!(
+        store
+            .cancel(run, "to run it again", Now::At(start()))
+            .await
+            .expect("cancel")
+    );
+    let again = store
+        .rerun(run, Now::At(start()))
+        .await
+        .expect("an ended run is run again");
+    assert_ne!(again, run);
+    let view = store
+        .run(again)
+        .await
+        .expect("read")
+        .expect("the new run exists");
+    assert_eq!(view.status, RunStatus::Queued);
+    assert_eq!(view.function_id, "again");
+    assert_eq!(view.event_id, sent.event_ids[0]);
+    let missing = RunId(uuid::Uuid::now_v7());
+    assert!(matches!(
+        store.rerun(missing, Now::At(start())).await,
+        Err(crate::Error::RunNotFound(r)) if r == missing
+    ));
+}
+
 /// A receipt lists the runs in the order of the events sent, then by function.
 pub async fn receipts_list_runs_in_the_order_sent<S: Store + ReadStore>(store: S) {
     announce(&store, &[("b", "t/ordered"), ("a", "t/ordered")]).await;
@@ -2084,6 +2125,7 @@ macro_rules! store_conformance_tests {
             finishes_are_announced_to_watches,
             runs_are_listed_newest_first_by_filter_and_page,
             events_are_listed_newest_first_by_name_and_page,
+            an_ended_run_is_run_again_with_its_event,
         );
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {$(

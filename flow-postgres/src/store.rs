@@ -513,6 +513,60 @@ impl Store for PgStore {
         Ok(cancelled as u64)
     }
 
+    async fn rerun(&self, run: RunId, now: Now) -> Result<RunId, Error> {
+        // The new run's id is made once: a try repeated after its commit finds it.
+        let fresh = Uuid::now_v7();
+        let row = on_conn!(self, repeat = true, |conn| async {
+            sqlx::query(
+                "WITH clock AS (
+                     SELECT COALESCE($3::timestamptz, now()) AS now
+                 ), source AS (
+                     SELECT function_id, event_id, status FROM flow.runs WHERE id = $1
+                 ), fresh AS (
+                     INSERT INTO flow.runs
+                         (id, function_id, event_id, status, not_before, created_at)
+                     SELECT $2, s.function_id, s.event_id, 'queued', clock.now, clock.now
+                     FROM source s, clock
+                     WHERE s.status IN ('completed', 'failed', 'cancelled', 'skipped')
+                       AND EXISTS (SELECT 1 FROM flow.functions f WHERE f.id = s.function_id)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id
+                 ), events AS (
+                     -- A batch or debounce run's events, for the new run too.
+                     INSERT INTO flow.run_events (run_id, position, event_id)
+                     SELECT f.id, re.position, re.event_id
+                     FROM fresh f JOIN flow.run_events re ON re.run_id = $1
+                 ), notified AS (
+                     SELECT pg_notify('flow_wakeup', '') FROM fresh
+                 )
+                 SELECT s.status, s.function_id,
+                        EXISTS (SELECT 1 FROM flow.functions f WHERE f.id = s.function_id)
+                            AS known,
+                        EXISTS (SELECT 1 FROM fresh)
+                            OR EXISTS (SELECT 1 FROM flow.runs WHERE id = $2) AS started,
+                        (SELECT count(*) FROM notified) AS notified
+                 FROM source s",
+            )
+            .bind(run.0)
+            .bind(fresh)
+            .bind(now.at())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)
+        })?;
+        let Some(row) = row else {
+            return Err(Error::RunNotFound(run));
+        };
+        if col(&row, "started")? {
+            return Ok(RunId(fresh));
+        }
+        let status: flow_core::RunStatus = col::<String>(&row, "status")?.parse()?;
+        if !status.is_finished() {
+            return Err(Error::NotEnded { run, status });
+        }
+        Err(Error::FunctionNotFound(col(&row, "function_id")?))
+    }
+
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         // Safe to repeat: a second try finds the run ended and changes nothing.
         let (cancelled, _announced): (i64, i64) = on_conn!(self, repeat = true, |conn| async {

@@ -276,3 +276,17 @@ pub(crate) async fn events<S: Store + ReadStore>(
     };
     Ok(Json(state.client.events(&query).await?))
 }
+
+/// `POST /api/runs/{id}/rerun`: a new run of the ended run's function with its
+/// event (`409` while it has not ended, `404` when no worker announces its
+/// function any more).
+pub(crate) async fn rerun<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = RunId(id_of(&id, "a run")?);
+    let run = state.client.rerun(id).await?;
+    Ok(Json(serde_json::json!({ "run": run })))
+}

@@ -40,7 +40,9 @@ impl From<flow_core::Error> for ApiError {
             Error::RunNotFound(_) | Error::FunctionNotFound(_) | Error::NoSignalWaiter { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Error::AlreadyEnded { .. } | Error::NotBlocked { .. } => StatusCode::CONFLICT,
+            Error::AlreadyEnded { .. } | Error::NotBlocked { .. } | Error::NotEnded { .. } => {
+                StatusCode::CONFLICT
+            }
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

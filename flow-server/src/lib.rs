@@ -96,6 +96,7 @@ pub fn router<S: Store + ReadStore>(store: S, config: ServerConfig) -> Router {
         .route("/api/runs", get(api::runs::<S>))
         .route("/api/runs/{id}", get(api::run::<S>))
         .route("/api/runs/{id}/cancel", post(api::cancel::<S>))
+        .route("/api/runs/{id}/rerun", post(api::rerun::<S>))
         .route("/api/signals/{name}", post(api::signal::<S>))
         .route("/api/events", get(api::events::<S>))
         .route("/api/functions", get(api::functions::<S>))

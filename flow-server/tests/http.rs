@@ -293,7 +293,7 @@ async fn runs_are_listed_by_filter_and_page_and_cancelled() {
         )
         .await
         .unwrap();
-    let base = serve(store, config()).await;
+    let base = serve(store.clone(), config()).await;
     let events: Vec<String> = (0..5)
         .map(|i| format!(r#"{{"name": "app/user.signed_up", "data": {{"id": {i}}}}}"#))
         .chain([r#"{"name": "app/user.deleted", "data": {"id": 1}}"#.to_owned()])
@@ -367,10 +367,34 @@ async fn runs_are_listed_by_filter_and_page_and_cancelled() {
     let (status, body) = post_with(&cancel, TOKEN, "").await;
     assert_eq!(status, 409, "{body}");
     assert!(error_of(&body).contains("already ended"), "{body}");
+    // Run again: a new run of the same function and event.
+    let rerun = format!("{base}/api/runs/{audit}/rerun");
+    let (status, again) = post_with(&rerun, TOKEN, "").await;
+    assert_eq!(status, 200, "{again}");
+    let again = again["run"].as_str().unwrap().to_owned();
+    let (_, view) = get(&format!("{base}/api/runs/{again}"), Some(&bearer)).await;
+    assert_eq!(
+        (view["function_id"].as_str(), view["status"].as_str()),
+        (Some("audit"), Some("queued"))
+    );
+    assert_eq!(view["event_id"], deleted_event);
+    let (status, body) = post_with(&format!("{base}/api/runs/{again}/rerun"), TOKEN, "").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(error_of(&body).contains("has not ended"), "{body}");
+    let (status, _) = post_with(&format!("{base}/api/runs/{again}/cancel"), TOKEN, "").await;
+    assert_eq!(status, 200);
+    // No worker announces the function any more: nothing would run it.
+    sqlx::query("DELETE FROM flow.functions WHERE id = 'audit'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (status, body) = post_with(&format!("{base}/api/runs/{again}/rerun"), TOKEN, "").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(error_of(&body).contains("function `audit`"), "{body}");
     let (_, cancelled) = list("?status=cancelled,failed".into()).await;
-    assert_eq!(cancelled["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(cancelled["runs"].as_array().unwrap().len(), 2);
     let (_, recent) = list("?from=2000-01-01T00:00:00Z&to=2999-01-01T00:00:00Z".into()).await;
-    assert_eq!(recent["runs"].as_array().unwrap().len(), 6);
+    assert_eq!(recent["runs"].as_array().unwrap().len(), 7);
     // Filters that do not read are refused, naming the parameter.
     for (query, reason) in [
         ("?status=done", "`status` \"done\" is not a run status"),

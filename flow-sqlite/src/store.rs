@@ -434,6 +434,59 @@ impl Store for SqliteStore {
         Ok(cancelled)
     }
 
+    async fn rerun(&self, run: RunId, now: Now) -> Result<RunId, Error> {
+        let now = now.or_local();
+        let fresh = RunId(Uuid::now_v7());
+        in_transaction(self, async |conn| {
+            let Some(source) = sqlx::query(
+                "SELECT r.function_id, r.event_id, r.status,
+                        EXISTS (SELECT 1 FROM flow_functions f WHERE f.id = r.function_id)
+                            AS known
+                 FROM flow_runs r WHERE r.id = ?",
+            )
+            .bind(run.0.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error)?
+            else {
+                return Err(Error::RunNotFound(run));
+            };
+            let status: RunStatus = col::<String>(&source, "status")?.parse()?;
+            if !status.is_finished() {
+                return Err(Error::NotEnded { run, status });
+            }
+            let function: String = col(&source, "function_id")?;
+            if !col::<bool>(&source, "known")? {
+                return Err(Error::FunctionNotFound(function));
+            }
+            sqlx::query(
+                "INSERT INTO flow_runs (id, function_id, event_id, status, not_before, created_at)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+            )
+            .bind(fresh.0.to_string())
+            .bind(&function)
+            .bind(col::<String>(&source, "event_id")?)
+            .bind(micros(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            // A batch or debounce run's events, for the new run too.
+            sqlx::query(
+                "INSERT INTO flow_run_events (run_id, position, event_id)
+                 SELECT ?1, position, event_id FROM flow_run_events WHERE run_id = ?2",
+            )
+            .bind(fresh.0.to_string())
+            .bind(run.0.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error)?;
+            Ok(())
+        })
+        .await?;
+        self.wake(Wakeup::Now);
+        Ok(fresh)
+    }
+
     async fn cancel(&self, run: RunId, reason: &str, now: Now) -> Result<bool, Error> {
         let mut conn = self.pool.acquire().await.map_err(db_error)?;
         let cancelled = cancel_run(&mut conn, run, reason, now.or_local()).await?;

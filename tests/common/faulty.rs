@@ -100,6 +100,9 @@ impl Store for Faulty {
     async fn load(&self, run: RunId) -> Result<Checkpoints, flow::Error> {
         self.inner.load(run).await
     }
+    async fn rerun(&self, run: RunId, now: flow::Now) -> Result<RunId, flow::Error> {
+        self.inner.rerun(run, now).await
+    }
     async fn group_events(&self, run: RunId) -> Result<Vec<flow::StoredEvent>, flow::Error> {
         self.inner.group_events(run).await
     }

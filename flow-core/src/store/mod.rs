@@ -185,6 +185,12 @@ pub trait Store: Clone + Send + Sync + 'static {
         now: Now,
     ) -> impl Future<Output = Result<bool, Error>> + Send;
 
+    /// Starts a new run of an ended run's function with the same event (the same
+    /// events, for a batch or debounce run), due now; no send-time rule applies,
+    /// as for an invoked run. Errors: [`Error::RunNotFound`], [`Error::NotEnded`],
+    /// and [`Error::FunctionNotFound`] when no worker announces its function.
+    fn rerun(&self, run: RunId, now: Now) -> impl Future<Output = Result<RunId, Error>> + Send;
+
     /// [`Store::cancel`] for every run of `function` created in `created` (its
     /// start included, its end not) that has not ended, in one statement; returns
     /// how many it cancelled.
