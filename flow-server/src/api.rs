@@ -290,3 +290,42 @@ pub(crate) async fn rerun<S: Store + ReadStore>(
     let run = state.client.rerun(id).await?;
     Ok(Json(serde_json::json!({ "run": run })))
 }
+
+/// The body of `POST /api/runs/cancel`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkCancel {
+    function: String,
+    /// Runs created at or after (RFC 3339).
+    from: String,
+    /// Runs created before (RFC 3339).
+    to: String,
+    reason: Option<String>,
+}
+
+/// `POST /api/runs/cancel` with `{"function", "from", "to", "reason"}`: cancels
+/// every run of the function created in the range that has not ended, in one
+/// statement; answers how many.
+pub(crate) async fn cancel_many<S: Store + ReadStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let bulk: BulkCancel = serde_json::from_value(json_body(body)?)
+        .map_err(|e| ApiError::bad_request(format!("the body: {e}")))?;
+    let (from, to) = (time_of(&bulk.from, "from")?, time_of(&bulk.to, "to")?);
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "`from` ({from}) must be before `to` ({to})"
+        )));
+    }
+    let reason = bulk
+        .reason
+        .unwrap_or_else(|| "cancelled through the API".to_owned());
+    let cancelled = state
+        .client
+        .cancel_runs(&bulk.function, from..to, reason)
+        .await?;
+    Ok(Json(serde_json::json!({ "cancelled": cancelled })))
+}

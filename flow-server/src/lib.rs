@@ -94,6 +94,7 @@ pub fn router<S: Store + ReadStore>(store: S, config: ServerConfig) -> Router {
         .route("/ready", get(health::ready::<S>))
         .route("/e/{event_key}", post(ingest::events::<S>))
         .route("/api/runs", get(api::runs::<S>))
+        .route("/api/runs/cancel", post(api::cancel_many::<S>))
         .route("/api/runs/{id}", get(api::run::<S>))
         .route("/api/runs/{id}/cancel", post(api::cancel::<S>))
         .route("/api/runs/{id}/rerun", post(api::rerun::<S>))

@@ -511,3 +511,73 @@ async fn a_development_server_asks_no_key_and_answers_this_machine_only() {
     let (status, _) = get(&format!("{keyed}/api/functions"), None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_a_function_are_cancelled_in_bulk_by_creation_time() {
+    let (store, _) = pg_store().await;
+    let base = serve(store, config()).await;
+    let events: Vec<String> = (0..4)
+        .map(|i| format!(r#"{{"name": "app/user.signed_up", "data": {{"id": {i}}}}}"#))
+        .collect();
+    let (status, sent) = post(
+        &format!("{base}/e/{EVENT_KEY}"),
+        &format!("[{}]", events.join(",")),
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let bulk = format!("{base}/api/runs/cancel");
+    let (status, body) = post_with(
+        &bulk,
+        TOKEN,
+        r#"{"function": "signup", "from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z",
+            "reason": "a bad deploy"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["cancelled"].as_u64()),
+        (200, Some(4)),
+        "{body}"
+    );
+    let (_, page) = get(
+        &format!("{base}/api/runs?status=cancelled"),
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 4);
+    assert!(
+        page["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("a bad deploy")
+    );
+    // Nothing left to cancel; and bodies that do not read are refused by name.
+    let (status, body) = post_with(
+        &bulk,
+        TOKEN,
+        r#"{"function": "signup", "from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["cancelled"].as_u64()),
+        (200, Some(0)),
+        "{body}"
+    );
+    for (bad, reason) in [
+        (
+            r#"{"function": "signup", "from": "2001-01-01T00:00:00Z", "to": "2000-01-01T00:00:00Z"}"#,
+            "must be before",
+        ),
+        (
+            r#"{"function": "signup", "to": "2000-01-01T00:00:00Z"}"#,
+            "missing field `from`",
+        ),
+        (
+            r#"{"function": "signup", "from": "now", "to": "2000-01-01T00:00:00Z"}"#,
+            "`from` \"now\"",
+        ),
+    ] {
+        let (status, body) = post_with(&bulk, TOKEN, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_of(&body).contains(reason), "{bad}: {body}");
+    }
+}
