@@ -9,9 +9,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -116,25 +115,30 @@ fn kind(value: &Value) -> &'static str {
 pub(crate) async fn events<S: Store + ReadStore>(
     State(state): State<Arc<AppState<S>>>,
     Path(event_key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
-    // A development server (this machine only) takes any key.
+    // The key first: the body of a request without one is never read. A
+    // development server (this machine only) takes any key.
     if !state.config.open && !state.config.event_keys.holds(&event_key) {
         return Err(ApiError::unauthorized(
             "unknown event key: send events to /e/{key} with a key this server holds",
         ));
     }
     // Over the limit, the body is refused before it is read whole.
-    let body = body.map_err(|e| {
-        ApiError::new(
-            e.status(),
-            format!(
-                "the body was not read: {} (the server takes bodies up to {} bytes)",
-                e.body_text(),
-                state.config.body_limit
-            ),
-        )
-    })?;
+    let limit = state.config.body_limit;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            match over {
+                true => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over the {limit} bytes the server takes"),
+                ),
+                false => ApiError::bad_request(format!("the body was not read whole: {e}")),
+            }
+        })?;
     let events = events_of(&body)?;
     let receipt = state.client.send_batch(events).await?;
     let runs: Vec<Value> = receipt

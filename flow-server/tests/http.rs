@@ -178,7 +178,10 @@ async fn refused_events_are_answered_with_the_reason_and_nothing_is_stored() {
     );
     let (status, body) = post(&ingest, &oversize).await;
     assert_eq!(status, 413, "{body}");
-    assert!(error_of(&body).contains("up to 1024 bytes"), "{body}");
+    assert!(error_of(&body).contains("over the 1024 bytes"), "{body}");
+    // Without a key the body is not even read: the key is what is refused.
+    let (status, body) = post(&format!("{base}/e/not-a-key"), &oversize).await;
+    assert_eq!(status, 401, "{body}");
     assert_eq!(
         events_stored(&store).await,
         0,
