@@ -336,12 +336,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let worker = builder.build()?;
     worker.announce().await?;
+    // Listened to before the ready marker: a SIGTERM the test sends once it sees
+    // the marker shuts the worker down gracefully, however soon it comes.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     if let Ok(path) = std::env::var("FLOW_TEST_READY") {
         // Tells the test this process is up (its notifications may still be starting;
         // the worker looks for work once they are).
         std::fs::write(format!("{path}.{}", std::process::id()), b"ready")?;
     }
-    let report = worker.run().await?;
+    let report = worker
+        .run_until(async move {
+            terminate.recv().await;
+        })
+        .await?;
     println!(
         "REPORT finished={} parked={} released={} lost={}",
         report.finished, report.parked, report.released, report.lost
