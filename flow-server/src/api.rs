@@ -96,8 +96,19 @@ pub(crate) struct RunFilters {
     limit: Option<u32>,
 }
 
-/// The default size of a page of runs.
+/// The default size of a page of runs or events.
 const RUN_PAGE: u32 = 50;
+
+/// A page's `limit` parameter, [`RUN_PAGE`] when not given.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(RUN_PAGE);
+    if limit == 0 || limit > MAX_RUN_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "`limit` is 1 to {MAX_RUN_PAGE}, not {limit}"
+        )));
+    }
+    Ok(limit)
+}
 
 fn time_of(text: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(text)
@@ -123,12 +134,7 @@ impl RunFilters {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let limit = self.limit.unwrap_or(RUN_PAGE);
-        if limit == 0 || limit > MAX_RUN_PAGE {
-            return Err(ApiError::bad_request(format!(
-                "`limit` is 1 to {MAX_RUN_PAGE}, not {limit}"
-            )));
-        }
+        let limit = page_limit(self.limit)?;
         Ok(RunQuery {
             function: self.function,
             statuses,
@@ -259,12 +265,7 @@ pub(crate) async fn events<S: Store + ReadStore>(
     authorize(&state, &headers)?;
     let Query(filters) = filters
         .map_err(|e| ApiError::bad_request(format!("the query string: {}", e.body_text())))?;
-    let limit = filters.limit.unwrap_or(RUN_PAGE);
-    if limit == 0 || limit > MAX_RUN_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "`limit` is 1 to {MAX_RUN_PAGE}, not {limit}"
-        )));
-    }
+    let limit = page_limit(filters.limit)?;
     let query = EventQuery {
         name: filters.name,
         after: filters

@@ -87,27 +87,15 @@ pub struct RunSummary {
 impl RunQuery {
     /// Refuses a limit out of bounds.
     pub fn check(&self) -> Result<(), Error> {
-        if self.limit == 0 || self.limit > MAX_RUN_PAGE {
-            return Err(Error::Config(format!(
-                "a page of runs holds 1 to {MAX_RUN_PAGE} runs, not {}",
-                self.limit
-            )));
-        }
-        Ok(())
+        check_page(self.limit, "runs")
     }
 }
 
 impl RunPage {
     /// The page of `limit` runs from `rows` (read with one more than `limit`, to
     /// know whether another page follows).
-    pub fn of(mut rows: Vec<RunSummary>, limit: u32) -> RunPage {
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next = if more {
-            rows.last().map(|r| r.id)
-        } else {
-            None
-        };
+    pub fn of(rows: Vec<RunSummary>, limit: u32) -> RunPage {
+        let (rows, next) = page(rows, limit, |r| r.id);
         RunPage { runs: rows, next }
     }
 }
@@ -152,26 +140,33 @@ pub struct EventView {
 impl EventQuery {
     /// Refuses a limit out of bounds.
     pub fn check(&self) -> Result<(), Error> {
-        if self.limit == 0 || self.limit > MAX_RUN_PAGE {
-            return Err(Error::Config(format!(
-                "a page of events holds 1 to {MAX_RUN_PAGE} events, not {}",
-                self.limit
-            )));
-        }
-        Ok(())
+        check_page(self.limit, "events")
     }
 }
 
 impl EventPage {
     /// The page of `limit` events from `rows` (read with one more than `limit`).
-    pub fn of(mut rows: Vec<EventView>, limit: u32) -> EventPage {
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next = if more {
-            rows.last().map(|e| e.id)
-        } else {
-            None
-        };
+    pub fn of(rows: Vec<EventView>, limit: u32) -> EventPage {
+        let (rows, next) = page(rows, limit, |e| e.id);
         EventPage { events: rows, next }
     }
+}
+
+/// Refuses a page `limit` out of bounds, naming what the page holds.
+fn check_page(limit: u32, what: &str) -> Result<(), Error> {
+    if limit == 0 || limit > MAX_RUN_PAGE {
+        return Err(Error::Config(format!(
+            "a page of {what} holds 1 to {MAX_RUN_PAGE} {what}, not {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// The first `limit` of `rows` (read with one more than `limit`) and, when more
+/// followed, the id of the last kept: where the next page starts.
+fn page<T, Id>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Id) -> (Vec<T>, Option<Id>) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(id) } else { None };
+    (rows, next)
 }
